@@ -1,0 +1,43 @@
+import { test, expect } from "@playwright/test";
+
+test("the chat page renders without waiting for WASM", async ({ request }) => {
+  const res = await request.get("/");
+  expect(res.status()).toBe(200);
+  const html = await res.text();
+  expect(html).toContain("Acme Shop support");
+  expect(html).toContain('id="question"');
+});
+
+test("a question is answered token by token and names who served it", async ({ page }) => {
+  await page.goto("/");
+  // Hydration attaches the submit handler; wait until the WASM bundle has run.
+  await page.waitForFunction(() => (window as any).__chaosai_hydrated === true);
+
+  await page.getByLabel("Your question").fill("How do I reset my password?");
+  await page.getByRole("button", { name: "Send" }).click();
+
+  const reply = page.locator("li.bubble.assistant").last();
+  // Sample the reply's text while it streams: a streamed answer shows several
+  // different partial texts before it is done.
+  const seen = new Set<string>();
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    const text = (await reply.locator(".text").textContent()) ?? "";
+    if (text) seen.add(text);
+    if ((await reply.getAttribute("data-state")) === "done") break;
+    await page.waitForTimeout(15);
+  }
+  await expect(reply).toHaveAttribute("data-state", "done");
+  expect(seen.size).toBeGreaterThan(1);
+  await expect(reply.locator(".text")).toContainText("reset link");
+  await expect(reply.locator(".served-by")).toHaveText("claude");
+  await expect(reply.locator(".elapsed")).toContainText(" s");
+
+  // The history travels with the next question: a follow-up without a topic of
+  // its own is answered about the earlier one.
+  await page.getByLabel("Your question").fill("and what if that does not work?");
+  await page.getByRole("button", { name: "Send" }).click();
+  const followUp = page.locator("li.bubble.assistant").nth(1);
+  await expect(followUp).toHaveAttribute("data-state", "done");
+  await expect(followUp.locator(".text")).toContainText("Following up on your earlier question");
+});

@@ -1,0 +1,108 @@
+//! Errors of the HTTP API, rendered in OpenAI's error shape so SDKs surface them.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::json;
+
+/// An error answer: status, OpenAI error type, optional offending parameter, message.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// OpenAI's `error.type` (`invalid_request_error`, `server_error`, …).
+    pub kind: &'static str,
+    /// OpenAI's `error.code`, when there is a stable one.
+    pub code: Option<&'static str>,
+    /// The request field at fault, when there is one.
+    pub param: Option<String>,
+    /// What went wrong, naming the problem.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A 400 about the request, naming the parameter at fault.
+    pub fn invalid(param: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            kind: "invalid_request_error",
+            code: None,
+            param: param.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        let status = rejection.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "request body is larger than the configured limit".to_string()
+        } else {
+            rejection.body_text()
+        };
+        Self {
+            status,
+            kind: "invalid_request_error",
+            code: (status == StatusCode::PAYLOAD_TOO_LARGE).then_some("request_too_large"),
+            param: None,
+            message,
+        }
+    }
+}
+
+impl From<crate::gateway::GatewayError> for ApiError {
+    fn from(err: crate::gateway::GatewayError) -> Self {
+        use crate::gateway::GatewayError;
+        match err {
+            GatewayError::BadRequest(message) => Self::invalid(Some("messages"), message),
+            GatewayError::UnknownModel(model) => Self {
+                status: StatusCode::NOT_FOUND,
+                kind: "invalid_request_error",
+                code: Some("model_not_found"),
+                param: Some("model".into()),
+                message: format!(
+                    "The model {model:?} does not exist; GET /v1/models lists the models"
+                ),
+            },
+            GatewayError::Rejected {
+                provider,
+                status,
+                message,
+            } => Self {
+                status: StatusCode::from_u16(status)
+                    .ok()
+                    .filter(StatusCode::is_client_error)
+                    .unwrap_or(StatusCode::BAD_REQUEST),
+                kind: "invalid_request_error",
+                code: None,
+                param: None,
+                message: format!("{provider} rejected the request: {message}"),
+            },
+            GatewayError::Unavailable { attempts } => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                kind: "server_error",
+                code: Some("providers_unavailable"),
+                param: None,
+                message: format!(
+                    "no provider could answer ({} attempts failed)",
+                    attempts.len()
+                ),
+            },
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The OpenAI-compatible surface: `POST /v1/chat/completions` (streamed or not)
+//! and `GET /v1/models`, so existing SDKs use the gateway unchanged.
+//!
+//! `model: "chaosai"` runs the cascade; a provider's name pins that provider.
+
+use super::{error::ApiError, AppState};
+use crate::gateway::{GatewayRequest, Surface};
+use crate::shared::{ChatEvent, ChatTurn, Role};
+use axum::{
+    body::Bytes,
+    extract::{rejection::BytesRejection, State},
+    http::{HeaderMap, HeaderName, HeaderValue},
+    response::{sse::Event, IntoResponse, Response, Sse},
+    Json,
+};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use std::{convert::Infallible, time::Duration};
+
+/// The model name that runs the whole cascade.
+pub const CASCADE_MODEL: &str = "chaosai";
+
+/// Names the route that served a response.
+pub const SERVED_BY: HeaderName = HeaderName::from_static("x-chaosai-served-by");
+/// Time spent in the gateway itself, excluding waits on providers.
+pub const OVERHEAD_MS: HeaderName = HeaderName::from_static("x-chaosai-overhead-ms");
+/// The request's id, also the completion's `id`.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// `GET /v1/models`: the cascade plus every provider that can be pinned.
+pub async fn models(State(state): State<AppState>) -> Json<Value> {
+    let mut data =
+        vec![json!({"id": CASCADE_MODEL, "object": "model", "created": 0, "owned_by": "chaosai"})];
+    data.extend(state.gateway.cascade().providers().map(|p| {
+        json!({"id": p.name(), "object": "model", "created": 0,
+            "owned_by": p.protocol().as_str(), "upstream_model": p.model()})
+    }));
+    Json(json!({"object": "list", "data": data}))
+}
+
+/// A decoded chat completion request.
+struct ApiRequest {
+    model: String,
+    stream: bool,
+    gateway: GatewayRequest,
+}
+
+fn content_text(content: &Value, index: usize) -> Result<String, ApiError> {
+    let param = format!("messages[{index}].content");
+    match content {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(parts) => {
+            let mut text = String::new();
+            for part in parts {
+                match (part.get("type").and_then(Value::as_str), part.get("text")) {
+                    (Some("text"), Some(Value::String(t))) => text.push_str(t),
+                    _ => {
+                        return Err(ApiError::invalid(
+                            Some(&param),
+                            format!("{param}: only text parts are supported"),
+                        ))
+                    }
+                }
+            }
+            Ok(text)
+        }
+        Value::Null => Err(ApiError::invalid(
+            Some(&param),
+            format!("{param} is required"),
+        )),
+        _ => Err(ApiError::invalid(
+            Some(&param),
+            format!("{param} must be a string or an array of text parts"),
+        )),
+    }
+}
+
+fn decode(body: &[u8]) -> Result<ApiRequest, ApiError> {
+    let body: Value = serde_json::from_slice(body)
+        .map_err(|err| ApiError::invalid(None, format!("request body is not valid JSON: {err}")))?;
+    let Value::Object(body) = body else {
+        return Err(ApiError::invalid(
+            None,
+            "request body must be a JSON object",
+        ));
+    };
+    let model = match body.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => m.trim().to_string(),
+        None | Some(Value::Null) => {
+            return Err(ApiError::invalid(Some("model"), "model is required"))
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                Some("model"),
+                "model must be a non-empty string",
+            ))
+        }
+    };
+    let messages = match body.get("messages") {
+        Some(Value::Array(m)) if !m.is_empty() => m,
+        Some(Value::Array(_)) => {
+            return Err(ApiError::invalid(
+                Some("messages"),
+                "messages must not be empty",
+            ))
+        }
+        None | Some(Value::Null) => {
+            return Err(ApiError::invalid(Some("messages"), "messages is required"))
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                Some("messages"),
+                "messages must be an array",
+            ))
+        }
+    };
+    let mut turns = Vec::with_capacity(messages.len());
+    for (index, message) in messages.iter().enumerate() {
+        let param = format!("messages[{index}].role");
+        let role = match message.get("role").and_then(Value::as_str) {
+            Some("system") | Some("developer") => Role::System,
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    Some(&param),
+                    format!("{param}: unknown role {other:?}; expected system, developer, user or assistant"),
+                ))
+            }
+            None => return Err(ApiError::invalid(Some(&param), format!("{param} is required"))),
+        };
+        let content = content_text(message.get("content").unwrap_or(&Value::Null), index)?;
+        turns.push(ChatTurn { role, content });
+    }
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        _ => {
+            return Err(ApiError::invalid(
+                Some("stream"),
+                "stream must be a boolean",
+            ))
+        }
+    };
+    let max_tokens = match body
+        .get("max_completion_tokens")
+        .or_else(|| body.get("max_tokens"))
+    {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    ApiError::invalid(Some("max_tokens"), "max_tokens must be a positive integer")
+                })?,
+        ),
+    };
+    let temperature =
+        match body.get("temperature") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_f64().ok_or_else(|| {
+                ApiError::invalid(Some("temperature"), "temperature must be a number")
+            })? as f32),
+        };
+    let pinned = (model != CASCADE_MODEL).then(|| model.clone());
+    Ok(ApiRequest {
+        model,
+        stream,
+        gateway: GatewayRequest {
+            turns,
+            pinned,
+            max_tokens,
+            temperature,
+            surface: Surface::Api,
+        },
+    })
+}
+
+fn route_headers(headers: &mut HeaderMap, id: &str, served_by: &str, overhead: Duration) {
+    let overhead_ms = format!("{:.3}", overhead.as_secs_f64() * 1000.0);
+    for (name, value) in [
+        (SERVED_BY, served_by),
+        (REQUEST_ID, id),
+        (OVERHEAD_MS, overhead_ms.as_str()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request = decode(&body?)?;
+    if let Some(name) = &request.gateway.pinned {
+        if !state.gateway.has_provider(name) {
+            return Err(crate::gateway::GatewayError::UnknownModel(name.clone()).into());
+        }
+    }
+    let created = unix_now();
+    if !request.stream {
+        let answer = state.gateway.complete(request.gateway).await?;
+        let body = json!({
+            "id": answer.id, "object": "chat.completion", "created": created, "model": request.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
+                "finish_reason": answer.finish_reason}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        });
+        let mut response = Json(body).into_response();
+        route_headers(
+            response.headers_mut(),
+            &answer.id,
+            &answer.served_by,
+            answer.overhead,
+        );
+        return Ok(response);
+    }
+
+    let streaming = state.gateway.stream(request.gateway).await?;
+    let id = streaming.id.clone();
+    let model = request.model;
+    let chunk = move |delta: Value, finish: Option<&str>| {
+        Event::default().data(
+            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            .to_string(),
+        )
+    };
+    let opening = chunk(json!({"role": "assistant", "content": ""}), None);
+    let events = streaming.events.flat_map(move |event| {
+        let out: Vec<Event> = match event {
+            ChatEvent::Delta { text } => vec![chunk(json!({"content": text}), None)],
+            ChatEvent::Done { .. } => vec![chunk(json!({}), Some("stop")), Event::default().data("[DONE]")],
+            // An explicit error event and no [DONE]: SDKs raise instead of taking a cut answer as whole.
+            ChatEvent::Failed { message } => vec![Event::default().data(
+                json!({"error": {"message": message, "type": "server_error", "code": "stream_interrupted"}})
+                    .to_string(),
+            )],
+            ChatEvent::Started { .. } => vec![],
+        };
+        futures::stream::iter(out.into_iter().map(Ok::<_, Infallible>))
+    });
+    let stream = futures::stream::once(async move { Ok::<_, Infallible>(opening) }).chain(events);
+    let mut response = Sse::new(stream).into_response();
+    route_headers(
+        response.headers_mut(),
+        &streaming.id,
+        &streaming.served_by,
+        streaming.overhead,
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message_of(body: &str) -> String {
+        match decode(body.as_bytes()) {
+            Ok(_) => "ok".into(),
+            Err(err) => err.message,
+        }
+    }
+
+    #[test]
+    fn names_the_problem_in_bad_requests() {
+        assert!(message_of("{not json").contains("not valid JSON"));
+        assert!(
+            message_of(r#"{"messages":[{"role":"user","content":"hi"}]}"#)
+                .contains("model is required")
+        );
+        assert!(message_of(r#"{"model":"chaosai"}"#).contains("messages is required"));
+        assert!(message_of(r#"{"model":"chaosai","messages":[]}"#).contains("must not be empty"));
+        assert!(
+            message_of(r#"{"model":"chaosai","messages":[{"role":"tool","content":"x"}]}"#)
+                .contains("unknown role \"tool\"")
+        );
+        assert!(
+            message_of(r#"{"model":"chaosai","messages":[{"role":"user","content":5}]}"#)
+                .contains("messages[0].content")
+        );
+        assert_eq!(
+            message_of(
+                r#"{"model":"chaosai","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#
+            ),
+            "ok"
+        );
+    }
+
+    #[test]
+    fn the_cascade_model_pins_nothing() {
+        let request = decode(
+            br#"{"model":"chaosai","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+        )
+        .unwrap();
+        assert!(request.stream);
+        assert!(request.gateway.pinned.is_none());
+        let pinned =
+            decode(br#"{"model":"gpt","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        assert_eq!(pinned.gateway.pinned.as_deref(), Some("gpt"));
+    }
+}

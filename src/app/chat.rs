@@ -1,0 +1,262 @@
+//! The customer chat: a question goes to the gateway through the `ask` server
+//! function and the answer streams back token by token as newline-delimited
+//! [`ChatEvent`]s.
+
+use crate::shared::{ChatEvent, ChatTurn, Role};
+use leptos::prelude::*;
+use leptos::server_fn::codec::{Json, StreamingText, TextStream};
+
+/// Runs a conversation through the gateway and streams the answer as
+/// newline-delimited JSON [`ChatEvent`]s: `started`, `delta`…, then `done` or `failed`.
+#[server(input = Json, output = StreamingText, endpoint = "ask")]
+pub async fn ask(turns: Vec<ChatTurn>) -> Result<TextStream, ServerFnError> {
+    use crate::api::AppState;
+    use crate::gateway::{GatewayError, GatewayRequest, Surface};
+    use futures::StreamExt;
+
+    fn line(event: &ChatEvent) -> String {
+        let mut line = serde_json::to_string(event).unwrap_or_default();
+        line.push('\n');
+        line
+    }
+
+    let state = expect_context::<AppState>();
+    let request = GatewayRequest {
+        turns,
+        pinned: None,
+        max_tokens: None,
+        temperature: None,
+        surface: Surface::Chat,
+    };
+    match state.gateway.stream(request).await {
+        Ok(streaming) => {
+            let started = ChatEvent::Started {
+                served_by: streaming.served_by.clone(),
+            };
+            let lines = futures::stream::once(async move { line(&started) })
+                .chain(streaming.events.map(|event| line(&event)))
+                .map(Ok);
+            Ok(TextStream::new(lines))
+        }
+        Err(GatewayError::BadRequest(message)) => Err(ServerFnError::new(message)),
+        Err(err) => {
+            let failed = ChatEvent::Failed {
+                message: format!(
+                    "Sorry, we could not answer right now ({err}). Please try again in a moment."
+                ),
+            };
+            Ok(TextStream::new(futures::stream::once(async move {
+                Ok(line(&failed))
+            })))
+        }
+    }
+}
+
+/// Where a reply stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReplyState {
+    Waiting,
+    Streaming,
+    Done,
+    Failed,
+}
+
+impl ReplyState {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReplyState::Waiting => "waiting",
+            ReplyState::Streaming => "streaming",
+            ReplyState::Done => "done",
+            ReplyState::Failed => "failed",
+        }
+    }
+}
+
+/// One bubble of the conversation.
+#[derive(Clone, Debug)]
+struct Bubble {
+    role: Role,
+    text: String,
+    state: ReplyState,
+    served_by: Option<String>,
+    elapsed_ms: Option<u64>,
+    note: Option<String>,
+}
+
+impl Bubble {
+    fn apply(&mut self, event: ChatEvent) {
+        match event {
+            ChatEvent::Started { served_by } => {
+                self.served_by = Some(served_by);
+                self.state = ReplyState::Streaming;
+            }
+            ChatEvent::Delta { text } => {
+                self.text.push_str(&text);
+                self.state = ReplyState::Streaming;
+            }
+            ChatEvent::Done {
+                served_by,
+                elapsed_ms,
+                ..
+            } => {
+                self.served_by = Some(served_by);
+                self.elapsed_ms = Some(elapsed_ms);
+                self.state = ReplyState::Done;
+            }
+            ChatEvent::Failed { message } => {
+                self.note = Some(message);
+                self.state = ReplyState::Failed;
+            }
+        }
+    }
+}
+
+/// The customer chat page.
+#[component]
+pub fn ChatPage() -> impl IntoView {
+    let bubbles = RwSignal::new(Vec::<Bubble>::new());
+    let draft = RwSignal::new(String::new());
+    let busy = RwSignal::new(false);
+
+    let send = move || {
+        let question = draft.get_untracked().trim().to_string();
+        if question.is_empty() || busy.get_untracked() {
+            return;
+        }
+        draft.set(String::new());
+        busy.set(true);
+        // The whole conversation goes to the gateway so providers see the history.
+        let mut turns: Vec<ChatTurn> = bubbles
+            .get_untracked()
+            .iter()
+            .filter(|b| b.state != ReplyState::Failed && !b.text.is_empty())
+            .map(|b| ChatTurn {
+                role: b.role,
+                content: b.text.clone(),
+            })
+            .collect();
+        turns.push(ChatTurn::user(question.clone()));
+        bubbles.update(|list| {
+            list.push(Bubble {
+                role: Role::User,
+                text: question,
+                state: ReplyState::Done,
+                served_by: None,
+                elapsed_ms: None,
+                note: None,
+            });
+            list.push(Bubble {
+                role: Role::Assistant,
+                text: String::new(),
+                state: ReplyState::Waiting,
+                served_by: None,
+                elapsed_ms: None,
+                note: None,
+            });
+        });
+        let apply = move |event: ChatEvent| {
+            bubbles.update(|list| {
+                if let Some(last) = list.last_mut() {
+                    last.apply(event);
+                }
+            });
+        };
+        leptos::task::spawn_local(async move {
+            use futures::StreamExt;
+            match ask(turns).await {
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    let mut buffer = String::new();
+                    // A chunk may hold several lines or part of one.
+                    while let Some(chunk) = stream.next().await {
+                        let Ok(chunk) = chunk else {
+                            apply(ChatEvent::Failed {
+                                message: "The connection dropped; the answer is incomplete.".into(),
+                            });
+                            break;
+                        };
+                        buffer.push_str(&chunk);
+                        while let Some(end) = buffer.find('\n') {
+                            let line: String = buffer.drain(..=end).collect();
+                            if let Ok(event) = serde_json::from_str::<ChatEvent>(line.trim()) {
+                                apply(event);
+                            }
+                        }
+                    }
+                }
+                Err(err) => apply(ChatEvent::Failed {
+                    message: err.to_string(),
+                }),
+            }
+            bubbles.update(|list| {
+                if let Some(last) = list.last_mut() {
+                    if matches!(last.state, ReplyState::Waiting | ReplyState::Streaming) {
+                        last.apply(ChatEvent::Failed {
+                            message: "The answer ended unexpectedly; it may be incomplete.".into(),
+                        });
+                    }
+                }
+            });
+            busy.set(false);
+        });
+    };
+
+    view! {
+        <section class="chat" aria-label="Customer support chat">
+            <h1>"Acme Shop support"</h1>
+            <p class="hint">"Ask about orders, refunds, passwords, shipping, billing…"</p>
+            <ol class="messages" aria-live="polite">
+                {move || {
+                    bubbles
+                        .get()
+                        .into_iter()
+                        .map(|b| {
+                            let who = if b.role == Role::User { "user" } else { "assistant" };
+                            let meta = (b.role == Role::Assistant).then(|| {
+                                let served = b.served_by.clone().unwrap_or_else(|| "…".into());
+                                let took = b
+                                    .elapsed_ms
+                                    .map(|ms| format!(" · {:.1} s", ms as f64 / 1000.0))
+                                    .unwrap_or_default();
+                                view! {
+                                    <div class="meta">
+                                        <span class="served-by">{served}</span>
+                                        <span class="elapsed">{took}</span>
+                                    </div>
+                                }
+                            });
+                            view! {
+                                <li class=format!("bubble {who}") data-state=b.state.as_str()>
+                                    <div class="text">{b.text.clone()}</div>
+                                    {b.note.clone().map(|n| view! { <div class="note" role="alert">{n}</div> })}
+                                    {meta}
+                                </li>
+                            }
+                        })
+                        .collect_view()
+                }}
+            </ol>
+            <form
+                class="composer"
+                on:submit=move |ev| {
+                    ev.prevent_default();
+                    send();
+                }
+            >
+                <label for="question" class="visually-hidden">"Your question"</label>
+                <input
+                    id="question"
+                    name="question"
+                    type="text"
+                    autocomplete="off"
+                    placeholder="Type your question…"
+                    prop:value=move || draft.get()
+                    on:input=move |ev| draft.set(event_target_value(&ev))
+                />
+                <button type="submit" disabled=move || busy.get()>
+                    "Send"
+                </button>
+            </form>
+        </section>
+    }
+}

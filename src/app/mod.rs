@@ -1,0 +1,52 @@
+//! The Leptos application: the HTML shell, the router and the pages.
+
+mod chat;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::{
+    components::{Route, Router, Routes},
+    StaticSegment,
+};
+
+pub use chat::ChatPage;
+
+/// The HTML document around the application, rendered on the server.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <AutoReload options=options.clone()/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+/// The application: header and routed pages.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="leptos" href="/pkg/chaosai.css"/>
+        <Title text="ChaosAI support"/>
+        <Router>
+            <header class="topbar">
+                <a class="brand" href="/">"ChaosAI"</a>
+                <span class="tagline">"support that stays up when the models go down"</span>
+            </header>
+            <main>
+                <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
+                    <Route path=StaticSegment("") view=ChatPage/>
+                </Routes>
+            </main>
+        </Router>
+    }
+}

@@ -1,0 +1,398 @@
+//! The one typed configuration of a ChaosAI server.
+//!
+//! Loaded from a TOML file (`config/chaosai.toml` by default) and then overridden by
+//! `CHAOSAI_*` environment variables. API keys are read from the environment only,
+//! here, once; the rest of the crate receives them through this struct.
+
+use serde::Deserialize;
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+/// Everything a server needs to start.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where and how the HTTP server listens.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Where the SQLite database lives.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// Timeouts and prompts of the cascade.
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+    /// Behaviour of the built-in simulated providers.
+    #[serde(default)]
+    pub sim: SimConfig,
+    /// Where the embedding model and runtime library are found.
+    #[serde(default)]
+    pub embedder: EmbedderConfig,
+    /// The cascade, in priority order: the first entry is tried first.
+    pub providers: Vec<ProviderConfig>,
+}
+
+/// HTTP server settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port (used by the tests).
+    pub addr: SocketAddr,
+    /// Largest accepted request body; bigger bodies get a 413 before any parsing.
+    pub body_limit_bytes: usize,
+    /// How long in-flight answers may run after a shutdown signal before the server exits.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            body_limit_bytes: 64 * 1024,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// Database settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// sqlx connection URL, e.g. `sqlite://data/chaosai.db`.
+    pub url: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/chaosai.db".into(),
+        }
+    }
+}
+
+/// Policy of the cascade.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Limit on establishing a TCP/TLS connection to a provider.
+    pub connect_timeout_ms: u64,
+    /// Limit from sending a request to receiving the response head.
+    pub first_byte_timeout_ms: u64,
+    /// Limit from the response head to the first content token of a stream.
+    pub first_token_timeout_ms: u64,
+    /// Longest silence tolerated between two chunks of a stream.
+    pub stall_timeout_ms: u64,
+    /// Limit on one whole attempt (a non-streamed answer, or a stream up to its first token).
+    pub attempt_timeout_ms: u64,
+    /// Budget of one whole request across every attempt.
+    pub deadline_ms: u64,
+    /// The support assistant's instructions, used for providers without their own template.
+    pub system_prompt: String,
+    /// Whether providers with API keys reach the real APIs (`auto`) or every provider is simulated.
+    pub simulate: SimulateMode,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 1_000,
+            first_byte_timeout_ms: 4_000,
+            first_token_timeout_ms: 4_000,
+            stall_timeout_ms: 4_000,
+            attempt_timeout_ms: 15_000,
+            deadline_ms: 25_000,
+            system_prompt: "You are the support assistant of an online shop. Answer briefly and \
+                            kindly. {system}"
+                .into(),
+            simulate: SimulateMode::Auto,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The per-attempt limits as durations.
+    pub fn timeouts(&self) -> crate::gateway::Timeouts {
+        crate::gateway::Timeouts {
+            first_byte: Duration::from_millis(self.first_byte_timeout_ms),
+            first_token: Duration::from_millis(self.first_token_timeout_ms),
+            stall: Duration::from_millis(self.stall_timeout_ms),
+            attempt: Duration::from_millis(self.attempt_timeout_ms),
+            deadline: Duration::from_millis(self.deadline_ms),
+        }
+    }
+}
+
+/// Whether real providers may be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SimulateMode {
+    /// A provider whose API key is set reaches its real API; the others are simulated.
+    Auto,
+    /// Every provider is simulated, whatever keys are set (tests, offline demos).
+    Always,
+}
+
+/// Simulated provider behaviour.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimConfig {
+    /// Shortest pause between two streamed chunks, in milliseconds.
+    pub chunk_delay_min_ms: u64,
+    /// Longest pause between two streamed chunks, in milliseconds.
+    pub chunk_delay_max_ms: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            chunk_delay_min_ms: 20,
+            chunk_delay_max_ms: 40,
+        }
+    }
+}
+
+/// Location of the embedding model files that `make models` installs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbedderConfig {
+    /// The ONNX Runtime shared library.
+    pub runtime_library: String,
+    /// all-MiniLM-L6-v2 as ONNX.
+    pub model: String,
+    /// The model's `tokenizer.json`.
+    pub tokenizer: String,
+}
+
+impl Default for EmbedderConfig {
+    fn default() -> Self {
+        Self {
+            runtime_library: ".tools/onnxruntime/libonnxruntime.so.1.31.1".into(),
+            model: ".tools/models/all-MiniLM-L6-v2/model.onnx".into(),
+            tokenizer: ".tools/models/all-MiniLM-L6-v2/tokenizer.json".into(),
+        }
+    }
+}
+
+/// Wire protocol an adapter speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Anthropic Messages API.
+    Anthropic,
+    /// OpenAI Chat Completions (also Groq, Ollama, vLLM).
+    OpenAi,
+}
+
+impl Protocol {
+    /// The protocol's name as written in config and shown in the UI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Anthropic => "anthropic",
+            Protocol::OpenAi => "openai",
+        }
+    }
+}
+
+/// One provider of the cascade.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Name used in routes, headers, metrics and the `model` field of requests.
+    pub name: String,
+    /// Wire protocol.
+    pub protocol: Protocol,
+    /// Model id sent to the provider.
+    pub model: String,
+    /// Real API base URL, used when the API key is present (and simulation is not forced).
+    pub base_url: String,
+    /// Name of the environment variable that holds the API key.
+    pub api_key_env: Option<String>,
+    /// System prompt template for this provider's model; `{system}` is replaced by the
+    /// caller's own system messages. Falls back to `gateway.system_prompt`.
+    pub system_template: Option<String>,
+    /// Largest answer requested from the provider, in tokens.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+    /// The API key, filled in from `api_key_env` at load time; never logged.
+    #[serde(skip)]
+    pub api_key: Option<String>,
+}
+
+fn default_max_tokens() -> u32 {
+    512
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this struct.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Where and why.
+        source: toml::de::Error,
+    },
+    /// An environment override could not be parsed.
+    #[error("invalid value for {name}: {value:?}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The values parse but do not make a usable gateway.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Parses a configuration from TOML text, without environment overrides.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: origin.to_string(),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads the file at `path`, then applies `CHAOSAI_*` overrides and reads API keys.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: origin.clone(),
+            source,
+        })?;
+        let mut config = Self::from_toml(&text, &origin)?;
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// Applies environment overrides through `get`, so tests can pass their own environment.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(
+            name: &'static str,
+            value: String,
+        ) -> Result<T, ConfigError> {
+            value.parse().map_err(|_| ConfigError::Env { name, value })
+        }
+        if let Some(v) = get("CHAOSAI_ADDR") {
+            self.server.addr = parse("CHAOSAI_ADDR", v)?;
+        }
+        if let Some(v) = get("CHAOSAI_DATABASE_URL") {
+            self.database.url = v;
+        }
+        if let Some(v) = get("CHAOSAI_SIMULATE") {
+            self.gateway.simulate = match v.as_str() {
+                "auto" => SimulateMode::Auto,
+                "always" => SimulateMode::Always,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "CHAOSAI_SIMULATE",
+                        value: v,
+                    })
+                }
+            };
+        }
+        if let Some(v) = get("CHAOSAI_SIM_CHUNK_DELAY_MS") {
+            let ms: u64 = parse("CHAOSAI_SIM_CHUNK_DELAY_MS", v)?;
+            self.sim.chunk_delay_min_ms = ms;
+            self.sim.chunk_delay_max_ms = ms;
+        }
+        for provider in &mut self.providers {
+            provider.api_key = provider
+                .api_key_env
+                .as_deref()
+                .and_then(&get)
+                .filter(|key| !key.trim().is_empty());
+        }
+        self.validate()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.providers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "at least one provider is required".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for p in &self.providers {
+            if p.name.is_empty() || p.name == "chaosai" {
+                return Err(ConfigError::Invalid(format!(
+                    "provider name {:?} is reserved or empty",
+                    p.name
+                )));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "duplicate provider name {:?}",
+                    p.name
+                )));
+            }
+        }
+        if self.sim.chunk_delay_min_ms > self.sim.chunk_delay_max_ms {
+            return Err(ConfigError::Invalid(
+                "sim.chunk_delay_min_ms exceeds sim.chunk_delay_max_ms".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[providers]]
+        name = "gpt"
+        protocol = "openai"
+        model = "gpt-4o-mini"
+        base_url = "https://api.openai.com/v1"
+        api_key_env = "OPENAI_API_KEY"
+    "#;
+
+    #[test]
+    fn env_overrides_and_keys_come_from_the_given_environment() {
+        let mut config = Config::from_toml(MINIMAL, "test").unwrap();
+        config
+            .apply_env(|name| match name {
+                "CHAOSAI_ADDR" => Some("127.0.0.1:0".into()),
+                "CHAOSAI_SIMULATE" => Some("always".into()),
+                "OPENAI_API_KEY" => Some("sk-test".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.server.addr.port(), 0);
+        assert_eq!(config.gateway.simulate, SimulateMode::Always);
+        assert_eq!(config.providers[0].api_key.as_deref(), Some("sk-test"));
+    }
+
+    #[test]
+    fn rejects_duplicate_names_and_bad_overrides() {
+        let doubled = format!("{MINIMAL}\n{MINIMAL}");
+        assert!(matches!(
+            Config::from_toml(&doubled, "test"),
+            Err(ConfigError::Invalid(_))
+        ));
+        let mut config = Config::from_toml(MINIMAL, "test").unwrap();
+        let err = config
+            .apply_env(|name| (name == "CHAOSAI_SIMULATE").then(|| "sometimes".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("CHAOSAI_SIMULATE"));
+    }
+
+    #[test]
+    fn the_shipped_config_parses() {
+        let text = include_str!("../config/chaosai.toml");
+        let config = Config::from_toml(text, "config/chaosai.toml").unwrap();
+        assert_eq!(config.providers.len(), 3);
+    }
+}

@@ -1,0 +1,222 @@
+//! Anthropic Messages: `POST {base}/v1/messages` with `x-api-key` and
+//! `anthropic-version`, the system prompt as a top-level field, SSE events
+//! `message_start` … `content_block_delta` … `message_stop`, errors as
+//! `{"type":"error","error":{"type","message"}}` (status 529 when overloaded).
+
+use super::sse::{self, SseDecoder, Step, WireLimits};
+use super::{Completion, DeltaStream, Provider, ProviderError, ProviderRequest};
+use crate::config::{Protocol, ProviderConfig};
+use crate::shared::Role;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// The API version this adapter speaks.
+const API_VERSION: &str = "2023-06-01";
+
+/// An adapter for the Anthropic Messages API.
+pub struct AnthropicProvider {
+    /// Configured name, reported in routes and attempts.
+    name: String,
+    /// Model id sent in every request.
+    model: String,
+    /// `{base}/v1/messages`, computed once.
+    endpoint: String,
+    /// `x-api-key`; absent for the simulated provider.
+    api_key: Option<String>,
+    /// Shared connection pool.
+    client: reqwest::Client,
+    /// First-byte and stall limits.
+    limits: WireLimits,
+}
+
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    model: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    system: &'a str,
+    messages: Vec<WireMessage<'a>>,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    stream: bool,
+}
+
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    content: Vec<WireBlock>,
+    stop_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireBlock {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct WireEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    delta: Option<WireEventDelta>,
+    #[serde(default)]
+    error: Option<WireErrorBody>,
+}
+
+#[derive(Deserialize)]
+struct WireEventDelta {
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireError {
+    error: WireErrorBody,
+}
+
+#[derive(Deserialize)]
+struct WireErrorBody {
+    #[serde(rename = "type", default)]
+    kind: String,
+    message: String,
+}
+
+fn error_message(body: &str) -> Option<String> {
+    serde_json::from_str::<WireError>(body)
+        .ok()
+        .map(|e| e.error.message)
+}
+
+impl AnthropicProvider {
+    /// Creates the adapter for `config`, talking to `base_url` (e.g. `https://api.anthropic.com`).
+    pub fn new(
+        config: &ProviderConfig,
+        base_url: &str,
+        client: reqwest::Client,
+        limits: WireLimits,
+    ) -> Self {
+        Self {
+            name: config.name.clone(),
+            model: config.model.clone(),
+            endpoint: format!("{}/v1/messages", base_url.trim_end_matches('/')),
+            api_key: config.api_key.clone(),
+            client,
+            limits,
+        }
+    }
+
+    fn request(&self, request: &ProviderRequest, stream: bool) -> reqwest::RequestBuilder {
+        // Anthropic has no system role inside `messages`; system text travels in `system`.
+        let messages = request
+            .turns
+            .iter()
+            .filter(|turn| turn.role != Role::System)
+            .map(|turn| WireMessage {
+                role: if turn.role == Role::Assistant {
+                    "assistant"
+                } else {
+                    "user"
+                },
+                content: &turn.content,
+            })
+            .collect();
+        let body = WireRequest {
+            model: &self.model,
+            system: &request.system,
+            messages,
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            stream,
+        };
+        let builder = self
+            .client
+            .post(&self.endpoint)
+            .header("anthropic-version", API_VERSION)
+            .json(&body);
+        match &self.api_key {
+            Some(key) => builder.header("x-api-key", key),
+            None => builder,
+        }
+    }
+}
+
+struct EventDecoder;
+
+impl SseDecoder for EventDecoder {
+    fn decode(&mut self, event: &eventsource_stream::Event) -> Result<Step, ProviderError> {
+        if event.data.trim().is_empty() {
+            return Ok(Step::Nothing);
+        }
+        let parsed: WireEvent = serde_json::from_str(&event.data)
+            .map_err(|err| ProviderError::Malformed(format!("bad {} event: {err}", event.event)))?;
+        match parsed.kind.as_str() {
+            "content_block_delta" => Ok(Step::Delta(
+                parsed.delta.and_then(|d| d.text).unwrap_or_default(),
+            )),
+            "message_stop" => Ok(Step::End),
+            "error" => {
+                let error = parsed.error.unwrap_or(WireErrorBody {
+                    kind: "api_error".into(),
+                    message: "error event without details".into(),
+                });
+                let status = if error.kind == "overloaded_error" {
+                    529
+                } else {
+                    500
+                };
+                Err(ProviderError::Server {
+                    status,
+                    message: error.message,
+                })
+            }
+            _ => Ok(Step::Nothing),
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for AnthropicProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn protocol(&self) -> Protocol {
+        Protocol::Anthropic
+    }
+
+    async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {
+        let response = sse::send(self.request(request, false), self.limits, error_message).await?;
+        let body: WireResponse = sse::read_json(response, self.limits).await?;
+        let text = body
+            .content
+            .into_iter()
+            .filter(|block| block.kind == "text")
+            .map(|block| block.text)
+            .collect();
+        let finish_reason = match body.stop_reason.as_deref() {
+            Some("max_tokens") => "length",
+            _ => "stop",
+        };
+        Ok(Completion {
+            text,
+            finish_reason: finish_reason.into(),
+        })
+    }
+
+    async fn stream(&self, request: &ProviderRequest) -> Result<DeltaStream, ProviderError> {
+        let response = sse::send(self.request(request, true), self.limits, error_message).await?;
+        Ok(sse::delta_stream(response, self.limits.stall, EventDecoder))
+    }
+}

@@ -1,0 +1,202 @@
+//! OpenAI Chat Completions: `POST {base}/chat/completions`, SSE `data:` chunks ending
+//! with `data: [DONE]`, errors as `{"error":{"message","type","code"}}`.
+//! Groq, Ollama and vLLM speak the same protocol under another base URL.
+
+use super::sse::{self, SseDecoder, Step, WireLimits};
+use super::{Completion, DeltaStream, Provider, ProviderError, ProviderRequest};
+use crate::config::{Protocol, ProviderConfig};
+use crate::shared::Role;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// An adapter for any OpenAI-compatible Chat Completions endpoint.
+pub struct OpenAiProvider {
+    /// Configured name, reported in routes and attempts.
+    name: String,
+    /// Model id sent in every request.
+    model: String,
+    /// `{base}/chat/completions`, computed once.
+    endpoint: String,
+    /// Bearer token; absent for simulated or keyless local servers (Ollama, vLLM).
+    api_key: Option<String>,
+    /// Shared connection pool.
+    client: reqwest::Client,
+    /// First-byte and stall limits.
+    limits: WireLimits,
+}
+
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    model: &'a str,
+    messages: Vec<WireMessage<'a>>,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    stream: bool,
+}
+
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    choices: Vec<WireChoice>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    message: WireAnswer,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireAnswer {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireChunk {
+    choices: Vec<WireChunkChoice>,
+}
+
+#[derive(Deserialize)]
+struct WireChunkChoice {
+    #[serde(default)]
+    delta: WireDelta,
+}
+
+#[derive(Deserialize, Default)]
+struct WireDelta {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireError {
+    error: WireErrorBody,
+}
+
+#[derive(Deserialize)]
+struct WireErrorBody {
+    message: String,
+}
+
+fn error_message(body: &str) -> Option<String> {
+    serde_json::from_str::<WireError>(body)
+        .ok()
+        .map(|e| e.error.message)
+}
+
+impl OpenAiProvider {
+    /// Creates the adapter for `config`, talking to `base_url` (e.g. `https://api.openai.com/v1`).
+    pub fn new(
+        config: &ProviderConfig,
+        base_url: &str,
+        client: reqwest::Client,
+        limits: WireLimits,
+    ) -> Self {
+        Self {
+            name: config.name.clone(),
+            model: config.model.clone(),
+            endpoint: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            api_key: config.api_key.clone(),
+            client,
+            limits,
+        }
+    }
+
+    fn request(&self, request: &ProviderRequest, stream: bool) -> reqwest::RequestBuilder {
+        let mut messages = Vec::with_capacity(request.turns.len() + 1);
+        if !request.system.is_empty() {
+            messages.push(WireMessage {
+                role: "system",
+                content: &request.system,
+            });
+        }
+        messages.extend(request.turns.iter().map(|turn| WireMessage {
+            role: match turn.role {
+                Role::System => "system",
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            },
+            content: &turn.content,
+        }));
+        let body = WireRequest {
+            model: &self.model,
+            messages,
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            stream,
+        };
+        let builder = self.client.post(&self.endpoint).json(&body);
+        match &self.api_key {
+            Some(key) => builder.bearer_auth(key),
+            None => builder,
+        }
+    }
+}
+
+struct ChunkDecoder;
+
+impl SseDecoder for ChunkDecoder {
+    fn decode(&mut self, event: &eventsource_stream::Event) -> Result<Step, ProviderError> {
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            return Ok(Step::End);
+        }
+        if data.is_empty() {
+            return Ok(Step::Nothing);
+        }
+        // Providers report failures inside a 200 stream as an `error` object.
+        if let Some(message) = error_message(data) {
+            return Err(ProviderError::Server {
+                status: 500,
+                message,
+            });
+        }
+        let chunk: WireChunk = serde_json::from_str(data)
+            .map_err(|err| ProviderError::Malformed(format!("bad chunk: {err}")))?;
+        let text: String = chunk
+            .choices
+            .into_iter()
+            .filter_map(|c| c.delta.content)
+            .collect();
+        Ok(Step::Delta(text))
+    }
+}
+
+#[async_trait]
+impl Provider for OpenAiProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn protocol(&self) -> Protocol {
+        Protocol::OpenAi
+    }
+
+    async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {
+        let response = sse::send(self.request(request, false), self.limits, error_message).await?;
+        let body: WireResponse = sse::read_json(response, self.limits).await?;
+        let choice = body
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| ProviderError::Malformed("no choices in response".into()))?;
+        Ok(Completion {
+            text: choice.message.content.unwrap_or_default(),
+            finish_reason: choice.finish_reason.unwrap_or_else(|| "stop".into()),
+        })
+    }
+
+    async fn stream(&self, request: &ProviderRequest) -> Result<DeltaStream, ProviderError> {
+        let response = sse::send(self.request(request, true), self.limits, error_message).await?;
+        Ok(sse::delta_stream(response, self.limits.stall, ChunkDecoder))
+    }
+}

@@ -1,0 +1,87 @@
+//! The ChaosAI server binary: loads configuration, starts the product, and shuts
+//! down gracefully on Ctrl-C or SIGTERM.
+
+#[cfg(feature = "ssr")]
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    use anyhow::Context;
+    use chaosai::config::Config;
+    use tracing_subscriber::EnvFilter;
+
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn")),
+        )
+        .init();
+
+    let config_path =
+        std::env::var("CHAOSAI_CONFIG").unwrap_or_else(|_| "config/chaosai.toml".into());
+    let config = Config::load(std::path::Path::new(&config_path))
+        .with_context(|| format!("loading {config_path}"))?;
+    // Site options: Leptos.toml, with LEPTOS_* variables (as cargo-leptos sets them) on top.
+    let leptos_file = std::path::Path::new("Leptos.toml");
+    let leptos_options = if leptos_file.exists() {
+        leptos::prelude::get_configuration(Some("Leptos.toml"))
+    } else {
+        leptos::prelude::get_configuration(None)
+    }
+    .context("reading the Leptos site options")?
+    .leptos_options;
+
+    let embedder_config = config.embedder.clone();
+    let mut server = chaosai::server::start(config, leptos_options)
+        .await
+        .context("starting the server")?;
+    for p in &server.providers {
+        let kind = if p.simulated { "simulated" } else { "real API" };
+        tracing::info!(provider = %p.name, base_url = %p.base_url, "{kind}");
+    }
+    println!("ChaosAI is answering on http://{}", server.addr);
+    // The semantic cache's embedder: loaded off the async executor; a missing model
+    // or runtime is one clear warning, never a failed start.
+    tokio::task::spawn_blocking(
+        move || match chaosai::cache::Embedder::load(&embedder_config) {
+            Ok(_) => tracing::info!(model = %embedder_config.model, "embedding model loaded"),
+            Err(err) => tracing::warn!(error = %err, "embedding model unavailable"),
+        },
+    );
+
+    tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("shutdown requested: finishing in-flight answers");
+            if !server.shutdown().await {
+                tracing::warn!("some answers were still running when the grace period ended");
+            }
+        }
+        _ = server.wait() => {}
+    }
+    Ok(())
+}
+
+#[cfg(feature = "ssr")]
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+#[cfg(not(feature = "ssr"))]
+fn main() {
+    // The browser half starts from `hydrate()` in lib.rs.
+}

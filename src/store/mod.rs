@@ -1,0 +1,137 @@
+//! The SQLite store: pool, migrations, and the rows the gateway keeps.
+//!
+//! SQLite runs in WAL mode with `synchronous=NORMAL` and a busy timeout, so
+//! readers never block the writer and a crash loses at most the last commit.
+
+use crate::shared::AttemptSummary;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Why the store could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or queried.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// One finished request, as the audit keeps it: metadata only, no customer text.
+#[derive(Clone, Debug)]
+pub struct RequestRecord {
+    /// Request id (also sent to the caller as the completion id).
+    pub id: String,
+    /// Unix time in milliseconds when the request arrived.
+    pub created_at_ms: i64,
+    /// `chat` or `api`.
+    pub surface: &'static str,
+    /// Whether the answer was streamed.
+    pub stream: bool,
+    /// Who served it, if anyone did.
+    pub served_by: Option<String>,
+    /// How it ended.
+    pub status: &'static str,
+    /// Total time in milliseconds.
+    pub latency_ms: u64,
+    /// Time spent in the gateway itself, in milliseconds.
+    pub overhead_ms: f64,
+    /// Size of the customer's last message, in characters.
+    pub question_chars: usize,
+    /// Size of the answer sent, in characters.
+    pub answer_chars: usize,
+    /// Every provider attempt, in order.
+    pub attempts: Vec<AttemptSummary>,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    /// Connection pool.
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and applies pending migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            let path = path.split('?').next().unwrap_or(path);
+            if let Some(parent) = std::path::Path::new(path).parent() {
+                if !parent.as_os_str().is_empty() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+            }
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The pool, for queries that belong to other modules.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Writes one request and its attempts in a single transaction.
+    pub async fn insert_request(&self, record: &RequestRecord) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO requests (id, created_at_ms, surface, stream, served_by, status, \
+             latency_ms, overhead_ms, question_chars, answer_chars) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&record.id)
+        .bind(record.created_at_ms)
+        .bind(record.surface)
+        .bind(record.stream)
+        .bind(&record.served_by)
+        .bind(record.status)
+        .bind(record.latency_ms as i64)
+        .bind(record.overhead_ms)
+        .bind(record.question_chars as i64)
+        .bind(record.answer_chars as i64)
+        .execute(&mut *tx)
+        .await?;
+        for (seq, attempt) in record.attempts.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO attempts (request_id, seq, provider, outcome, http_status, latency_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&record.id)
+            .bind(seq as i64)
+            .bind(&attempt.provider)
+            .bind(&attempt.outcome)
+            .bind(attempt.status.map(i64::from))
+            .bind(attempt.latency_ms as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes the record in the background so the request path never waits on disk.
+    pub fn record(&self, record: RequestRecord) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = store.insert_request(&record).await {
+                tracing::error!(request_id = %record.id, error = %err, "audit write failed");
+            }
+        });
+    }
+}

@@ -1,0 +1,248 @@
+//! Cascade policy against real HTTP: failover before the first token, no fallback
+//! for a request no provider could serve, limits that bound a hanging provider.
+
+mod support;
+
+use chaosai::config::{Protocol, ProviderConfig, SimConfig};
+use chaosai::gateway::cascade::{Cascade, CascadeEntry, CascadeError, CascadeRequest};
+use chaosai::gateway::prompt::PromptTemplate;
+use chaosai::gateway::provider::{self, WireLimits};
+use chaosai::gateway::Timeouts;
+use chaosai::shared::ChatTurn;
+use futures::StreamExt;
+use std::time::{Duration, Instant};
+use support::{sse_event, End, Script, ScriptedServer};
+
+const TIMEOUTS: Timeouts = Timeouts {
+    first_byte: Duration::from_millis(400),
+    first_token: Duration::from_millis(400),
+    stall: Duration::from_millis(400),
+    attempt: Duration::from_secs(3),
+    deadline: Duration::from_secs(6),
+};
+
+fn entry(name: &str, protocol: Protocol, base_url: &str) -> CascadeEntry {
+    let config = ProviderConfig {
+        name: name.into(),
+        protocol,
+        model: format!("{name}-model"),
+        base_url: base_url.into(),
+        api_key_env: None,
+        system_template: None,
+        max_tokens: 256,
+        api_key: None,
+    };
+    let limits = WireLimits {
+        first_byte: TIMEOUTS.first_byte,
+        stall: TIMEOUTS.stall,
+    };
+    CascadeEntry {
+        provider: provider::build(&config, base_url, reqwest::Client::new(), limits),
+        template: PromptTemplate::new("You are a support assistant. {system}"),
+        max_tokens: 256,
+    }
+}
+
+async fn simulated(protocol: Protocol) -> String {
+    let pacing = SimConfig {
+        chunk_delay_min_ms: 1,
+        chunk_delay_max_ms: 3,
+    };
+    chaosai::sim::start(protocol, &pacing)
+        .await
+        .unwrap()
+        .base_url
+}
+
+fn question() -> CascadeRequest {
+    CascadeRequest {
+        turns: vec![ChatTurn::user("How do I reset my password?")],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_failing_primary_falls_over_to_the_secondary() {
+    let primary = ScriptedServer::start(Script::respond(
+        503,
+        "application/json",
+        r#"{"type":"error","error":{"type":"api_error","message":"down"}}"#,
+    ))
+    .await;
+    let cascade = Cascade::new(
+        vec![
+            entry("claude", Protocol::Anthropic, &primary.url),
+            entry("gpt", Protocol::OpenAi, &simulated(Protocol::OpenAi).await),
+        ],
+        TIMEOUTS,
+    );
+    let answer = cascade.complete(&question()).await.unwrap();
+    assert_eq!(answer.served_by, "gpt");
+    assert!(answer.text.contains("reset link"), "{}", answer.text);
+    let outcomes: Vec<_> = answer
+        .attempts
+        .iter()
+        .map(|a| (a.provider.as_str(), a.outcome.as_str(), a.status))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            ("claude", "server_error", Some(503)),
+            ("gpt", "ok", Some(200))
+        ]
+    );
+    assert_eq!(primary.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_stream_failing_before_its_first_token_falls_over_invisibly() {
+    // The primary accepts the stream, then breaks before any content.
+    let events = vec![
+        sse_event(
+            Some("message_start"),
+            r#"{"type":"message_start","message":{"id":"m","content":[]}}"#,
+        ),
+        sse_event(
+            Some("error"),
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"overloaded"}}"#,
+        ),
+    ];
+    let primary = ScriptedServer::start(Script::sse(events, Duration::ZERO, End::Close)).await;
+    let cascade = Cascade::new(
+        vec![
+            entry("claude", Protocol::Anthropic, &primary.url),
+            entry("gpt", Protocol::OpenAi, &simulated(Protocol::OpenAi).await),
+        ],
+        TIMEOUTS,
+    );
+    let answer = cascade.stream(&question()).await.unwrap();
+    assert_eq!(answer.served_by, "gpt");
+    assert_eq!(answer.attempts[0].outcome, "server_error");
+    assert_eq!(answer.attempts[0].status, Some(529));
+    let rest: Vec<String> = answer.rest.map(Result::unwrap).collect().await;
+    let text = format!("{}{}", answer.first, rest.concat());
+    assert!(text.contains("reset link"), "{text}");
+    assert!(
+        !rest.is_empty(),
+        "the answer streams in more than one piece"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_primary_costs_one_attempt_limit() {
+    let primary = ScriptedServer::start(
+        Script::respond(200, "application/json", "{}").delayed(Duration::from_secs(30)),
+    )
+    .await;
+    let cascade = Cascade::new(
+        vec![
+            entry("gpt", Protocol::OpenAi, &format!("{}/v1", primary.url)),
+            entry(
+                "claude",
+                Protocol::Anthropic,
+                &simulated(Protocol::Anthropic).await,
+            ),
+        ],
+        TIMEOUTS,
+    );
+    let started = Instant::now();
+    let answer = cascade.stream(&question()).await.unwrap();
+    assert_eq!(answer.served_by, "claude");
+    assert_eq!(answer.attempts[0].outcome, "timeout");
+    assert!(
+        started.elapsed() < TIMEOUTS.first_byte + Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_request_is_not_retried_elsewhere() {
+    let primary = ScriptedServer::start(Script::respond(
+        400,
+        "application/json",
+        r#"{"error":{"message":"messages: too long","type":"invalid_request_error"}}"#,
+    ))
+    .await;
+    let secondary = ScriptedServer::start(Script::respond(200, "application/json", "{}")).await;
+    let cascade = Cascade::new(
+        vec![
+            entry("gpt", Protocol::OpenAi, &format!("{}/v1", primary.url)),
+            entry("llama", Protocol::OpenAi, &format!("{}/v1", secondary.url)),
+        ],
+        TIMEOUTS,
+    );
+    for streamed in [false, true] {
+        let err = if streamed {
+            cascade.stream(&question()).await.err().unwrap()
+        } else {
+            cascade.complete(&question()).await.unwrap_err()
+        };
+        match err {
+            CascadeError::InvalidRequest {
+                provider,
+                status,
+                message,
+                attempts,
+            } => {
+                assert_eq!(provider, "gpt");
+                assert_eq!(status, 400);
+                assert!(message.contains("too long"));
+                assert_eq!(attempts.len(), 1);
+            }
+            other => panic!("expected InvalidRequest, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        secondary.hits(),
+        0,
+        "no fallback for the caller's own error"
+    );
+}
+
+#[tokio::test]
+async fn every_provider_failing_exhausts_the_cascade_with_all_attempts() {
+    let down = ScriptedServer::start(Script::reset()).await;
+    let cascade = Cascade::new(
+        vec![
+            entry("gpt", Protocol::OpenAi, &format!("{}/v1", down.url)),
+            entry("claude", Protocol::Anthropic, &down.url),
+        ],
+        TIMEOUTS,
+    );
+    match cascade.complete(&question()).await {
+        Err(CascadeError::Exhausted { attempts }) => {
+            assert_eq!(attempts.len(), 2);
+            assert!(
+                attempts.iter().all(|a| a.outcome == "connection_error"),
+                "{attempts:?}"
+            );
+        }
+        other => panic!("expected Exhausted, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_pinned_provider_is_the_only_one_tried() {
+    let cascade = Cascade::new(
+        vec![
+            entry(
+                "claude",
+                Protocol::Anthropic,
+                &simulated(Protocol::Anthropic).await,
+            ),
+            entry("gpt", Protocol::OpenAi, &simulated(Protocol::OpenAi).await),
+        ],
+        TIMEOUTS,
+    );
+    let mut request = question();
+    request.pinned = Some("gpt".into());
+    let answer = cascade.complete(&request).await.unwrap();
+    assert_eq!(answer.served_by, "gpt");
+    assert_eq!(answer.attempts.len(), 1);
+    request.pinned = Some("nope".into());
+    assert!(matches!(
+        cascade.complete(&request).await,
+        Err(CascadeError::UnknownProvider(_))
+    ));
+}

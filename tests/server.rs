@@ -1,0 +1,376 @@
+//! The whole server on an ephemeral port, with a temporary SQLite file and
+//! simulated providers, driven over real HTTP.
+
+mod support;
+
+use chaosai::config::{Config, SimulateMode};
+use leptos::prelude::LeptosOptions;
+use serde_json::{json, Value};
+use std::time::Duration;
+use support::{Script, ScriptedServer};
+
+struct TestServer {
+    server: chaosai::server::RunningServer,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+fn config(db: &std::path::Path) -> Config {
+    let mut config = Config::from_toml(include_str!("../config/chaosai.toml"), "test").unwrap();
+    config.server.addr = "127.0.0.1:0".parse().unwrap();
+    config.server.shutdown_grace_ms = 5_000;
+    config.database.url = format!("sqlite://{}", db.display());
+    config.gateway.simulate = SimulateMode::Always;
+    config.sim.chunk_delay_min_ms = 2;
+    config.sim.chunk_delay_max_ms = 4;
+    config
+}
+
+async fn start_with(edit: impl FnOnce(&mut Config)) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir.path().join("chaosai.db"));
+    edit(&mut config);
+    let options = LeptosOptions::builder().output_name("chaosai").build();
+    let server = chaosai::server::start(config, options).await.unwrap();
+    let base = format!("http://{}", server.addr);
+    TestServer {
+        server,
+        base,
+        _dir: dir,
+    }
+}
+
+async fn start() -> TestServer {
+    start_with(|_| {}).await
+}
+
+fn ask(model: &str, question: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream, "messages": [
+        {"role": "system", "content": "Answer in English."},
+        {"role": "user", "content": question}
+    ]})
+}
+
+/// Parses an SSE body into its `data:` payloads.
+fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| {
+            event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+        })
+        .map(|d| d.trim().to_string())
+        .collect()
+}
+
+async fn request_rows(server: &TestServer, expected: i64) -> i64 {
+    // Rows are written off the request path; give the writer a moment.
+    let mut count = 0;
+    for _ in 0..100 {
+        count = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM requests")
+            .fetch_one(server.server.store.pool())
+            .await
+            .unwrap();
+        if count >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    count
+}
+
+#[tokio::test]
+async fn health_and_models() {
+    let s = start().await;
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let models: Value = client
+        .get(format!("{}/v1/models", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["chaosai", "claude", "gpt", "llama"]);
+}
+
+#[tokio::test]
+async fn non_streamed_completion_through_the_cascade() {
+    let s = start().await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", s.base))
+        .json(&ask("chaosai", "How do I reset my password?", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-chaosai-served-by"], "claude");
+    let overhead: f64 = res.headers()["x-chaosai-overhead-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0.0..50.0).contains(&overhead), "overhead {overhead}");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "chaosai");
+    assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+    assert!(body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("reset link"));
+
+    assert_eq!(request_rows(&s, 1).await, 1);
+    let (served_by, status): (String, String) =
+        sqlx::query_as("SELECT served_by, status FROM requests")
+            .fetch_one(s.server.store.pool())
+            .await
+            .unwrap();
+    assert_eq!((served_by.as_str(), status.as_str()), ("claude", "ok"));
+}
+
+#[tokio::test]
+async fn streamed_completion_arrives_in_chunks_and_ends_with_done() {
+    let s = start().await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", s.base))
+        .json(&ask("chaosai", "Where is my order?", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    assert_eq!(res.headers()["x-chaosai-served-by"], "claude");
+    let data = sse_data(&res.text().await.unwrap());
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(text.contains("Account → Orders"), "{text}");
+    let content_chunks = chunks
+        .iter()
+        .filter(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty())
+        })
+        .count();
+    assert!(content_chunks > 5, "only {content_chunks} content chunks");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+}
+
+#[tokio::test]
+async fn a_provider_name_pins_that_provider() {
+    let s = start().await;
+    for (model, stream) in [("gpt", false), ("llama", true)] {
+        let res = reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", s.base))
+            .json(&ask(model, "Can I get a refund?", stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-chaosai-served-by"], model);
+    }
+}
+
+#[tokio::test]
+async fn a_real_key_reaches_the_configured_url_and_failure_falls_over() {
+    // "claude" has a key, so it goes to its base URL (here a provider that is down);
+    // the simulated "gpt" answers instead.
+    let down = ScriptedServer::start(Script::respond(
+        529,
+        "application/json",
+        r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+    ))
+    .await;
+    let url = down.url.clone();
+    let s = start_with(move |c| {
+        c.gateway.simulate = SimulateMode::Auto;
+        c.providers[0].base_url = url;
+        c.providers[0].api_key = Some("sk-ant-test".into());
+    })
+    .await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", s.base))
+        .json(&ask("chaosai", "How much is shipping?", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-chaosai-served-by"], "gpt");
+    assert!(sse_data(&res.text().await.unwrap()).last().unwrap() == "[DONE]");
+    assert_eq!(down.hits(), 1);
+    assert_eq!(
+        down.received.lock().unwrap()[0].header("x-api-key"),
+        Some("sk-ant-test")
+    );
+
+    assert_eq!(request_rows(&s, 1).await, 1);
+    let attempts: Vec<(String, String, Option<i64>)> =
+        sqlx::query_as("SELECT provider, outcome, http_status FROM attempts ORDER BY seq")
+            .fetch_all(s.server.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        attempts,
+        vec![
+            ("claude".into(), "server_error".into(), Some(529)),
+            ("gpt".into(), "ok".into(), Some(200))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_json_4xx_naming_the_problem() {
+    let s = start().await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", s.base);
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (b"{not json".to_vec(), 400, "not valid JSON"),
+        (json!({"model": "chaosai"}).to_string().into_bytes(), 400, "messages is required"),
+        (json!({"model": "chaosai", "messages": []}).to_string().into_bytes(), 400, "messages must not be empty"),
+        (
+            json!({"model": "chaosai", "messages": [{"role": "wizard", "content": "hi"}]}).to_string().into_bytes(),
+            400,
+            "unknown role \"wizard\"",
+        ),
+        (
+            json!({"model": "chaosai", "messages": [{"role": "user", "content": "  "}]}).to_string().into_bytes(),
+            400,
+            "messages[0].content must not be empty",
+        ),
+        (
+            json!({"model": "chaosai", "messages": [{"role": "assistant", "content": "hi"}]}).to_string().into_bytes(),
+            400,
+            "last message must come from the user",
+        ),
+        (ask("gpt-99", "hi", false).to_string().into_bytes(), 404, "gpt-99"),
+        (
+            json!({"model": "chaosai", "messages": [{"role": "user", "content": "x".repeat(70_000)}]})
+                .to_string()
+                .into_bytes(),
+            413,
+            "larger than the configured limit",
+        ),
+    ];
+    for (body, status, needle) in cases {
+        let res = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status().as_u16(),
+            status,
+            "expected {status} for {needle}"
+        );
+        let error: Value = res.json().await.unwrap();
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(needle),
+            "{message:?} should mention {needle:?}"
+        );
+        assert!(error["error"]["type"].is_string());
+    }
+    // The server is still fine afterwards.
+    let res = client
+        .post(&url)
+        .json(&ask("chaosai", "refund?", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn the_chat_server_function_streams_newline_delimited_events() {
+    let s = start().await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/ask", s.base))
+        .json(&json!({"turns": [
+            {"role": "user", "content": "I forgot my password"},
+            {"role": "assistant", "content": "Let me help."},
+            {"role": "user", "content": "what now?"}
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.text().await.unwrap();
+    let events: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events[0], json!({"type": "started", "served_by": "claude"}));
+    let deltas = events.iter().filter(|e| e["type"] == "delta").count();
+    assert!(deltas > 5);
+    let done = events.last().unwrap();
+    assert_eq!(done["type"], "done");
+    assert_eq!(done["attempts"][0]["provider"], "claude");
+    let text: String = events.iter().filter_map(|e| e["text"].as_str()).collect();
+    assert!(
+        text.starts_with("Following up on your earlier question"),
+        "history reached the provider: {text}"
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_in_flight_streams_finish() {
+    let s = start_with(|c| {
+        // Slow enough that the stream is still running when shutdown starts.
+        c.sim.chunk_delay_min_ms = 15;
+        c.sim.chunk_delay_max_ms = 15;
+    })
+    .await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", s.base))
+        .json(&ask("chaosai", "Where is my order?", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body = tokio::spawn(res.text());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let base = s.base.clone();
+    let stopped = tokio::spawn(s.server.shutdown());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // New connections are refused while the in-flight answer finishes.
+    assert!(reqwest::get(format!("{base}/healthz")).await.is_err());
+    let data = sse_data(&body.await.unwrap().unwrap());
+    assert_eq!(
+        data.last().unwrap(),
+        "[DONE]",
+        "the in-flight stream completed"
+    );
+    assert!(
+        stopped.await.unwrap(),
+        "shutdown finished within the grace period"
+    );
+}
