@@ -33,10 +33,6 @@ async fn main() -> anyhow::Result<()> {
     let mut server = chaosai::server::start(config, leptos_options)
         .await
         .context("starting the server")?;
-    for p in &server.providers {
-        let kind = if p.simulated { "simulated" } else { "real API" };
-        tracing::info!(provider = %p.name, base_url = %p.base_url, "{kind}");
-    }
     println!("ChaosAI is answering on http://{}", server.addr);
     // The semantic cache's embedder: loaded off the async executor; a missing model
     // or runtime is one clear warning, never a failed start.
