@@ -40,6 +40,10 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// How long in-flight answers may run after a shutdown signal before the server exits.
     pub shutdown_grace_ms: u64,
+    /// Token the chaos and admin APIs require; from `CHAOSAI_ADMIN_TOKEN` only (a
+    /// secret never lives in the config file). Generated at start-up when unset.
+    #[serde(skip)]
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +52,7 @@ impl Default for ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
             body_limit_bytes: 64 * 1024,
             shutdown_grace_ms: 10_000,
+            admin_token: None,
         }
     }
 }
@@ -211,6 +216,15 @@ pub struct ProviderConfig {
     /// Largest answer requested from the provider, in tokens.
     #[serde(default = "default_max_tokens")]
     pub max_tokens: u32,
+    /// Consecutive failures that open this provider's breaker.
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// Cool-down of an opened breaker before its half-open probe, in milliseconds.
+    #[serde(default = "default_open_for_ms")]
+    pub open_for_ms: u64,
+    /// Ceiling of the cool-down, which doubles after each failed probe.
+    #[serde(default = "default_max_open_for_ms")]
+    pub max_open_for_ms: u64,
     /// The API key, filled in from `api_key_env` at load time; never logged.
     #[serde(skip)]
     pub api_key: Option<String>,
@@ -218,6 +232,46 @@ pub struct ProviderConfig {
 
 fn default_max_tokens() -> u32 {
     512
+}
+
+fn default_failure_threshold() -> u32 {
+    3
+}
+
+fn default_open_for_ms() -> u64 {
+    10_000
+}
+
+fn default_max_open_for_ms() -> u64 {
+    120_000
+}
+
+impl ProviderConfig {
+    /// A provider with default limits, for tests and examples.
+    pub fn new(name: &str, protocol: Protocol, model: &str, base_url: &str) -> Self {
+        Self {
+            name: name.into(),
+            protocol,
+            model: model.into(),
+            base_url: base_url.into(),
+            api_key_env: None,
+            system_template: None,
+            max_tokens: default_max_tokens(),
+            failure_threshold: default_failure_threshold(),
+            open_for_ms: default_open_for_ms(),
+            max_open_for_ms: default_max_open_for_ms(),
+            api_key: None,
+        }
+    }
+
+    /// This provider's breaker thresholds.
+    pub fn breaker(&self) -> crate::gateway::breaker::BreakerConfig {
+        crate::gateway::breaker::BreakerConfig {
+            failure_threshold: self.failure_threshold.max(1),
+            open_for: Duration::from_millis(self.open_for_ms),
+            max_open_for: Duration::from_millis(self.max_open_for_ms.max(self.open_for_ms)),
+        }
+    }
 }
 
 /// Why a configuration could not be loaded.
@@ -285,6 +339,9 @@ impl Config {
         }
         if let Some(v) = get("CHAOSAI_ADDR") {
             self.server.addr = parse("CHAOSAI_ADDR", v)?;
+        }
+        if let Some(v) = get("CHAOSAI_ADMIN_TOKEN").filter(|t| !t.trim().is_empty()) {
+            self.server.admin_token = Some(v);
         }
         if let Some(v) = get("CHAOSAI_DATABASE_URL") {
             self.database.url = v;

@@ -40,9 +40,13 @@ pub mod api;
 #[cfg(feature = "ssr")]
 pub mod cache;
 #[cfg(feature = "ssr")]
+pub mod chaos;
+#[cfg(feature = "ssr")]
 pub mod config;
 #[cfg(feature = "ssr")]
 pub mod gateway;
+#[cfg(feature = "ssr")]
+pub mod knowledge;
 #[cfg(feature = "ssr")]
 pub mod server;
 #[cfg(feature = "ssr")]

@@ -34,6 +34,10 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("starting the server")?;
     println!("ChaosAI is answering on http://{}", server.addr);
+    println!(
+        "Chaos API token: {} (set CHAOSAI_ADMIN_TOKEN to choose it); e.g. curl -H 'Authorization: Bearer {}' http://{}/api/providers",
+        server.admin_token, server.admin_token, server.addr
+    );
     // The semantic cache's embedder: loaded off the async executor; a missing model
     // or runtime is one clear warning, never a failed start.
     tokio::task::spawn_blocking(

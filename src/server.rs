@@ -1,19 +1,24 @@
-//! Assembles a running server: store, providers (real or simulated), gateway,
-//! routes, and graceful shutdown. `main.rs` and the integration tests both start
-//! the product through [`start`], so tests exercise exactly what ships.
+//! Assembles a running server: store, providers (real or simulated), the fault
+//! proxy, gateway, routes, and graceful shutdown. `main.rs` and the integration
+//! tests both start the product through [`start`], so tests exercise what ships.
 
 use crate::api::{self, AppState};
+use crate::chaos::{FaultPlan, FaultProxy, Upstream};
 use crate::config::{Config, SimulateMode};
 use crate::gateway::cascade::{Cascade, CascadeEntry};
+use crate::gateway::events::{now_ms, EventBus};
+use crate::gateway::metrics::Metrics;
 use crate::gateway::prompt::PromptTemplate;
-use crate::gateway::provider::{self, WireLimits};
+use crate::gateway::provider::{self, Endpoint, WireLimits};
 use crate::gateway::Gateway;
+use crate::shared::GatewayEvent;
 use crate::store::{Store, StoreError};
 use axum::{extract::DefaultBodyLimit, Router};
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
-use std::{net::SocketAddr, sync::Arc, time::Duration};
-use tokio::{sync::oneshot, task::JoinHandle};
+use std::collections::{HashMap, HashSet};
+use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
+use tokio::{sync::watch, task::JoinHandle};
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
 /// Why a server could not start.
@@ -47,12 +52,14 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// Where each provider is reached.
     pub providers: Vec<ProviderRoute>,
+    /// The token the admin endpoints require (generated when not configured).
+    pub admin_token: String,
     /// The gateway, for tests that inspect it.
     pub gateway: Arc<Gateway>,
     /// The store, for tests that inspect rows.
     pub store: Store,
     /// Fires the graceful shutdown.
-    shutdown: oneshot::Sender<()>,
+    shutdown: watch::Sender<bool>,
     /// The serving task.
     task: JoinHandle<()>,
     /// How long in-flight answers may take after shutdown starts.
@@ -63,7 +70,7 @@ impl RunningServer {
     /// Stops accepting connections, lets in-flight answers finish within the grace
     /// period, then returns. Returns `false` if the grace period ran out.
     pub async fn shutdown(self) -> bool {
-        let _ = self.shutdown.send(());
+        let _ = self.shutdown.send(true);
         let mut task = self.task;
         match tokio::time::timeout(self.grace, &mut task).await {
             Ok(_) => true,
@@ -84,12 +91,19 @@ impl RunningServer {
     }
 }
 
-/// Builds the gateway: one adapter per configured provider, simulated where no key
-/// is given (or when simulation is forced).
-async fn build_gateway(
+/// A random admin token for a server started without one.
+fn generate_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The providers' adapters: simulated where no key is given (or simulation is
+/// forced), each reachable directly or through the fault proxy.
+async fn build_cascade(
     config: &Config,
-    store: Store,
-) -> Result<(Gateway, Vec<ProviderRoute>), StartError> {
+    plan: &Arc<FaultPlan>,
+    events: Arc<EventBus>,
+    metrics: Arc<Metrics>,
+) -> Result<(Cascade, Vec<ProviderRoute>), StartError> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(config.gateway.connect_timeout_ms))
         .pool_idle_timeout(Duration::from_secs(60))
@@ -99,14 +113,12 @@ async fn build_gateway(
         first_byte: timeouts.first_byte,
         stall: timeouts.stall,
     };
-    let mut entries = Vec::new();
     let mut routes = Vec::new();
+    let mut upstreams = HashMap::new();
     for provider_config in &config.providers {
-        let mut provider_config = provider_config.clone();
         let simulated =
             config.gateway.simulate == SimulateMode::Always || provider_config.api_key.is_none();
         let base_url = if simulated {
-            provider_config.api_key = None;
             crate::sim::start(provider_config.protocol, &config.sim)
                 .await?
                 .base_url
@@ -114,25 +126,76 @@ async fn build_gateway(
             provider_config.base_url.clone()
         };
         tracing::info!(provider = %provider_config.name, %base_url, simulated, "provider ready");
+        upstreams.insert(
+            provider_config.name.clone(),
+            Upstream {
+                base_url: base_url.clone(),
+                protocol: provider_config.protocol,
+            },
+        );
         routes.push(ProviderRoute {
             name: provider_config.name.clone(),
-            base_url: base_url.clone(),
+            base_url,
             simulated,
         });
+    }
+    // The proxy forwards with its own client: it must not share the adapters'
+    // timeouts, since it stands in for the provider, not for the gateway.
+    let proxy = FaultProxy::start(plan.clone(), upstreams, reqwest::Client::new()).await?;
+    let mut entries = Vec::new();
+    for (provider_config, route) in config.providers.iter().zip(&routes) {
+        let mut provider_config = provider_config.clone();
+        if route.simulated {
+            provider_config.api_key = None;
+        }
+        let endpoint = Endpoint::switched(
+            route.base_url.clone(),
+            proxy.base_for(&provider_config.name),
+            plan.route_flag(&provider_config.name),
+        );
         let template = provider_config
             .system_template
             .clone()
             .unwrap_or_else(|| config.gateway.system_prompt.clone());
         entries.push(CascadeEntry {
-            provider: provider::build(&provider_config, &base_url, client.clone(), limits),
+            provider: provider::build(&provider_config, endpoint, client.clone(), limits),
             template: PromptTemplate::new(template),
             max_tokens: provider_config.max_tokens,
+            breaker: provider_config.breaker(),
         });
     }
-    Ok((
-        Gateway::new(Cascade::new(entries, timeouts), Some(store)),
-        routes,
-    ))
+    Ok((Cascade::new(entries, timeouts, events, metrics), routes))
+}
+
+/// Heals faults whose time is up and announces it, until shutdown.
+fn spawn_fault_expiry(
+    plan: Arc<FaultPlan>,
+    gateway: Arc<Gateway>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            for provider in plan.expire(Instant::now()) {
+                tracing::info!(%provider, "fault healed by itself");
+                gateway
+                    .metrics()
+                    .faults_active
+                    .with_label_values(&[&provider])
+                    .set(0);
+                gateway.events().publish(GatewayEvent::FaultChanged {
+                    provider,
+                    fault: None,
+                    by: "expiry".into(),
+                    at_ms: now_ms(),
+                });
+            }
+        }
+    });
 }
 
 /// Starts the whole product on `config.server.addr`.
@@ -141,19 +204,41 @@ pub async fn start(
     leptos_options: LeptosOptions,
 ) -> Result<RunningServer, StartError> {
     let store = Store::open(&config.database.url).await?;
-    let (gateway, providers) = build_gateway(&config, store.clone()).await?;
-    let gateway = Arc::new(gateway);
+    let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+    let plan = Arc::new(FaultPlan::new(names.iter().copied()));
+    let events = Arc::new(EventBus::default());
+    let metrics = Arc::new(Metrics::new(names.iter().copied()));
+    let (cascade, providers) =
+        build_cascade(&config, &plan, events.clone(), metrics.clone()).await?;
+    let gateway = Arc::new(Gateway::new(cascade, Some(store.clone()), events, metrics));
+    let admin_token = config
+        .server
+        .admin_token
+        .clone()
+        .unwrap_or_else(generate_token);
+    let (shutdown, shutdown_signal) = watch::channel(false);
+    spawn_fault_expiry(plan.clone(), gateway.clone(), shutdown_signal.clone());
     let state = AppState {
         leptos_options: leptos_options.clone(),
         gateway: gateway.clone(),
+        faults: plan,
+        admin_token: admin_token.clone().into(),
+        simulated: Arc::new(
+            providers
+                .iter()
+                .filter(|p| p.simulated)
+                .map(|p| p.name.clone())
+                .collect::<HashSet<_>>(),
+        ),
+        shutdown: shutdown_signal.clone(),
     };
     let app = router(state, config.server.body_limit_bytes);
     let listener = tokio::net::TcpListener::bind(config.server.addr).await?;
     let addr = listener.local_addr()?;
-    let (shutdown, signal) = oneshot::channel::<()>();
+    let mut signal = shutdown_signal;
     let task = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = signal.await;
+            let _ = signal.wait_for(|stop| *stop).await;
         });
         if let Err(err) = serve.await {
             tracing::error!(error = %err, "server stopped with an error");
@@ -162,6 +247,7 @@ pub async fn start(
     Ok(RunningServer {
         addr,
         providers,
+        admin_token,
         gateway,
         store,
         shutdown,

@@ -6,7 +6,8 @@ mod support;
 
 use chaosai::config::{Protocol, ProviderConfig};
 use chaosai::gateway::provider::{
-    self, Provider, ProviderError, ProviderRequest, TimeoutKind, WireLimits,
+    self, Endpoint, Provider, ProviderError, ProviderRequest, TimeoutKind, WireLimits,
+    CONTINUE_PROMPT,
 };
 use chaosai::shared::ChatTurn;
 use futures::StreamExt;
@@ -132,18 +133,15 @@ const LIMITS: WireLimits = WireLimits {
 };
 
 fn adapter(wire: &Wire, server: &ScriptedServer) -> Arc<dyn Provider> {
-    let config = ProviderConfig {
-        name: "under-test".into(),
-        protocol: wire.protocol,
-        model: "test-model".into(),
-        base_url: String::new(),
-        api_key_env: None,
-        system_template: None,
-        max_tokens: 64,
-        api_key: Some("secret-key".into()),
-    };
     let base = format!("{}{}", server.url, wire.base_suffix);
-    provider::build(&config, &base, reqwest::Client::new(), LIMITS)
+    let mut config = ProviderConfig::new("under-test", wire.protocol, "test-model", &base);
+    config.api_key = Some("secret-key".into());
+    provider::build(
+        &config,
+        Endpoint::direct(base),
+        reqwest::Client::new(),
+        LIMITS,
+    )
 }
 
 fn request() -> ProviderRequest {
@@ -156,6 +154,7 @@ fn request() -> ProviderRequest {
         ],
         max_tokens: 64,
         temperature: Some(0.2),
+        continuation: None,
     }
 }
 
@@ -462,5 +461,40 @@ async fn nothing_listening_is_a_connection_error() {
             "{:?}: {err:?}",
             wire.protocol
         );
+    }
+}
+
+#[tokio::test]
+async fn a_continuation_asks_the_model_to_go_on_from_the_partial_answer() {
+    for wire in wires() {
+        let server = ScriptedServer::start(Script::respond(
+            200,
+            "application/json",
+            &(wire.answer)(" is on its way."),
+        ))
+        .await;
+        let mut continued = request();
+        continued.continuation = Some("Your order ".into());
+        let completion = adapter(&wire, &server).complete(&continued).await.unwrap();
+        assert_eq!(completion.text, " is on its way.");
+        let body = server.received.lock().unwrap()[0].body.clone();
+        let messages = body["messages"].as_array().unwrap();
+        match wire.protocol {
+            // Anthropic continues a trailing assistant message (prefill), which
+            // must not end in whitespace.
+            Protocol::Anthropic => {
+                let last = messages.last().unwrap();
+                assert_eq!(last["role"], "assistant");
+                assert_eq!(last["content"], "Your order");
+            }
+            // OpenAI has no prefill: the partial answer, then an instruction.
+            Protocol::OpenAi => {
+                let n = messages.len();
+                assert_eq!(messages[n - 2]["role"], "assistant");
+                assert_eq!(messages[n - 2]["content"], "Your order ");
+                assert_eq!(messages[n - 1]["role"], "user");
+                assert_eq!(messages[n - 1]["content"], CONTINUE_PROMPT);
+            }
+        }
     }
 }

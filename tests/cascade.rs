@@ -4,12 +4,16 @@
 mod support;
 
 use chaosai::config::{Protocol, ProviderConfig, SimConfig};
+use chaosai::gateway::breaker::BreakerConfig;
 use chaosai::gateway::cascade::{Cascade, CascadeEntry, CascadeError, CascadeRequest};
+use chaosai::gateway::events::EventBus;
+use chaosai::gateway::metrics::Metrics;
 use chaosai::gateway::prompt::PromptTemplate;
-use chaosai::gateway::provider::{self, WireLimits};
+use chaosai::gateway::provider::{self, Endpoint, WireLimits};
 use chaosai::gateway::Timeouts;
-use chaosai::shared::ChatTurn;
+use chaosai::shared::{BreakerState, ChatTurn, GatewayEvent};
 use futures::StreamExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{sse_event, End, Script, ScriptedServer};
 
@@ -22,24 +26,25 @@ const TIMEOUTS: Timeouts = Timeouts {
 };
 
 fn entry(name: &str, protocol: Protocol, base_url: &str) -> CascadeEntry {
-    let config = ProviderConfig {
-        name: name.into(),
-        protocol,
-        model: format!("{name}-model"),
-        base_url: base_url.into(),
-        api_key_env: None,
-        system_template: None,
-        max_tokens: 256,
-        api_key: None,
-    };
+    let config = ProviderConfig::new(name, protocol, &format!("{name}-model"), base_url);
     let limits = WireLimits {
         first_byte: TIMEOUTS.first_byte,
         stall: TIMEOUTS.stall,
     };
     CascadeEntry {
-        provider: provider::build(&config, base_url, reqwest::Client::new(), limits),
+        provider: provider::build(
+            &config,
+            Endpoint::direct(base_url),
+            reqwest::Client::new(),
+            limits,
+        ),
         template: PromptTemplate::new("You are a support assistant. {system}"),
         max_tokens: 256,
+        breaker: BreakerConfig {
+            failure_threshold: 3,
+            open_for: Duration::from_millis(300),
+            max_open_for: Duration::from_secs(2),
+        },
     }
 }
 
@@ -75,10 +80,16 @@ async fn a_failing_primary_falls_over_to_the_secondary() {
             entry("gpt", Protocol::OpenAi, &simulated(Protocol::OpenAi).await),
         ],
         TIMEOUTS,
+        Arc::new(EventBus::default()),
+        Arc::new(Metrics::new([])),
     );
     let answer = cascade.complete(&question()).await.unwrap();
     assert_eq!(answer.served_by, "gpt");
-    assert!(answer.text.contains("reset link"), "{}", answer.text);
+    assert!(
+        answer.value.text.contains("reset link"),
+        "{}",
+        answer.value.text
+    );
     let outcomes: Vec<_> = answer
         .attempts
         .iter()
@@ -114,13 +125,16 @@ async fn a_stream_failing_before_its_first_token_falls_over_invisibly() {
             entry("gpt", Protocol::OpenAi, &simulated(Protocol::OpenAi).await),
         ],
         TIMEOUTS,
+        Arc::new(EventBus::default()),
+        Arc::new(Metrics::new([])),
     );
     let answer = cascade.stream(&question()).await.unwrap();
     assert_eq!(answer.served_by, "gpt");
     assert_eq!(answer.attempts[0].outcome, "server_error");
     assert_eq!(answer.attempts[0].status, Some(529));
-    let rest: Vec<String> = answer.rest.map(Result::unwrap).collect().await;
-    let text = format!("{}{}", answer.first, rest.concat());
+    let (first, rest) = answer.value;
+    let rest: Vec<String> = rest.map(Result::unwrap).collect().await;
+    let text = format!("{first}{}", rest.concat());
     assert!(text.contains("reset link"), "{text}");
     assert!(
         !rest.is_empty(),
@@ -144,6 +158,8 @@ async fn a_hanging_primary_costs_one_attempt_limit() {
             ),
         ],
         TIMEOUTS,
+        Arc::new(EventBus::default()),
+        Arc::new(Metrics::new([])),
     );
     let started = Instant::now();
     let answer = cascade.stream(&question()).await.unwrap();
@@ -171,12 +187,14 @@ async fn an_invalid_request_is_not_retried_elsewhere() {
             entry("llama", Protocol::OpenAi, &format!("{}/v1", secondary.url)),
         ],
         TIMEOUTS,
+        Arc::new(EventBus::default()),
+        Arc::new(Metrics::new([])),
     );
     for streamed in [false, true] {
         let err = if streamed {
             cascade.stream(&question()).await.err().unwrap()
         } else {
-            cascade.complete(&question()).await.unwrap_err()
+            cascade.complete(&question()).await.err().unwrap()
         };
         match err {
             CascadeError::InvalidRequest {
@@ -209,6 +227,8 @@ async fn every_provider_failing_exhausts_the_cascade_with_all_attempts() {
             entry("claude", Protocol::Anthropic, &down.url),
         ],
         TIMEOUTS,
+        Arc::new(EventBus::default()),
+        Arc::new(Metrics::new([])),
     );
     match cascade.complete(&question()).await {
         Err(CascadeError::Exhausted { attempts }) => {
@@ -234,6 +254,8 @@ async fn a_pinned_provider_is_the_only_one_tried() {
             entry("gpt", Protocol::OpenAi, &simulated(Protocol::OpenAi).await),
         ],
         TIMEOUTS,
+        Arc::new(EventBus::default()),
+        Arc::new(Metrics::new([])),
     );
     let mut request = question();
     request.pinned = Some("gpt".into());
@@ -245,4 +267,72 @@ async fn a_pinned_provider_is_the_only_one_tried() {
         cascade.complete(&request).await,
         Err(CascadeError::UnknownProvider(_))
     ));
+}
+
+#[tokio::test]
+async fn an_open_breaker_skips_its_provider_without_any_io_until_the_probe() {
+    let primary = ScriptedServer::start(Script::respond(
+        503,
+        "application/json",
+        r#"{"error":{"message":"down","type":"server_error"}}"#,
+    ))
+    .await;
+    let events = Arc::new(EventBus::default());
+    let mut transitions = events.subscribe();
+    let cascade = Cascade::new(
+        vec![
+            entry("gpt", Protocol::OpenAi, &format!("{}/v1", primary.url)),
+            entry(
+                "claude",
+                Protocol::Anthropic,
+                &simulated(Protocol::Anthropic).await,
+            ),
+        ],
+        TIMEOUTS,
+        events.clone(),
+        Arc::new(Metrics::new(["gpt", "claude"])),
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            cascade.complete(&question()).await.unwrap().served_by,
+            "claude"
+        );
+    }
+    assert_eq!(primary.hits(), 3);
+    let answer = cascade.complete(&question()).await.unwrap();
+    assert_eq!(answer.attempts[0].outcome, "skipped_open");
+    assert_eq!(primary.hits(), 3, "no request reaches an OPEN provider");
+    let Ok(GatewayEvent::BreakerTransition {
+        provider,
+        from,
+        to,
+        reason,
+        ..
+    }) = transitions.try_recv()
+    else {
+        panic!("the opening is an event")
+    };
+    assert_eq!(
+        (provider.as_str(), from, to),
+        ("gpt", BreakerState::Closed, BreakerState::Open)
+    );
+    assert!(reason.contains("3 consecutive failures"), "{reason}");
+
+    // After the cool-down, one probe goes through; it fails and re-opens.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    cascade.complete(&question()).await.unwrap();
+    assert_eq!(primary.hits(), 4);
+    let states: Vec<_> = std::iter::from_fn(|| transitions.try_recv().ok())
+        .filter_map(|e| match e {
+            GatewayEvent::BreakerTransition { from, to, .. } => Some((from, to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (BreakerState::Open, BreakerState::HalfOpen),
+            (BreakerState::HalfOpen, BreakerState::Open)
+        ]
+    );
 }

@@ -35,6 +35,41 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A 401 for a missing or wrong admin token.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "authentication_error",
+            code: Some("invalid_admin_token"),
+            param: None,
+            message: message.into(),
+        }
+    }
+
+    /// A 404 for something that does not exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            kind: "invalid_request_error",
+            code: Some("not_found"),
+            param: None,
+            message: message.into(),
+        }
+    }
+
+    /// A 422 for a well-formed body with an invalid value, naming the field.
+    pub fn unprocessable(field: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            kind: "invalid_request_error",
+            code: Some("invalid_value"),
+            param: field.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {
@@ -92,16 +127,6 @@ impl From<crate::gateway::GatewayError> for ApiError {
                 code: None,
                 param: None,
                 message: format!("{provider} rejected the request: {message}"),
-            },
-            GatewayError::Unavailable { attempts } => Self {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                kind: "server_error",
-                code: Some("providers_unavailable"),
-                param: None,
-                message: format!(
-                    "no provider could answer ({} attempts failed)",
-                    attempts.len()
-                ),
             },
         }
     }

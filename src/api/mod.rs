@@ -1,14 +1,24 @@
-//! HTTP surfaces of the server: the OpenAI-compatible API, health, and the router
-//! that mounts them beside the Leptos pages and server functions.
+//! HTTP surfaces of the server: the OpenAI-compatible API, the chaos API, the live
+//! event stream, metrics and health, and the state they share with the Leptos
+//! pages and server functions.
 
+pub mod chaos;
 pub mod error;
+pub mod live;
 pub mod openai;
 
+use crate::chaos::FaultPlan;
 use crate::gateway::Gateway;
-use axum::{extract::FromRef, routing::get, Json, Router};
+use crate::shared::ProviderStatus;
+use axum::{
+    extract::{FromRef, State},
+    routing::{delete, get, post, put},
+    Json, Router,
+};
 use leptos::prelude::LeptosOptions;
 use serde_json::json;
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc, time::Instant};
+use tokio::sync::watch;
 
 /// Shared state of every handler (and, through Leptos context, of server functions).
 #[derive(Clone)]
@@ -17,6 +27,15 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     /// The gateway core.
     pub gateway: Arc<Gateway>,
+    /// Faults injected through the chaos API.
+    pub faults: Arc<FaultPlan>,
+    /// The token the admin endpoints require.
+    pub admin_token: Arc<str>,
+    /// Providers that are built-in simulations (for status views).
+    pub simulated: Arc<HashSet<String>>,
+    /// Turns `true` when the server shuts down, so long-lived connections (the
+    /// event websocket) close instead of holding the shutdown up.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -25,22 +44,51 @@ impl FromRef<AppState> for LeptosOptions {
     }
 }
 
+impl AppState {
+    /// Every provider's breaker and fault, in cascade order.
+    pub fn provider_statuses(&self) -> Vec<ProviderStatus> {
+        let now = Instant::now();
+        self.gateway
+            .cascade()
+            .breakers()
+            .into_iter()
+            .map(|b| {
+                let name = b.provider.name();
+                ProviderStatus {
+                    name: name.to_string(),
+                    protocol: b.provider.protocol().as_str().to_string(),
+                    model: b.provider.model().to_string(),
+                    priority: b.priority,
+                    simulated: self.simulated.contains(name),
+                    state: b.state,
+                    consecutive_failures: b.consecutive_failures,
+                    in_state_ms: now.saturating_duration_since(b.since).as_millis() as u64,
+                    fault: self.faults.status(name, now),
+                }
+            })
+            .collect()
+    }
+}
+
 /// The routes that are not Leptos pages.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(live::metrics))
+        .route("/ws/events", get(live::events))
         .route("/v1/models", get(openai::models))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/api/providers", get(chaos::providers))
+        .route("/api/chaos", delete(chaos::heal_all))
         .route(
-            "/v1/chat/completions",
-            axum::routing::post(openai::chat_completions),
+            "/api/chaos/{provider}",
+            put(chaos::inject).delete(chaos::heal),
         )
 }
 
 /// Ready once the server accepts connections: the state only exists after the
 /// store is open and every provider is configured.
-async fn healthz(
-    axum::extract::State(state): axum::extract::State<AppState>,
-) -> Json<serde_json::Value> {
+async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     let providers: Vec<_> = state
         .gateway
         .cascade()

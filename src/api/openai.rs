@@ -26,6 +26,8 @@ pub const SERVED_BY: HeaderName = HeaderName::from_static("x-chaosai-served-by")
 pub const OVERHEAD_MS: HeaderName = HeaderName::from_static("x-chaosai-overhead-ms");
 /// The request's id, also the completion's `id`.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The ticket the last resort opened for a human agent.
+pub const TICKET: HeaderName = HeaderName::from_static("x-chaosai-ticket");
 
 /// `GET /v1/models`: the cascade plus every provider that can be pinned.
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
@@ -176,13 +178,20 @@ fn decode(body: &[u8]) -> Result<ApiRequest, ApiError> {
     })
 }
 
-fn route_headers(headers: &mut HeaderMap, id: &str, served_by: &str, overhead: Duration) {
+fn route_headers(
+    headers: &mut HeaderMap,
+    id: &str,
+    served_by: &str,
+    overhead: Duration,
+    ticket: Option<&str>,
+) {
     let overhead_ms = format!("{:.3}", overhead.as_secs_f64() * 1000.0);
-    for (name, value) in [
+    let pairs = [
         (SERVED_BY, served_by),
         (REQUEST_ID, id),
         (OVERHEAD_MS, overhead_ms.as_str()),
-    ] {
+    ];
+    for (name, value) in pairs.into_iter().chain(ticket.map(|t| (TICKET, t))) {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);
         }
@@ -221,6 +230,7 @@ pub async fn chat_completions(
             &answer.id,
             &answer.served_by,
             answer.overhead,
+            answer.ticket.as_deref(),
         );
         return Ok(response);
     }
@@ -256,6 +266,7 @@ pub async fn chat_completions(
         &streaming.id,
         &streaming.served_by,
         streaming.overhead,
+        streaming.ticket.as_deref(),
     );
     Ok(response)
 }

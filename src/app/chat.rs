@@ -41,9 +41,7 @@ pub async fn ask(turns: Vec<ChatTurn>) -> Result<TextStream, ServerFnError> {
         Err(GatewayError::BadRequest(message)) => Err(ServerFnError::new(message)),
         Err(err) => {
             let failed = ChatEvent::Failed {
-                message: format!(
-                    "Sorry, we could not answer right now ({err}). Please try again in a moment."
-                ),
+                message: format!("Sorry, this question could not be answered: {err}"),
             };
             Ok(TextStream::new(futures::stream::once(async move {
                 Ok(line(&failed))

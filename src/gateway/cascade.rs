@@ -1,17 +1,22 @@
-//! The cascade: providers in priority order, per-attempt limits, one overall deadline.
+//! The cascade: providers in priority order behind their circuit breakers, with
+//! per-attempt limits and one overall deadline.
 //!
 //! The cascade owns policy only. It asks adapters for answers and reads their
-//! classified errors; it never sees a provider's JSON. A failure that another
-//! provider could fix moves on to the next provider; an invalid request goes
-//! back to the caller. A stream is held back until its first content token, so a
-//! failover before it is invisible to the customer.
+//! classified errors; it never sees a provider's JSON. An OPEN breaker skips its
+//! provider without any I/O. A failure that another provider could fix moves on
+//! to the next provider; an invalid request goes back to the caller. A stream is
+//! held back until its first content token, so a failover before it is invisible
+//! to the customer.
 
+use super::breaker::{Admission, Breaker, BreakerConfig, Transition};
+use super::events::{now_ms, EventBus};
+use super::metrics::Metrics;
 use super::prompt::PromptTemplate;
 use super::provider::{DeltaStream, Provider, ProviderError, ProviderRequest, TimeoutKind};
 use super::Timeouts;
-use crate::shared::{AttemptSummary, ChatTurn};
-use futures::StreamExt;
-use std::sync::Arc;
+use crate::shared::{AttemptSummary, BreakerState, ChatTurn, GatewayEvent};
+use futures::{future::BoxFuture, FutureExt, StreamExt};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// One provider of the cascade with the policy that belongs to it.
@@ -22,6 +27,8 @@ pub struct CascadeEntry {
     pub template: PromptTemplate,
     /// Default answer size when the caller does not ask for one.
     pub max_tokens: u32,
+    /// Its breaker's thresholds.
+    pub breaker: BreakerConfig,
 }
 
 /// A request as the cascade sees it.
@@ -37,6 +44,12 @@ pub struct CascadeRequest {
     pub temperature: Option<f32>,
     /// Only this provider may serve (the caller named it as the model).
     pub pinned: Option<String>,
+    /// Text already sent to the customer, for a provider to continue.
+    pub continuation: Option<String>,
+    /// Providers not to try (one that just broke mid-stream).
+    pub skip: Vec<String>,
+    /// The request's overall deadline, when it started earlier than this call.
+    pub deadline: Option<Instant>,
 }
 
 /// Why the cascade produced no answer.
@@ -54,7 +67,7 @@ pub enum CascadeError {
         /// Attempts made.
         attempts: Vec<AttemptSummary>,
     },
-    /// Every provider failed or the deadline ran out.
+    /// Every provider failed, was skipped, or the deadline ran out.
     #[error("no provider could answer")]
     Exhausted {
         /// Attempts made, in order.
@@ -76,65 +89,205 @@ impl CascadeError {
     }
 }
 
-/// A whole answer from one provider.
+/// What a successful run of the cascade produced.
 #[derive(Debug)]
-pub struct Answer {
+pub struct Served<T> {
+    /// The provider's answer (a completion, or a stream past its first token).
+    pub value: T,
     /// The provider that served it.
     pub served_by: String,
-    /// The answer's text.
-    pub text: String,
-    /// Why the provider stopped, in OpenAI's vocabulary.
-    pub finish_reason: String,
     /// Every attempt made, the serving one last.
     pub attempts: Vec<AttemptSummary>,
     /// Time spent waiting on providers, to tell the gateway's own overhead apart.
     pub provider_wait: Duration,
 }
 
-/// A streamed answer whose first token has arrived.
-pub struct StreamingAnswer {
-    /// The provider that is serving it.
-    pub served_by: String,
-    /// The first content token, already received.
-    pub first: String,
-    /// The rest of the answer; a failure after this point is final.
-    pub rest: DeltaStream,
-    /// Every attempt made, the serving one last.
-    pub attempts: Vec<AttemptSummary>,
-    /// Time spent waiting on providers up to the first token.
-    pub provider_wait: Duration,
+/// A whole answer from one provider.
+pub type Answer = Served<super::provider::Completion>;
+
+/// A streamed answer whose first token has arrived: the token and the rest.
+pub type StreamingAnswer = Served<(String, DeltaStream)>;
+
+/// A breaker as status views show it.
+#[derive(Clone)]
+pub struct BreakerView {
+    /// The provider.
+    pub provider: Arc<dyn Provider>,
+    /// Its position in the cascade, 0 first.
+    pub priority: usize,
+    /// Breaker state.
+    pub state: BreakerState,
+    /// Consecutive failures counted.
+    pub consecutive_failures: u32,
+    /// When the current state began.
+    pub since: Instant,
 }
 
-/// Providers in priority order and the limits that apply to them.
+struct Slot {
+    entry: CascadeEntry,
+    breaker: Mutex<Breaker>,
+}
+
+impl Slot {
+    fn name(&self) -> &str {
+        self.entry.provider.name()
+    }
+
+    fn breaker(&self) -> MutexGuard<'_, Breaker> {
+        // The breaker's state stays consistent even if a holder panicked.
+        self.breaker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Providers in priority order, their breakers, and the limits that apply.
 pub struct Cascade {
-    /// Priority order: the first entry is tried first.
-    entries: Vec<CascadeEntry>,
+    /// Priority order: the first slot is tried first.
+    slots: Vec<Slot>,
     /// Per-attempt and overall limits.
     timeouts: Timeouts,
+    /// Where breaker transitions are announced.
+    events: Arc<EventBus>,
+    /// Where attempts and transitions are counted.
+    metrics: Arc<Metrics>,
+}
+
+/// The right to call one provider once, as its breaker granted it. Dropped
+/// without a verdict (the customer left, the call was cancelled), it hands the
+/// slot back, so a cancelled half-open probe can never wedge the breaker.
+struct Permit<'a> {
+    cascade: &'a Cascade,
+    slot: &'a Slot,
+    admission: Admission,
+    settled: bool,
+}
+
+impl Permit<'_> {
+    fn success(mut self) {
+        self.settled = true;
+        let transition = self
+            .slot
+            .breaker()
+            .on_success(self.admission, Instant::now());
+        self.cascade.announce(self.slot.name(), transition);
+    }
+
+    fn failure(mut self, err: &ProviderError) {
+        self.settled = true;
+        let transition = self.slot.breaker().on_failure(
+            self.admission,
+            err.kind(),
+            err.retry_after(),
+            Instant::now(),
+        );
+        self.cascade.announce(self.slot.name(), transition);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.slot.breaker().on_abandon(self.admission);
+        }
+    }
 }
 
 impl Cascade {
-    /// Creates a cascade over `entries` in the given priority order.
-    pub fn new(entries: Vec<CascadeEntry>, timeouts: Timeouts) -> Self {
-        Self { entries, timeouts }
+    /// Creates a cascade over `entries` in the given priority order, every breaker CLOSED.
+    pub fn new(
+        entries: Vec<CascadeEntry>,
+        timeouts: Timeouts,
+        events: Arc<EventBus>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let now = Instant::now();
+        let slots = entries
+            .into_iter()
+            .map(|entry| Slot {
+                breaker: Mutex::new(Breaker::new(entry.breaker, now)),
+                entry,
+            })
+            .collect();
+        Self {
+            slots,
+            timeouts,
+            events,
+            metrics,
+        }
     }
 
     /// The providers in priority order.
     pub fn providers(&self) -> impl Iterator<Item = &Arc<dyn Provider>> {
-        self.entries.iter().map(|e| &e.provider)
+        self.slots.iter().map(|s| &s.entry.provider)
     }
 
-    /// The entries a request may use, in order.
-    fn candidates(&self, request: &CascadeRequest) -> Result<Vec<&CascadeEntry>, CascadeError> {
-        match &request.pinned {
-            None => Ok(self.entries.iter().collect()),
-            Some(name) => self
-                .entries
-                .iter()
-                .find(|e| e.provider.name() == name)
-                .map(|e| vec![e])
-                .ok_or_else(|| CascadeError::UnknownProvider(name.clone())),
+    /// The limits in force.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Every breaker's state, in priority order.
+    pub fn breakers(&self) -> Vec<BreakerView> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(priority, slot)| {
+                let breaker = slot.breaker();
+                BreakerView {
+                    provider: slot.entry.provider.clone(),
+                    priority,
+                    state: breaker.state(),
+                    consecutive_failures: breaker.consecutive_failures(),
+                    since: breaker.since(),
+                }
+            })
+            .collect()
+    }
+
+    fn announce(&self, provider: &str, transition: Option<Transition>) {
+        let Some(t) = transition else { return };
+        tracing::info!(provider, from = t.from.label(), to = t.to.label(), reason = %t.reason, "breaker transition");
+        self.metrics.breaker(provider, t.to);
+        self.events.publish(GatewayEvent::BreakerTransition {
+            provider: provider.to_string(),
+            from: t.from,
+            to: t.to,
+            reason: t.reason,
+            at_ms: now_ms(),
+        });
+    }
+
+    /// Records that a stream broke after its first token: it counts against the
+    /// provider even though the first token already counted as a success.
+    pub fn report_broken(&self, provider: &str, err: &ProviderError) {
+        self.metrics
+            .attempts
+            .with_label_values(&[provider, "stream_broken"])
+            .inc();
+        if let Some(slot) = self.slots.iter().find(|s| s.name() == provider) {
+            let transition = slot.breaker().on_failure(
+                Admission::Call,
+                err.kind(),
+                err.retry_after(),
+                Instant::now(),
+            );
+            self.announce(provider, transition);
         }
+    }
+
+    fn candidates(&self, request: &CascadeRequest) -> Result<Vec<&Slot>, CascadeError> {
+        if let Some(name) = &request.pinned {
+            return self
+                .slots
+                .iter()
+                .find(|s| s.name() == name)
+                .map(|s| vec![s])
+                .ok_or_else(|| CascadeError::UnknownProvider(name.clone()));
+        }
+        Ok(self
+            .slots
+            .iter()
+            .filter(|s| !request.skip.iter().any(|n| n == s.name()))
+            .collect())
     }
 
     fn provider_request(entry: &CascadeEntry, request: &CascadeRequest) -> ProviderRequest {
@@ -145,133 +298,139 @@ impl Cascade {
                 .max_tokens
                 .map_or(entry.max_tokens, |m| m.min(entry.max_tokens)),
             temperature: request.temperature,
+            continuation: request.continuation.clone(),
         }
     }
 
-    /// The limit for the next attempt, or `None` once the deadline has passed.
-    fn attempt_limit(&self, deadline: Instant) -> Option<Duration> {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        (!left.is_zero()).then(|| left.min(self.timeouts.attempt))
-    }
-
-    /// Asks providers in order for a whole answer.
-    pub async fn complete(&self, request: &CascadeRequest) -> Result<Answer, CascadeError> {
-        let deadline = Instant::now() + self.timeouts.deadline;
+    /// Tries providers in order until `call` succeeds on one.
+    async fn run<T>(
+        &self,
+        request: &CascadeRequest,
+        call: impl Fn(
+            Arc<dyn Provider>,
+            ProviderRequest,
+        ) -> BoxFuture<'static, Result<T, ProviderError>>,
+    ) -> Result<Served<T>, CascadeError> {
+        let deadline = request
+            .deadline
+            .unwrap_or_else(|| Instant::now() + self.timeouts.deadline);
         let mut attempts = Vec::new();
         let mut provider_wait = Duration::ZERO;
-        for entry in self.candidates(request)? {
-            let Some(limit) = self.attempt_limit(deadline) else {
+        for slot in self.candidates(request)? {
+            let name = slot.name();
+            let Some(left) = deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+            else {
                 break;
             };
-            let provider_request = Self::provider_request(entry, request);
+            let (admission, transition) = slot.breaker().admit(Instant::now());
+            self.announce(name, transition);
+            if admission == Admission::Reject {
+                self.metrics
+                    .attempts
+                    .with_label_values(&[name, "skipped_open"])
+                    .inc();
+                attempts.push(AttemptSummary {
+                    provider: name.to_string(),
+                    outcome: "skipped_open".into(),
+                    status: None,
+                    latency_ms: 0,
+                });
+                continue;
+            }
+            let permit = Permit {
+                cascade: self,
+                slot,
+                admission,
+                settled: false,
+            };
+            let provider_request = Self::provider_request(&slot.entry, request);
             let started = Instant::now();
-            let result = tokio::time::timeout(limit, entry.provider.complete(&provider_request))
-                .await
-                .unwrap_or(Err(ProviderError::Timeout(TimeoutKind::Total)));
+            let result = tokio::time::timeout(
+                left.min(self.timeouts.attempt),
+                call(slot.entry.provider.clone(), provider_request),
+            )
+            .await
+            .unwrap_or(Err(ProviderError::Timeout(TimeoutKind::Total)));
             let elapsed = started.elapsed();
             provider_wait += elapsed;
-            let name = entry.provider.name();
+            self.metrics
+                .attempt_seconds
+                .with_label_values(&[name])
+                .observe(elapsed.as_secs_f64());
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(err) => err.kind(),
+            };
+            self.metrics
+                .attempts
+                .with_label_values(&[name, outcome])
+                .inc();
+            attempts.push(AttemptSummary {
+                provider: name.to_string(),
+                outcome: outcome.to_string(),
+                status: match &result {
+                    Ok(_) => Some(200),
+                    Err(err) => err.status(),
+                },
+                latency_ms: elapsed.as_millis() as u64,
+            });
             match result {
-                Ok(completion) => {
-                    attempts.push(summary(name, Ok(()), elapsed));
-                    return Ok(Answer {
+                Ok(value) => {
+                    permit.success();
+                    return Ok(Served {
+                        value,
                         served_by: name.to_string(),
-                        text: completion.text,
-                        finish_reason: completion.finish_reason,
                         attempts,
                         provider_wait,
                     });
                 }
+                Err(ProviderError::InvalidRequest { status, message }) => {
+                    // The caller's error says nothing about the provider's health.
+                    drop(permit);
+                    return Err(CascadeError::InvalidRequest {
+                        provider: name.to_string(),
+                        status,
+                        message,
+                        attempts,
+                    });
+                }
                 Err(err) => {
                     tracing::warn!(provider = name, kind = err.kind(), error = %err, "attempt failed");
-                    attempts.push(summary(name, Err(&err), elapsed));
-                    if let ProviderError::InvalidRequest { status, message } = err {
-                        return Err(CascadeError::InvalidRequest {
-                            provider: name.to_string(),
-                            status,
-                            message,
-                            attempts,
-                        });
-                    }
+                    permit.failure(&err);
                 }
             }
         }
         Err(CascadeError::Exhausted { attempts })
     }
 
+    /// Asks providers in order for a whole answer.
+    pub async fn complete(&self, request: &CascadeRequest) -> Result<Answer, CascadeError> {
+        self.run(request, |provider, request| {
+            async move { provider.complete(&request).await }.boxed()
+        })
+        .await
+    }
+
     /// Asks providers in order for a stream, returning once one has produced its
     /// first content token. Nothing is sent to the customer before that point, so
-    /// the failovers before it are invisible.
+    /// the failovers before it are invisible; a stream counts as a success for its
+    /// breaker when that token arrives.
     pub async fn stream(&self, request: &CascadeRequest) -> Result<StreamingAnswer, CascadeError> {
-        let deadline = Instant::now() + self.timeouts.deadline;
-        let mut attempts = Vec::new();
-        let mut provider_wait = Duration::ZERO;
-        for entry in self.candidates(request)? {
-            let Some(limit) = self.attempt_limit(deadline) else {
-                break;
-            };
-            let provider_request = Self::provider_request(entry, request);
-            let started = Instant::now();
-            let first_token = self.timeouts.first_token;
-            let attempt = async {
-                let mut stream = entry.provider.stream(&provider_request).await?;
+        let first_token = self.timeouts.first_token;
+        self.run(request, move |provider, request| {
+            async move {
+                let mut stream = provider.stream(&request).await?;
                 match tokio::time::timeout(first_token, stream.next()).await {
                     Err(_) => Err(ProviderError::Timeout(TimeoutKind::FirstToken)),
                     Ok(None) => Err(ProviderError::Malformed("empty answer".into())),
                     Ok(Some(Err(err))) => Err(err),
                     Ok(Some(Ok(first))) => Ok((first, stream)),
                 }
-            };
-            let result = tokio::time::timeout(limit, attempt)
-                .await
-                .unwrap_or(Err(ProviderError::Timeout(TimeoutKind::Total)));
-            let elapsed = started.elapsed();
-            provider_wait += elapsed;
-            let name = entry.provider.name();
-            match result {
-                Ok((first, rest)) => {
-                    attempts.push(summary(name, Ok(()), elapsed));
-                    return Ok(StreamingAnswer {
-                        served_by: name.to_string(),
-                        first,
-                        rest,
-                        attempts,
-                        provider_wait,
-                    });
-                }
-                Err(err) => {
-                    tracing::warn!(provider = name, kind = err.kind(), error = %err, "stream attempt failed");
-                    attempts.push(summary(name, Err(&err), elapsed));
-                    if let ProviderError::InvalidRequest { status, message } = err {
-                        return Err(CascadeError::InvalidRequest {
-                            provider: name.to_string(),
-                            status,
-                            message,
-                            attempts,
-                        });
-                    }
-                }
             }
-        }
-        Err(CascadeError::Exhausted { attempts })
-    }
-}
-
-fn summary(
-    provider: &str,
-    result: Result<(), &ProviderError>,
-    elapsed: Duration,
-) -> AttemptSummary {
-    AttemptSummary {
-        provider: provider.to_string(),
-        outcome: match result {
-            Ok(()) => "ok".to_string(),
-            Err(err) => err.kind().to_string(),
-        },
-        status: match result {
-            Ok(()) => Some(200),
-            Err(err) => err.status(),
-        },
-        latency_ms: elapsed.as_millis() as u64,
+            .boxed()
+        })
+        .await
     }
 }

@@ -1,18 +1,32 @@
-//! The gateway core: one customer question in, one answer out.
+//! The gateway core: one customer question in, one answer out, always.
 //!
-//! [`Gateway`] validates a conversation, runs it through the [`Cascade`] and keeps
-//! the audit row of every request. It knows nothing of HTTP servers or the UI:
-//! the OpenAI-compatible API and the chat page's server function both call it.
+//! [`Gateway`] validates a conversation, runs it through the [`Cascade`] of
+//! providers behind their breakers, falls back to the [`last_resort`] when none
+//! can answer, splices a broken stream onto the next provider, and keeps the audit
+//! row, the metrics and the live trace of every request. It knows nothing of HTTP
+//! servers or the UI: the OpenAI-compatible API and the chat page's server
+//! function both call it.
 
+pub mod breaker;
 pub mod cascade;
+pub mod events;
+pub mod last_resort;
+pub mod metrics;
 pub mod prompt;
 pub mod provider;
 
-use crate::shared::{AttemptSummary, ChatEvent, ChatTurn, Role};
-use crate::store::{RequestRecord, Store};
+use crate::knowledge;
+use crate::shared::{AttemptSummary, ChatEvent, ChatTurn, GatewayEvent, Role};
+use crate::store::{RequestRecord, Store, Ticket};
 use cascade::{Cascade, CascadeError, CascadeRequest};
+use events::{now_ms, EventBus};
 use futures::{stream::BoxStream, StreamExt};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use metrics::Metrics;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The route name of answers from the last resort.
+pub const LAST_RESORT: &str = "last-resort";
 
 /// The limits that apply to attempts and to whole requests.
 #[derive(Clone, Copy, Debug)]
@@ -62,7 +76,7 @@ pub struct GatewayRequest {
     pub surface: Surface,
 }
 
-/// Why the gateway returned no answer.
+/// Why the gateway returned no answer: only ever the caller's own mistake.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// The conversation itself is unusable; the message names the problem.
@@ -81,12 +95,6 @@ pub enum GatewayError {
         /// The provider's reason.
         message: String,
     },
-    /// No provider could answer within the deadline.
-    #[error("no provider could answer")]
-    Unavailable {
-        /// What was tried.
-        attempts: Vec<AttemptSummary>,
-    },
 }
 
 /// A whole answer.
@@ -94,7 +102,7 @@ pub enum GatewayError {
 pub struct Completed {
     /// The request's id.
     pub id: String,
-    /// Who served it.
+    /// Who served it: a provider or [`LAST_RESORT`].
     pub served_by: String,
     /// The answer's text.
     pub text: String,
@@ -104,37 +112,65 @@ pub struct Completed {
     pub attempts: Vec<AttemptSummary>,
     /// Time spent in the gateway itself, excluding waits on providers.
     pub overhead: Duration,
+    /// The ticket the last resort opened, if it did.
+    pub ticket: Option<String>,
 }
 
 /// A streamed answer whose first token is ready.
 pub struct Streaming {
     /// The request's id.
     pub id: String,
-    /// Who is serving it.
+    /// Who is serving it: a provider or [`LAST_RESORT`].
     pub served_by: String,
     /// Gateway time up to the first token, excluding waits on providers.
     pub overhead: Duration,
+    /// The ticket the last resort opened, if it did.
+    pub ticket: Option<String>,
     /// `Delta` events, then exactly one `Done` or `Failed`.
     pub events: BoxStream<'static, ChatEvent>,
 }
 
-/// The gateway: a cascade of providers and the audit of every request.
+/// The gateway: a cascade of providers, the last resort, and the record of every request.
 pub struct Gateway {
-    /// Providers and their policy.
-    cascade: Cascade,
-    /// Where request rows go; `None` in tests that do not need them.
+    /// Providers, their breakers and their policy.
+    cascade: Arc<Cascade>,
+    /// Where request rows and tickets go; `None` in tests that do not need them.
     store: Option<Store>,
+    /// Live events (transitions, request traces).
+    events: Arc<EventBus>,
+    /// Prometheus metrics.
+    metrics: Arc<Metrics>,
 }
 
 impl Gateway {
-    /// Creates a gateway over `cascade`, auditing into `store`.
-    pub fn new(cascade: Cascade, store: Option<Store>) -> Self {
-        Self { cascade, store }
+    /// Creates a gateway over `cascade`, sharing its event bus and metrics.
+    pub fn new(
+        cascade: Cascade,
+        store: Option<Store>,
+        events: Arc<EventBus>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            cascade: Arc::new(cascade),
+            store,
+            events,
+            metrics,
+        }
     }
 
-    /// The cascade, for listing providers.
+    /// The cascade, for listing providers and breakers.
     pub fn cascade(&self) -> &Cascade {
         &self.cascade
+    }
+
+    /// The live event bus.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Whether `name` is a configured provider.
@@ -142,63 +178,155 @@ impl Gateway {
         self.cascade.providers().any(|p| p.name() == name)
     }
 
-    /// Answers in one piece.
+    /// Answers in one piece: from a provider, or from the last resort.
     pub async fn complete(&self, request: GatewayRequest) -> Result<Completed, GatewayError> {
         let (cascade_request, mut recorder) = self.prepare(&request, false)?;
-        match self.cascade.complete(&cascade_request).await {
-            Ok(answer) => {
+        let answer = match self.cascade.complete(&cascade_request).await {
+            Ok(answer) => answer,
+            Err(CascadeError::Exhausted { attempts }) => {
+                let (text, ticket) = self
+                    .last_resort(&cascade_request, &attempts, &mut recorder)
+                    .await;
+                recorder.record.attempts = attempts.clone();
+                recorder.record.answer_chars = text.chars().count();
+                recorder.record.served_by = Some(LAST_RESORT.into());
                 let overhead = recorder
                     .started
                     .elapsed()
-                    .saturating_sub(answer.provider_wait);
-                recorder.record.served_by = Some(answer.served_by.clone());
-                recorder.record.attempts = answer.attempts.clone();
-                recorder.record.answer_chars = answer.text.chars().count();
+                    .saturating_sub(provider_time(&attempts));
                 recorder.record.overhead_ms = overhead.as_secs_f64() * 1000.0;
                 recorder.finish("ok");
-                Ok(Completed {
+                return Ok(Completed {
                     id: recorder.record.id.clone(),
-                    served_by: answer.served_by,
-                    text: answer.text,
-                    finish_reason: answer.finish_reason,
-                    attempts: answer.attempts,
+                    served_by: LAST_RESORT.into(),
+                    text,
+                    finish_reason: "stop".into(),
+                    attempts,
                     overhead,
-                })
+                    ticket,
+                });
             }
-            Err(err) => Err(recorder.fail(err)),
-        }
+            Err(err) => return Err(recorder.reject(err)),
+        };
+        let overhead = recorder
+            .started
+            .elapsed()
+            .saturating_sub(answer.provider_wait);
+        recorder.record.served_by = Some(answer.served_by.clone());
+        recorder.record.attempts = answer.attempts.clone();
+        recorder.record.answer_chars = answer.value.text.chars().count();
+        recorder.record.overhead_ms = overhead.as_secs_f64() * 1000.0;
+        recorder.finish("ok");
+        Ok(Completed {
+            id: recorder.record.id.clone(),
+            served_by: answer.served_by,
+            text: answer.value.text,
+            finish_reason: answer.value.finish_reason,
+            attempts: answer.attempts,
+            overhead,
+            ticket: None,
+        })
     }
 
-    /// Answers as a stream. Returns once a provider produced its first token, so the
-    /// caller can name the serving provider before sending anything.
+    /// Answers as a stream. Returns once a provider produced its first token (or
+    /// the last resort took over), so the caller can name the route before
+    /// sending anything.
     pub async fn stream(&self, request: GatewayRequest) -> Result<Streaming, GatewayError> {
         let (cascade_request, mut recorder) = self.prepare(&request, true)?;
-        match self.cascade.stream(&cascade_request).await {
-            Ok(answer) => {
+        let deadline = recorder.started + self.cascade.timeouts().deadline;
+        let answer = match self.cascade.stream(&cascade_request).await {
+            Ok(answer) => answer,
+            Err(CascadeError::Exhausted { attempts }) => {
+                let (text, ticket) = self
+                    .last_resort(&cascade_request, &attempts, &mut recorder)
+                    .await;
                 let overhead = recorder
                     .started
                     .elapsed()
-                    .saturating_sub(answer.provider_wait);
-                recorder.record.served_by = Some(answer.served_by.clone());
-                recorder.record.attempts = answer.attempts;
+                    .saturating_sub(provider_time(&attempts));
+                recorder.record.attempts = attempts;
+                recorder.record.served_by = Some(LAST_RESORT.into());
                 recorder.record.overhead_ms = overhead.as_secs_f64() * 1000.0;
                 let id = recorder.record.id.clone();
-                let tail = Tail {
-                    first: Some(answer.first),
-                    rest: answer.rest,
+                let mut tokens = knowledge::tokens(&text).into_iter();
+                let first = tokens.next().unwrap_or_default();
+                let rest = futures::stream::iter(tokens.map(Ok).collect::<Vec<_>>()).boxed();
+                let tail = Tail::new(
+                    self.cascade.clone(),
+                    cascade_request,
+                    deadline,
+                    LAST_RESORT,
+                    first,
+                    rest,
                     recorder,
-                    done: false,
-                };
-                let events = futures::stream::unfold(tail, Tail::next).boxed();
-                Ok(Streaming {
+                );
+                return Ok(Streaming {
                     id,
-                    served_by: answer.served_by,
+                    served_by: LAST_RESORT.into(),
                     overhead,
-                    events,
-                })
+                    ticket,
+                    events: futures::stream::unfold(tail, Tail::next).boxed(),
+                });
             }
-            Err(err) => Err(recorder.fail(err)),
+            Err(err) => return Err(recorder.reject(err)),
+        };
+        let overhead = recorder
+            .started
+            .elapsed()
+            .saturating_sub(answer.provider_wait);
+        recorder.record.served_by = Some(answer.served_by.clone());
+        recorder.record.attempts = answer.attempts;
+        recorder.record.overhead_ms = overhead.as_secs_f64() * 1000.0;
+        let id = recorder.record.id.clone();
+        let (first, rest) = answer.value;
+        let tail = Tail::new(
+            self.cascade.clone(),
+            cascade_request,
+            deadline,
+            &answer.served_by,
+            first,
+            rest,
+            recorder,
+        );
+        Ok(Streaming {
+            id,
+            served_by: answer.served_by,
+            overhead,
+            ticket: None,
+            events: futures::stream::unfold(tail, Tail::next).boxed(),
+        })
+    }
+
+    /// The last resort's reply; opens and stores a ticket when it apologises.
+    async fn last_resort(
+        &self,
+        request: &CascadeRequest,
+        attempts: &[AttemptSummary],
+        recorder: &mut Recorder,
+    ) -> (String, Option<String>) {
+        let question = request
+            .turns
+            .last()
+            .map(|t| t.content.as_str())
+            .unwrap_or_default();
+        let reply = last_resort::reply(question);
+        tracing::warn!(request_id = %recorder.record.id, ticket = ?reply.ticket_id(), "every provider failed: last resort");
+        if let (Some(ticket_id), Some(store)) = (reply.ticket_id(), &self.store) {
+            let ticket = Ticket {
+                id: ticket_id.to_string(),
+                created_at_ms: recorder.record.created_at_ms,
+                request_id: recorder.record.id.clone(),
+                question: question.to_string(),
+                conversation_json: serde_json::to_string(&request.turns).unwrap_or_default(),
+                failure_json: serde_json::to_string(attempts).unwrap_or_default(),
+            };
+            if let Err(err) = store.insert_ticket(&ticket).await {
+                // The customer still gets the reply; the failure is loud in the logs.
+                tracing::error!(ticket = %ticket.id, error = %err, "could not store ticket");
+            }
         }
+        let ticket = reply.ticket_id().map(str::to_string);
+        (reply.text().to_string(), ticket)
     }
 
     fn prepare(
@@ -216,16 +344,15 @@ impl Gateway {
             .turns
             .last()
             .map_or(0, |t| t.content.chars().count());
-        let created_at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
         let recorder = Recorder {
             store: self.store.clone(),
+            events: self.events.clone(),
+            metrics: self.metrics.clone(),
             started: Instant::now(),
             finished: false,
             record: RequestRecord {
                 id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
-                created_at_ms,
+                created_at_ms: now_ms() as i64,
                 surface: request.surface.as_str(),
                 stream,
                 served_by: None,
@@ -239,6 +366,10 @@ impl Gateway {
         };
         Ok((cascade_request, recorder))
     }
+}
+
+fn provider_time(attempts: &[AttemptSummary]) -> Duration {
+    Duration::from_millis(attempts.iter().map(|a| a.latency_ms).sum())
 }
 
 /// Checks a conversation and splits off the caller's system text.
@@ -287,13 +418,17 @@ fn validate(request: &GatewayRequest) -> Result<CascadeRequest, GatewayError> {
         max_tokens: request.max_tokens,
         temperature: request.temperature,
         pinned: request.pinned.clone(),
+        ..Default::default()
     })
 }
 
 /// Keeps the audit row of one request and writes it exactly once: when the answer
-/// ends, or, if the caller goes away first, when it is dropped.
+/// ends, or, if the caller goes away first, when it is dropped. Finishing also
+/// counts the request and publishes its trace.
 struct Recorder {
     store: Option<Store>,
+    events: Arc<EventBus>,
+    metrics: Arc<Metrics>,
     started: Instant,
     finished: bool,
     record: RequestRecord,
@@ -306,35 +441,48 @@ impl Recorder {
         }
         self.record.status = status;
         self.record.latency_ms = self.started.elapsed().as_millis() as u64;
+        let route = self
+            .record
+            .served_by
+            .clone()
+            .unwrap_or_else(|| "none".into());
+        self.metrics
+            .requests
+            .with_label_values(&[&route, status])
+            .inc();
+        self.metrics
+            .request_seconds
+            .with_label_values(&[&route])
+            .observe(self.started.elapsed().as_secs_f64());
+        self.events.publish(GatewayEvent::RequestTrace {
+            id: self.record.id.clone(),
+            served_by: route,
+            attempts: self.record.attempts.clone(),
+            latency_ms: self.record.latency_ms,
+            at_ms: now_ms(),
+        });
         if let Some(store) = &self.store {
             store.record(self.record.clone());
         }
     }
 
-    fn fail(mut self, err: CascadeError) -> GatewayError {
+    fn reject(mut self, err: CascadeError) -> GatewayError {
         self.record.attempts = err.attempts().to_vec();
-        self.record.overhead_ms = 0.0;
+        self.finish("invalid_request");
         match err {
             CascadeError::InvalidRequest {
                 provider,
                 status,
                 message,
                 ..
-            } => {
-                self.finish("invalid_request");
-                GatewayError::Rejected {
-                    provider,
-                    status,
-                    message,
-                }
-            }
-            CascadeError::Exhausted { attempts } => {
-                self.finish("exhausted");
-                GatewayError::Unavailable { attempts }
-            }
-            CascadeError::UnknownProvider(name) => {
-                self.finish("invalid_request");
-                GatewayError::UnknownModel(name)
+            } => GatewayError::Rejected {
+                provider,
+                status,
+                message,
+            },
+            CascadeError::UnknownProvider(name) => GatewayError::UnknownModel(name),
+            CascadeError::Exhausted { .. } => {
+                GatewayError::BadRequest("no provider could answer".into())
             }
         }
     }
@@ -346,8 +494,17 @@ impl Drop for Recorder {
     }
 }
 
-/// The rest of a streamed answer, turned into chat events.
+/// The rest of a streamed answer, turned into chat events. When the serving
+/// provider breaks after tokens were sent, the next provider is asked to continue
+/// the text already sent, so the customer sees one uninterrupted reply.
 struct Tail {
+    cascade: Arc<Cascade>,
+    request: CascadeRequest,
+    deadline: Instant,
+    /// Providers that served parts of this answer, in order.
+    served: Vec<String>,
+    /// Everything sent to the customer so far.
+    sent: String,
     first: Option<String>,
     rest: provider::DeltaStream,
     recorder: Recorder,
@@ -355,34 +512,107 @@ struct Tail {
 }
 
 impl Tail {
+    fn new(
+        cascade: Arc<Cascade>,
+        request: CascadeRequest,
+        deadline: Instant,
+        served_by: &str,
+        first: String,
+        rest: provider::DeltaStream,
+        recorder: Recorder,
+    ) -> Self {
+        Self {
+            cascade,
+            request,
+            deadline,
+            served: vec![served_by.to_string()],
+            sent: String::new(),
+            first: Some(first),
+            rest,
+            recorder,
+            done: false,
+        }
+    }
+
+    fn delta(&mut self, text: String) -> ChatEvent {
+        self.sent.push_str(&text);
+        self.recorder.record.answer_chars += text.chars().count();
+        ChatEvent::Delta { text }
+    }
+
+    /// Asks the next provider to continue the answer; returns its first token.
+    async fn splice(&mut self, err: &provider::ProviderError) -> Result<String, ()> {
+        let broken = self.served.last().cloned().unwrap_or_default();
+        self.cascade.report_broken(&broken, err);
+        self.recorder.record.attempts.push(AttemptSummary {
+            provider: broken.clone(),
+            outcome: "stream_broken".into(),
+            status: None,
+            latency_ms: self.recorder.started.elapsed().as_millis() as u64,
+        });
+        if self.request.pinned.is_some() || broken == LAST_RESORT {
+            return Err(());
+        }
+        let mut request = self.request.clone();
+        request.continuation = Some(self.sent.clone());
+        request.skip = self.served.clone();
+        request.deadline = Some(self.deadline);
+        match self.cascade.stream(&request).await {
+            Ok(answer) => {
+                tracing::info!(request_id = %self.recorder.record.id, from = %broken, to = %answer.served_by, "stream spliced");
+                self.recorder.record.attempts.extend(answer.attempts);
+                self.served.push(answer.served_by);
+                let (first, rest) = answer.value;
+                self.rest = rest;
+                Ok(first)
+            }
+            Err(err) => {
+                self.recorder
+                    .record
+                    .attempts
+                    .extend(err.attempts().iter().cloned());
+                Err(())
+            }
+        }
+    }
+
     async fn next(mut self) -> Option<(ChatEvent, Self)> {
         if self.done {
             return None;
         }
-        let text = match self.first.take() {
-            Some(first) => Ok(Some(first)),
-            None => self.rest.next().await.transpose(),
-        };
-        let event = match text {
-            Ok(Some(text)) => {
-                self.recorder.record.answer_chars += text.chars().count();
-                ChatEvent::Delta { text }
-            }
-            Ok(None) => {
+        if let Some(first) = self.first.take() {
+            let event = self.delta(first);
+            return Some((event, self));
+        }
+        let event = match self.rest.next().await {
+            Some(Ok(text)) => self.delta(text),
+            None => {
                 self.done = true;
-                self.recorder.finish("ok");
+                let status = if self.served.len() > 1 {
+                    "spliced"
+                } else {
+                    "ok"
+                };
+                self.recorder.finish(status);
                 ChatEvent::Done {
-                    served_by: self.recorder.record.served_by.clone().unwrap_or_default(),
+                    served_by: self.served.join(" → "),
                     elapsed_ms: self.recorder.record.latency_ms,
                     attempts: self.recorder.record.attempts.clone(),
                 }
             }
-            Err(err) => {
-                self.done = true;
-                tracing::warn!(request_id = %self.recorder.record.id, error = %err, "stream broke after first token");
-                self.recorder.finish("stream_failed");
-                ChatEvent::Failed {
-                    message: "The answer was interrupted; it is incomplete.".into(),
+            Some(Err(err)) => {
+                tracing::warn!(request_id = %self.recorder.record.id, error = %err, "stream broke after tokens were sent");
+                match self.splice(&err).await {
+                    Ok(first) => self.delta(first),
+                    Err(()) => {
+                        self.done = true;
+                        self.recorder.finish("stream_failed");
+                        ChatEvent::Failed {
+                            message: "The answer was interrupted and could not be completed; \
+                                      what you see is incomplete."
+                                .into(),
+                        }
+                    }
                 }
             }
         };

@@ -3,6 +3,9 @@
 //! Everything here compiles for both targets, so the chat page and the gateway
 //! agree on one definition of a turn, a streamed event and an attempt.
 
+mod events;
+
+pub use events::*;
 use serde::{Deserialize, Serialize};
 
 /// Who said a turn of a conversation.

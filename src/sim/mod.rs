@@ -6,9 +6,8 @@
 //! API keys. Each simulated provider validates requests as strictly as the real
 //! API would, so an adapter bug shows up here first.
 
-pub mod knowledge;
-
 use crate::config::{Protocol, SimConfig};
+use crate::knowledge;
 use crate::shared::{ChatTurn, Role};
 use axum::{
     extract::State,
@@ -149,8 +148,30 @@ fn decode(
     })
 }
 
+/// The answer to a conversation. A conversation that ends with a partial
+/// assistant answer (Anthropic prefill, or OpenAI's partial answer followed by
+/// the continue instruction) gets the rest of that answer, as a real model would.
+fn answer_text(turns: &[ChatTurn]) -> String {
+    let mut turns = turns;
+    if let [rest @ .., last] = turns {
+        if last.role == Role::User && last.content == crate::gateway::provider::CONTINUE_PROMPT {
+            turns = rest;
+        }
+    }
+    if let [rest @ .., last] = turns {
+        if last.role == Role::Assistant {
+            let full = knowledge::answer(rest);
+            return match full.strip_prefix(last.content.trim_end()) {
+                Some(remainder) => remainder.to_string(),
+                None => full,
+            };
+        }
+    }
+    knowledge::answer(turns)
+}
+
 fn answer_tokens(request: &SimRequest) -> (Vec<String>, bool) {
-    let mut tokens = knowledge::tokens(&knowledge::answer(&request.turns));
+    let mut tokens = knowledge::tokens(&answer_text(&request.turns));
     let truncated = tokens.len() > request.max_tokens;
     tokens.truncate(request.max_tokens);
     (tokens, truncated)

@@ -47,6 +47,23 @@ pub struct RequestRecord {
     pub attempts: Vec<AttemptSummary>,
 }
 
+/// A ticket for a human agent.
+#[derive(Clone, Debug)]
+pub struct Ticket {
+    /// Ticket id shown to the customer.
+    pub id: String,
+    /// Unix time in milliseconds.
+    pub created_at_ms: i64,
+    /// The request that opened it.
+    pub request_id: String,
+    /// The customer's last message.
+    pub question: String,
+    /// The whole conversation, as a JSON array of turns.
+    pub conversation_json: String,
+    /// The attempts that failed, as a JSON array.
+    pub failure_json: String,
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -122,6 +139,23 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores a ticket; awaited, because the customer is told its number.
+    pub async fn insert_ticket(&self, ticket: &Ticket) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tickets (id, created_at_ms, request_id, question, conversation_json, failure_json) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&ticket.id)
+        .bind(ticket.created_at_ms)
+        .bind(&ticket.request_id)
+        .bind(&ticket.question)
+        .bind(&ticket.conversation_json)
+        .bind(&ticket.failure_json)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 //! `{"type":"error","error":{"type","message"}}` (status 529 when overloaded).
 
 use super::sse::{self, SseDecoder, Step, WireLimits};
-use super::{Completion, DeltaStream, Provider, ProviderError, ProviderRequest};
+use super::{Completion, DeltaStream, Endpoint, Provider, ProviderError, ProviderRequest};
 use crate::config::{Protocol, ProviderConfig};
 use crate::shared::Role;
 use async_trait::async_trait;
@@ -19,8 +19,8 @@ pub struct AnthropicProvider {
     name: String,
     /// Model id sent in every request.
     model: String,
-    /// `{base}/v1/messages`, computed once.
-    endpoint: String,
+    /// `{base}/v1/messages`, direct or through the fault proxy.
+    endpoint: Endpoint,
     /// `x-api-key`; absent for the simulated provider.
     api_key: Option<String>,
     /// Shared connection pool.
@@ -99,14 +99,14 @@ impl AnthropicProvider {
     /// Creates the adapter for `config`, talking to `base_url` (e.g. `https://api.anthropic.com`).
     pub fn new(
         config: &ProviderConfig,
-        base_url: &str,
+        base: Endpoint,
         client: reqwest::Client,
         limits: WireLimits,
     ) -> Self {
         Self {
             name: config.name.clone(),
             model: config.model.clone(),
-            endpoint: format!("{}/v1/messages", base_url.trim_end_matches('/')),
+            endpoint: base.join("/v1/messages"),
             api_key: config.api_key.clone(),
             client,
             limits,
@@ -115,7 +115,7 @@ impl AnthropicProvider {
 
     fn request(&self, request: &ProviderRequest, stream: bool) -> reqwest::RequestBuilder {
         // Anthropic has no system role inside `messages`; system text travels in `system`.
-        let messages = request
+        let mut messages: Vec<WireMessage> = request
             .turns
             .iter()
             .filter(|turn| turn.role != Role::System)
@@ -128,6 +128,14 @@ impl AnthropicProvider {
                 content: &turn.content,
             })
             .collect();
+        // Prefill: a trailing assistant message is continued by the model. The API
+        // rejects trailing whitespace there, so the continuation starts with it.
+        if let Some(partial) = &request.continuation {
+            messages.push(WireMessage {
+                role: "assistant",
+                content: partial.trim_end(),
+            });
+        }
         let body = WireRequest {
             model: &self.model,
             system: &request.system,
@@ -138,7 +146,7 @@ impl AnthropicProvider {
         };
         let builder = self
             .client
-            .post(&self.endpoint)
+            .post(self.endpoint.url())
             .header("anthropic-version", API_VERSION)
             .json(&body);
         match &self.api_key {

@@ -5,10 +5,12 @@
 //! decides what happens next; that is the cascade's job.
 
 mod anthropic;
+mod endpoint;
 mod openai;
 mod sse;
 
 pub use anthropic::AnthropicProvider;
+pub use endpoint::Endpoint;
 pub use openai::OpenAiProvider;
 pub use sse::WireLimits;
 
@@ -28,7 +30,16 @@ pub struct ProviderRequest {
     pub max_tokens: u32,
     /// Sampling temperature, when the caller set one.
     pub temperature: Option<f32>,
+    /// The start of the answer already sent to the customer by a provider that
+    /// broke mid-stream; this provider is asked to continue it, not to repeat it.
+    pub continuation: Option<String>,
 }
+
+/// What an OpenAI-protocol model is told after the partial answer it must
+/// continue; that protocol has no assistant prefill, unlike Anthropic's.
+pub const CONTINUE_PROMPT: &str =
+    "Your previous answer was cut off. Continue it exactly where it stopped, \
+without repeating anything and without any preamble.";
 
 /// A complete (non-streamed) answer.
 #[derive(Clone, Debug, PartialEq)]
@@ -126,6 +137,14 @@ impl ProviderError {
         }
     }
 
+    /// How long the provider asked callers to wait (a 429's Retry-After).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// A short, stable name for the kind of failure (audit rows, UI, metrics labels).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -204,19 +223,17 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
         .map(|secs| Duration::from_secs_f64(secs.max(0.0)))
 }
 
-/// Builds the adapter for a configured provider, talking to `base_url`.
+/// Builds the adapter for a configured provider, reaching its base URL through `base`.
 pub fn build(
     config: &ProviderConfig,
-    base_url: &str,
+    base: Endpoint,
     client: reqwest::Client,
     limits: WireLimits,
 ) -> std::sync::Arc<dyn Provider> {
     match config.protocol {
-        Protocol::OpenAi => {
-            std::sync::Arc::new(OpenAiProvider::new(config, base_url, client, limits))
-        }
+        Protocol::OpenAi => std::sync::Arc::new(OpenAiProvider::new(config, base, client, limits)),
         Protocol::Anthropic => {
-            std::sync::Arc::new(AnthropicProvider::new(config, base_url, client, limits))
+            std::sync::Arc::new(AnthropicProvider::new(config, base, client, limits))
         }
     }
 }

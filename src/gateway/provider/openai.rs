@@ -3,7 +3,7 @@
 //! Groq, Ollama and vLLM speak the same protocol under another base URL.
 
 use super::sse::{self, SseDecoder, Step, WireLimits};
-use super::{Completion, DeltaStream, Provider, ProviderError, ProviderRequest};
+use super::{Completion, DeltaStream, Endpoint, Provider, ProviderError, ProviderRequest};
 use crate::config::{Protocol, ProviderConfig};
 use crate::shared::Role;
 use async_trait::async_trait;
@@ -15,8 +15,8 @@ pub struct OpenAiProvider {
     name: String,
     /// Model id sent in every request.
     model: String,
-    /// `{base}/chat/completions`, computed once.
-    endpoint: String,
+    /// `{base}/chat/completions`, direct or through the fault proxy.
+    endpoint: Endpoint,
     /// Bearer token; absent for simulated or keyless local servers (Ollama, vLLM).
     api_key: Option<String>,
     /// Shared connection pool.
@@ -93,14 +93,14 @@ impl OpenAiProvider {
     /// Creates the adapter for `config`, talking to `base_url` (e.g. `https://api.openai.com/v1`).
     pub fn new(
         config: &ProviderConfig,
-        base_url: &str,
+        base: Endpoint,
         client: reqwest::Client,
         limits: WireLimits,
     ) -> Self {
         Self {
             name: config.name.clone(),
             model: config.model.clone(),
-            endpoint: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            endpoint: base.join("/chat/completions"),
             api_key: config.api_key.clone(),
             client,
             limits,
@@ -123,6 +123,16 @@ impl OpenAiProvider {
             },
             content: &turn.content,
         }));
+        if let Some(partial) = &request.continuation {
+            messages.push(WireMessage {
+                role: "assistant",
+                content: partial,
+            });
+            messages.push(WireMessage {
+                role: "user",
+                content: super::CONTINUE_PROMPT,
+            });
+        }
         let body = WireRequest {
             model: &self.model,
             messages,
@@ -130,7 +140,7 @@ impl OpenAiProvider {
             temperature: request.temperature,
             stream,
         };
-        let builder = self.client.post(&self.endpoint).json(&body);
+        let builder = self.client.post(self.endpoint.url()).json(&body);
         match &self.api_key {
             Some(key) => builder.bearer_auth(key),
             None => builder,

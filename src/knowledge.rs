@@ -1,5 +1,7 @@
-//! The simulated providers' support knowledge base: about twenty topics of an
-//! online shop, each with the words that point to it and a helpful answer.
+//! The built-in support knowledge base: about twenty topics of an online shop,
+//! each with the words that point to it and a helpful answer. The simulated
+//! providers answer from it, and the last resort offers its closest answer when
+//! every provider is down.
 
 use crate::shared::{ChatTurn, Role};
 
@@ -54,11 +56,17 @@ fn score(topic: &Topic, text: &str) -> usize {
 
 /// The topic that best matches `text`, if any keyword occurs in it.
 pub fn best_topic(text: &str) -> Option<&'static Topic> {
+    closest(text, 1)
+}
+
+/// The best-matching topic whose score (keyword hits, multi-word keywords
+/// weighing more) reaches `min_score`.
+pub fn closest(text: &str, min_score: usize) -> Option<&'static Topic> {
     let text = text.to_lowercase();
     TOPICS
         .iter()
         .map(|t| (score(t, &text), t))
-        .filter(|(s, _)| *s > 0)
+        .filter(|(s, _)| *s >= min_score.max(1))
         .max_by_key(|(s, _)| *s)
         .map(|(_, t)| t)
 }

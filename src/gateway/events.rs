@@ -1,0 +1,44 @@
+//! The live event bus: one broadcast channel of [`GatewayEvent`]s.
+//!
+//! Publishing never waits: a subscriber that falls behind loses old events and
+//! is told so (it then resyncs from a snapshot), so a slow browser can never
+//! slow the gateway.
+
+use crate::shared::GatewayEvent;
+use tokio::sync::broadcast;
+
+/// How many events a subscriber may fall behind before it must resync.
+const CAPACITY: usize = 1024;
+
+/// The bus.
+pub struct EventBus {
+    /// Sender side; receivers come from [`EventBus::subscribe`].
+    tx: broadcast::Sender<GatewayEvent>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self {
+            tx: broadcast::channel(CAPACITY).0,
+        }
+    }
+}
+
+impl EventBus {
+    /// Publishes an event to every current subscriber (none is fine).
+    pub fn publish(&self, event: GatewayEvent) {
+        let _ = self.tx.send(event);
+    }
+
+    /// A new subscription, receiving events published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<GatewayEvent> {
+        self.tx.subscribe()
+    }
+}
+
+/// Unix time in milliseconds, as events carry it.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,97 @@
+//! The last resort: what the customer gets when the cache misses and every
+//! provider failed or is OPEN. Never a 5xx and never a hang: either the closest
+//! answer from the knowledge base, clearly marked as such, or an honest apology
+//! with a ticket number for a human agent.
+
+use crate::knowledge;
+
+/// Keyword score a knowledge-base topic needs to be offered; one stray common
+/// word is not enough to risk a wrong answer.
+const MIN_SCORE: usize = 2;
+
+/// Marks a knowledge-base answer so the customer knows what they are reading.
+pub const KNOWN_ANSWER_NOTICE: &str =
+    "Our assistants are unavailable at the moment, so here is the closest \
+answer from our help center (it may not fit your exact question):";
+
+/// What the last resort says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LastResortReply {
+    /// The closest knowledge-base answer, marked as such.
+    KnownAnswer {
+        /// The full reply.
+        text: String,
+    },
+    /// An apology with the ticket a human agent will pick up.
+    Apology {
+        /// The ticket's id, e.g. `T-7K3M9Q2A`.
+        ticket_id: String,
+        /// The full reply.
+        text: String,
+    },
+}
+
+impl LastResortReply {
+    /// The reply's text.
+    pub fn text(&self) -> &str {
+        match self {
+            LastResortReply::KnownAnswer { text } | LastResortReply::Apology { text, .. } => text,
+        }
+    }
+
+    /// The ticket opened, if any.
+    pub fn ticket_id(&self) -> Option<&str> {
+        match self {
+            LastResortReply::Apology { ticket_id, .. } => Some(ticket_id),
+            LastResortReply::KnownAnswer { .. } => None,
+        }
+    }
+}
+
+/// A fresh ticket id: short enough to read out on the phone.
+pub fn new_ticket_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let bits = uuid::Uuid::new_v4().as_u128();
+    let code: String = (0..8)
+        .map(|i| ALPHABET[((bits >> (i * 5)) & 31) as usize] as char)
+        .collect();
+    format!("T-{code}")
+}
+
+/// The reply to `question` when no provider could answer.
+pub fn reply(question: &str) -> LastResortReply {
+    if let Some(topic) = knowledge::closest(question, MIN_SCORE) {
+        return LastResortReply::KnownAnswer {
+            text: format!("{KNOWN_ANSWER_NOTICE}\n\n{}", topic.answer),
+        };
+    }
+    let ticket_id = new_ticket_id();
+    let text = format!(
+        "I'm sorry: our assistants can't answer right now. I've opened ticket {ticket_id} with your \
+question, and a member of our support team will reply to you here as soon as possible. You don't \
+need to repeat anything; quoting {ticket_id} helps if you contact us another way."
+    );
+    LastResortReply::Apology { ticket_id, text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clear_topic_gets_the_marked_known_answer() {
+        let reply = reply("How do I reset my password?");
+        assert!(reply.text().starts_with(KNOWN_ANSWER_NOTICE));
+        assert!(reply.text().contains("reset link"));
+        assert_eq!(reply.ticket_id(), None);
+    }
+
+    #[test]
+    fn anything_else_gets_an_apology_with_a_ticket() {
+        let reply = reply("My blender makes a strange noise");
+        let ticket = reply.ticket_id().expect("a ticket").to_string();
+        assert!(ticket.starts_with("T-") && ticket.len() == 10, "{ticket}");
+        assert!(reply.text().contains(&ticket));
+        assert_ne!(new_ticket_id(), new_ticket_id());
+    }
+}

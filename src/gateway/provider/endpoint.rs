@@ -1,0 +1,58 @@
+//! Where an adapter sends its requests: straight to the provider, or through the
+//! fault proxy while chaos has a fault in force on it. The choice is one atomic
+//! load per request, so a healthy provider pays nothing for chaos.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Where an adapter sends a request: straight to the provider, or through the
+/// fault proxy while a fault is in force.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// The provider's own URL for this call.
+    direct: String,
+    /// The same call through the fault proxy, with the flag that selects it.
+    faulted: Option<(String, Arc<AtomicBool>)>,
+}
+
+impl Endpoint {
+    /// An endpoint that always goes straight to `url` (tests, chaos disabled).
+    pub fn direct(url: impl Into<String>) -> Self {
+        Self {
+            direct: url.into(),
+            faulted: None,
+        }
+    }
+
+    /// An endpoint that goes through `proxied` while `flag` is set.
+    pub fn switched(
+        direct: impl Into<String>,
+        proxied: impl Into<String>,
+        flag: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            direct: direct.into(),
+            faulted: Some((proxied.into(), flag)),
+        }
+    }
+
+    /// The same endpoint with `path` appended to both routes.
+    pub fn join(&self, path: &str) -> Self {
+        let join = |base: &str| format!("{}{path}", base.trim_end_matches('/'));
+        Self {
+            direct: join(&self.direct),
+            faulted: self
+                .faulted
+                .as_ref()
+                .map(|(url, flag)| (join(url), flag.clone())),
+        }
+    }
+
+    /// The URL to use for a request starting now.
+    pub fn url(&self) -> &str {
+        match &self.faulted {
+            Some((url, flag)) if flag.load(Ordering::Acquire) => url,
+            _ => &self.direct,
+        }
+    }
+}
