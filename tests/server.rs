@@ -3,85 +3,15 @@
 
 mod support;
 
-use chaosai::config::{Config, SimulateMode};
-use leptos::prelude::LeptosOptions;
+use chaosai::config::SimulateMode;
 use serde_json::{json, Value};
 use std::time::Duration;
+use support::app::{ask, sse_data, TestServer};
 use support::{Script, ScriptedServer};
-
-struct TestServer {
-    server: chaosai::server::RunningServer,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-fn config(db: &std::path::Path) -> Config {
-    let mut config = Config::from_toml(include_str!("../config/chaosai.toml"), "test").unwrap();
-    config.server.addr = "127.0.0.1:0".parse().unwrap();
-    config.server.shutdown_grace_ms = 5_000;
-    config.database.url = format!("sqlite://{}", db.display());
-    config.gateway.simulate = SimulateMode::Always;
-    config.sim.chunk_delay_min_ms = 2;
-    config.sim.chunk_delay_max_ms = 4;
-    config
-}
-
-async fn start_with(edit: impl FnOnce(&mut Config)) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config(&dir.path().join("chaosai.db"));
-    edit(&mut config);
-    let options = LeptosOptions::builder().output_name("chaosai").build();
-    let server = chaosai::server::start(config, options).await.unwrap();
-    let base = format!("http://{}", server.addr);
-    TestServer {
-        server,
-        base,
-        _dir: dir,
-    }
-}
-
-async fn start() -> TestServer {
-    start_with(|_| {}).await
-}
-
-fn ask(model: &str, question: &str, stream: bool) -> Value {
-    json!({"model": model, "stream": stream, "messages": [
-        {"role": "system", "content": "Answer in English."},
-        {"role": "user", "content": question}
-    ]})
-}
-
-/// Parses an SSE body into its `data:` payloads.
-fn sse_data(body: &str) -> Vec<String> {
-    body.split("\n\n")
-        .filter_map(|event| {
-            event
-                .lines()
-                .find_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
-        })
-        .map(|d| d.trim().to_string())
-        .collect()
-}
-
-async fn request_rows(server: &TestServer, expected: i64) -> i64 {
-    // Rows are written off the request path; give the writer a moment.
-    let mut count = 0;
-    for _ in 0..100 {
-        count = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM requests")
-            .fetch_one(server.server.store.pool())
-            .await
-            .unwrap();
-        if count >= expected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    count
-}
 
 #[tokio::test]
 async fn health_and_models() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let client = reqwest::Client::new();
     let health = client
         .get(format!("{}/healthz", s.base))
@@ -108,7 +38,7 @@ async fn health_and_models() {
 
 #[tokio::test]
 async fn non_streamed_completion_through_the_cascade() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let res = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", s.base))
         .json(&ask("chaosai", "How do I reset my password?", false))
@@ -132,7 +62,7 @@ async fn non_streamed_completion_through_the_cascade() {
         .unwrap()
         .contains("reset link"));
 
-    assert_eq!(request_rows(&s, 1).await, 1);
+    assert_eq!(s.request_rows(1).await, 1);
     let (served_by, status): (String, String) =
         sqlx::query_as("SELECT served_by, status FROM requests")
             .fetch_one(s.server.store.pool())
@@ -143,7 +73,7 @@ async fn non_streamed_completion_through_the_cascade() {
 
 #[tokio::test]
 async fn streamed_completion_arrives_in_chunks_and_ends_with_done() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let res = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", s.base))
         .json(&ask("chaosai", "Where is my order?", true))
@@ -185,7 +115,7 @@ async fn streamed_completion_arrives_in_chunks_and_ends_with_done() {
 
 #[tokio::test]
 async fn a_provider_name_pins_that_provider() {
-    let s = start().await;
+    let s = TestServer::start().await;
     for (model, stream) in [("gpt", false), ("llama", true)] {
         let res = reqwest::Client::new()
             .post(format!("{}/v1/chat/completions", s.base))
@@ -209,7 +139,7 @@ async fn a_real_key_reaches_the_configured_url_and_failure_falls_over() {
     ))
     .await;
     let url = down.url.clone();
-    let s = start_with(move |c| {
+    let s = TestServer::start_with(move |c| {
         c.gateway.simulate = SimulateMode::Auto;
         c.providers[0].base_url = url;
         c.providers[0].api_key = Some("sk-ant-test".into());
@@ -230,7 +160,7 @@ async fn a_real_key_reaches_the_configured_url_and_failure_falls_over() {
         Some("sk-ant-test")
     );
 
-    assert_eq!(request_rows(&s, 1).await, 1);
+    assert_eq!(s.request_rows(1).await, 1);
     let attempts: Vec<(String, String, Option<i64>)> =
         sqlx::query_as("SELECT provider, outcome, http_status FROM attempts ORDER BY seq")
             .fetch_all(s.server.store.pool())
@@ -247,7 +177,7 @@ async fn a_real_key_reaches_the_configured_url_and_failure_falls_over() {
 
 #[tokio::test]
 async fn bad_input_gets_a_json_4xx_naming_the_problem() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let client = reqwest::Client::new();
     let url = format!("{}/v1/chat/completions", s.base);
     let cases: Vec<(Vec<u8>, u16, &str)> = vec![
@@ -311,7 +241,7 @@ async fn bad_input_gets_a_json_4xx_naming_the_problem() {
 
 #[tokio::test]
 async fn the_chat_server_function_streams_newline_delimited_events() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let res = reqwest::Client::new()
         .post(format!("{}/api/ask", s.base))
         .json(&json!({"turns": [
@@ -343,7 +273,7 @@ async fn the_chat_server_function_streams_newline_delimited_events() {
 
 #[tokio::test]
 async fn graceful_shutdown_lets_in_flight_streams_finish() {
-    let s = start_with(|c| {
+    let s = TestServer::start_with(|c| {
         // Slow enough that the stream is still running when shutdown starts.
         c.sim.chunk_delay_min_ms = 15;
         c.sim.chunk_delay_max_ms = 15;

@@ -122,10 +122,8 @@ impl FaultSpec {
                     return Err(("jitter_ms", "must not exceed delay_ms".into()));
                 }
             }
-            FaultKind::Flaky { error_rate } => {
-                if !(0.0..=1.0).contains(error_rate) {
-                    return Err(("error_rate", "must be between 0 and 1".into()));
-                }
+            FaultKind::Flaky { error_rate } if !(0.0..=1.0).contains(error_rate) => {
+                return Err(("error_rate", "must be between 0 and 1".into()));
             }
             FaultKind::RateLimit { retry_after_s } if *retry_after_s > 3600 => {
                 return Err(("retry_after_s", "must be at most 3600".into()));

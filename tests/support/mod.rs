@@ -3,6 +3,8 @@
 //! events, a connection reset. (Mock-server crates answer whole responses only.)
 #![allow(dead_code)]
 
+pub mod app;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
