@@ -15,7 +15,7 @@ DEBUG_RUSTFLAGS := --cfg erase_components
 # Tests never reach real providers, whatever keys the environment holds.
 E2E_DB := $(CURDIR)/target/e2e/chaosai.db
 
-.PHONY: run test tools models browser e2e-deps lint unit e2e build clean-data
+.PHONY: run test bench tools models browser e2e-deps e2e clean-data
 
 run: tools models
 	cargo leptos serve --release
@@ -27,6 +27,10 @@ test: tools models browser e2e-deps
 	RUSTFLAGS="$(DEBUG_RUSTFLAGS)" cargo clippy --lib --no-default-features --features hydrate --target wasm32-unknown-unknown -- -D warnings
 	RUSTFLAGS="$(DEBUG_RUSTFLAGS)" cargo test --features ssr
 	$(MAKE) --no-print-directory e2e
+
+# Criterion micro-benches and the resilience bench (release build; prints markdown tables).
+bench: tools models
+	cargo bench --features ssr
 
 # Playwright against the debug build; cargo-leptos starts the server on 127.0.0.1:3000.
 e2e: browser e2e-deps

@@ -26,6 +26,9 @@ pub struct Config {
     /// Where the embedding model and runtime library are found.
     #[serde(default)]
     pub embedder: EmbedderConfig,
+    /// The audit trail.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// The cascade, in priority order: the first entry is tried first.
     pub providers: Vec<ProviderConfig>,
 }
@@ -133,6 +136,43 @@ pub enum SimulateMode {
     Auto,
     /// Every provider is simulated, whatever keys are set (tests, offline demos).
     Always,
+}
+
+/// The audit trail: the writer's batching, redaction and retention.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Whether requests are audited at all (off only to measure what the audit costs).
+    pub enabled: bool,
+    /// Queue capacity in records; a full queue never fails a request.
+    pub queue: usize,
+    /// Most records per batch.
+    pub batch: usize,
+    /// Longest a record waits before its batch is written.
+    pub flush_interval_ms: u64,
+    /// Store "[redacted]" instead of customer text (chat messages, tickets).
+    pub redact_text: bool,
+    /// Requests older than this are pruned.
+    pub retention_days: u64,
+    /// At most this many requests are kept.
+    pub max_rows: i64,
+    /// How often retention runs.
+    pub prune_interval_s: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            queue: 10_000,
+            batch: 512,
+            flush_interval_ms: 50,
+            redact_text: false,
+            retention_days: 30,
+            max_rows: 1_000_000,
+            prune_interval_s: 60,
+        }
+    }
 }
 
 /// Simulated provider behaviour.

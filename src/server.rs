@@ -12,6 +12,7 @@ use crate::gateway::prompt::PromptTemplate;
 use crate::gateway::provider::{self, Endpoint, WireLimits};
 use crate::gateway::Gateway;
 use crate::shared::GatewayEvent;
+use crate::store::audit::{AuditSettings, AuditWriter};
 use crate::store::{Store, StoreError};
 use axum::{extract::DefaultBodyLimit, Router};
 use leptos::prelude::LeptosOptions;
@@ -58,6 +59,8 @@ pub struct RunningServer {
     pub gateway: Arc<Gateway>,
     /// The store, for tests that inspect rows.
     pub store: Store,
+    /// The audit writer, flushed on shutdown.
+    pub audit: Option<AuditWriter>,
     /// Fires the graceful shutdown.
     shutdown: watch::Sender<bool>,
     /// The serving task.
@@ -68,11 +71,12 @@ pub struct RunningServer {
 
 impl RunningServer {
     /// Stops accepting connections, lets in-flight answers finish within the grace
-    /// period, then returns. Returns `false` if the grace period ran out.
+    /// period, writes every queued audit record, then returns. Returns `false` if
+    /// the grace period ran out.
     pub async fn shutdown(self) -> bool {
         let _ = self.shutdown.send(true);
         let mut task = self.task;
-        match tokio::time::timeout(self.grace, &mut task).await {
+        let finished = match tokio::time::timeout(self.grace, &mut task).await {
             Ok(_) => true,
             Err(_) => {
                 tracing::warn!(
@@ -82,7 +86,12 @@ impl RunningServer {
                 task.abort();
                 false
             }
+        };
+        // Every answered request is in the queue by now: write it all before exiting.
+        if let Some(audit) = &self.audit {
+            audit.flush().await;
         }
+        finished
     }
 
     /// Waits until the server stops by itself (it does not, unless shut down).
@@ -198,19 +207,46 @@ fn spawn_fault_expiry(
     });
 }
 
+/// Applies the audit's retention periodically, until shutdown.
+fn spawn_retention(audit: AuditWriter, config: &Config, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_secs(config.audit.prune_interval_s.max(1));
+    let keep_ms = (config.audit.retention_days * 86_400_000) as i64;
+    let max_rows = config.audit.max_rows.max(0);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => audit.prune(now_ms() as i64 - keep_ms, max_rows),
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+}
+
 /// Starts the whole product on `config.server.addr`.
 pub async fn start(
     config: Config,
     leptos_options: LeptosOptions,
 ) -> Result<RunningServer, StartError> {
     let store = Store::open(&config.database.url).await?;
+    let audit = config.audit.enabled.then(|| {
+        let settings = AuditSettings {
+            queue: config.audit.queue,
+            batch: config.audit.batch.max(1),
+            flush_interval: Duration::from_millis(config.audit.flush_interval_ms),
+        };
+        AuditWriter::start(store.pool().clone(), settings).0
+    });
     let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
     let plan = Arc::new(FaultPlan::new(names.iter().copied()));
-    let events = Arc::new(EventBus::default());
+    let events = Arc::new(EventBus::with_audit(audit.clone()));
     let metrics = Arc::new(Metrics::new(names.iter().copied()));
     let (cascade, providers) =
         build_cascade(&config, &plan, events.clone(), metrics.clone()).await?;
-    let gateway = Arc::new(Gateway::new(cascade, Some(store.clone()), events, metrics));
+    let gateway = Arc::new(
+        Gateway::new(cascade, Some(store.clone()), events, metrics)
+            .with_audit(audit.clone(), config.audit.redact_text),
+    );
     let admin_token = config
         .server
         .admin_token
@@ -218,7 +254,12 @@ pub async fn start(
         .unwrap_or_else(generate_token);
     let (shutdown, shutdown_signal) = watch::channel(false);
     spawn_fault_expiry(plan.clone(), gateway.clone(), shutdown_signal.clone());
+    if let Some(audit) = &audit {
+        spawn_retention(audit.clone(), &config, shutdown_signal.clone());
+    }
     let state = AppState {
+        store: store.clone(),
+        audit: audit.clone(),
         leptos_options: leptos_options.clone(),
         gateway: gateway.clone(),
         faults: plan,
@@ -250,6 +291,7 @@ pub async fn start(
         admin_token,
         gateway,
         store,
+        audit,
         shutdown,
         task,
         grace: Duration::from_millis(config.server.shutdown_grace_ms),

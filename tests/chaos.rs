@@ -521,3 +521,41 @@ async fn metrics_describe_routes_attempts_breakers_and_faults() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn a_slow_websocket_client_lags_and_resyncs_without_slowing_the_gateway() {
+    let s = start().await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/events", s.server.addr))
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut ws).await["type"], "snapshot");
+    // The client reads nothing while far more events are published than the bus
+    // holds; publishing must not wait for it.
+    let started = Instant::now();
+    for i in 0..20_000u64 {
+        s.server
+            .gateway
+            .events()
+            .publish(chaosai::shared::GatewayEvent::RequestTrace {
+                id: format!("flood-{i}"),
+                served_by: "gpt".into(),
+                attempts: vec![],
+                latency_ms: 1,
+                at_ms: i,
+            });
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "publishing waited: {:?}",
+        started.elapsed()
+    );
+    // Reading again, the client is told to start over from a fresh snapshot.
+    let mut resynced = false;
+    for _ in 0..25_000 {
+        if next_event(&mut ws).await["type"] == "snapshot" {
+            resynced = true;
+            break;
+        }
+    }
+    assert!(resynced, "a lagging client gets a new snapshot");
+}

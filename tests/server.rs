@@ -258,7 +258,9 @@ async fn the_chat_server_function_streams_newline_delimited_events() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(events[0], json!({"type": "started", "served_by": "claude"}));
+    assert_eq!(events[0]["type"], "started");
+    assert_eq!(events[0]["served_by"], "claude");
+    let conversation = events[0]["conversation_id"].as_str().unwrap().to_string();
     let deltas = events.iter().filter(|e| e["type"] == "delta").count();
     assert!(deltas > 5);
     let done = events.last().unwrap();
@@ -269,6 +271,18 @@ async fn the_chat_server_function_streams_newline_delimited_events() {
         text.starts_with("Following up on your earlier question"),
         "history reached the provider: {text}"
     );
+
+    // The turn is kept for the chat history under the conversation it was given.
+    s.request_rows(1).await;
+    let turns: Vec<(String, String)> =
+        sqlx::query_as("SELECT role, content FROM messages WHERE conversation_id = ? ORDER BY id")
+            .bind(&conversation)
+            .fetch_all(s.server.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(turns.len(), 2);
+    assert_eq!(turns[0], ("user".to_string(), "what now?".to_string()));
+    assert_eq!(turns[1], ("assistant".to_string(), text));
 }
 
 #[tokio::test]

@@ -14,11 +14,36 @@ use tokio::sync::broadcast::error::RecvError;
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.gateway.metrics().render(),
-    )
-        .into_response()
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut text = state.gateway.metrics().render();
+    if let Some(audit) = &state.audit {
+        let c = audit.counters();
+        for (name, help, value) in [
+            (
+                "chaosai_audit_overflow_total",
+                "Audit records that found the queue full (kept, not dropped)",
+                &c.overflow,
+            ),
+            (
+                "chaosai_audit_written_total",
+                "Audit records written",
+                &c.written,
+            ),
+            (
+                "chaosai_audit_retries_total",
+                "Audit batches retried after a database error",
+                &c.retries,
+            ),
+        ] {
+            let _ = write!(
+                text,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                value.load(Relaxed)
+            );
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// `GET /ws/events`: a snapshot of every provider, then every event as JSON.

@@ -2,6 +2,7 @@
 //! event stream, metrics and health, and the state they share with the Leptos
 //! pages and server functions.
 
+pub mod audit;
 pub mod chaos;
 pub mod error;
 pub mod live;
@@ -10,6 +11,7 @@ pub mod openai;
 use crate::chaos::FaultPlan;
 use crate::gateway::Gateway;
 use crate::shared::ProviderStatus;
+use crate::store::{audit::AuditWriter, Store};
 use axum::{
     extract::{FromRef, State},
     routing::{delete, get, post, put},
@@ -27,6 +29,10 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     /// The gateway core.
     pub gateway: Arc<Gateway>,
+    /// The database, for the audit read API.
+    pub store: Store,
+    /// The audit writer, for its counters on `/metrics`.
+    pub audit: Option<AuditWriter>,
     /// Faults injected through the chaos API.
     pub faults: Arc<FaultPlan>,
     /// The token the admin endpoints require.
@@ -84,6 +90,10 @@ pub fn routes() -> Router<AppState> {
             "/api/chaos/{provider}",
             put(chaos::inject).delete(chaos::heal),
         )
+        .route("/api/audit/requests", get(audit::requests))
+        .route("/api/audit/requests/{id}", get(audit::request))
+        .route("/api/audit/transitions", get(audit::transitions))
+        .route("/api/tickets", get(audit::tickets))
 }
 
 /// Ready once the server accepts connections: the state only exists after the

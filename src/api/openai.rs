@@ -174,6 +174,7 @@ fn decode(body: &[u8]) -> Result<ApiRequest, ApiError> {
             max_tokens,
             temperature,
             surface: Surface::Api,
+            conversation_id: None,
         },
     })
 }

@@ -9,7 +9,10 @@ use leptos::server_fn::codec::{Json, StreamingText, TextStream};
 /// Runs a conversation through the gateway and streams the answer as
 /// newline-delimited JSON [`ChatEvent`]s: `started`, `delta`…, then `done` or `failed`.
 #[server(input = Json, output = StreamingText, endpoint = "ask")]
-pub async fn ask(turns: Vec<ChatTurn>) -> Result<TextStream, ServerFnError> {
+pub async fn ask(
+    conversation_id: Option<String>,
+    turns: Vec<ChatTurn>,
+) -> Result<TextStream, ServerFnError> {
     use crate::api::AppState;
     use crate::gateway::{GatewayError, GatewayRequest, Surface};
     use futures::StreamExt;
@@ -21,7 +24,12 @@ pub async fn ask(turns: Vec<ChatTurn>) -> Result<TextStream, ServerFnError> {
     }
 
     let state = expect_context::<AppState>();
+    // The browser's id is only trusted if it looks like one we issued.
+    let conversation_id = conversation_id
+        .filter(|id| id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .unwrap_or_else(|| format!("conv-{}", uuid::Uuid::new_v4().simple()));
     let request = GatewayRequest {
+        conversation_id: Some(conversation_id.clone()),
         turns,
         pinned: None,
         max_tokens: None,
@@ -32,6 +40,7 @@ pub async fn ask(turns: Vec<ChatTurn>) -> Result<TextStream, ServerFnError> {
         Ok(streaming) => {
             let started = ChatEvent::Started {
                 served_by: streaming.served_by.clone(),
+                conversation_id,
             };
             let lines = futures::stream::once(async move { line(&started) })
                 .chain(streaming.events.map(|event| line(&event)))
@@ -84,7 +93,7 @@ struct Bubble {
 impl Bubble {
     fn apply(&mut self, event: ChatEvent) {
         match event {
-            ChatEvent::Started { served_by } => {
+            ChatEvent::Started { served_by, .. } => {
                 self.served_by = Some(served_by);
                 self.state = ReplyState::Streaming;
             }
@@ -115,6 +124,8 @@ pub fn ChatPage() -> impl IntoView {
     let bubbles = RwSignal::new(Vec::<Bubble>::new());
     let draft = RwSignal::new(String::new());
     let busy = RwSignal::new(false);
+    // Issued by the server with the first answer; sent back to keep the history together.
+    let conversation = RwSignal::new(None::<String>);
 
     let send = move || {
         let question = draft.get_untracked().trim().to_string();
@@ -153,6 +164,12 @@ pub fn ChatPage() -> impl IntoView {
             });
         });
         let apply = move |event: ChatEvent| {
+            if let ChatEvent::Started {
+                conversation_id, ..
+            } = &event
+            {
+                conversation.set(Some(conversation_id.clone()));
+            }
             bubbles.update(|list| {
                 if let Some(last) = list.last_mut() {
                     last.apply(event);
@@ -161,7 +178,7 @@ pub fn ChatPage() -> impl IntoView {
         };
         leptos::task::spawn_local(async move {
             use futures::StreamExt;
-            match ask(turns).await {
+            match ask(conversation.get_untracked(), turns).await {
                 Ok(stream) => {
                     let mut stream = stream.into_inner();
                     let mut buffer = String::new();

@@ -324,7 +324,10 @@ impl Cascade {
             else {
                 break;
             };
-            let (admission, transition) = slot.breaker().admit(Instant::now());
+            let (before, (admission, transition)) = {
+                let mut breaker = slot.breaker();
+                (breaker.state(), breaker.admit(Instant::now()))
+            };
             self.announce(name, transition);
             if admission == Admission::Reject {
                 self.metrics
@@ -336,6 +339,7 @@ impl Cascade {
                     outcome: "skipped_open".into(),
                     status: None,
                     latency_ms: 0,
+                    breaker: Some(before),
                 });
                 continue;
             }
@@ -375,6 +379,7 @@ impl Cascade {
                     Err(err) => err.status(),
                 },
                 latency_ms: elapsed.as_millis() as u64,
+                breaker: Some(before),
             });
             match result {
                 Ok(value) => {

@@ -5,6 +5,7 @@
 //! slow the gateway.
 
 use crate::shared::GatewayEvent;
+use crate::store::audit::{AuditRecord, AuditWriter};
 use tokio::sync::broadcast;
 
 /// How many events a subscriber may fall behind before it must resync.
@@ -14,19 +15,60 @@ const CAPACITY: usize = 1024;
 pub struct EventBus {
     /// Sender side; receivers come from [`EventBus::subscribe`].
     tx: broadcast::Sender<GatewayEvent>,
+    /// Transitions and fault changes also go to the audit, which unlike a
+    /// broadcast subscriber never loses one.
+    audit: Option<AuditWriter>,
 }
 
 impl Default for EventBus {
     fn default() -> Self {
         Self {
             tx: broadcast::channel(CAPACITY).0,
+            audit: None,
         }
     }
 }
 
 impl EventBus {
+    /// A bus that also audits transitions and fault changes.
+    pub fn with_audit(audit: Option<AuditWriter>) -> Self {
+        Self {
+            audit,
+            ..Self::default()
+        }
+    }
+
     /// Publishes an event to every current subscriber (none is fine).
     pub fn publish(&self, event: GatewayEvent) {
+        if let Some(audit) = &self.audit {
+            match &event {
+                GatewayEvent::BreakerTransition {
+                    provider,
+                    from,
+                    to,
+                    reason,
+                    at_ms,
+                } => audit.enqueue(AuditRecord::Transition {
+                    at_ms: *at_ms as i64,
+                    provider: provider.clone(),
+                    from: *from,
+                    to: *to,
+                    reason: reason.clone(),
+                }),
+                GatewayEvent::FaultChanged {
+                    provider,
+                    fault,
+                    by,
+                    at_ms,
+                } => audit.enqueue(AuditRecord::Fault {
+                    at_ms: *at_ms as i64,
+                    provider: provider.clone(),
+                    spec: fault.clone(),
+                    by: by.clone(),
+                }),
+                GatewayEvent::Snapshot { .. } | GatewayEvent::RequestTrace { .. } => {}
+            }
+        }
         let _ = self.tx.send(event);
     }
 

@@ -17,6 +17,7 @@ pub mod provider;
 
 use crate::knowledge;
 use crate::shared::{AttemptSummary, ChatEvent, ChatTurn, GatewayEvent, Role};
+use crate::store::audit::{AuditRecord, AuditWriter};
 use crate::store::{RequestRecord, Store, Ticket};
 use cascade::{Cascade, CascadeError, CascadeRequest};
 use events::{now_ms, EventBus};
@@ -27,6 +28,9 @@ use std::time::{Duration, Instant};
 
 /// The route name of answers from the last resort.
 pub const LAST_RESORT: &str = "last-resort";
+
+/// What stored customer text becomes when redaction is on.
+pub const REDACTED: &str = "[redacted]";
 
 /// The limits that apply to attempts and to whole requests.
 #[derive(Clone, Copy, Debug)]
@@ -74,6 +78,8 @@ pub struct GatewayRequest {
     pub temperature: Option<f32>,
     /// Where the request came from.
     pub surface: Surface,
+    /// The chat page's conversation id; its turns are kept for the chat history.
+    pub conversation_id: Option<String>,
 }
 
 /// Why the gateway returned no answer: only ever the caller's own mistake.
@@ -134,8 +140,12 @@ pub struct Streaming {
 pub struct Gateway {
     /// Providers, their breakers and their policy.
     cascade: Arc<Cascade>,
-    /// Where request rows and tickets go; `None` in tests that do not need them.
+    /// Where tickets go; `None` in tests that do not need them.
     store: Option<Store>,
+    /// Where request rows and chat messages go, batched and off the request path.
+    audit: Option<AuditWriter>,
+    /// Store "[redacted]" instead of customer text.
+    redact: bool,
     /// Live events (transitions, request traces).
     events: Arc<EventBus>,
     /// Prometheus metrics.
@@ -153,8 +163,26 @@ impl Gateway {
         Self {
             cascade: Arc::new(cascade),
             store,
+            audit: None,
+            redact: false,
             events,
             metrics,
+        }
+    }
+
+    /// Audits requests (and chat messages, redacted if asked) through `audit`.
+    pub fn with_audit(mut self, audit: Option<AuditWriter>, redact: bool) -> Self {
+        self.audit = audit;
+        self.redact = redact;
+        self
+    }
+
+    /// Customer text as it may be stored.
+    fn storable(&self, text: &str) -> String {
+        if self.redact {
+            REDACTED.to_string()
+        } else {
+            text.to_string()
         }
     }
 
@@ -189,6 +217,7 @@ impl Gateway {
                     .await;
                 recorder.record.attempts = attempts.clone();
                 recorder.record.answer_chars = text.chars().count();
+                recorder.keep_answer(&text);
                 recorder.record.served_by = Some(LAST_RESORT.into());
                 let overhead = recorder
                     .started
@@ -215,6 +244,7 @@ impl Gateway {
         recorder.record.served_by = Some(answer.served_by.clone());
         recorder.record.attempts = answer.attempts.clone();
         recorder.record.answer_chars = answer.value.text.chars().count();
+        recorder.keep_answer(&answer.value.text);
         recorder.record.overhead_ms = overhead.as_secs_f64() * 1000.0;
         recorder.finish("ok");
         Ok(Completed {
@@ -316,8 +346,12 @@ impl Gateway {
                 id: ticket_id.to_string(),
                 created_at_ms: recorder.record.created_at_ms,
                 request_id: recorder.record.id.clone(),
-                question: question.to_string(),
-                conversation_json: serde_json::to_string(&request.turns).unwrap_or_default(),
+                question: self.storable(question),
+                conversation_json: if self.redact {
+                    "[]".into()
+                } else {
+                    serde_json::to_string(&request.turns).unwrap_or_default()
+                },
                 failure_json: serde_json::to_string(attempts).unwrap_or_default(),
             };
             if let Err(err) = store.insert_ticket(&ticket).await {
@@ -344,8 +378,20 @@ impl Gateway {
             .turns
             .last()
             .map_or(0, |t| t.content.chars().count());
+        let transcript = request.conversation_id.as_ref().map(|id| Transcript {
+            conversation_id: id.clone(),
+            question: self.storable(
+                cascade_request
+                    .turns
+                    .last()
+                    .map_or("", |t| t.content.as_str()),
+            ),
+            answer: String::new(),
+            redact: self.redact,
+        });
         let recorder = Recorder {
-            store: self.store.clone(),
+            audit: self.audit.clone(),
+            transcript,
             events: self.events.clone(),
             metrics: self.metrics.clone(),
             started: Instant::now(),
@@ -362,6 +408,8 @@ impl Gateway {
                 question_chars,
                 answer_chars: 0,
                 attempts: Vec::new(),
+                conversation_id: request.conversation_id.clone(),
+                cache_similarity: None,
             },
         };
         Ok((cascade_request, recorder))
@@ -422,11 +470,20 @@ fn validate(request: &GatewayRequest) -> Result<CascadeRequest, GatewayError> {
     })
 }
 
+/// The chat-page turns of one request, kept for the conversation history.
+struct Transcript {
+    conversation_id: String,
+    question: String,
+    answer: String,
+    redact: bool,
+}
+
 /// Keeps the audit row of one request and writes it exactly once: when the answer
 /// ends, or, if the caller goes away first, when it is dropped. Finishing also
 /// counts the request and publishes its trace.
 struct Recorder {
-    store: Option<Store>,
+    audit: Option<AuditWriter>,
+    transcript: Option<Transcript>,
     events: Arc<EventBus>,
     metrics: Arc<Metrics>,
     started: Instant,
@@ -435,6 +492,12 @@ struct Recorder {
 }
 
 impl Recorder {
+    fn keep_answer(&mut self, text: &str) {
+        if let Some(t) = &mut self.transcript {
+            t.answer = text.to_string();
+        }
+    }
+
     fn finish(&mut self, status: &'static str) {
         if std::mem::replace(&mut self.finished, true) {
             return;
@@ -461,9 +524,24 @@ impl Recorder {
             latency_ms: self.record.latency_ms,
             at_ms: now_ms(),
         });
-        if let Some(store) = &self.store {
-            store.record(self.record.clone());
+        let Some(audit) = &self.audit else { return };
+        if let Some(t) = self.transcript.take() {
+            let at_ms = self.record.created_at_ms;
+            let answer = if t.redact {
+                REDACTED.to_string()
+            } else {
+                t.answer
+            };
+            for turn in [ChatTurn::user(t.question), ChatTurn::assistant(answer)] {
+                audit.enqueue(AuditRecord::Message {
+                    at_ms,
+                    conversation_id: t.conversation_id.clone(),
+                    request_id: self.record.id.clone(),
+                    turn,
+                });
+            }
         }
+        audit.enqueue(AuditRecord::Request(Box::new(self.record.clone())));
     }
 
     fn reject(mut self, err: CascadeError) -> GatewayError {
@@ -536,6 +614,9 @@ impl Tail {
 
     fn delta(&mut self, text: String) -> ChatEvent {
         self.sent.push_str(&text);
+        if let Some(t) = &mut self.recorder.transcript {
+            t.answer.push_str(&text);
+        }
         self.recorder.record.answer_chars += text.chars().count();
         ChatEvent::Delta { text }
     }
@@ -549,6 +630,7 @@ impl Tail {
             outcome: "stream_broken".into(),
             status: None,
             latency_ms: self.recorder.started.elapsed().as_millis() as u64,
+            breaker: None,
         });
         if self.request.pinned.is_some() || broken == LAST_RESORT {
             return Err(());

@@ -59,6 +59,9 @@ pub struct AttemptSummary {
     pub status: Option<u16>,
     /// Wall time of the attempt in milliseconds.
     pub latency_ms: u64,
+    /// The provider's breaker state when the attempt was decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerState>,
 }
 
 /// One line of the chat page's answer stream (newline-delimited JSON).
@@ -67,8 +70,11 @@ pub struct AttemptSummary {
 pub enum ChatEvent {
     /// The answer is being served by this route; sent once, before any text.
     Started {
-        /// The provider's name (later also `cache` or `last-resort`).
+        /// The provider's name, `cache` or `last-resort`.
         served_by: String,
+        /// The conversation this answer belongs to; the page sends it back with
+        /// the next question so the history is kept together.
+        conversation_id: String,
     },
     /// The next piece of the answer's text.
     Delta {

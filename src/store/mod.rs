@@ -1,7 +1,10 @@
-//! The SQLite store: pool, migrations, and the rows the gateway keeps.
+//! The SQLite store: pool, migrations, the audit writer, and the read queries.
 //!
 //! SQLite runs in WAL mode with `synchronous=NORMAL` and a busy timeout, so
 //! readers never block the writer and a crash loses at most the last commit.
+
+pub mod audit;
+pub mod queries;
 
 use crate::shared::AttemptSummary;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -45,6 +48,10 @@ pub struct RequestRecord {
     pub answer_chars: usize,
     /// Every provider attempt, in order.
     pub attempts: Vec<AttemptSummary>,
+    /// The chat page's conversation, when the request came from it.
+    pub conversation_id: Option<String>,
+    /// Similarity of the cache entry that answered, when the cache did.
+    pub cache_similarity: Option<f64>,
 }
 
 /// A ticket for a human agent.
@@ -104,44 +111,6 @@ impl Store {
         &self.pool
     }
 
-    /// Writes one request and its attempts in a single transaction.
-    pub async fn insert_request(&self, record: &RequestRecord) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO requests (id, created_at_ms, surface, stream, served_by, status, \
-             latency_ms, overhead_ms, question_chars, answer_chars) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&record.id)
-        .bind(record.created_at_ms)
-        .bind(record.surface)
-        .bind(record.stream)
-        .bind(&record.served_by)
-        .bind(record.status)
-        .bind(record.latency_ms as i64)
-        .bind(record.overhead_ms)
-        .bind(record.question_chars as i64)
-        .bind(record.answer_chars as i64)
-        .execute(&mut *tx)
-        .await?;
-        for (seq, attempt) in record.attempts.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO attempts (request_id, seq, provider, outcome, http_status, latency_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&record.id)
-            .bind(seq as i64)
-            .bind(&attempt.provider)
-            .bind(&attempt.outcome)
-            .bind(attempt.status.map(i64::from))
-            .bind(attempt.latency_ms as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Stores a ticket; awaited, because the customer is told its number.
     pub async fn insert_ticket(&self, ticket: &Ticket) -> Result<(), StoreError> {
         sqlx::query(
@@ -157,15 +126,5 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    /// Writes the record in the background so the request path never waits on disk.
-    pub fn record(&self, record: RequestRecord) {
-        let store = self.clone();
-        tokio::spawn(async move {
-            if let Err(err) = store.insert_request(&record).await {
-                tracing::error!(request_id = %record.id, error = %err, "audit write failed");
-            }
-        });
     }
 }

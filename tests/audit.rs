@@ -1,0 +1,448 @@
+//! The audit trail under load: nothing lost, never "database is locked", a clean
+//! database after kill -9, and the read API.
+
+mod support;
+
+use chaosai::config::Config;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::app::{ask, TestServer};
+
+/// Instant simulated providers and short breaker cool-downs.
+fn busy(config: &mut Config) {
+    config.sim.chunk_delay_min_ms = 0;
+    config.sim.chunk_delay_max_ms = 0;
+    config.gateway.first_byte_timeout_ms = 1_000;
+    for provider in &mut config.providers {
+        provider.open_for_ms = 300;
+    }
+}
+
+async fn count(s: &TestServer, sql: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(s.server.store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_requests_at_64_concurrent_clients_are_all_audited() {
+    let s = TestServer::start_with(busy).await;
+    s.inject("claude", json!({"kind": "outage"})).await;
+    s.inject("gpt", json!({"kind": "flaky", "error_rate": 0.3}))
+        .await;
+    const TOTAL: usize = 5_000;
+    const CLIENTS: usize = 64;
+    let url = s.url("/v1/chat/completions");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..CLIENTS {
+        let (client, url, next) = (s.client.clone(), url.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < TOTAL {
+                let res = client
+                    .post(&url)
+                    .json(&ask("chaosai", "Where is my order?", false))
+                    .send()
+                    .await
+                    .unwrap();
+                statuses.push(res.status().as_u16());
+                res.bytes().await.unwrap();
+            }
+            statuses
+        }));
+    }
+    let mut answered = 0;
+    for worker in workers {
+        for status in worker.await.unwrap() {
+            assert_eq!(status, 200);
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, TOTAL);
+    s.server.audit.as_ref().unwrap().flush().await;
+    assert_eq!(
+        count(&s, "SELECT COUNT(*) FROM requests").await,
+        TOTAL as i64
+    );
+    // Attempts are consistent with the routes: the serving provider's attempt is
+    // there and ok, every request has attempts, and last-resort answers have no ok attempt.
+    let inconsistent = count(
+        &s,
+        "SELECT COUNT(*) FROM requests r WHERE \
+           (r.served_by != 'last-resort' AND NOT EXISTS (SELECT 1 FROM attempts a \
+              WHERE a.request_id = r.id AND a.provider = r.served_by AND a.outcome = 'ok')) \
+        OR NOT EXISTS (SELECT 1 FROM attempts a WHERE a.request_id = r.id) \
+        OR (r.served_by = 'last-resort' AND EXISTS (SELECT 1 FROM attempts a \
+              WHERE a.request_id = r.id AND a.outcome = 'ok'))",
+    )
+    .await;
+    assert_eq!(inconsistent, 0);
+    assert!(
+        count(
+            &s,
+            "SELECT COUNT(*) FROM attempts WHERE provider = 'claude' AND outcome = 'skipped_open'"
+        )
+        .await
+            > 0
+    );
+    assert!(
+        count(
+            &s,
+            "SELECT COUNT(*) FROM breaker_transitions WHERE provider = 'claude'"
+        )
+        .await
+            > 0
+    );
+    assert_eq!(count(&s, "SELECT COUNT(*) FROM fault_changes").await, 2);
+    assert_eq!(
+        s.metric("chaosai_audit_overflow_total").await,
+        0.0,
+        "no overflow"
+    );
+    assert_eq!(
+        s.metric("chaosai_audit_retries_total").await,
+        0.0,
+        "no database error, locked or otherwise"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_under_load_keeps_every_answered_request() {
+    let s = TestServer::start_with(busy).await;
+    let store = s.server.store.clone();
+    let answered = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut workers = Vec::new();
+    for _ in 0..32 {
+        let (client, url, answered) = (
+            s.client.clone(),
+            s.url("/v1/chat/completions"),
+            answered.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            loop {
+                let Ok(res) = client
+                    .post(&url)
+                    .json(&ask("chaosai", "refund?", false))
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                if res.status() != 200 {
+                    return;
+                }
+                let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
+                if res.bytes().await.is_ok() {
+                    answered.lock().unwrap().push(id);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let TestServer { server, .. } = s;
+    assert!(server.shutdown().await);
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(answered.len() > 50, "load ran: {} answers", answered.len());
+    let stored: HashSet<String> = sqlx::query_scalar("SELECT id FROM requests")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let missing: Vec<_> = answered.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} answered requests have no row",
+        missing.len()
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_binary(port: u16, db: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_chaosai"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CHAOSAI_ADDR", format!("127.0.0.1:{port}"))
+        .env("CHAOSAI_DATABASE_URL", db)
+        .env("CHAOSAI_SIMULATE", "always")
+        .env("CHAOSAI_SIM_CHUNK_DELAY_MS", "0")
+        .env("CHAOSAI_ADMIN_TOKEN", "test-admin-token")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    for _ in 0..200 {
+        if let Ok(res) = client.get(format!("{base}/healthz")).send().await {
+            if res.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server at {base} did not become ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_minus_nine_under_load_leaves_a_database_that_opens_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("crash.db").display());
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut child = spawn_binary(port, &db);
+    wait_ready(&client, &base).await;
+
+    let answered = Arc::new(Mutex::new(Vec::<(String, Instant)>::new()));
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (client, url, answered) = (
+            client.clone(),
+            format!("{base}/v1/chat/completions"),
+            answered.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            while let Ok(res) = client
+                .post(&url)
+                .json(&ask("chaosai", "refund?", false))
+                .send()
+                .await
+            {
+                let id = res
+                    .headers()
+                    .get("x-request-id")
+                    .map(|v| v.to_str().unwrap().to_string());
+                if let (Some(id), Ok(_)) = (id, res.bytes().await) {
+                    answered.lock().unwrap().push((id, Instant::now()));
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    child.kill().unwrap(); // SIGKILL
+    let killed_at = Instant::now();
+    child.wait().unwrap();
+    for worker in workers {
+        let _ = worker.await;
+    }
+
+    // Restart on the same file.
+    let mut child = spawn_binary(port, &db);
+    wait_ready(&client, &base).await;
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let migrations: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(migrations, 3, "every migration applied once, none re-run");
+    // At most the last flush interval (50 ms) is lost: anything answered well before the kill is there.
+    let stored: HashSet<String> = sqlx::query_scalar("SELECT id FROM requests")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let answered = answered.lock().unwrap().clone();
+    assert!(answered.len() > 50, "load ran: {} answers", answered.len());
+    let old_enough: Vec<_> = answered
+        .iter()
+        .filter(|(_, at)| killed_at.duration_since(*at) > Duration::from_millis(500))
+        .collect();
+    assert!(!old_enough.is_empty());
+    assert!(
+        old_enough.iter().all(|(id, _)| stored.contains(id)),
+        "answers older than the flush interval survive kill -9"
+    );
+    // And it serves again.
+    let res = client
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&ask("chaosai", "refund?", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // SIGTERM: graceful shutdown, exit status 0.
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn the_audit_api_pages_filters_and_names_bad_parameters() {
+    let s = TestServer::start_with(busy).await;
+    for _ in 0..2 {
+        s.chat("chaosai", "refund?", false).await;
+    }
+    s.inject("claude", json!({"kind": "outage"})).await;
+    for _ in 0..4 {
+        s.chat("chaosai", "refund?", false).await;
+    }
+    s.server.audit.as_ref().unwrap().flush().await;
+    let get = |path: String| {
+        let req = s.admin(reqwest::Method::GET, &path);
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    // Newest first, paged by cursor without overlap.
+    let (status, first) = get("/api/audit/requests?limit=4".into()).await;
+    assert_eq!(status, 200);
+    let items = first["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    assert!(items
+        .windows(2)
+        .all(|w| w[0]["cursor"].as_i64() > w[1]["cursor"].as_i64()));
+    let cursor = first["next_cursor"].as_i64().unwrap();
+    let (_, second) = get(format!("/api/audit/requests?limit=4&before={cursor}")).await;
+    assert_eq!(second["items"].as_array().unwrap().len(), 2);
+    assert!(second["next_cursor"].is_null());
+    // Filters.
+    let (_, by_route) = get("/api/audit/requests?route=gpt".into()).await;
+    assert_eq!(by_route["items"].as_array().unwrap().len(), 4);
+    let (_, by_provider) = get("/api/audit/requests?provider=claude&status=ok".into()).await;
+    // Every request touched claude: 2 served by it, 3 failed on it, 1 skipped it while OPEN.
+    assert_eq!(by_provider["items"].as_array().unwrap().len(), 6);
+    // One request with its attempts and the breaker state before each.
+    let id = by_route["items"][0]["id"].as_str().unwrap();
+    let (status, detail) = get(format!("/api/audit/requests/{id}")).await;
+    assert_eq!(status, 200);
+    let attempts = detail["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["provider"], "claude");
+    assert_eq!(attempts[0]["outcome"], "skipped_open");
+    assert_eq!(attempts[0]["breaker_before"], "open");
+    assert_eq!(attempts[1]["provider"], "gpt");
+    // Transitions and tickets.
+    let (_, transitions) = get("/api/audit/transitions".into()).await;
+    assert_eq!(transitions["items"][0]["provider"], "claude");
+    assert_eq!(transitions["items"][0]["to_state"], "open");
+    let (status, tickets) = get("/api/tickets".into()).await;
+    assert_eq!(status, 200);
+    assert!(tickets["items"].as_array().unwrap().is_empty());
+    // Bad parameters name the parameter.
+    for (query, param) in [
+        ("limit=0", "limit"),
+        ("limit=abc", "limit"),
+        ("limit=100000", "limit"),
+        ("before=-3", "before"),
+        ("route=", "route"),
+        ("colour=blue", "colour"),
+    ] {
+        let (status, error) = get(format!("/api/audit/requests?{query}")).await;
+        assert_eq!(status, 400, "{query}");
+        assert_eq!(error["error"]["param"], param, "{query}");
+        assert!(error["error"]["message"].as_str().unwrap().contains(param));
+    }
+    let (status, _) = get("/api/audit/requests/nope".into()).await;
+    assert_eq!(status, 404);
+    let res = s
+        .client
+        .get(s.url("/api/audit/requests"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}
+
+#[tokio::test]
+async fn redaction_keeps_metadata_but_not_customer_text() {
+    let s = TestServer::start_with(|c| {
+        busy(c);
+        c.audit.redact_text = true;
+    })
+    .await;
+    let res = s
+        .client
+        .post(s.url("/api/ask"))
+        .json(&json!({"turns": [{"role": "user", "content": "my card 4111 was charged twice"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.text().await.unwrap().contains("\"done\""));
+    for provider in ["claude", "gpt", "llama"] {
+        s.inject(provider, json!({"kind": "outage"})).await;
+    }
+    let res = s
+        .chat("chaosai", "my blender at 12 Elm Street is broken", false)
+        .await;
+    assert_eq!(res.headers()["x-chaosai-served-by"], "last-resort");
+    s.server.audit.as_ref().unwrap().flush().await;
+    let contents: Vec<String> = sqlx::query_scalar("SELECT content FROM messages")
+        .fetch_all(s.server.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(contents, vec!["[redacted]", "[redacted]"]);
+    let question: String = sqlx::query_scalar("SELECT question FROM tickets")
+        .fetch_one(s.server.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(question, "[redacted]");
+    assert_eq!(
+        count(&s, "SELECT COUNT(*) FROM requests WHERE question_chars > 0").await,
+        2,
+        "metadata stays"
+    );
+}
+
+#[tokio::test]
+async fn retention_prunes_the_oldest_rows_beyond_the_cap() {
+    let s = TestServer::start_with(|c| {
+        busy(c);
+        c.audit.max_rows = 30;
+        c.audit.prune_interval_s = 1;
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..80 {
+        let res = s.chat("chaosai", "refund?", false).await;
+        ids.push(res.headers()["x-request-id"].to_str().unwrap().to_string());
+    }
+    let mut rows = i64::MAX;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        rows = count(&s, "SELECT COUNT(*) FROM requests").await;
+        if rows <= 30 {
+            break;
+        }
+    }
+    assert_eq!(rows, 30);
+    let newest: String = sqlx::query_scalar("SELECT id FROM requests ORDER BY rowid DESC LIMIT 1")
+        .fetch_one(s.server.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(&newest, ids.last().unwrap(), "the newest rows are kept");
+    assert_eq!(
+        count(
+            &s,
+            "SELECT COUNT(*) FROM attempts WHERE request_id NOT IN (SELECT id FROM requests)"
+        )
+        .await,
+        0,
+        "attempts go with their request"
+    );
+}
