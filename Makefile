@@ -36,6 +36,7 @@ bench: tools models
 e2e: browser e2e-deps
 	rm -rf target/e2e && mkdir -p target/e2e
 	CHAOSAI_SIMULATE=always CHAOSAI_DATABASE_URL="sqlite://$(E2E_DB)" CHAOSAI_SIM_CHUNK_DELAY_MS=25 \
+		CHAOSAI_ADMIN_TOKEN=e2e-admin-token CHAOSAI_BREAKER_OPEN_FOR_MS=2000 \
 		cargo leptos end-to-end
 
 # --- installs (each step is skipped when already done) ---

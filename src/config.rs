@@ -403,6 +403,12 @@ impl Config {
             self.sim.chunk_delay_min_ms = ms;
             self.sim.chunk_delay_max_ms = ms;
         }
+        if let Some(v) = get("CHAOSAI_BREAKER_OPEN_FOR_MS") {
+            let ms: u64 = parse("CHAOSAI_BREAKER_OPEN_FOR_MS", v)?;
+            for provider in &mut self.providers {
+                provider.open_for_ms = ms;
+            }
+        }
         for provider in &mut self.providers {
             provider.api_key = provider
                 .api_key_env

@@ -13,8 +13,10 @@
 //!   `CHAOSAI_*` environment overrides; nothing else reads the environment.
 //! - `gateway` (server): the product's core and its policy. [`Gateway`](gateway::Gateway)
 //!   runs a request through the [`Cascade`](gateway::cascade::Cascade) of providers
-//!   in priority order with per-attempt timeouts and an overall deadline. It knows
-//!   nothing of HTTP servers or the UI.
+//!   in priority order, each behind its [`Breaker`](gateway::breaker::Breaker), with
+//!   per-attempt timeouts and an overall deadline, splices broken streams, falls back
+//!   to the last resort, and publishes events and metrics. It knows nothing of HTTP
+//!   servers or the UI.
 //! - `gateway::provider` (server): the [`Provider`](gateway::provider::Provider)
 //!   trait and one adapter per wire protocol (OpenAI Chat Completions, which also
 //!   covers Groq, Ollama and vLLM, and Anthropic Messages). Adapters own encoding,
@@ -22,11 +24,17 @@
 //! - `sim` (server): simulated providers, real HTTP servers on loopback that speak
 //!   the OpenAI and Anthropic protocols and answer from a built-in support knowledge
 //!   base, so the whole real path runs without API keys.
-//! - `store` (server): the SQLite pool (sqlx), its migrations and the audit rows.
+//! - `store` (server): the SQLite pool (sqlx), its migrations, the batched
+//!   [`AuditWriter`](store::audit::AuditWriter) and the audit read queries.
 //! - `cache` (server): the local embedding model (ONNX Runtime through `ort`), the
 //!   groundwork of the layer-0 semantic cache.
-//! - `api` (server): the HTTP surfaces: the OpenAI-compatible `/v1/*`, `/healthz`,
-//!   and the router that mounts them beside the Leptos pages.
+//! - `api` (server): the HTTP surfaces: the OpenAI-compatible `/v1/*`, the chaos and
+//!   audit APIs, `/ws/events`, `/metrics`, `/healthz`, and the state they share.
+//! - `chaos` (server): the [`FaultPlan`](chaos::FaultPlan) of injected faults and the
+//!   loopback fault proxy that breaks provider exchanges on the wire.
+//! - `knowledge` (server): the built-in support knowledge base the simulated providers
+//!   and the last resort answer from.
+//! - `traffic` (server): synthetic customer questions for demos.
 //! - `server` (server): assembles configuration, providers, store and router into a
 //!   running server with graceful shutdown; used by `main.rs` and the integration tests.
 
@@ -53,6 +61,8 @@ pub mod server;
 pub mod sim;
 #[cfg(feature = "ssr")]
 pub mod store;
+#[cfg(feature = "ssr")]
+pub mod traffic;
 
 /// Browser entry point: hydrates the server-rendered page.
 #[cfg(feature = "hydrate")]

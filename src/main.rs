@@ -35,8 +35,11 @@ async fn main() -> anyhow::Result<()> {
         .context("starting the server")?;
     println!("ChaosAI is answering on http://{}", server.addr);
     println!(
-        "Chaos API token: {} (set CHAOSAI_ADMIN_TOKEN to choose it); e.g. curl -H 'Authorization: Bearer {}' http://{}/api/providers",
-        server.admin_token, server.admin_token, server.addr
+        "Chaos board: http://{addr}/chaos/login?token={token}\n\
+         Chaos API:   curl -H 'Authorization: Bearer {token}' http://{addr}/api/providers\n\
+         (set CHAOSAI_ADMIN_TOKEN to choose the token)",
+        addr = server.addr,
+        token = server.admin_token
     );
     // The semantic cache's embedder: loaded off the async executor; a missing model
     // or runtime is one clear warning, never a failed start.

@@ -260,6 +260,7 @@ pub async fn start(
     let state = AppState {
         store: store.clone(),
         audit: audit.clone(),
+        traffic: Arc::new(crate::traffic::Traffic::default()),
         leptos_options: leptos_options.clone(),
         gateway: gateway.clone(),
         faults: plan,

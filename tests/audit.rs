@@ -446,3 +446,51 @@ async fn retention_prunes_the_oldest_rows_beyond_the_cap() {
         "attempts go with their request"
     );
 }
+
+#[tokio::test]
+async fn a_full_queue_counts_the_overflow_and_still_writes_every_record() {
+    use chaosai::store::audit::{AuditRecord, AuditSettings, AuditWriter};
+    use chaosai::store::{RequestRecord, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("full.db").display()
+    ))
+    .await
+    .unwrap();
+    // A queue of 4 records against 2,000 arriving at once.
+    let settings = AuditSettings {
+        queue: 4,
+        batch: 64,
+        flush_interval: Duration::from_millis(5),
+    };
+    let (writer, _task) = AuditWriter::start(store.pool().clone(), settings);
+    for i in 0..2_000 {
+        writer.enqueue(AuditRecord::Request(Box::new(RequestRecord {
+            id: format!("r{i}"),
+            created_at_ms: i,
+            surface: "api",
+            stream: false,
+            served_by: Some("gpt".into()),
+            status: "ok",
+            latency_ms: 1,
+            overhead_ms: 0.1,
+            question_chars: 1,
+            answer_chars: 1,
+            attempts: vec![],
+            conversation_id: None,
+            cache_similarity: None,
+        })));
+    }
+    writer.flush().await;
+    let overflow = writer
+        .counters()
+        .overflow
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(overflow > 0, "the queue did overflow");
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 2_000, "overflowed records were kept, not dropped");
+}

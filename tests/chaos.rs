@@ -37,6 +37,17 @@ fn served_by(res: &reqwest::Response) -> String {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+async fn connect(s: &TestServer) -> Socket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}/ws/events", s.server.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer test-admin-token".parse().unwrap());
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
 async fn next_event(ws: &mut Socket) -> Value {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
@@ -74,9 +85,7 @@ async fn an_outage_opens_the_breaker_and_healing_closes_it_again() {
         c.providers[0].open_for_ms = 2_000;
     })
     .await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/events", s.server.addr))
-        .await
-        .unwrap();
+    let mut ws = connect(&s).await;
     let snapshot = next_event(&mut ws).await;
     assert_eq!(snapshot["type"], "snapshot");
     let states: Vec<&str> = snapshot["providers"]
@@ -525,9 +534,7 @@ async fn metrics_describe_routes_attempts_breakers_and_faults() {
 #[tokio::test]
 async fn a_slow_websocket_client_lags_and_resyncs_without_slowing_the_gateway() {
     let s = start().await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/events", s.server.addr))
-        .await
-        .unwrap();
+    let mut ws = connect(&s).await;
     assert_eq!(next_event(&mut ws).await["type"], "snapshot");
     // The client reads nothing while far more events are published than the bus
     // holds; publishing must not wait for it.
@@ -541,6 +548,7 @@ async fn a_slow_websocket_client_lags_and_resyncs_without_slowing_the_gateway() 
                 served_by: "gpt".into(),
                 attempts: vec![],
                 latency_ms: 1,
+                status: "ok".into(),
                 at_ms: i,
             });
     }
@@ -549,13 +557,25 @@ async fn a_slow_websocket_client_lags_and_resyncs_without_slowing_the_gateway() 
         "publishing waited: {:?}",
         started.elapsed()
     );
-    // Reading again, the client is told to start over from a fresh snapshot.
-    let mut resynced = false;
-    for _ in 0..25_000 {
-        if next_event(&mut ws).await["type"] == "snapshot" {
-            resynced = true;
-            break;
+    // Reading again: events were skipped, and the client was told to start over
+    // from a fresh snapshot instead of silently missing them.
+    let (mut traces, mut snapshots) = (0, 0);
+    loop {
+        let event = next_event(&mut ws).await;
+        match event["type"].as_str().unwrap() {
+            "snapshot" => snapshots += 1,
+            "request_trace" => {
+                traces += 1;
+                if event["at_ms"] == 19_999 {
+                    break;
+                }
+            }
+            _ => {}
         }
     }
-    assert!(resynced, "a lagging client gets a new snapshot");
+    assert!(
+        traces < 20_000,
+        "the slow client lagged ({traces} of 20000 delivered)"
+    );
+    assert!(snapshots >= 1, "and resynced from a snapshot");
 }

@@ -7,7 +7,8 @@ use crate::shared::{FaultSpec, GatewayEvent, ProviderStatus};
 use axum::{
     body::Bytes,
     extract::{rejection::BytesRejection, FromRequestParts, Path, State},
-    http::{request::Parts, StatusCode},
+    http::{header, request::Parts, HeaderMap, StatusCode},
+    response::{IntoResponse, Redirect, Response},
     Json,
 };
 use serde_json::{json, Value};
@@ -17,8 +18,11 @@ use std::time::Instant;
 /// `x-admin-token: …`, or the `chaosai_admin` cookie the board link sets.
 pub struct Admin;
 
-fn presented(parts: &Parts) -> Option<String> {
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+/// The admin cookie the board link sets.
+pub const COOKIE: &str = "chaosai_admin";
+
+fn presented(headers: &HeaderMap) -> Option<String> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(token) = header("authorization").and_then(|v| v.strip_prefix("Bearer ")) {
         return Some(token.trim().to_string());
     }
@@ -29,7 +33,7 @@ fn presented(parts: &Parts) -> Option<String> {
         cookies
             .split(';')
             .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| *k == "chaosai_admin")
+            .find(|(k, _)| *k == COOKIE)
             .map(|(_, v)| v.to_string())
     })
 }
@@ -43,6 +47,11 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
+/// Whether `headers` carry the admin token (header or cookie).
+pub fn is_admin(headers: &HeaderMap, token: &str) -> bool {
+    presented(headers).is_some_and(|t| same(&t, token))
+}
+
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
@@ -50,7 +59,7 @@ impl FromRequestParts<AppState> for Admin {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        match presented(parts) {
+        match presented(&parts.headers) {
             Some(token) if same(&token, &state.admin_token) => Ok(Admin),
             Some(_) => Err(ApiError::unauthorized("the admin token is wrong")),
             None => Err(ApiError::unauthorized(
@@ -86,6 +95,39 @@ fn fault_changed(state: &AppState, provider: &str, fault: Option<FaultSpec>) {
     });
 }
 
+/// Injects (`Some`) or heals (`None`) a fault on a known provider, announcing the
+/// change; shared by this API and the board. Returns whether anything changed.
+pub fn apply_fault(state: &AppState, provider: &str, spec: Option<FaultSpec>) -> bool {
+    let changed = match &spec {
+        Some(spec) => state.faults.set(provider, spec.clone(), Instant::now()),
+        None => state.faults.heal(provider),
+    };
+    if changed {
+        fault_changed(state, provider, spec);
+    }
+    changed
+}
+
+/// `GET /chaos/login?token=…`: the link printed at start-up. Sets the admin
+/// cookie and opens the board.
+pub async fn login(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    match query.get("token") {
+        Some(token) if same(token, &state.admin_token) => {
+            let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/chaos")).into_response()
+        }
+        Some(_) => ApiError::unauthorized("the admin token is wrong").into_response(),
+        None => ApiError::invalid(
+            Some("token"),
+            "token is required: /chaos/login?token=<admin token>",
+        )
+        .into_response(),
+    }
+}
+
 /// `GET /api/providers`: every provider's breaker and fault, in cascade order.
 pub async fn providers(_: Admin, State(state): State<AppState>) -> Json<Vec<ProviderStatus>> {
     Json(state.provider_statuses())
@@ -105,8 +147,7 @@ pub async fn inject(
     spec.validate().map_err(|(field, message)| {
         ApiError::unprocessable(Some(field), format!("{field} {message}"))
     })?;
-    state.faults.set(&provider, spec.clone(), Instant::now());
-    fault_changed(&state, &provider, Some(spec.clone()));
+    apply_fault(&state, &provider, Some(spec.clone()));
     Ok(Json(json!({"provider": provider, "fault": spec})))
 }
 
@@ -117,10 +158,7 @@ pub async fn heal(
     Path(provider): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     known(&state, &provider)?;
-    let had = state.faults.heal(&provider);
-    if had {
-        fault_changed(&state, &provider, None);
-    }
+    let had = apply_fault(&state, &provider, None);
     Ok(Json(json!({"provider": provider, "healed": had})))
 }
 

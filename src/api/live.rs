@@ -1,6 +1,6 @@
 //! The live surfaces: the event websocket and Prometheus metrics.
 
-use super::AppState;
+use super::{chaos::Admin, AppState};
 use crate::shared::GatewayEvent;
 use axum::{
     extract::{
@@ -46,14 +46,16 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-/// `GET /ws/events`: a snapshot of every provider, then every event as JSON.
-pub async fn events(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+/// `GET /ws/events` (admin): a snapshot of every provider, then every event as
+/// JSON, and a fresh snapshot every second so durations and counts stay current.
+pub async fn events(_: Admin, ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
     ws.on_upgrade(move |socket| forward(socket, state))
 }
 
 fn snapshot(state: &AppState) -> Message {
     let event = GatewayEvent::Snapshot {
         providers: state.provider_statuses(),
+        traffic: state.traffic.running(),
     };
     Message::Text(serde_json::to_string(&event).unwrap_or_default().into())
 }
@@ -65,8 +67,11 @@ async fn forward(mut socket: WebSocket, state: AppState) {
     if socket.send(snapshot(&state)).await.is_err() {
         return;
     }
+    let mut refresh = tokio::time::interval(std::time::Duration::from_secs(1));
+    refresh.tick().await;
     loop {
         let message = tokio::select! {
+            _ = refresh.tick() => snapshot(&state),
             event = events.recv() => match event {
                 Ok(event) => Message::Text(serde_json::to_string(&event).unwrap_or_default().into()),
                 // A slow client skipped events: it starts over from the current state.

@@ -37,6 +37,8 @@ pub struct AppState {
     pub faults: Arc<FaultPlan>,
     /// The token the admin endpoints require.
     pub admin_token: Arc<str>,
+    /// The demo's synthetic customer traffic.
+    pub traffic: Arc<crate::traffic::Traffic>,
     /// Providers that are built-in simulations (for status views).
     pub simulated: Arc<HashSet<String>>,
     /// Turns `true` when the server shuts down, so long-lived connections (the
@@ -94,6 +96,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/audit/requests/{id}", get(audit::request))
         .route("/api/audit/transitions", get(audit::transitions))
         .route("/api/tickets", get(audit::tickets))
+        .route("/chaos/login", get(chaos::login))
 }
 
 /// Ready once the server accepts connections: the state only exists after the

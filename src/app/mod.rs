@@ -1,5 +1,7 @@
 //! The Leptos application: the HTML shell, the router and the pages.
 
+mod audit;
+pub mod board;
 mod chat;
 
 use leptos::prelude::*;
@@ -9,6 +11,8 @@ use leptos_router::{
     StaticSegment,
 };
 
+pub use audit::AuditPage;
+pub use board::BoardPage;
 pub use chat::ChatPage;
 
 /// The HTML document around the application, rendered on the server.
@@ -41,12 +45,33 @@ pub fn App() -> impl IntoView {
             <header class="topbar">
                 <a class="brand" href="/">"ChaosAI"</a>
                 <span class="tagline">"support that stays up when the models go down"</span>
+                <nav aria-label="Pages">
+                    <a href="/">"Chat"</a>
+                    <a href="/chaos">"Chaos board"</a>
+                    <a href="/demo">"Demo"</a>
+                    <a href="/audit">"Audit"</a>
+                </nav>
             </header>
             <main>
                 <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
                     <Route path=StaticSegment("") view=ChatPage/>
+                    <Route path=StaticSegment("chaos") view=BoardPage/>
+                    <Route path=StaticSegment("demo") view=DemoPage/>
+                    <Route path=StaticSegment("audit") view=AuditPage/>
                 </Routes>
             </main>
         </Router>
+    }
+}
+
+/// `/demo`: the customer's chat beside the board, so the audience sees the
+/// customer stay calm while the providers burn.
+#[component]
+fn DemoPage() -> impl IntoView {
+    view! {
+        <div class="split">
+            <ChatPage/>
+            <BoardPage/>
+        </div>
     }
 }

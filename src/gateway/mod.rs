@@ -54,6 +54,8 @@ pub enum Surface {
     Chat,
     /// The OpenAI-compatible API.
     Api,
+    /// The built-in synthetic traffic of demos.
+    Traffic,
 }
 
 impl Surface {
@@ -61,6 +63,7 @@ impl Surface {
         match self {
             Surface::Chat => "chat",
             Surface::Api => "api",
+            Surface::Traffic => "traffic",
         }
     }
 }
@@ -522,6 +525,7 @@ impl Recorder {
             served_by: route,
             attempts: self.record.attempts.clone(),
             latency_ms: self.record.latency_ms,
+            status: status.to_string(),
             at_ms: now_ms(),
         });
         let Some(audit) = &self.audit else { return };

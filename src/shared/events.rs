@@ -179,6 +179,9 @@ pub enum GatewayEvent {
     Snapshot {
         /// Providers in cascade order.
         providers: Vec<ProviderStatus>,
+        /// Whether the built-in synthetic customer traffic is running.
+        #[serde(default)]
+        traffic: bool,
     },
     /// A breaker changed state.
     BreakerTransition {
@@ -203,6 +206,9 @@ pub enum GatewayEvent {
         attempts: Vec<AttemptSummary>,
         /// Total time in milliseconds.
         latency_ms: u64,
+        /// How the request ended (`ok`, `spliced`, `stream_failed`, …).
+        #[serde(default)]
+        status: String,
         /// Unix time in milliseconds.
         at_ms: u64,
     },

@@ -83,6 +83,8 @@ pub struct AuditCounters {
     pub written: AtomicU64,
     /// Batches that failed to write and were retried.
     pub retries: AtomicU64,
+    /// Overflowed records still waiting for room in the queue.
+    pub waiting: AtomicU64,
 }
 
 /// Handle to the writer; cheap to clone.
@@ -130,12 +132,15 @@ impl AuditWriter {
                     "audit queue full: record handed to a waiting task"
                 );
                 let tx = self.tx.clone();
+                let counters = self.counters.clone();
+                counters.waiting.fetch_add(1, Ordering::AcqRel);
                 tokio::spawn(async move {
                     if tx.send(command).await.is_err() {
                         tracing::error!(
                             "audit writer stopped before an overflowed record was written"
                         );
                     }
+                    counters.waiting.fetch_sub(1, Ordering::AcqRel);
                 });
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -153,8 +158,12 @@ impl AuditWriter {
         });
     }
 
-    /// Waits until everything queued so far is written.
+    /// Waits until everything queued so far is written, overflowed records included.
     pub async fn flush(&self) {
+        // Overflowed records reach the queue late; the flush must come after them.
+        while self.counters.waiting.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let (ack, done) = oneshot::channel();
         if self.tx.send(Command::Flush(ack)).await.is_ok() {
             let _ = done.await;

@@ -1,0 +1,117 @@
+import { test, expect, Page } from "@playwright/test";
+
+// The Makefile starts the server with this admin token and a 2 s breaker cool-down.
+const TOKEN = process.env.CHAOSAI_ADMIN_TOKEN ?? "e2e-admin-token";
+
+async function openBoard(page: Page, path = "/chaos") {
+  await page.goto(`/chaos/login?token=${TOKEN}`);
+  if (path !== "/chaos") await page.goto(path);
+  await page.waitForFunction(() => (window as any).__chaosai_hydrated === true);
+  await expect(page.locator(".link")).toHaveText(/live/i);
+  await expect(page.locator(".card")).toHaveCount(3);
+}
+
+async function heal(page: Page) {
+  const res = await page.request.delete("/api/chaos", { headers: { authorization: `Bearer ${TOKEN}` } });
+  expect(res.ok()).toBeTruthy();
+}
+
+async function ask(page: Page, question: string) {
+  await page.getByLabel("Your question").fill(question);
+  await page.getByRole("button", { name: "Send" }).click();
+  const reply = page.locator("li.bubble.assistant").last();
+  await expect(reply).toHaveAttribute("data-state", "done", { timeout: 30_000 });
+  return reply;
+}
+
+test.afterEach(async ({ page }) => {
+  await heal(page);
+});
+
+test("the board needs the admin token", async ({ browser }) => {
+  const page = await browser.newPage();
+  await page.goto("/chaos");
+  await expect(page.getByLabel("Admin token")).toBeVisible();
+  const res = await page.request.get("/chaos/login?token=wrong");
+  expect(res.status()).toBe(401);
+  await page.close();
+});
+
+test("outage on the primary: the chat falls over, the light turns OPEN, healing closes it", async ({ page, context }) => {
+  await openBoard(page);
+  const claude = page.locator('.card[data-provider="claude"]');
+  await expect(claude.locator(".state")).toHaveText("CLOSED");
+
+  await claude.getByRole("button", { name: "Outage 503" }).click();
+  await expect(claude.locator(".fault")).toContainText("Outage 503");
+
+  // The customer, in another tab, asks while the primary is down.
+  const chat = await context.newPage();
+  await chat.goto("/");
+  await chat.waitForFunction(() => (window as any).__chaosai_hydrated === true);
+  for (const question of ["Where is my order?", "Can I get a refund?", "How much is shipping?"]) {
+    const reply = await ask(chat, question);
+    await expect(reply.locator(".served-by")).toHaveText("gpt");
+  }
+  // Three failures: the board shows the breaker OPEN, by word and light.
+  await expect(claude).toHaveAttribute("data-state", "open", { timeout: 5_000 });
+  await expect(claude.locator(".state")).toHaveText("OPEN");
+  await expect(page.locator(".traces li").first()).toContainText("gpt ✓");
+  await expect(page.locator(".customer-errors")).toHaveText("0");
+  await page.screenshot({ path: "screenshots/board-outage.png", fullPage: true });
+
+  // Heal; the next question after the cool-down probes and closes the breaker.
+  await claude.getByRole("button", { name: "Heal" }).click();
+  await expect(claude.locator(".fault")).toHaveText("none");
+  await chat.waitForTimeout(2_200);
+  const reply = await ask(chat, "Where is my order?");
+  await expect(reply.locator(".served-by")).toHaveText("claude");
+  await expect(claude.locator(".state")).toHaveText("CLOSED", { timeout: 5_000 });
+  const timeline = page.locator(".transitions");
+  await expect(timeline).toContainText("claude OPEN → HALF-OPEN");
+  await expect(timeline).toContainText("claude HALF-OPEN → CLOSED");
+  await page.screenshot({ path: "screenshots/board-healed.png", fullPage: true });
+});
+
+test("total blackout: the customer still gets a reply and a ticket the audit lists", async ({ page }) => {
+  await openBoard(page, "/demo");
+  await page.getByRole("button", { name: "Total blackout" }).click();
+  await expect(page.locator('.card[data-provider="llama"] .fault')).toContainText("Outage 503");
+  const reply = await ask(page, "My blender makes a strange noise");
+  await expect(reply.locator(".served-by")).toHaveText("last-resort");
+  const text = (await reply.locator(".text").textContent()) ?? "";
+  const ticket = text.match(/T-[A-Z0-9]{8}/)?.[0];
+  expect(ticket, text).toBeTruthy();
+  await expect(page.locator(".last-resort-count")).toHaveText("1");
+  await page.screenshot({ path: "screenshots/demo-blackout.png", fullPage: true });
+
+  await page.goto("/audit");
+  await expect(page.locator(".tickets")).toContainText(ticket!);
+  await expect(page.locator(".tickets")).toContainText("My blender makes a strange noise");
+});
+
+test("the board reconnects by itself when the event stream drops", async ({ page }) => {
+  let server: { close: () => Promise<void> } | undefined;
+  await page.routeWebSocket("/ws/events", (ws) => {
+    server = ws.connectToServer();
+  });
+  await openBoard(page);
+  await server!.close();
+  await expect(page.locator(".link")).toHaveText(/reconnecting/i);
+  await expect(page.locator(".link")).toHaveText(/live/i, { timeout: 10_000 });
+  // And it is truly live again: a fault set now shows up.
+  const res = await page.request.put("/api/chaos/gpt", {
+    headers: { authorization: `Bearer ${TOKEN}` },
+    data: { kind: "hang" },
+  });
+  expect(res.ok()).toBeTruthy();
+  await expect(page.locator('.card[data-provider="gpt"] .fault')).toContainText("Hang");
+});
+
+test("the board works at phone width", async ({ page }) => {
+  await page.setViewportSize({ width: 390, height: 844 });
+  await openBoard(page);
+  const box = await page.locator('.card[data-provider="claude"]').boundingBox();
+  expect(box!.width).toBeLessThanOrEqual(390);
+  await page.screenshot({ path: "screenshots/board-phone.png", fullPage: true });
+});

@@ -1,0 +1,110 @@
+//! The board's controls: server functions that need the admin cookie the board
+//! link sets. They share the chaos API's code path, so a button does exactly what
+//! `PUT /api/chaos/{provider}` does.
+
+use crate::shared::FaultSpec;
+use leptos::prelude::*;
+use leptos::server_fn::codec::Json;
+
+#[cfg(feature = "ssr")]
+async fn admin_state() -> Result<crate::api::AppState, ServerFnError> {
+    let state = expect_context::<crate::api::AppState>();
+    let headers: axum::http::HeaderMap = leptos_axum::extract().await?;
+    if crate::api::chaos::is_admin(&headers, &state.admin_token) {
+        Ok(state)
+    } else {
+        leptos_axum::ResponseOptions::set_status(
+            &expect_context(),
+            axum::http::StatusCode::UNAUTHORIZED,
+        );
+        Err(ServerFnError::new(
+            "the admin token is required: open the board link printed at start-up",
+        ))
+    }
+}
+
+/// Whether this browser holds the admin cookie.
+#[server(input = Json, endpoint = "board/admin")]
+pub async fn is_admin() -> Result<bool, ServerFnError> {
+    Ok(admin_state().await.is_ok())
+}
+
+/// Injects a fault into one provider.
+#[server(input = Json, endpoint = "board/fault")]
+pub async fn set_fault(provider: String, spec: FaultSpec) -> Result<(), ServerFnError> {
+    let state = admin_state().await?;
+    if !state.faults.knows(&provider) {
+        return Err(ServerFnError::new(format!("unknown provider {provider:?}")));
+    }
+    spec.validate()
+        .map_err(|(field, message)| ServerFnError::new(format!("{field} {message}")))?;
+    crate::api::chaos::apply_fault(&state, &provider, Some(spec));
+    Ok(())
+}
+
+/// Heals one provider, or every provider when `provider` is `None`.
+#[server(input = Json, endpoint = "board/heal")]
+pub async fn heal(provider: Option<String>) -> Result<(), ServerFnError> {
+    let state = admin_state().await?;
+    let names: Vec<String> = match provider {
+        Some(name) => vec![name],
+        None => state
+            .gateway
+            .cascade()
+            .providers()
+            .map(|p| p.name().to_string())
+            .collect(),
+    };
+    for name in names {
+        crate::api::chaos::apply_fault(&state, &name, None);
+    }
+    Ok(())
+}
+
+/// A named scenario: `primary_outage`, `total_blackout`, `latency_everywhere`.
+#[server(input = Json, endpoint = "board/scenario")]
+pub async fn scenario(name: String) -> Result<(), ServerFnError> {
+    use crate::shared::FaultKind;
+    let state = admin_state().await?;
+    let providers: Vec<String> = state
+        .gateway
+        .cascade()
+        .providers()
+        .map(|p| p.name().to_string())
+        .collect();
+    let (targets, kind) = match name.as_str() {
+        "primary_outage" => (
+            providers.into_iter().take(1).collect::<Vec<_>>(),
+            FaultKind::Outage,
+        ),
+        "total_blackout" => (providers, FaultKind::Outage),
+        "latency_everywhere" => (
+            providers,
+            FaultKind::Latency {
+                delay_ms: 6_000,
+                jitter_ms: 1_000,
+            },
+        ),
+        other => return Err(ServerFnError::new(format!("unknown scenario {other:?}"))),
+    };
+    for provider in targets {
+        let spec = FaultSpec {
+            kind: kind.clone(),
+            duration_s: None,
+        };
+        crate::api::chaos::apply_fault(&state, &provider, Some(spec));
+    }
+    Ok(())
+}
+
+/// Starts or stops the synthetic customer traffic; returns whether it runs.
+#[server(input = Json, endpoint = "board/traffic")]
+pub async fn traffic(on: bool) -> Result<bool, ServerFnError> {
+    let state = admin_state().await?;
+    if on {
+        state.traffic.start(state.gateway.clone(), 3);
+    } else {
+        state.traffic.stop();
+    }
+    Ok(state.traffic.running())
+}

@@ -1,0 +1,452 @@
+//! The chaos board: one card per provider with its breaker light and fault
+//! controls, the live request path, counters and latency chart, the transition
+//! timeline, scenarios and synthetic traffic. Everything shown comes from the
+//! live gateway over `/ws/events`.
+
+mod actions;
+mod socket;
+pub mod state;
+
+pub use actions::{heal, is_admin, scenario, set_fault, traffic};
+use socket::Link;
+use state::BoardState;
+
+use crate::shared::{AttemptSummary, BreakerState, FaultKind, FaultSpec, ProviderStatus};
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+/// The local clock in milliseconds (0 during server rendering).
+fn clock_ms() -> f64 {
+    #[cfg(feature = "hydrate")]
+    {
+        js_sys::Date::now()
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        0.0
+    }
+}
+
+/// `HH:MM:SS` of a Unix time, in the viewer's time zone.
+fn clock_label(at_ms: u64) -> String {
+    #[cfg(feature = "hydrate")]
+    {
+        let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at_ms as f64));
+        format!(
+            "{:02}:{:02}:{:02}",
+            date.get_hours(),
+            date.get_minutes(),
+            date.get_seconds()
+        )
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let secs = at_ms / 1000;
+        format!(
+            "{:02}:{:02}:{:02} UTC",
+            secs / 3600 % 24,
+            secs / 60 % 60,
+            secs % 60
+        )
+    }
+}
+
+fn seconds(ms: f64) -> String {
+    let s = (ms / 1000.0).max(0.0);
+    if s < 60.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{:.0} min {:.0} s", (s / 60.0).floor(), s % 60.0)
+    }
+}
+
+fn state_key(state: BreakerState) -> &'static str {
+    match state {
+        BreakerState::Closed => "closed",
+        BreakerState::Open => "open",
+        BreakerState::HalfOpen => "half-open",
+    }
+}
+
+fn describe(spec: &FaultSpec) -> String {
+    match &spec.kind {
+        FaultKind::Outage => "Outage 503".into(),
+        FaultKind::Latency {
+            delay_ms,
+            jitter_ms,
+        } => format!("Latency {delay_ms} ms ± {jitter_ms}"),
+        FaultKind::RateLimit { retry_after_s } => {
+            format!("Rate limit 429 (retry {retry_after_s} s)")
+        }
+        FaultKind::Flaky { error_rate } => format!("Flaky {:.0}%", error_rate * 100.0),
+        FaultKind::Hang => "Hang".into(),
+        FaultKind::Malformed => "Malformed".into(),
+        FaultKind::Reset { .. } => "Reset".into(),
+    }
+}
+
+/// Runs a board action, reporting failures in the notice line.
+fn act(
+    notice: RwSignal<Option<String>>,
+    action: impl std::future::Future<Output = Result<(), ServerFnError>> + 'static,
+) {
+    spawn_local(async move {
+        match action.await {
+            Ok(()) => notice.set(None),
+            Err(err) => notice.set(Some(err.to_string())),
+        }
+    });
+}
+
+/// `/chaos`: the board for a presenter holding the admin cookie, a login form otherwise.
+#[component]
+pub fn BoardPage() -> impl IntoView {
+    let admin = Resource::new(|| (), |_| is_admin());
+    view! {
+        <Suspense fallback=|| view! { <p class="muted">"Loading the board…"</p> }>
+            {move || {
+                admin
+                    .get()
+                    .map(|allowed| match allowed {
+                        Ok(true) => view! { <Board/> }.into_any(),
+                        _ => view! { <Login/> }.into_any(),
+                    })
+            }}
+        </Suspense>
+    }
+}
+
+/// Asks for the admin token (the board link printed at start-up carries it).
+#[component]
+fn Login() -> impl IntoView {
+    view! {
+        <section class="panel login">
+            <h1>"Chaos board"</h1>
+            <p>"Open the board link printed when the server started, or enter the admin token."</p>
+            <form method="get" action="/chaos/login">
+                <label for="token">"Admin token"</label>
+                <input id="token" name="token" type="password" autocomplete="off" required/>
+                <button type="submit">"Open the board"</button>
+            </form>
+        </section>
+    }
+}
+
+/// The live board.
+#[component]
+pub fn Board() -> impl IntoView {
+    let board = RwSignal::new(BoardState::default());
+    let link = RwSignal::new(Link::Connecting);
+    let now = RwSignal::new(0.0f64);
+    let notice = RwSignal::new(None::<String>);
+    Effect::new(move |_| {
+        socket::open(
+            move |event| board.update(|b| b.apply(event, clock_ms())),
+            move |state| link.set(state),
+        );
+        now.set(clock_ms());
+        set_interval(
+            move || now.set(clock_ms()),
+            std::time::Duration::from_millis(500),
+        );
+    });
+
+    let providers = Memo::new(move |_| {
+        board.with(|b| {
+            b.providers
+                .iter()
+                .map(|p| p.name.clone())
+                .collect::<Vec<_>>()
+        })
+    });
+    let traffic_on = Memo::new(move |_| board.with(|b| b.traffic));
+
+    view! {
+        <section class="board" aria-label="Chaos board">
+            <header class="board-head">
+                <h1>"Chaos board"</h1>
+                <span class="link" data-link=move || link.get().label() role="status">
+                    <span class="dot" aria-hidden="true"></span>
+                    {move || link.get().label()}
+                </span>
+            </header>
+            <div class="scenarios" role="group" aria-label="Scenarios">
+                <button on:click=move |_| act(notice, scenario("primary_outage".into()))>"Primary outage"</button>
+                <button on:click=move |_| act(notice, scenario("total_blackout".into()))>"Total blackout"</button>
+                <button on:click=move |_| act(notice, scenario("latency_everywhere".into()))>"Latency storm everywhere"</button>
+                <button class="heal" on:click=move |_| act(notice, heal(None))>"Heal all"</button>
+                <button
+                    class="traffic"
+                    aria-pressed=move || traffic_on.get().to_string()
+                    on:click=move |_| {
+                        let on = !traffic_on.get_untracked();
+                        act(notice, async move { traffic(on).await.map(|_| ()) })
+                    }
+                >
+                    {move || if traffic_on.get() { "Stop traffic" } else { "Start traffic" }}
+                </button>
+            </div>
+            {move || notice.get().map(|n| view! { <p class="notice" role="alert">{n}</p> })}
+            <div class="cards">
+                <For each=move || providers.get() key=|name| name.clone() let:name>
+                    <ProviderCard name board now notice/>
+                </For>
+            </div>
+            <div class="live-grid">
+                <Counters board/>
+                <LatencyChart board/>
+            </div>
+            <div class="live-grid">
+                <RequestPath board/>
+                <Timeline board/>
+            </div>
+        </section>
+    }
+}
+
+/// One provider: breaker light and word, numbers, active fault, fault buttons.
+#[component]
+fn ProviderCard(
+    name: String,
+    board: RwSignal<BoardState>,
+    now: RwSignal<f64>,
+    notice: RwSignal<Option<String>>,
+) -> impl IntoView {
+    let status = {
+        let name = name.clone();
+        Memo::new(move |_| board.with(|b| b.providers.iter().find(|p| p.name == name).cloned()))
+    };
+    let delay_ms = RwSignal::new(3000u64);
+    let error_rate = RwSignal::new(50u64);
+    let heal_after = RwSignal::new(30u64);
+    let field = |p: &Option<ProviderStatus>, f: &dyn Fn(&ProviderStatus) -> String| {
+        p.as_ref().map(f).unwrap_or_default()
+    };
+    let inject = {
+        let name = name.clone();
+        move |kind: FaultKind| {
+            let spec = FaultSpec {
+                kind,
+                duration_s: Some(heal_after.get_untracked()).filter(|s| *s > 0),
+            };
+            act(notice, set_fault(name.clone(), spec));
+        }
+    };
+    let button = {
+        let inject = inject.clone();
+        move |label: &'static str, make: fn(u64, u64) -> FaultKind| {
+            let inject = inject.clone();
+            view! {
+                <button on:click=move |_| inject(make(delay_ms.get_untracked(), error_rate.get_untracked()))>{label}</button>
+            }
+        }
+    };
+    let heal_one = {
+        let name = name.clone();
+        move |_| act(notice, heal(Some(name.clone())))
+    };
+    let title = name.clone();
+    view! {
+        <article
+            class="card"
+            data-provider=name.clone()
+            data-state=move || status.with(|p| p.as_ref().map(|p| state_key(p.state)).unwrap_or("closed"))
+        >
+            <header>
+                <span class="light" aria-hidden="true"></span>
+                <h2>{title}</h2>
+                <span class="state">{move || status.with(|p| p.as_ref().map(|p| p.state.label()).unwrap_or("…"))}</span>
+            </header>
+            <dl>
+                <dt>"Model"</dt>
+                <dd>{move || status.with(|p| field(p, &|p| format!("{} ({}{})", p.model, p.protocol, if p.simulated { ", simulated" } else { "" })))}</dd>
+                <dt>"Priority"</dt>
+                <dd>{move || status.with(|p| field(p, &|p| format!("#{}", p.priority + 1)))}</dd>
+                <dt>"Consecutive failures"</dt>
+                <dd class="failures">{move || status.with(|p| field(p, &|p| p.consecutive_failures.to_string()))}</dd>
+                <dt>"Time in state"</dt>
+                <dd>
+                    {move || {
+                        let age = now.get() - board.with(|b| b.snapshot_at_ms);
+                        status.with(|p| field(p, &|p| seconds(p.in_state_ms as f64 + age)))
+                    }}
+                </dd>
+                <dt>"Fault"</dt>
+                <dd class="fault" data-active=move || status.with(|p| p.as_ref().is_some_and(|p| p.fault.is_some()).to_string())>
+                    {move || {
+                        let age = now.get() - board.with(|b| b.snapshot_at_ms);
+                        status.with(|p| match p.as_ref().and_then(|p| p.fault.as_ref()) {
+                            None => "none".to_string(),
+                            Some(f) => match f.remaining_ms {
+                                Some(ms) => format!("{} · heals in {}", describe(&f.spec), seconds(ms as f64 - age)),
+                                None => describe(&f.spec),
+                            },
+                        })
+                    }}
+                </dd>
+            </dl>
+            <div class="fault-buttons" role="group" aria-label=format!("Inject a fault into {name}")>
+                {button("Outage 503", |_, _| FaultKind::Outage)}
+                {button("Latency storm", |delay, _| FaultKind::Latency { delay_ms: delay, jitter_ms: delay / 5 })}
+                {button("Rate limit 429", |_, _| FaultKind::RateLimit { retry_after_s: 20 })}
+                {button("Flaky", |_, rate| FaultKind::Flaky { error_rate: rate as f64 / 100.0 })}
+                {button("Hang", |_, _| FaultKind::Hang)}
+                {button("Malformed", |_, _| FaultKind::Malformed)}
+                {button("Reset", |_, _| FaultKind::Reset { after_bytes: 600 })}
+                <button class="heal" on:click=heal_one>"Heal"</button>
+            </div>
+            <div class="fault-settings">
+                <label>
+                    "Delay (ms)"
+                    <input type="number" min="0" step="500" prop:value=move || delay_ms.get().to_string()
+                        on:change=move |ev| delay_ms.set(event_target_value(&ev).parse().unwrap_or(3000))/>
+                </label>
+                <label>
+                    "Error rate (%)"
+                    <input type="number" min="0" max="100" prop:value=move || error_rate.get().to_string()
+                        on:change=move |ev| error_rate.set(event_target_value(&ev).parse::<u64>().unwrap_or(50).min(100))/>
+                </label>
+                <label>
+                    "Auto-heal (s, 0 = never)"
+                    <input type="number" min="0" prop:value=move || heal_after.get().to_string()
+                        on:change=move |ev| heal_after.set(event_target_value(&ev).parse().unwrap_or(0))/>
+                </label>
+            </div>
+        </article>
+    }
+}
+
+/// The customer-facing numbers.
+#[component]
+fn Counters(board: RwSignal<BoardState>) -> impl IntoView {
+    let routes = Memo::new(move |_| {
+        board.with(|b| {
+            b.by_route
+                .iter()
+                .map(|(r, n)| (r.clone(), *n))
+                .collect::<Vec<_>>()
+        })
+    });
+    view! {
+        <section class="panel counters" aria-label="Counters">
+            <h2>"Customers"</h2>
+            <dl>
+                <dt>"Answered"</dt>
+                <dd class="answered">{move || board.with(|b| b.answered)}</dd>
+                <dt>"Cache hit ratio"</dt>
+                <dd>{move || format!("{:.0}%", board.with(|b| b.cache_ratio()) * 100.0)}</dd>
+                <dt>"Last resort"</dt>
+                <dd class="last-resort-count">{move || board.with(|b| b.route_count("last-resort"))}</dd>
+                <dt>"Customer-visible errors"</dt>
+                <dd class="customer-errors">{move || board.with(|b| b.customer_errors)}</dd>
+            </dl>
+            <ul class="routes">
+                {move || routes.get().into_iter().map(|(route, n)| view! { <li><b>{route}</b>" "{n}</li> }).collect_view()}
+            </ul>
+        </section>
+    }
+}
+
+/// Latency of recent requests.
+#[component]
+fn LatencyChart(board: RwSignal<BoardState>) -> impl IntoView {
+    let points = move || {
+        board.with(|b| {
+            let max = b.latencies.iter().copied().max().unwrap_or(1).max(1) as f64;
+            let n = b.latencies.len().max(2) as f64 - 1.0;
+            b.latencies
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    format!(
+                        "{:.1},{:.1}",
+                        i as f64 * 300.0 / n,
+                        100.0 - *l as f64 / max * 95.0
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+    };
+    let peak = move || board.with(|b| b.latencies.iter().copied().max().unwrap_or(0));
+    view! {
+        <section class="panel chart" aria-label="Latency of recent requests">
+            <h2>"Latency"<span class="muted">{move || format!(" · peak {} ms", peak())}</span></h2>
+            <svg viewBox="0 0 300 100" preserveAspectRatio="none" role="img" aria-label="Latency over the last requests">
+                <polyline points=points fill="none" stroke="currentColor" stroke-width="2"/>
+            </svg>
+        </section>
+    }
+}
+
+fn attempt_view(a: &AttemptSummary) -> impl IntoView + use<> {
+    let (mark, class, detail) = match a.outcome.as_str() {
+        "ok" => ("✓", "ok", format!("{} ms", a.latency_ms)),
+        "skipped_open" => ("⏭", "skipped", "skipped (open)".to_string()),
+        outcome => (
+            "✗",
+            "failed",
+            a.status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| outcome.replace('_', " ")),
+        ),
+    };
+    view! { <span class=format!("hop {class}")>{a.provider.clone()}" "{mark}" "{detail}</span> }
+}
+
+/// Each request as it happens: the route it took.
+#[component]
+fn RequestPath(board: RwSignal<BoardState>) -> impl IntoView {
+    view! {
+        <section class="panel path" aria-label="Live request path">
+            <h2>"Requests"</h2>
+            <ol class="traces">
+                {move || {
+                    board.with(|b| {
+                        b.traces
+                            .iter()
+                            .map(|t| {
+                                let hops = t.attempts.iter().map(attempt_view).collect_view();
+                                view! {
+                                    <li data-route=t.served_by.clone()>
+                                        {hops}
+                                        <span class="served">"→ "{t.served_by.clone()}" · "{t.latency_ms}" ms"</span>
+                                    </li>
+                                }
+                            })
+                            .collect_view()
+                    })
+                }}
+            </ol>
+        </section>
+    }
+}
+
+/// Breaker transitions, newest first.
+#[component]
+fn Timeline(board: RwSignal<BoardState>) -> impl IntoView {
+    view! {
+        <section class="panel timeline" aria-label="Breaker transitions">
+            <h2>"Transitions"</h2>
+            <ol class="transitions">
+                {move || {
+                    board.with(|b| {
+                        b.transitions
+                            .iter()
+                            .map(|t| {
+                                view! {
+                                    <li data-to=state_key(t.to)>
+                                        <time>{clock_label(t.at_ms)}</time>" "
+                                        <b>{t.provider.clone()}</b>" "
+                                        {t.from.label()}" → "{t.to.label()}
+                                        <span class="reason">{t.reason.clone()}</span>
+                                    </li>
+                                }
+                            })
+                            .collect_view()
+                    })
+                }}
+            </ol>
+        </section>
+    }
+}

@@ -1,0 +1,86 @@
+//! Built-in synthetic customer traffic for demos: a few questions a second from a
+//! set of support questions, through the same gateway as real customers, so the
+//! cascade is visible without anyone typing.
+
+use crate::gateway::{Gateway, GatewayRequest, Surface};
+use crate::shared::ChatTurn;
+use rand::seq::SliceRandom;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Questions the synthetic customers ask: mostly known topics, some odd ones.
+const QUESTIONS: &[&str] = &[
+    "Where is my order?",
+    "How do I reset my password?",
+    "Can I get a refund?",
+    "How much is shipping?",
+    "I was charged twice, what happened?",
+    "How do I return an item?",
+    "My package arrived damaged",
+    "Do you ship to Canada?",
+    "How do I cancel my order?",
+    "Can I pause my membership?",
+    "Which payment methods do you accept?",
+    "How do I use a discount code?",
+    "Can I talk to a human?",
+    "Is the blue jacket back in stock?",
+    "My blender makes a strange noise",
+];
+
+/// Starts and stops the synthetic traffic.
+#[derive(Default)]
+pub struct Traffic {
+    /// The running generator, if any.
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Traffic {
+    /// Whether traffic is running.
+    pub fn running(&self) -> bool {
+        self.task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    }
+
+    /// Starts `per_second` questions a second (no-op if already running).
+    pub fn start(&self, gateway: Arc<Gateway>, per_second: u32) {
+        let mut task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        if task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let every = Duration::from_millis(1000 / u64::from(per_second.max(1)));
+        *task = Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let question = QUESTIONS
+                    .choose(&mut rand::thread_rng())
+                    .copied()
+                    .unwrap_or("Hello?");
+                let gateway = gateway.clone();
+                // Each question runs on its own, so a slow provider never slows the rate.
+                tokio::spawn(async move {
+                    let request = GatewayRequest {
+                        turns: vec![ChatTurn::user(question)],
+                        pinned: None,
+                        max_tokens: None,
+                        temperature: None,
+                        surface: Surface::Traffic,
+                        conversation_id: None,
+                    };
+                    let _ = gateway.complete(request).await;
+                });
+            }
+        }));
+    }
+
+    /// Stops the traffic (questions in flight finish).
+    pub fn stop(&self) {
+        if let Some(task) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
