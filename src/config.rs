@@ -29,6 +29,9 @@ pub struct Config {
     /// The audit trail.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The layer-0 semantic cache.
+    #[serde(default)]
+    pub cache: CacheConfig,
     /// The cascade, in priority order: the first entry is tried first.
     pub providers: Vec<ProviderConfig>,
 }
@@ -136,6 +139,31 @@ pub enum SimulateMode {
     Auto,
     /// Every provider is simulated, whatever keys are set (tests, offline demos).
     Always,
+}
+
+/// The semantic cache.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Whether questions are looked up (and answers stored) at all.
+    pub enabled: bool,
+    /// Lowest cosine similarity that may answer.
+    pub threshold: f32,
+    /// Hours an entry may answer.
+    pub ttl_hours: u64,
+    /// Most entries kept; the least recently hit are evicted first.
+    pub max_entries: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            threshold: 0.85,
+            ttl_hours: 24,
+            max_entries: 10_000,
+        }
+    }
 }
 
 /// The audit trail: the writer's batching, redaction and retention.
@@ -403,6 +431,18 @@ impl Config {
             self.sim.chunk_delay_min_ms = ms;
             self.sim.chunk_delay_max_ms = ms;
         }
+        if let Some(v) = get("CHAOSAI_CACHE") {
+            self.cache.enabled = match v.as_str() {
+                "on" => true,
+                "off" => false,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "CHAOSAI_CACHE",
+                        value: v,
+                    })
+                }
+            };
+        }
         if let Some(v) = get("CHAOSAI_BREAKER_OPEN_FOR_MS") {
             let ms: u64 = parse("CHAOSAI_BREAKER_OPEN_FOR_MS", v)?;
             for provider in &mut self.providers {
@@ -439,6 +479,11 @@ impl Config {
                     p.name
                 )));
             }
+        }
+        if !(0.0..=1.0).contains(&self.cache.threshold) {
+            return Err(ConfigError::Invalid(
+                "cache.threshold must be between 0 and 1".into(),
+            ));
         }
         if self.sim.chunk_delay_min_ms > self.sim.chunk_delay_max_ms {
             return Err(ConfigError::Invalid(

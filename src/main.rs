@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn")),
+                .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn,hnsw_rs=warn")),
         )
         .init();
 
@@ -29,7 +29,6 @@ async fn main() -> anyhow::Result<()> {
     .context("reading the Leptos site options")?
     .leptos_options;
 
-    let embedder_config = config.embedder.clone();
     let mut server = chaosai::server::start(config, leptos_options)
         .await
         .context("starting the server")?;
@@ -40,14 +39,6 @@ async fn main() -> anyhow::Result<()> {
          (set CHAOSAI_ADMIN_TOKEN to choose the token)",
         addr = server.addr,
         token = server.admin_token
-    );
-    // The semantic cache's embedder: loaded off the async executor; a missing model
-    // or runtime is one clear warning, never a failed start.
-    tokio::task::spawn_blocking(
-        move || match chaosai::cache::Embedder::load(&embedder_config) {
-            Ok(_) => tracing::info!(model = %embedder_config.model, "embedding model loaded"),
-            Err(err) => tracing::warn!(error = %err, "embedding model unavailable"),
-        },
     );
 
     tokio::select! {

@@ -3,6 +3,7 @@
 //! tests both start the product through [`start`], so tests exercise what ships.
 
 use crate::api::{self, AppState};
+use crate::cache::{CacheSettings, Embedder, SemanticCache};
 use crate::chaos::{FaultPlan, FaultProxy, Upstream};
 use crate::config::{Config, SimulateMode};
 use crate::gateway::cascade::{Cascade, CascadeEntry};
@@ -34,6 +35,9 @@ pub enum StartError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The cache's entries could not be loaded.
+    #[error(transparent)]
+    Cache(#[from] crate::cache::semantic::CacheError),
 }
 
 /// Where each provider is reached, for the start-up banner.
@@ -207,6 +211,50 @@ fn spawn_fault_expiry(
     });
 }
 
+/// Opens the semantic cache, loading the embedding model off the executor. A
+/// missing model or runtime is one clear warning and an exact-match cache, never
+/// a failed start.
+async fn open_cache(config: &Config, store: &Store) -> Result<SemanticCache, StartError> {
+    let embedder_config = config.embedder.clone();
+    let embedder = match tokio::task::spawn_blocking(move || Embedder::load(&embedder_config)).await
+    {
+        Ok(Ok(embedder)) => {
+            tracing::info!(model = %config.embedder.model, "embedding model loaded");
+            Some(Arc::new(embedder))
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "semantic cache disabled: falling back to exact-match caching");
+            None
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "embedding model failed to load: falling back to exact-match caching");
+            None
+        }
+    };
+    let settings = CacheSettings {
+        threshold: config.cache.threshold,
+        ttl: Duration::from_secs(config.cache.ttl_hours * 3600),
+        max_entries: config.cache.max_entries.max(1),
+    };
+    Ok(SemanticCache::open(store.pool().clone(), settings, embedder).await?)
+}
+
+/// Persists hit counts and drops expired cache entries, until shutdown.
+fn spawn_cache_maintenance(cache: Arc<SemanticCache>, mut shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => cache.maintain().await,
+                _ = shutdown.changed() => {
+                    cache.maintain().await;
+                    return;
+                }
+            }
+        }
+    });
+}
+
 /// Applies the audit's retention periodically, until shutdown.
 fn spawn_retention(audit: AuditWriter, config: &Config, mut shutdown: watch::Receiver<bool>) {
     let every = Duration::from_secs(config.audit.prune_interval_s.max(1));
@@ -243,9 +291,15 @@ pub async fn start(
     let metrics = Arc::new(Metrics::new(names.iter().copied()));
     let (cascade, providers) =
         build_cascade(&config, &plan, events.clone(), metrics.clone()).await?;
+    let cache = if config.cache.enabled {
+        Some(Arc::new(open_cache(&config, &store).await?))
+    } else {
+        None
+    };
     let gateway = Arc::new(
         Gateway::new(cascade, Some(store.clone()), events, metrics)
-            .with_audit(audit.clone(), config.audit.redact_text),
+            .with_audit(audit.clone(), config.audit.redact_text)
+            .with_cache(cache.clone()),
     );
     let admin_token = config
         .server
@@ -256,6 +310,9 @@ pub async fn start(
     spawn_fault_expiry(plan.clone(), gateway.clone(), shutdown_signal.clone());
     if let Some(audit) = &audit {
         spawn_retention(audit.clone(), &config, shutdown_signal.clone());
+    }
+    if let Some(cache) = &cache {
+        spawn_cache_maintenance(cache.clone(), shutdown_signal.clone());
     }
     let state = AppState {
         store: store.clone(),

@@ -70,6 +70,10 @@ impl Traffic {
                         temperature: None,
                         surface: Surface::Traffic,
                         conversation_id: None,
+                        tenant: crate::api::openai::DEFAULT_TENANT.into(),
+                        // Half the questions skip the cache, so the providers behind
+                        // it keep seeing traffic and the cascade stays visible.
+                        use_cache: rand::random::<bool>(),
                     };
                     let _ = gateway.complete(request).await;
                 });

@@ -64,7 +64,8 @@ test("outage on the primary: the chat falls over, the light turns OPEN, healing 
   await claude.getByRole("button", { name: "Heal" }).click();
   await expect(claude.locator(".fault")).toHaveText("none");
   await chat.waitForTimeout(2_200);
-  const reply = await ask(chat, "Where is my order?");
+  // A question nobody asked before, so the cache cannot answer it instead.
+  const reply = await ask(chat, "Which payment methods do you accept?");
   await expect(reply.locator(".served-by")).toHaveText("claude");
   await expect(claude.locator(".state")).toHaveText("CLOSED", { timeout: 5_000 });
   const timeline = page.locator(".transitions");

@@ -41,3 +41,14 @@ test("a question is answered token by token and names who served it", async ({ p
   await expect(followUp).toHaveAttribute("data-state", "done");
   await expect(followUp.locator(".text")).toContainText("Following up on your earlier question");
 });
+
+test("a paraphrase in a new conversation is answered from the cache", async ({ page }) => {
+  await page.goto("/");
+  await page.waitForFunction(() => (window as any).__chaosai_hydrated === true);
+  await page.getByLabel("Your question").fill("How can I reset my password?");
+  await page.getByRole("button", { name: "Send" }).click();
+  const reply = page.locator("li.bubble.assistant").last();
+  await expect(reply).toHaveAttribute("data-state", "done");
+  await expect(reply.locator(".served-by")).toHaveText("cache");
+  await expect(reply.locator(".text")).toContainText("reset link");
+});

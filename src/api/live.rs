@@ -43,6 +43,22 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             );
         }
     }
+    if let Some(cache) = state.gateway.cache() {
+        let c = cache.counters();
+        let _ = write!(
+            text,
+            "# HELP chaosai_cache_entries Entries in the semantic cache\n# TYPE chaosai_cache_entries gauge\n\
+             chaosai_cache_entries {}\n\
+             # HELP chaosai_cache_lookups_total Cache lookups by result\n# TYPE chaosai_cache_lookups_total counter\n\
+             chaosai_cache_lookups_total{{result=\"hit\"}} {}\n\
+             chaosai_cache_lookups_total{{result=\"miss\"}} {}\n\
+             chaosai_cache_lookups_total{{result=\"refused\"}} {}\n",
+            cache.len(),
+            c.hits.load(Relaxed),
+            c.misses.load(Relaxed),
+            c.refused.load(Relaxed)
+        );
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -3,6 +3,7 @@
 //! pages and server functions.
 
 pub mod audit;
+pub mod cache;
 pub mod chaos;
 pub mod error;
 pub mod live;
@@ -97,6 +98,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/audit/transitions", get(audit::transitions))
         .route("/api/tickets", get(audit::tickets))
         .route("/chaos/login", get(chaos::login))
+        .route("/api/cache", get(cache::list).delete(cache::clear))
+        .route("/api/cache/{id}", delete(cache::remove))
 }
 
 /// Ready once the server accepts connections: the state only exists after the

@@ -26,6 +26,15 @@ pub const SERVED_BY: HeaderName = HeaderName::from_static("x-chaosai-served-by")
 pub const OVERHEAD_MS: HeaderName = HeaderName::from_static("x-chaosai-overhead-ms");
 /// The request's id, also the completion's `id`.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The tenant a request belongs to; cached answers never cross tenants.
+pub const TENANT: HeaderName = HeaderName::from_static("x-chaosai-tenant");
+/// `bypass` skips the cache for one request.
+pub const CACHE_CONTROL: HeaderName = HeaderName::from_static("x-chaosai-cache");
+/// The tenant of requests that name none.
+pub const DEFAULT_TENANT: &str = "default";
+/// The similarity of the cache entry that answered.
+pub const SIMILARITY: HeaderName = HeaderName::from_static("x-chaosai-cache-similarity");
+
 /// The ticket the last resort opened for a human agent.
 pub const TICKET: HeaderName = HeaderName::from_static("x-chaosai-ticket");
 
@@ -175,6 +184,8 @@ fn decode(body: &[u8]) -> Result<ApiRequest, ApiError> {
             temperature,
             surface: Surface::Api,
             conversation_id: None,
+            tenant: DEFAULT_TENANT.into(),
+            use_cache: true,
         },
     })
 }
@@ -185,6 +196,7 @@ fn route_headers(
     served_by: &str,
     overhead: Duration,
     ticket: Option<&str>,
+    similarity: Option<f64>,
 ) {
     let overhead_ms = format!("{:.3}", overhead.as_secs_f64() * 1000.0);
     let pairs = [
@@ -192,7 +204,12 @@ fn route_headers(
         (REQUEST_ID, id),
         (OVERHEAD_MS, overhead_ms.as_str()),
     ];
-    for (name, value) in pairs.into_iter().chain(ticket.map(|t| (TICKET, t))) {
+    let similarity = similarity.map(|s| format!("{s:.4}"));
+    let optional = [
+        ticket.map(|t| (TICKET, t)),
+        similarity.as_deref().map(|s| (SIMILARITY, s)),
+    ];
+    for (name, value) in pairs.into_iter().chain(optional.into_iter().flatten()) {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);
         }
@@ -208,9 +225,38 @@ fn unix_now() -> u64 {
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request = decode(&body?)?;
+    let mut request = decode(&body?)?;
+    if let Some(tenant) = headers.get(&TENANT) {
+        let tenant = tenant
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 128);
+        request.gateway.tenant = tenant
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    Some("x-chaosai-tenant"),
+                    "x-chaosai-tenant must be 1-128 visible characters",
+                )
+            })?
+            .to_string();
+    }
+    match headers
+        .get(&CACHE_CONTROL)
+        .map(|v| v.to_str().unwrap_or_default())
+    {
+        None => {}
+        Some("bypass") => request.gateway.use_cache = false,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                Some("x-chaosai-cache"),
+                "x-chaosai-cache must be \"bypass\" when given",
+            ))
+        }
+    }
     if let Some(name) = &request.gateway.pinned {
         if !state.gateway.has_provider(name) {
             return Err(crate::gateway::GatewayError::UnknownModel(name.clone()).into());
@@ -232,6 +278,7 @@ pub async fn chat_completions(
             &answer.served_by,
             answer.overhead,
             answer.ticket.as_deref(),
+            answer.cache_similarity,
         );
         return Ok(response);
     }
@@ -268,6 +315,7 @@ pub async fn chat_completions(
         &streaming.served_by,
         streaming.overhead,
         streaming.ticket.as_deref(),
+        streaming.cache_similarity,
     );
     Ok(response)
 }

@@ -30,6 +30,8 @@ pub async fn ask(
         .unwrap_or_else(|| format!("conv-{}", uuid::Uuid::new_v4().simple()));
     let request = GatewayRequest {
         conversation_id: Some(conversation_id.clone()),
+        tenant: crate::api::openai::DEFAULT_TENANT.into(),
+        use_cache: true,
         turns,
         pinned: None,
         max_tokens: None,

@@ -1,9 +1,17 @@
-//! Layer 0 groundwork: the local sentence embedder.
+//! Layer 0, the semantic cache: answers a question at once when one similar
+//! enough, in the same scope, was answered before.
 //!
-//! The semantic cache proper (HNSW index, guards, persistence) builds on
-//! [`Embedder`]; today the server loads it at start-up to prove the runtime and
-//! model are in place, and degrades with one clear warning when they are not.
+//! - [`embedder`]: all-MiniLM-L6-v2 through ONNX Runtime, 384-d unit vectors.
+//! - [`index`]: HNSW over those vectors (`hnsw_rs`).
+//! - [`guard`]: what may be cached, and which near-identical questions must not
+//!   share an answer (numbers, negation, contrasting key terms, personal data).
+//! - [`semantic`]: the cache itself: exact repeats first, then similarity,
+//!   persistence in SQLite, TTL and least-recently-hit eviction.
 
 pub mod embedder;
+pub mod guard;
+pub mod index;
+pub mod semantic;
 
 pub use embedder::{Embedder, EmbedderError};
+pub use semantic::{CacheSettings, Hit, SemanticCache};

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod prompt;
 pub mod provider;
 
+use crate::cache::{semantic, SemanticCache};
 use crate::knowledge;
 use crate::shared::{AttemptSummary, ChatEvent, ChatTurn, GatewayEvent, Role};
 use crate::store::audit::{AuditRecord, AuditWriter};
@@ -28,6 +29,16 @@ use std::time::{Duration, Instant};
 
 /// The route name of answers from the last resort.
 pub const LAST_RESORT: &str = "last-resort";
+
+/// The route name of answers from the semantic cache.
+pub const CACHE: &str = "cache";
+
+/// Where a question's answer lives in the cache.
+#[derive(Clone, Debug)]
+struct CacheKey {
+    scope: String,
+    question: String,
+}
 
 /// What stored customer text becomes when redaction is on.
 pub const REDACTED: &str = "[redacted]";
@@ -83,6 +94,10 @@ pub struct GatewayRequest {
     pub surface: Surface,
     /// The chat page's conversation id; its turns are kept for the chat history.
     pub conversation_id: Option<String>,
+    /// Who is asking (a tenant); cached answers never cross tenants.
+    pub tenant: String,
+    /// Whether the cache may answer (and store the answer).
+    pub use_cache: bool,
 }
 
 /// Why the gateway returned no answer: only ever the caller's own mistake.
@@ -123,6 +138,8 @@ pub struct Completed {
     pub overhead: Duration,
     /// The ticket the last resort opened, if it did.
     pub ticket: Option<String>,
+    /// Similarity of the cache entry that answered, if the cache did.
+    pub cache_similarity: Option<f64>,
 }
 
 /// A streamed answer whose first token is ready.
@@ -135,6 +152,8 @@ pub struct Streaming {
     pub overhead: Duration,
     /// The ticket the last resort opened, if it did.
     pub ticket: Option<String>,
+    /// Similarity of the cache entry that answered, if the cache did.
+    pub cache_similarity: Option<f64>,
     /// `Delta` events, then exactly one `Done` or `Failed`.
     pub events: BoxStream<'static, ChatEvent>,
 }
@@ -149,6 +168,8 @@ pub struct Gateway {
     audit: Option<AuditWriter>,
     /// Store "[redacted]" instead of customer text.
     redact: bool,
+    /// Layer 0; `None` when disabled.
+    cache: Option<Arc<SemanticCache>>,
     /// Live events (transitions, request traces).
     events: Arc<EventBus>,
     /// Prometheus metrics.
@@ -168,6 +189,7 @@ impl Gateway {
             store,
             audit: None,
             redact: false,
+            cache: None,
             events,
             metrics,
         }
@@ -178,6 +200,17 @@ impl Gateway {
         self.audit = audit;
         self.redact = redact;
         self
+    }
+
+    /// Answers from (and stores into) `cache`.
+    pub fn with_cache(mut self, cache: Option<Arc<SemanticCache>>) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// The cache, for its admin API and metrics.
+    pub fn cache(&self) -> Option<&Arc<SemanticCache>> {
+        self.cache.as_ref()
     }
 
     /// Customer text as it may be stored.
@@ -209,125 +242,224 @@ impl Gateway {
         self.cascade.providers().any(|p| p.name() == name)
     }
 
-    /// Answers in one piece: from a provider, or from the last resort.
+    /// Answers in one piece: from the cache, a provider, or the last resort.
     pub async fn complete(&self, request: GatewayRequest) -> Result<Completed, GatewayError> {
         let (cascade_request, mut recorder) = self.prepare(&request, false)?;
-        let answer = match self.cascade.complete(&cascade_request).await {
-            Ok(answer) => answer,
+        let key = self.cache_key(&request, &cascade_request);
+        if let Some(hit) = self.cache_lookup(key.as_ref()).await {
+            recorder.record.cache_similarity = Some(f64::from(hit.similarity));
+            return Ok(self.answered_locally(recorder, CACHE, hit.answer, Vec::new(), None));
+        }
+        match self.cascade.complete(&cascade_request).await {
+            Ok(answer) => {
+                let overhead = recorder
+                    .started
+                    .elapsed()
+                    .saturating_sub(answer.provider_wait);
+                recorder.record.served_by = Some(answer.served_by.clone());
+                recorder.record.attempts = answer.attempts.clone();
+                recorder.record.answer_chars = answer.value.text.chars().count();
+                recorder.keep_answer(&answer.value.text);
+                recorder.record.overhead_ms = overhead.as_secs_f64() * 1000.0;
+                recorder.finish("ok");
+                if let Some(key) = key {
+                    self.remember_later(key, answer.value.text.clone());
+                }
+                Ok(Completed {
+                    id: recorder.record.id.clone(),
+                    served_by: answer.served_by,
+                    text: answer.value.text,
+                    finish_reason: answer.value.finish_reason,
+                    attempts: answer.attempts,
+                    overhead,
+                    ticket: None,
+                    cache_similarity: None,
+                })
+            }
             Err(CascadeError::Exhausted { attempts }) => {
                 let (text, ticket) = self
                     .last_resort(&cascade_request, &attempts, &mut recorder)
                     .await;
-                recorder.record.attempts = attempts.clone();
-                recorder.record.answer_chars = text.chars().count();
-                recorder.keep_answer(&text);
-                recorder.record.served_by = Some(LAST_RESORT.into());
-                let overhead = recorder
-                    .started
-                    .elapsed()
-                    .saturating_sub(provider_time(&attempts));
-                recorder.record.overhead_ms = overhead.as_secs_f64() * 1000.0;
-                recorder.finish("ok");
-                return Ok(Completed {
-                    id: recorder.record.id.clone(),
-                    served_by: LAST_RESORT.into(),
-                    text,
-                    finish_reason: "stop".into(),
-                    attempts,
-                    overhead,
-                    ticket,
-                });
+                Ok(self.answered_locally(recorder, LAST_RESORT, text, attempts, ticket))
             }
-            Err(err) => return Err(recorder.reject(err)),
-        };
+            Err(err) => Err(recorder.reject(err)),
+        }
+    }
+
+    /// A whole answer that no provider produced (the cache or the last resort).
+    fn answered_locally(
+        &self,
+        mut recorder: Recorder,
+        route: &str,
+        text: String,
+        attempts: Vec<AttemptSummary>,
+        ticket: Option<String>,
+    ) -> Completed {
         let overhead = recorder
             .started
             .elapsed()
-            .saturating_sub(answer.provider_wait);
-        recorder.record.served_by = Some(answer.served_by.clone());
-        recorder.record.attempts = answer.attempts.clone();
-        recorder.record.answer_chars = answer.value.text.chars().count();
-        recorder.keep_answer(&answer.value.text);
+            .saturating_sub(provider_time(&attempts));
+        recorder.record.attempts = attempts.clone();
+        recorder.record.answer_chars = text.chars().count();
+        recorder.keep_answer(&text);
+        recorder.record.served_by = Some(route.into());
         recorder.record.overhead_ms = overhead.as_secs_f64() * 1000.0;
         recorder.finish("ok");
-        Ok(Completed {
+        Completed {
             id: recorder.record.id.clone(),
-            served_by: answer.served_by,
-            text: answer.value.text,
-            finish_reason: answer.value.finish_reason,
-            attempts: answer.attempts,
+            served_by: route.into(),
+            text,
+            finish_reason: "stop".into(),
+            attempts,
             overhead,
-            ticket: None,
-        })
+            ticket,
+            cache_similarity: recorder.record.cache_similarity,
+        }
     }
 
-    /// Answers as a stream. Returns once a provider produced its first token (or
-    /// the last resort took over), so the caller can name the route before
-    /// sending anything.
+    /// Answers as a stream. Returns once the answer's first token is ready (from
+    /// the cache, a provider, or the last resort), so the caller can name the
+    /// route before sending anything.
     pub async fn stream(&self, request: GatewayRequest) -> Result<Streaming, GatewayError> {
         let (cascade_request, mut recorder) = self.prepare(&request, true)?;
         let deadline = recorder.started + self.cascade.timeouts().deadline;
-        let answer = match self.cascade.stream(&cascade_request).await {
-            Ok(answer) => answer,
-            Err(CascadeError::Exhausted { attempts }) => {
-                let (text, ticket) = self
-                    .last_resort(&cascade_request, &attempts, &mut recorder)
-                    .await;
+        let key = self.cache_key(&request, &cascade_request);
+        if let Some(hit) = self.cache_lookup(key.as_ref()).await {
+            recorder.record.cache_similarity = Some(f64::from(hit.similarity));
+            return Ok(self.streamed_locally(
+                recorder,
+                cascade_request,
+                deadline,
+                CACHE,
+                hit.answer,
+                Vec::new(),
+                None,
+            ));
+        }
+        match self.cascade.stream(&cascade_request).await {
+            Ok(answer) => {
                 let overhead = recorder
                     .started
                     .elapsed()
-                    .saturating_sub(provider_time(&attempts));
-                recorder.record.attempts = attempts;
-                recorder.record.served_by = Some(LAST_RESORT.into());
+                    .saturating_sub(answer.provider_wait);
+                recorder.record.served_by = Some(answer.served_by.clone());
+                recorder.record.attempts = answer.attempts;
                 recorder.record.overhead_ms = overhead.as_secs_f64() * 1000.0;
                 let id = recorder.record.id.clone();
-                let mut tokens = knowledge::tokens(&text).into_iter();
-                let first = tokens.next().unwrap_or_default();
-                let rest = futures::stream::iter(tokens.map(Ok).collect::<Vec<_>>()).boxed();
-                let tail = Tail::new(
+                let (first, rest) = answer.value;
+                let mut tail = Tail::new(
                     self.cascade.clone(),
                     cascade_request,
                     deadline,
-                    LAST_RESORT,
+                    &answer.served_by,
                     first,
                     rest,
                     recorder,
                 );
-                return Ok(Streaming {
+                tail.remember = key.and_then(|key| Some((self.cache.clone()?, key)));
+                Ok(Streaming {
                     id,
-                    served_by: LAST_RESORT.into(),
+                    served_by: answer.served_by,
                     overhead,
-                    ticket,
+                    ticket: None,
+                    cache_similarity: None,
                     events: futures::stream::unfold(tail, Tail::next).boxed(),
-                });
+                })
             }
-            Err(err) => return Err(recorder.reject(err)),
-        };
+            Err(CascadeError::Exhausted { attempts }) => {
+                let (text, ticket) = self
+                    .last_resort(&cascade_request, &attempts, &mut recorder)
+                    .await;
+                Ok(self.streamed_locally(
+                    recorder,
+                    cascade_request,
+                    deadline,
+                    LAST_RESORT,
+                    text,
+                    attempts,
+                    ticket,
+                ))
+            }
+            Err(err) => Err(recorder.reject(err)),
+        }
+    }
+
+    /// A streamed answer that no provider produces (the cache or the last resort),
+    /// in the same shape as a provider's.
+    #[allow(clippy::too_many_arguments)]
+    fn streamed_locally(
+        &self,
+        mut recorder: Recorder,
+        request: CascadeRequest,
+        deadline: Instant,
+        route: &str,
+        text: String,
+        attempts: Vec<AttemptSummary>,
+        ticket: Option<String>,
+    ) -> Streaming {
         let overhead = recorder
             .started
             .elapsed()
-            .saturating_sub(answer.provider_wait);
-        recorder.record.served_by = Some(answer.served_by.clone());
-        recorder.record.attempts = answer.attempts;
+            .saturating_sub(provider_time(&attempts));
+        recorder.record.attempts = attempts;
+        recorder.record.served_by = Some(route.into());
         recorder.record.overhead_ms = overhead.as_secs_f64() * 1000.0;
         let id = recorder.record.id.clone();
-        let (first, rest) = answer.value;
+        let cache_similarity = recorder.record.cache_similarity;
+        let mut tokens = knowledge::tokens(&text).into_iter();
+        let first = tokens.next().unwrap_or_default();
+        let rest = futures::stream::iter(tokens.map(Ok).collect::<Vec<_>>()).boxed();
         let tail = Tail::new(
             self.cascade.clone(),
-            cascade_request,
+            request,
             deadline,
-            &answer.served_by,
+            route,
             first,
             rest,
             recorder,
         );
-        Ok(Streaming {
+        Streaming {
             id,
-            served_by: answer.served_by,
+            served_by: route.into(),
             overhead,
-            ticket: None,
+            ticket,
+            cache_similarity,
             events: futures::stream::unfold(tail, Tail::next).boxed(),
+        }
+    }
+
+    /// Where a request's answer would live in the cache, if it may use the cache.
+    fn cache_key(
+        &self,
+        request: &GatewayRequest,
+        cascade_request: &CascadeRequest,
+    ) -> Option<CacheKey> {
+        self.cache.as_ref()?;
+        if !request.use_cache {
+            return None;
+        }
+        let (question, before) = cascade_request.turns.split_last()?;
+        Some(CacheKey {
+            scope: semantic::scope(
+                &request.tenant,
+                request.pinned.as_deref().unwrap_or("chaosai"),
+                &cascade_request.caller_system,
+                before,
+            ),
+            question: question.content.clone(),
         })
+    }
+
+    async fn cache_lookup(&self, key: Option<&CacheKey>) -> Option<crate::cache::Hit> {
+        let (cache, key) = (self.cache.as_ref()?, key?);
+        cache.lookup(&key.scope, &key.question).await
+    }
+
+    /// Stores a provider's completed answer after the customer has it.
+    fn remember_later(&self, key: CacheKey, answer: String) {
+        if let Some(cache) = self.cache.clone() {
+            tokio::spawn(async move { cache.remember(&key.scope, &key.question, &answer).await });
+        }
     }
 
     /// The last resort's reply; opens and stores a ticket when it apologises.
@@ -591,6 +723,8 @@ struct Tail {
     rest: provider::DeltaStream,
     recorder: Recorder,
     done: bool,
+    /// Where to store the answer once it completed whole from one provider.
+    remember: Option<(Arc<SemanticCache>, CacheKey)>,
 }
 
 impl Tail {
@@ -613,6 +747,7 @@ impl Tail {
             rest,
             recorder,
             done: false,
+            remember: None,
         }
     }
 
@@ -679,6 +814,13 @@ impl Tail {
                 } else {
                     "ok"
                 };
+                // Only an answer one provider completed whole is worth sharing.
+                if let Some((cache, key)) = self.remember.take().filter(|_| status == "ok") {
+                    let answer = self.sent.clone();
+                    tokio::spawn(async move {
+                        cache.remember(&key.scope, &key.question, &answer).await
+                    });
+                }
                 self.recorder.finish(status);
                 ChatEvent::Done {
                     served_by: self.served.join(" → "),

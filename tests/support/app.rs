@@ -26,6 +26,9 @@ pub fn config(db: &std::path::Path) -> Config {
     config.server.admin_token = Some("test-admin-token".into());
     config.database.url = format!("sqlite://{}", db.display());
     config.gateway.simulate = SimulateMode::Always;
+    // Most suites ask the same questions again and expect a provider to answer;
+    // the cache's own suite turns it on.
+    config.cache.enabled = false;
     config.sim.chunk_delay_min_ms = 2;
     config.sim.chunk_delay_max_ms = 4;
     config

@@ -1,0 +1,80 @@
+//! The cache admin API (admin token): list and search entries, delete one, clear all.
+
+use super::{chaos::Admin, error::ApiError, AppState};
+use crate::cache::SemanticCache;
+use axum::{
+    extract::{rejection::QueryRejection, Path, Query, State},
+    Json,
+};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+fn cache(state: &AppState) -> Result<&Arc<SemanticCache>, ApiError> {
+    state
+        .gateway
+        .cache()
+        .ok_or_else(|| ApiError::not_found("the cache is disabled (cache.enabled = false)"))
+}
+
+/// `GET /api/cache?q&limit`: entries, newest first, and the cache's numbers.
+pub async fn list(
+    _: Admin,
+    State(state): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let cache = cache(&state)?;
+    let Query(query) =
+        query.map_err(|e| ApiError::invalid(None, format!("invalid query string: {e}")))?;
+    if let Some(unknown) = query.keys().find(|k| !matches!(k.as_str(), "q" | "limit")) {
+        return Err(ApiError::invalid(
+            Some(unknown),
+            format!("unknown parameter {unknown:?}; expected q, limit"),
+        ));
+    }
+    let limit = match query.get("limit") {
+        None => 50,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(Some("limit"), "limit must be a whole number from 1 to 500")
+            })?,
+    };
+    let c = cache.counters();
+    Ok(Json(json!({
+        "entries": cache.list(query.get("q").map(String::as_str), limit),
+        "stats": {
+            "entries": cache.len(),
+            "semantic": cache.semantic(),
+            "hits": c.hits.load(Relaxed),
+            "misses": c.misses.load(Relaxed),
+            "refused": c.refused.load(Relaxed),
+        }
+    })))
+}
+
+/// `DELETE /api/cache/{id}`.
+pub async fn remove(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let cache = cache(&state)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::invalid(Some("id"), "id must be a cache entry's number"))?;
+    if cache.remove(id).await {
+        Ok(Json(json!({"deleted": id})))
+    } else {
+        Err(ApiError::not_found(format!("no cache entry {id}")))
+    }
+}
+
+/// `DELETE /api/cache`: removes every entry.
+pub async fn clear(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let cleared = cache(&state)?.clear().await;
+    Ok(Json(json!({"cleared": cleared})))
+}

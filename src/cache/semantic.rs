@@ -1,0 +1,538 @@
+//! The semantic cache: a question similar enough to one already answered, in the
+//! same scope, is answered at once.
+//!
+//! Lookup order: an exact repeat (normalised text, same scope) costs no
+//! embedding; otherwise the question is embedded off the executor and the HNSW
+//! index is searched. A candidate must be in the same scope, unexpired, at or
+//! above the threshold, and pass every guard. Entries persist in SQLite and the
+//! index is rebuilt from them at start-up. Without the embedding model the cache
+//! still answers exact repeats.
+
+use super::guard;
+use super::index::VectorIndex;
+use super::Embedder;
+use crate::shared::ChatTurn;
+use serde::Serialize;
+use sqlx::SqlitePool;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// How the cache behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheSettings {
+    /// Lowest cosine similarity that may answer.
+    pub threshold: f32,
+    /// Age after which an entry no longer answers.
+    pub ttl: Duration,
+    /// Most entries kept; the least recently hit go first.
+    pub max_entries: usize,
+}
+
+/// A cached answer that may answer the question asked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hit {
+    /// The entry's id.
+    pub id: i64,
+    /// The answer.
+    pub answer: String,
+    /// Cosine similarity of the two questions (1 for an exact repeat).
+    pub similarity: f32,
+}
+
+/// One entry, as the admin API lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct EntryView {
+    /// Entry id.
+    pub id: i64,
+    /// The scope key.
+    pub scope: String,
+    /// The question it answers.
+    pub question: String,
+    /// The answer.
+    pub answer: String,
+    /// Unix time in milliseconds.
+    pub created_at_ms: i64,
+    /// Times it answered.
+    pub hits: u64,
+    /// When it last answered (Unix ms), 0 if never.
+    pub last_hit_ms: i64,
+}
+
+/// Lookup counts for `/metrics`.
+#[derive(Default, Debug)]
+pub struct CacheCounters {
+    /// Answered from the cache.
+    pub hits: AtomicU64,
+    /// Nothing close enough.
+    pub misses: AtomicU64,
+    /// A close candidate that a guard refused.
+    pub refused: AtomicU64,
+}
+
+/// A row of `cache_entries`.
+#[derive(sqlx::FromRow)]
+struct StoredEntry {
+    id: i64,
+    scope: String,
+    question: String,
+    normalized: String,
+    answer: String,
+    embedding: Option<Vec<u8>>,
+    created_at_ms: i64,
+    hits: i64,
+    last_hit_ms: i64,
+}
+
+struct Entry {
+    view: EntryView,
+    normalized: String,
+    dirty: bool,
+}
+
+/// The cache.
+pub struct SemanticCache {
+    /// Threshold, TTL, size.
+    settings: CacheSettings,
+    /// The sentence embedder; `None` degrades to exact matches.
+    embedder: Option<Arc<Embedder>>,
+    /// Vectors of entries by id.
+    index: VectorIndex,
+    /// Live entries by id.
+    entries: RwLock<HashMap<i64, Entry>>,
+    /// `(scope, normalised question)` → id, for exact repeats.
+    exact: RwLock<HashMap<(String, String), i64>>,
+    /// Where entries persist.
+    pool: SqlitePool,
+    /// Lookup counts.
+    counters: CacheCounters,
+}
+
+/// Why the cache could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The entries could not be read.
+    #[error("cache store: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+fn now_ms() -> i64 {
+    crate::gateway::events::now_ms() as i64
+}
+
+/// A stable 64-bit FNV-1a hash, hex: scope keys persist across restarts and
+/// upgrades, which std's hasher does not promise.
+fn fnv(parts: &[&str]) -> String {
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for part in parts {
+        for byte in part.bytes().chain(std::iter::once(0xff)) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x100000001b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+/// The scope of a question: the tenant, the model it was asked of, the caller's
+/// system prompt and everything said before it. An answer never crosses scopes,
+/// and never answers the last message alone out of its conversation.
+pub fn scope(tenant: &str, model: &str, system: &str, before: &[ChatTurn]) -> String {
+    let history: Vec<String> = before
+        .iter()
+        .map(|t| format!("{:?}:{}", t.role, guard::normalize(&t.content)))
+        .collect();
+    let mut parts = vec![tenant, model, system];
+    parts.extend(history.iter().map(String::as_str));
+    fnv(&parts)
+}
+
+fn to_blob(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn from_blob(blob: &[u8]) -> Vec<f32> {
+    blob.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+impl SemanticCache {
+    /// Opens the cache over `pool`, loading unexpired entries into the index.
+    pub async fn open(
+        pool: SqlitePool,
+        settings: CacheSettings,
+        embedder: Option<Arc<Embedder>>,
+    ) -> Result<Self, CacheError> {
+        let oldest = now_ms() - settings.ttl.as_millis() as i64;
+        sqlx::query("DELETE FROM cache_entries WHERE created_at_ms < ?")
+            .bind(oldest)
+            .execute(&pool)
+            .await?;
+        let rows: Vec<StoredEntry> = sqlx::query_as(
+            "SELECT id, scope, question, normalized, answer, embedding, created_at_ms, hits, last_hit_ms \
+             FROM cache_entries ORDER BY id",
+        )
+        .fetch_all(&pool)
+        .await?;
+        let mut vectors = Vec::new();
+        let mut views = Vec::new();
+        for row in rows {
+            if let Some(blob) = row
+                .embedding
+                .filter(|b| b.len() == super::embedder::DIMENSIONS * 4)
+            {
+                vectors.push((from_blob(&blob), row.id as usize));
+            }
+            let view = EntryView {
+                id: row.id,
+                scope: row.scope,
+                question: row.question,
+                answer: row.answer,
+                created_at_ms: row.created_at_ms,
+                hits: row.hits.max(0) as u64,
+                last_hit_ms: row.last_hit_ms,
+            };
+            views.push((view, row.normalized));
+        }
+        // Rebuilding the graph is CPU work: keep it off the executor.
+        let capacity = settings.max_entries.max(views.len());
+        let index = tokio::task::spawn_blocking(move || {
+            let index = VectorIndex::new(capacity);
+            if !vectors.is_empty() {
+                index.insert_many(&vectors);
+            }
+            index
+        })
+        .await
+        .unwrap_or_else(|_| VectorIndex::new(capacity));
+        let cache = Self {
+            settings,
+            embedder,
+            index,
+            entries: RwLock::new(HashMap::new()),
+            exact: RwLock::new(HashMap::new()),
+            pool,
+            counters: CacheCounters::default(),
+        };
+        for (view, normalized) in views {
+            cache.add_entry(view, normalized);
+        }
+        tracing::info!(
+            entries = cache.len(),
+            semantic = cache.embedder.is_some(),
+            "cache loaded"
+        );
+        Ok(cache)
+    }
+
+    fn add_entry(&self, view: EntryView, normalized: String) {
+        self.exact
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((view.scope.clone(), normalized.clone()), view.id);
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                view.id,
+                Entry {
+                    view,
+                    normalized,
+                    dirty: false,
+                },
+            );
+    }
+
+    /// Live entries.
+    pub fn len(&self) -> usize {
+        self.entries.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether similar (not only identical) questions can hit.
+    pub fn semantic(&self) -> bool {
+        self.embedder.is_some()
+    }
+
+    /// Lookup counts.
+    pub fn counters(&self) -> &CacheCounters {
+        &self.counters
+    }
+
+    fn fresh(&self, entry: &Entry, now: i64) -> bool {
+        now - entry.view.created_at_ms < self.settings.ttl.as_millis() as i64
+    }
+
+    fn record_hit(&self, id: i64, similarity: f32) -> Option<Hit> {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let entry = entries.get_mut(&id)?;
+        entry.view.hits += 1;
+        entry.view.last_hit_ms = now_ms();
+        entry.dirty = true;
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        Some(Hit {
+            id,
+            answer: entry.view.answer.clone(),
+            similarity,
+        })
+    }
+
+    /// The cached answer for `question` in `scope`, if one may answer it.
+    pub async fn lookup(&self, scope: &str, question: &str) -> Option<Hit> {
+        let now = now_ms();
+        let normalized = guard::normalize(question);
+        let exact = self
+            .exact
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(scope.to_string(), normalized))
+            .copied();
+        if let Some(id) = exact {
+            let fresh = self
+                .entries
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&id)
+                .is_some_and(|e| self.fresh(e, now));
+            if fresh {
+                return self.record_hit(id, 1.0);
+            }
+        }
+        let Some(vector) = self.embed(question).await else {
+            self.counters.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let candidates = self.index.search(&vector, 8);
+        let mut refused = false;
+        let best = {
+            let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+            candidates.into_iter().find_map(|(id, similarity)| {
+                let entry = entries.get(&(id as i64))?;
+                if similarity < self.settings.threshold
+                    || entry.view.scope != scope
+                    || !self.fresh(entry, now)
+                {
+                    return None;
+                }
+                match guard::compatible(question, &entry.view.question) {
+                    Ok(()) => Some((id as i64, similarity)),
+                    Err(mismatch) => {
+                        tracing::debug!(
+                            ?mismatch,
+                            similarity,
+                            "cache candidate refused by a guard"
+                        );
+                        refused = true;
+                        None
+                    }
+                }
+            })
+        };
+        match best {
+            Some((id, similarity)) => self.record_hit(id, similarity),
+            None => {
+                let counter = if refused {
+                    &self.counters.refused
+                } else {
+                    &self.counters.misses
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    async fn embed(&self, text: &str) -> Option<Vec<f32>> {
+        let embedder = self.embedder.clone()?;
+        let text = text.to_string();
+        match tokio::task::spawn_blocking(move || embedder.embed(&[&text])).await {
+            Ok(Ok(mut vectors)) => vectors.pop(),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "embedding failed; treating as a miss");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Stores a completed answer, unless the question or answer carries personal
+    /// data. Runs after the customer was answered, off the critical path.
+    pub async fn remember(&self, scope: &str, question: &str, answer: &str) {
+        if answer.trim().is_empty()
+            || guard::has_personal_data(question)
+            || guard::has_personal_data(answer)
+        {
+            return;
+        }
+        let normalized = guard::normalize(question);
+        let key = (scope.to_string(), normalized.clone());
+        if self
+            .exact
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&key)
+        {
+            return;
+        }
+        let vector = self.embed(question).await;
+        let created_at_ms = now_ms();
+        let inserted = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO cache_entries (scope, question, normalized, answer, embedding, created_at_ms, hits, last_hit_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, 0, 0) RETURNING id",
+        )
+        .bind(scope)
+        .bind(question)
+        .bind(&normalized)
+        .bind(answer)
+        .bind(vector.as_deref().map(to_blob))
+        .bind(created_at_ms)
+        .fetch_one(&self.pool)
+        .await;
+        let id = match inserted {
+            Ok(id) => id,
+            Err(err) => {
+                tracing::warn!(error = %err, "cache entry not stored");
+                return;
+            }
+        };
+        if let Some(vector) = &vector {
+            self.index.insert(id as usize, vector);
+        }
+        self.add_entry(
+            EntryView {
+                id,
+                scope: scope.to_string(),
+                question: question.to_string(),
+                answer: answer.to_string(),
+                created_at_ms,
+                hits: 0,
+                last_hit_ms: 0,
+            },
+            normalized,
+        );
+        self.evict().await;
+    }
+
+    /// Keeps the cache within its size, dropping the least recently hit entries.
+    async fn evict(&self) {
+        let over = self.len().saturating_sub(self.settings.max_entries);
+        if over == 0 {
+            return;
+        }
+        let mut victims: Vec<(i64, i64)> = self
+            .entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|e| (e.view.last_hit_ms.max(e.view.created_at_ms), e.view.id))
+            .collect();
+        victims.sort_unstable();
+        for (_, id) in victims.into_iter().take(over) {
+            self.remove(id).await;
+        }
+    }
+
+    /// Deletes one entry; returns whether it existed.
+    pub async fn remove(&self, id: i64) -> bool {
+        let removed = self
+            .entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        let Some(entry) = removed else { return false };
+        self.exact
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(entry.view.scope.clone(), entry.normalized));
+        if let Err(err) = sqlx::query("DELETE FROM cache_entries WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %err, id, "cache entry not deleted from the store");
+        }
+        true
+    }
+
+    /// Deletes every entry; returns how many there were.
+    pub async fn clear(&self) -> usize {
+        let count = {
+            let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+            let count = entries.len();
+            entries.clear();
+            count
+        };
+        self.exact
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        if let Err(err) = sqlx::query("DELETE FROM cache_entries")
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %err, "cache not cleared in the store");
+        }
+        count
+    }
+
+    /// Entries, newest first, whose question or answer contains `search`.
+    pub fn list(&self, search: Option<&str>, limit: usize) -> Vec<EntryView> {
+        let needle = search.map(str::to_lowercase);
+        let mut views: Vec<EntryView> = self
+            .entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|e| {
+                needle.as_ref().is_none_or(|n| {
+                    e.view.question.to_lowercase().contains(n)
+                        || e.view.answer.to_lowercase().contains(n)
+                })
+            })
+            .map(|e| e.view.clone())
+            .collect();
+        views.sort_by_key(|v| std::cmp::Reverse(v.id));
+        views.truncate(limit);
+        views
+    }
+
+    /// Writes hit counts to the store and drops expired entries; run periodically.
+    pub async fn maintain(&self) {
+        let now = now_ms();
+        let (dirty, expired): (Vec<(i64, u64, i64)>, Vec<i64>) = {
+            let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+            let dirty = entries
+                .values_mut()
+                .filter_map(|e| {
+                    std::mem::take(&mut e.dirty).then_some((
+                        e.view.id,
+                        e.view.hits,
+                        e.view.last_hit_ms,
+                    ))
+                })
+                .collect();
+            let expired = entries
+                .values()
+                .filter(|e| !self.fresh(e, now))
+                .map(|e| e.view.id)
+                .collect();
+            (dirty, expired)
+        };
+        for (id, hits, last_hit_ms) in dirty {
+            let _ = sqlx::query("UPDATE cache_entries SET hits = ?, last_hit_ms = ? WHERE id = ?")
+                .bind(hits as i64)
+                .bind(last_hit_ms)
+                .bind(id)
+                .execute(&self.pool)
+                .await;
+        }
+        for id in expired {
+            self.remove(id).await;
+        }
+    }
+}
