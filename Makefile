@@ -15,7 +15,7 @@ DEBUG_RUSTFLAGS := --cfg erase_components
 # Tests never reach real providers, whatever keys the environment holds.
 E2E_DB := $(CURDIR)/target/e2e/chaosai.db
 
-.PHONY: run test bench tools models browser e2e-deps e2e clean-data
+.PHONY: run test bench soak tools models browser e2e-deps e2e clean-data
 
 run: tools models
 	cargo leptos serve --release
@@ -28,9 +28,16 @@ test: tools models browser e2e-deps
 	RUSTFLAGS="$(DEBUG_RUSTFLAGS)" cargo test --features ssr
 	$(MAKE) --no-print-directory e2e
 
-# Criterion micro-benches and the resilience bench (release build; prints markdown tables).
+# Every benchmark (release build): the gateway against direct calls (written to
+# bench/RESULTS.md), cache, audit writer, resilience and criterion micro-benches.
+# The soak has its own target.
 bench: tools models
-	cargo bench --features ssr
+	cargo bench --features ssr --bench load --bench cache --bench audit --bench resilience --bench micro
+
+# Chaos soak: SOAK_SECONDS (default 300) of steady traffic under random faults.
+SOAK_SECONDS ?= 300
+soak: tools models
+	SOAK_SECONDS=$(SOAK_SECONDS) cargo bench --features ssr --bench soak
 
 # Playwright against the debug build; cargo-leptos starts the server on 127.0.0.1:3000.
 e2e: browser e2e-deps

@@ -36,6 +36,8 @@ async fn start(
     config.gateway.simulate = SimulateMode::Always;
     config.sim.chunk_delay_min_ms = 0;
     config.sim.chunk_delay_max_ms = 0;
+    // Every request must reach the cascade: the same question would otherwise be a cache hit.
+    config.cache.enabled = false;
     edit(&mut config);
     let options = LeptosOptions::builder().output_name("chaosai").build();
     (chaosai::server::start(config, options).await.unwrap(), dir)

@@ -15,7 +15,7 @@ use crate::gateway::Gateway;
 use crate::shared::GatewayEvent;
 use crate::store::audit::{AuditSettings, AuditWriter};
 use crate::store::{Store, StoreError};
-use axum::{extract::DefaultBodyLimit, Router};
+use axum::{extract::DefaultBodyLimit, serve::ListenerExt, Router};
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use std::collections::{HashMap, HashSet};
@@ -336,6 +336,11 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let mut signal = shutdown_signal;
     let task = tokio::spawn(async move {
+        // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm
+        // and delayed ACKs hold tokens back for ~40 ms.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = signal.wait_for(|stop| *stop).await;
         });

@@ -103,6 +103,9 @@ async fn a_similar_question_is_answered_from_the_cache_in_the_providers_shape() 
         2.0
     );
     assert_eq!(s.metric("chaosai_cache_entries").await, 1.0);
+    // One miss (the first question), two hits.
+    let ratio = s.metric("chaosai_cache_hit_ratio").await;
+    assert!((ratio - 2.0 / 3.0).abs() < 0.001, "{ratio}");
 }
 
 #[tokio::test]

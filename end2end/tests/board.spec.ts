@@ -116,3 +116,19 @@ test("the board works at phone width", async ({ page }) => {
   expect(box!.width).toBeLessThanOrEqual(390);
   await page.screenshot({ path: "screenshots/board-phone.png", fullPage: true });
 });
+
+test("the traffic button starts and stops synthetic customers", async ({ page }) => {
+  await openBoard(page);
+  const answered = page.locator(".answered");
+  const before = Number(await answered.textContent());
+  await page.getByRole("button", { name: "Start traffic" }).click();
+  await expect(page.getByRole("button", { name: "Stop traffic" })).toHaveAttribute("aria-pressed", "true");
+  await expect.poll(async () => Number(await answered.textContent()), { timeout: 10_000 }).toBeGreaterThan(before + 3);
+  await page.getByRole("button", { name: "Stop traffic" }).click();
+  await expect(page.getByRole("button", { name: "Start traffic" })).toHaveAttribute("aria-pressed", "false");
+  // Stopped: once the questions in flight are answered (at most ~2 s), the count settles.
+  await page.waitForTimeout(2_500);
+  const settled = Number(await answered.textContent());
+  await page.waitForTimeout(1_500);
+  expect(Number(await answered.textContent())).toBe(settled);
+});

@@ -52,11 +52,14 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
              # HELP chaosai_cache_lookups_total Cache lookups by result\n# TYPE chaosai_cache_lookups_total counter\n\
              chaosai_cache_lookups_total{{result=\"hit\"}} {}\n\
              chaosai_cache_lookups_total{{result=\"miss\"}} {}\n\
-             chaosai_cache_lookups_total{{result=\"refused\"}} {}\n",
+             chaosai_cache_lookups_total{{result=\"refused\"}} {}\n\
+             # HELP chaosai_cache_hit_ratio Share of lookups answered from the cache\n# TYPE chaosai_cache_hit_ratio gauge\n\
+             chaosai_cache_hit_ratio {:.4}\n",
             cache.len(),
             c.hits.load(Relaxed),
             c.misses.load(Relaxed),
-            c.refused.load(Relaxed)
+            c.refused.load(Relaxed),
+            cache.hit_ratio()
         );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()

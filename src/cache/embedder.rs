@@ -62,10 +62,16 @@ fn require(what: &'static str, path: &str) -> Result<(), EmbedderError> {
 fn build_session(env: &ort::environment::Environment, model: &str) -> ort::Result<Session> {
     // One intra-op thread without spinning: on two cores, parallelism across
     // requests beats parallelism inside one small model.
+    // No CPU arena and no memory pattern: questions vary in length, so neither
+    // is reused, and both keep peak memory well above what one inference needs.
     let mut builder = Session::builder(env)?
         .with_intra_threads(1)
         .map_err(ort::Error::<()>::from)?
         .with_intra_op_spinning(false)
+        .map_err(ort::Error::<()>::from)?
+        .with_memory_pattern(false)
+        .map_err(ort::Error::<()>::from)?
+        .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
         .map_err(ort::Error::<()>::from)?;
     builder.commit_from_file(model)
 }

@@ -264,6 +264,19 @@ impl SemanticCache {
         &self.counters
     }
 
+    /// Share of lookups answered from the cache (0 before any lookup).
+    pub fn hit_ratio(&self) -> f64 {
+        let hits = self.counters.hits.load(Ordering::Relaxed) as f64;
+        let total = hits
+            + self.counters.misses.load(Ordering::Relaxed) as f64
+            + self.counters.refused.load(Ordering::Relaxed) as f64;
+        if total == 0.0 {
+            0.0
+        } else {
+            hits / total
+        }
+    }
+
     fn fresh(&self, entry: &Entry, now: i64) -> bool {
         now - entry.view.created_at_ms < self.settings.ttl.as_millis() as i64
     }

@@ -11,6 +11,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
     routing::any,
+    serve::ListenerExt,
     Router,
 };
 use futures::StreamExt;
@@ -56,6 +57,10 @@ impl FaultProxy {
         let app = Router::new()
             .route("/{provider}/{*rest}", any(forward))
             .with_state(state);
+        // Relayed streams must not wait for Nagle's algorithm either.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move {
             if let Err(err) = axum::serve(listener, app).await {
                 tracing::error!(error = %err, "fault proxy stopped");

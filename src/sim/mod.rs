@@ -14,6 +14,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{sse::Event, IntoResponse, Response, Sse},
     routing::post,
+    serve::ListenerExt,
     Json, Router,
 };
 use futures::StreamExt;
@@ -74,6 +75,10 @@ pub async fn start(protocol: Protocol, config: &SimConfig) -> std::io::Result<Si
         ),
     };
     let app = router.with_state(state);
+    // Token-by-token streams need TCP_NODELAY, as a real provider's servers set it.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
             tracing::error!(error = %err, "simulated provider stopped");
@@ -180,7 +185,9 @@ fn answer_tokens(request: &SimRequest) -> (Vec<String>, bool) {
 /// A non-streamed answer takes about as long as generating it, capped so demos stay brisk.
 async fn think(pacing: Pacing, tokens: usize) {
     let total = (0..tokens).map(|_| pacing.next_delay()).sum::<Duration>();
-    tokio::time::sleep(total.min(Duration::from_secs(2))).await;
+    if !total.is_zero() {
+        tokio::time::sleep(total.min(Duration::from_secs(2))).await;
+    }
 }
 
 /// Paces `events` with the model's token delay.
@@ -189,7 +196,12 @@ fn paced(
     events: Vec<Event>,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
     let stream = futures::stream::iter(events).then(move |event| async move {
-        tokio::time::sleep(pacing.next_delay()).await;
+        // A zero delay skips the timer: tokio rounds any sleep up to its 1 ms tick,
+        // which would make "pacing off" pace at 1 ms a chunk.
+        let delay = pacing.next_delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         Ok(event)
     });
     Sse::new(stream)

@@ -3,7 +3,7 @@
 //! `message_start` … `content_block_delta` … `message_stop`, errors as
 //! `{"type":"error","error":{"type","message"}}` (status 529 when overloaded).
 
-use super::sse::{self, SseDecoder, Step, WireLimits};
+use super::sse::{self, SseDecoder, Step, Target, WireLimits};
 use super::{Completion, DeltaStream, Endpoint, Provider, ProviderError, ProviderRequest};
 use crate::config::{Protocol, ProviderConfig};
 use crate::shared::Role;
@@ -15,18 +15,8 @@ const API_VERSION: &str = "2023-06-01";
 
 /// An adapter for the Anthropic Messages API.
 pub struct AnthropicProvider {
-    /// Configured name, reported in routes and attempts.
-    name: String,
-    /// Model id sent in every request.
-    model: String,
-    /// `{base}/v1/messages`, direct or through the fault proxy.
-    endpoint: Endpoint,
-    /// `x-api-key`; absent for the simulated provider.
-    api_key: Option<String>,
-    /// Shared connection pool.
-    client: reqwest::Client,
-    /// First-byte and stall limits.
-    limits: WireLimits,
+    /// Name, model, endpoint, key, pool and limits.
+    target: Target,
 }
 
 #[derive(Serialize)]
@@ -104,12 +94,7 @@ impl AnthropicProvider {
         limits: WireLimits,
     ) -> Self {
         Self {
-            name: config.name.clone(),
-            model: config.model.clone(),
-            endpoint: base.join("/v1/messages"),
-            api_key: config.api_key.clone(),
-            client,
-            limits,
+            target: Target::new(config, base, "/v1/messages", client, limits),
         }
     }
 
@@ -137,7 +122,7 @@ impl AnthropicProvider {
             });
         }
         let body = WireRequest {
-            model: &self.model,
+            model: &self.target.model,
             system: &request.system,
             messages,
             max_tokens: request.max_tokens,
@@ -145,11 +130,12 @@ impl AnthropicProvider {
             stream,
         };
         let builder = self
+            .target
             .client
-            .post(self.endpoint.url())
+            .post(self.target.endpoint.url())
             .header("anthropic-version", API_VERSION)
             .json(&body);
-        match &self.api_key {
+        match &self.target.api_key {
             Some(key) => builder.header("x-api-key", key),
             None => builder,
         }
@@ -193,11 +179,11 @@ impl SseDecoder for EventDecoder {
 #[async_trait]
 impl Provider for AnthropicProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.target.name
     }
 
     fn model(&self) -> &str {
-        &self.model
+        &self.target.model
     }
 
     fn protocol(&self) -> Protocol {
@@ -205,8 +191,13 @@ impl Provider for AnthropicProvider {
     }
 
     async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {
-        let response = sse::send(self.request(request, false), self.limits, error_message).await?;
-        let body: WireResponse = sse::read_json(response, self.limits).await?;
+        let response = sse::send(
+            self.request(request, false),
+            self.target.limits,
+            error_message,
+        )
+        .await?;
+        let body: WireResponse = sse::read_json(response, self.target.limits).await?;
         let text = body
             .content
             .into_iter()
@@ -224,7 +215,16 @@ impl Provider for AnthropicProvider {
     }
 
     async fn stream(&self, request: &ProviderRequest) -> Result<DeltaStream, ProviderError> {
-        let response = sse::send(self.request(request, true), self.limits, error_message).await?;
-        Ok(sse::delta_stream(response, self.limits.stall, EventDecoder))
+        let response = sse::send(
+            self.request(request, true),
+            self.target.limits,
+            error_message,
+        )
+        .await?;
+        Ok(sse::delta_stream(
+            response,
+            self.target.limits.stall,
+            EventDecoder,
+        ))
     }
 }

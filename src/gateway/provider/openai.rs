@@ -2,7 +2,7 @@
 //! with `data: [DONE]`, errors as `{"error":{"message","type","code"}}`.
 //! Groq, Ollama and vLLM speak the same protocol under another base URL.
 
-use super::sse::{self, SseDecoder, Step, WireLimits};
+use super::sse::{self, SseDecoder, Step, Target, WireLimits};
 use super::{Completion, DeltaStream, Endpoint, Provider, ProviderError, ProviderRequest};
 use crate::config::{Protocol, ProviderConfig};
 use crate::shared::Role;
@@ -11,18 +11,8 @@ use serde::{Deserialize, Serialize};
 
 /// An adapter for any OpenAI-compatible Chat Completions endpoint.
 pub struct OpenAiProvider {
-    /// Configured name, reported in routes and attempts.
-    name: String,
-    /// Model id sent in every request.
-    model: String,
-    /// `{base}/chat/completions`, direct or through the fault proxy.
-    endpoint: Endpoint,
-    /// Bearer token; absent for simulated or keyless local servers (Ollama, vLLM).
-    api_key: Option<String>,
-    /// Shared connection pool.
-    client: reqwest::Client,
-    /// First-byte and stall limits.
-    limits: WireLimits,
+    /// Name, model, endpoint, key, pool and limits.
+    target: Target,
 }
 
 #[derive(Serialize)]
@@ -98,12 +88,7 @@ impl OpenAiProvider {
         limits: WireLimits,
     ) -> Self {
         Self {
-            name: config.name.clone(),
-            model: config.model.clone(),
-            endpoint: base.join("/chat/completions"),
-            api_key: config.api_key.clone(),
-            client,
-            limits,
+            target: Target::new(config, base, "/chat/completions", client, limits),
         }
     }
 
@@ -134,14 +119,18 @@ impl OpenAiProvider {
             });
         }
         let body = WireRequest {
-            model: &self.model,
+            model: &self.target.model,
             messages,
             max_tokens: request.max_tokens,
             temperature: request.temperature,
             stream,
         };
-        let builder = self.client.post(self.endpoint.url()).json(&body);
-        match &self.api_key {
+        let builder = self
+            .target
+            .client
+            .post(self.target.endpoint.url())
+            .json(&body);
+        match &self.target.api_key {
             Some(key) => builder.bearer_auth(key),
             None => builder,
         }
@@ -180,11 +169,11 @@ impl SseDecoder for ChunkDecoder {
 #[async_trait]
 impl Provider for OpenAiProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.target.name
     }
 
     fn model(&self) -> &str {
-        &self.model
+        &self.target.model
     }
 
     fn protocol(&self) -> Protocol {
@@ -192,8 +181,13 @@ impl Provider for OpenAiProvider {
     }
 
     async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {
-        let response = sse::send(self.request(request, false), self.limits, error_message).await?;
-        let body: WireResponse = sse::read_json(response, self.limits).await?;
+        let response = sse::send(
+            self.request(request, false),
+            self.target.limits,
+            error_message,
+        )
+        .await?;
+        let body: WireResponse = sse::read_json(response, self.target.limits).await?;
         let choice = body
             .choices
             .into_iter()
@@ -206,7 +200,16 @@ impl Provider for OpenAiProvider {
     }
 
     async fn stream(&self, request: &ProviderRequest) -> Result<DeltaStream, ProviderError> {
-        let response = sse::send(self.request(request, true), self.limits, error_message).await?;
-        Ok(sse::delta_stream(response, self.limits.stall, ChunkDecoder))
+        let response = sse::send(
+            self.request(request, true),
+            self.target.limits,
+            error_message,
+        )
+        .await?;
+        Ok(sse::delta_stream(
+            response,
+            self.target.limits.stall,
+            ChunkDecoder,
+        ))
     }
 }

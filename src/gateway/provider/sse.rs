@@ -7,6 +7,43 @@ use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures::StreamExt;
 use std::time::Duration;
 
+/// What every adapter holds, whatever its protocol: who it is, where it sends,
+/// with which credentials, connection pool and limits.
+pub(crate) struct Target {
+    /// Configured name, reported in routes and attempts.
+    pub name: String,
+    /// Model id sent in every request.
+    pub model: String,
+    /// The protocol's endpoint, direct or through the fault proxy.
+    pub endpoint: super::Endpoint,
+    /// The API key; absent for simulated or keyless local servers (Ollama, vLLM).
+    pub api_key: Option<String>,
+    /// Shared connection pool.
+    pub client: reqwest::Client,
+    /// First-byte and stall limits.
+    pub limits: WireLimits,
+}
+
+impl Target {
+    /// The target of `config`'s provider at `path` below `base`.
+    pub fn new(
+        config: &crate::config::ProviderConfig,
+        base: super::Endpoint,
+        path: &str,
+        client: reqwest::Client,
+        limits: WireLimits,
+    ) -> Self {
+        Self {
+            name: config.name.clone(),
+            model: config.model.clone(),
+            endpoint: base.join(path),
+            api_key: config.api_key.clone(),
+            client,
+            limits,
+        }
+    }
+}
+
 /// Limits an adapter enforces itself, because only it sees the response arrive.
 #[derive(Clone, Copy, Debug)]
 pub struct WireLimits {

@@ -1,0 +1,179 @@
+//! Layer-0 figures: embedding one question, HNSW search at 10k and 100k entries,
+//! insert rate, and cache-hit latency over HTTP at concurrency 1 and 16.
+//! Prints markdown tables. `CHAOSAI_BENCH_INDEX_SIZES=10000` skips the 100k build.
+
+use chaosai::cache::index::VectorIndex;
+use chaosai::cache::Embedder;
+use chaosai::config::{Config, EmbedderConfig, SimulateMode};
+use leptos::prelude::LeptosOptions;
+use serde_json::json;
+use std::time::Instant;
+
+fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let at = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+/// Deterministic vectors with the low-rank structure of sentence embeddings:
+/// mixtures of a few dozen directions plus noise, normalised.
+fn vectors(n: usize) -> Vec<Vec<f32>> {
+    let mut state: u64 = 0x9e3779b97f4a7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let basis: Vec<Vec<f32>> = (0..48)
+        .map(|_| (0..384).map(|_| next()).collect())
+        .collect();
+    (0..n)
+        .map(|_| {
+            let mut v = vec![0f32; 384];
+            for _ in 0..4 {
+                let b = &basis[((next() + 0.5) * 47.99) as usize];
+                let w = next();
+                v.iter_mut().zip(b).for_each(|(x, y)| *x += w * y);
+            }
+            v.iter_mut().for_each(|x| *x += 0.05 * next());
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= norm);
+            v
+        })
+        .collect()
+}
+
+fn embedder_figures() {
+    let embedder = Embedder::load(&EmbedderConfig::default()).expect("run `make models` first");
+    let questions = [
+        "How do I reset my password?",
+        "Where is my order?",
+        "I was charged twice for the same purchase last week, can you refund one of them?",
+        "Do you ship to Canada?",
+    ];
+    for _ in 0..20 {
+        embedder.embed(&[questions[0]]).unwrap();
+    }
+    let mut short = Vec::new();
+    for _ in 0..300 {
+        let t = Instant::now();
+        embedder.embed(&[questions[0]]).unwrap();
+        short.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let mut mixed = Vec::new();
+    for i in 0..300 {
+        let t = Instant::now();
+        embedder.embed(&[questions[i % questions.len()]]).unwrap();
+        mixed.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (s50, s99) = percentiles(short);
+    let (m50, m99) = percentiles(mixed);
+    println!("| embedding (1 thread) | p50 ms | p99 ms |\n|---|---|---|");
+    println!("| short question (7 tokens) | {s50:.2} | {s99:.2} |");
+    println!("| mixed questions (7–25 tokens) | {m50:.2} | {m99:.2} |\n");
+}
+
+fn index_figures() {
+    let sizes: Vec<usize> = std::env::var("CHAOSAI_BENCH_INDEX_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![10_000, 100_000]);
+    println!("| HNSW index | insert rate (2 cores) | search p50 ms | search p99 ms | recall@1 |\n|---|---|---|---|---|");
+    for n in sizes {
+        let data = vectors(n);
+        let index = VectorIndex::new(n);
+        let items: Vec<(Vec<f32>, usize)> = data
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, v)| (v, i))
+            .collect();
+        let t = Instant::now();
+        index.insert_many(&items);
+        let rate = n as f64 / t.elapsed().as_secs_f64();
+        let mut samples = Vec::new();
+        let mut found = 0;
+        let probes = 1_000;
+        for i in 0..probes {
+            let id = (i * 7919) % n;
+            let t = Instant::now();
+            let hits = index.search(&data[id], 8);
+            samples.push(t.elapsed().as_secs_f64() * 1000.0);
+            if hits.first().map(|h| h.0) == Some(id) {
+                found += 1;
+            }
+        }
+        let (p50, p99) = percentiles(samples);
+        println!(
+            "| {n} entries | {rate:.0} inserts/s | {p50:.3} | {p99:.3} | {:.3} |",
+            found as f64 / probes as f64
+        );
+    }
+    println!();
+}
+
+async fn http_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::from_toml(include_str!("../config/chaosai.toml"), "bench").unwrap();
+    config.server.addr = "127.0.0.1:0".parse().unwrap();
+    config.database.url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    config.gateway.simulate = SimulateMode::Always;
+    config.sim.chunk_delay_min_ms = 0;
+    config.sim.chunk_delay_max_ms = 0;
+    let options = LeptosOptions::builder().output_name("chaosai").build();
+    let server = chaosai::server::start(config, options).await.unwrap();
+    let url = format!("http://{}/v1/chat/completions", server.addr);
+    let client = reqwest::Client::new();
+    let body = |q: &str| json!({"model": "chaosai", "messages": [{"role": "user", "content": q}]});
+    client
+        .post(&url)
+        .json(&body("How do I reset my password?"))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await; // stored after the reply
+    println!("| cache hit over HTTP | concurrency | p50 ms | p99 ms | throughput req/s |\n|---|---|---|---|---|");
+    for (name, question) in [
+        ("exact repeat (no embedding)", "How do I reset my password?"),
+        (
+            "paraphrase (embedding + index)",
+            "I forgot my password, how can I change it?",
+        ),
+    ] {
+        for concurrency in [1usize, 16] {
+            let total = 2_000;
+            let started = Instant::now();
+            let mut workers = Vec::new();
+            for _ in 0..concurrency {
+                let (client, url, body) = (client.clone(), url.clone(), body(question));
+                workers.push(tokio::spawn(async move {
+                    let mut samples = Vec::new();
+                    for _ in 0..total / concurrency {
+                        let t = Instant::now();
+                        let res = client.post(&url).json(&body).send().await.unwrap();
+                        assert_eq!(res.headers()["x-chaosai-served-by"], "cache");
+                        res.bytes().await.unwrap();
+                        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    samples
+                }));
+            }
+            let mut samples = Vec::new();
+            for w in workers {
+                samples.extend(w.await.unwrap());
+            }
+            let rate = samples.len() as f64 / started.elapsed().as_secs_f64();
+            let (p50, p99) = percentiles(samples);
+            println!("| {name} | {concurrency} | {p50:.2} | {p99:.2} | {rate:.0} |");
+        }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::main]
+async fn main() {
+    embedder_figures();
+    index_figures();
+    http_figures().await;
+}

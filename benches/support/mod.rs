@@ -1,0 +1,205 @@
+//! Shared pieces of the load bench and the soak: the gateway binary as a child
+//! process, load loops, percentiles and the machine's description.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The release gateway binary, started with `env` on a free loopback port.
+pub struct Gateway {
+    /// The child process.
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+/// The admin token the benches start gateways with.
+pub const TOKEN: &str = "bench-admin-token";
+
+impl Gateway {
+    /// Starts the gateway binary and waits for `/healthz`.
+    pub async fn start(env: &[(&str, String)], stderr: Stdio) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chaosai"));
+        command
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("CHAOSAI_ADDR", format!("127.0.0.1:{port}"))
+            .env("CHAOSAI_ADMIN_TOKEN", TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("gateway binary");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..400 {
+            if client
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return Self { child, base };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("gateway did not become ready");
+    }
+
+    /// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Injects a fault through the chaos API.
+    pub async fn inject(&self, provider: &str, spec: serde_json::Value) {
+        let res = reqwest::Client::new()
+            .put(format!("{}/api/chaos/{provider}", self.base))
+            .bearer_auth(TOKEN)
+            .json(&spec)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            200,
+            "{}",
+            res.text().await.unwrap_or_default()
+        );
+    }
+
+    /// Heals every provider.
+    pub async fn heal_all(&self) {
+        reqwest::Client::new()
+            .delete(format!("{}/api/chaos", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().unwrap()
+    }
+}
+
+/// p50 and p99 of samples.
+pub fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
+    if samples.is_empty() {
+        return (0.0, 0.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+/// One measured load run.
+pub struct Run {
+    /// Requests per second.
+    pub throughput: f64,
+    /// Latency p50 in ms.
+    pub p50: f64,
+    /// Latency p99 in ms.
+    pub p99: f64,
+    /// `x-chaosai-overhead-ms` p99, when the responses carry it.
+    pub overhead_p99: f64,
+}
+
+/// Sends `total` POSTs of `body` to `url` with `concurrency` in flight, each
+/// response read whole.
+pub async fn load(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: serde_json::Value,
+    total: usize,
+    concurrency: usize,
+) -> Run {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let url = url.to_string();
+        let body = body.clone();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        workers.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            for _ in 0..total / concurrency {
+                let t = Instant::now();
+                let mut request = client.post(&url).json(&body);
+                for (k, v) in &headers {
+                    request = request.header(k, v);
+                }
+                let res = request.send().await.unwrap();
+                assert!(res.status().is_success(), "status {}", res.status());
+                let overhead = res
+                    .headers()
+                    .get("x-chaosai-overhead-ms")
+                    .and_then(|v| v.to_str().ok()?.parse::<f64>().ok());
+                res.bytes().await.unwrap();
+                samples.push((t.elapsed().as_secs_f64() * 1000.0, overhead));
+            }
+            samples
+        }));
+    }
+    let mut latency = Vec::new();
+    let mut overhead = Vec::new();
+    for w in workers {
+        for (l, o) in w.await.unwrap() {
+            latency.push(l);
+            overhead.extend(o);
+        }
+    }
+    let throughput = latency.len() as f64 / started.elapsed().as_secs_f64();
+    let (p50, p99) = percentiles(latency);
+    Run {
+        throughput,
+        p50,
+        p99,
+        overhead_p99: percentiles(overhead).1,
+    }
+}
+
+/// "CPU model, N cores, M GiB, kernel" for the results header.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    format!("{cpu}, {cores} cores, {mem_gib:.0} GiB")
+}
