@@ -165,8 +165,15 @@ async fn main() {
                 Ok(res) => {
                     let status = res.status().as_u16();
                     let text = res.text().await.unwrap_or_default();
-                    // A streamed answer that ends without [DONE] is not a success.
-                    if stream && status == 200 && !text.trim_end().ends_with("data: [DONE]") { 599 } else { status }
+                    // A streamed answer must end with [DONE] or, when it broke and no
+                    // provider could continue it, with an explicit error event.
+                    let done = text.trim_end().ends_with("data: [DONE]");
+                    let flagged = text.contains("\"stream_interrupted\"");
+                    match (stream, status, done, flagged) {
+                        (true, 200, false, true) => 297,
+                        (true, 200, false, false) => 599,
+                        _ => status,
+                    }
                 }
                 Err(_) => 598,
             };
@@ -207,6 +214,8 @@ async fn main() {
         .iter()
         .filter(|(s, _)| !(200..300).contains(s))
         .count();
+    let interrupted = results.iter().filter(|(s, _)| *s == 297).count();
+    let silent_cuts = results.iter().filter(|(s, _)| *s == 599).count();
     let (p50, p99) = percentiles(results.iter().map(|(_, l)| *l).collect());
     let by_route: Vec<String> = sqlx::query_as::<_, (String, i64)>(
         "SELECT COALESCE(served_by, 'none'), COUNT(*) FROM requests GROUP BY 1 ORDER BY 2 DESC",
@@ -219,9 +228,16 @@ async fn main() {
     .collect();
     let checks = [
         (
-            "every request got a 2xx (complete streams)",
+            "every request got a 2xx",
             failures == 0,
             format!("{failures} of {sent} failed"),
+        ),
+        (
+            "no stream cut silently",
+            silent_cuts == 0,
+            format!(
+                "{interrupted} broken streams ended with an explicit error event (no provider could continue)"
+            ),
         ),
         (
             "p99 under the overall deadline",
