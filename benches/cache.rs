@@ -8,41 +8,9 @@ use chaosai::config::{Config, EmbedderConfig, SimulateMode};
 use leptos::prelude::LeptosOptions;
 use serde_json::json;
 use std::time::Instant;
+use support::{percentiles, vectors};
 
-fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
-    samples.sort_by(f64::total_cmp);
-    let at = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
-    (at(0.5), at(0.99))
-}
-
-/// Deterministic vectors with the low-rank structure of sentence embeddings:
-/// mixtures of a few dozen directions plus noise, normalised.
-fn vectors(n: usize) -> Vec<Vec<f32>> {
-    let mut state: u64 = 0x9e3779b97f4a7c15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
-    let basis: Vec<Vec<f32>> = (0..48)
-        .map(|_| (0..384).map(|_| next()).collect())
-        .collect();
-    (0..n)
-        .map(|_| {
-            let mut v = vec![0f32; 384];
-            for _ in 0..4 {
-                let b = &basis[((next() + 0.5) * 47.99) as usize];
-                let w = next();
-                v.iter_mut().zip(b).for_each(|(x, y)| *x += w * y);
-            }
-            v.iter_mut().for_each(|x| *x += 0.05 * next());
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            v.iter_mut().for_each(|x| *x /= norm);
-            v
-        })
-        .collect()
-}
+mod support;
 
 fn embedder_figures() {
     let embedder = Embedder::load(&EmbedderConfig::default()).expect("run `make models` first");

@@ -10,6 +10,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use support::vectors;
+
+mod support;
 
 fn breaker(c: &mut Criterion) {
     let now = Instant::now();
@@ -39,34 +42,6 @@ fn breaker(c: &mut Criterion) {
     c.bench_function("breaker reject (open)", |b| {
         b.iter(|| black_box(open.lock().unwrap().admit(black_box(Instant::now()))))
     });
-}
-
-/// Unit vectors with some shared structure, like sentence embeddings.
-fn vectors(n: usize) -> Vec<Vec<f32>> {
-    let mut state: u64 = 0x2545f4914f6cdd1d;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
-    let basis: Vec<Vec<f32>> = (0..48)
-        .map(|_| (0..384).map(|_| next()).collect())
-        .collect();
-    (0..n)
-        .map(|_| {
-            let mut v = vec![0f32; 384];
-            for _ in 0..4 {
-                let b = &basis[((next() + 0.5) * 47.99) as usize];
-                let w = next();
-                v.iter_mut().zip(b).for_each(|(x, y)| *x += w * y);
-            }
-            v.iter_mut().for_each(|x| *x += 0.05 * next());
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            v.iter_mut().for_each(|x| *x /= norm);
-            v
-        })
-        .collect()
 }
 
 fn index(c: &mut Criterion) {
