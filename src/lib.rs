@@ -39,6 +39,9 @@
 //!   running server with graceful shutdown; used by `main.rs` and the integration tests.
 
 #![forbid(unsafe_code)]
+// Release WASM builds keep Leptos's full view types (debug builds erase them);
+// the board's view nests deeper than the default limit allows.
+#![recursion_limit = "256"]
 
 pub mod app;
 pub mod shared;
