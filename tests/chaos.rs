@@ -501,15 +501,7 @@ async fn metrics_describe_routes_attempts_breakers_and_faults() {
     let s = start().await;
     s.chat("chaosai", "refund?", false).await;
     s.inject("gpt", json!({"kind": "outage"})).await;
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics_text().await;
     for family in [
         "chaosai_requests_total",
         "chaosai_request_duration_seconds_bucket",

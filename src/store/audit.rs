@@ -293,6 +293,8 @@ fn state_name(state: BreakerState) -> &'static str {
 
 /// Writes one batch in one transaction with multi-row INSERTs per table.
 async fn write_batch(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<(), StoreError> {
+    // One pass sorts records into rows per table, so each INSERT below binds its
+    // own typed rows instead of matching the enum again.
     let mut requests = Vec::new();
     let mut transitions = Vec::new();
     let mut faults = Vec::new();
@@ -300,9 +302,32 @@ async fn write_batch(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<(), Sto
     for record in batch {
         match record {
             AuditRecord::Request(r) => requests.push(r.as_ref()),
-            AuditRecord::Transition { .. } => transitions.push(record),
-            AuditRecord::Fault { .. } => faults.push(record),
-            AuditRecord::Message { .. } => messages.push(record),
+            AuditRecord::Transition {
+                at_ms,
+                provider,
+                from,
+                to,
+                reason,
+            } => transitions.push((*at_ms, provider, state_name(*from), state_name(*to), reason)),
+            AuditRecord::Fault {
+                at_ms,
+                provider,
+                spec,
+                by,
+            } => faults.push((*at_ms, provider, spec, by)),
+            AuditRecord::Message {
+                at_ms,
+                conversation_id,
+                request_id,
+                turn,
+            } => {
+                let role = match turn.role {
+                    crate::shared::Role::System => "system",
+                    crate::shared::Role::User => "user",
+                    crate::shared::Role::Assistant => "assistant",
+                };
+                messages.push((*at_ms, conversation_id, request_id, role, &turn.content));
+            }
         }
     }
     let mut tx = pool.begin().await?;
@@ -355,21 +380,12 @@ async fn write_batch(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<(), Sto
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO breaker_transitions (at_ms, provider, from_state, to_state, reason) ",
         );
-        q.push_values(chunk, |mut row, record| {
-            if let AuditRecord::Transition {
-                at_ms,
-                provider,
-                from,
-                to,
-                reason,
-            } = record
-            {
-                row.push_bind(*at_ms)
-                    .push_bind(provider)
-                    .push_bind(state_name(*from))
-                    .push_bind(state_name(*to))
-                    .push_bind(reason);
-            }
+        q.push_values(chunk, |mut row, (at_ms, provider, from, to, reason)| {
+            row.push_bind(*at_ms)
+                .push_bind(*provider)
+                .push_bind(*from)
+                .push_bind(*to)
+                .push_bind(*reason);
         });
         q.build().execute(&mut *tx).await?;
     }
@@ -377,21 +393,13 @@ async fn write_batch(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<(), Sto
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO fault_changes (at_ms, provider, action, kind, spec_json, changed_by) ",
         );
-        q.push_values(chunk, |mut row, record| {
-            if let AuditRecord::Fault {
-                at_ms,
-                provider,
-                spec,
-                by,
-            } = record
-            {
-                row.push_bind(*at_ms)
-                    .push_bind(provider)
-                    .push_bind(if spec.is_some() { "set" } else { "healed" })
-                    .push_bind(spec.as_ref().map(|s| s.kind.name()))
-                    .push_bind(spec.as_ref().and_then(|s| serde_json::to_string(s).ok()))
-                    .push_bind(by);
-            }
+        q.push_values(chunk, |mut row, (at_ms, provider, spec, by)| {
+            row.push_bind(*at_ms)
+                .push_bind(*provider)
+                .push_bind(if spec.is_some() { "set" } else { "healed" })
+                .push_bind(spec.as_ref().map(|s| s.kind.name()))
+                .push_bind(spec.as_ref().and_then(|s| serde_json::to_string(s).ok()))
+                .push_bind(*by);
         });
         q.build().execute(&mut *tx).await?;
     }
@@ -399,25 +407,16 @@ async fn write_batch(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<(), Sto
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO messages (at_ms, conversation_id, request_id, role, content) ",
         );
-        q.push_values(chunk, |mut row, record| {
-            if let AuditRecord::Message {
-                at_ms,
-                conversation_id,
-                request_id,
-                turn,
-            } = record
-            {
+        q.push_values(
+            chunk,
+            |mut row, (at_ms, conversation_id, request_id, role, content)| {
                 row.push_bind(*at_ms)
-                    .push_bind(conversation_id)
-                    .push_bind(request_id)
-                    .push_bind(match turn.role {
-                        crate::shared::Role::System => "system",
-                        crate::shared::Role::User => "user",
-                        crate::shared::Role::Assistant => "assistant",
-                    })
-                    .push_bind(&turn.content);
-            }
-        });
+                    .push_bind(*conversation_id)
+                    .push_bind(*request_id)
+                    .push_bind(*role)
+                    .push_bind(*content);
+            },
+        );
         q.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;

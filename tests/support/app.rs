@@ -119,18 +119,17 @@ impl TestServer {
             .unwrap()
     }
 
+    /// The whole `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let res = self.client.get(self.url("/metrics")).send().await.unwrap();
+        res.text().await.unwrap()
+    }
+
     /// The value of one sample in `/metrics`, e.g. `chaosai_attempts_total{outcome="ok",provider="gpt"}`.
     pub async fn metric(&self, sample: &str) -> f64 {
-        let text = self
-            .client
-            .get(self.url("/metrics"))
-            .send()
+        self.metrics_text()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
+            .lines()
             .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
             .unwrap_or(0.0)
     }

@@ -3,7 +3,7 @@
 //! `message_start` … `content_block_delta` … `message_stop`, errors as
 //! `{"type":"error","error":{"type","message"}}` (status 529 when overloaded).
 
-use super::sse::{self, SseDecoder, Step, Target, WireLimits};
+use super::sse::{SseDecoder, Step, Target, WireLimits};
 use super::{Completion, DeltaStream, Endpoint, Provider, ProviderError, ProviderRequest};
 use crate::config::{Protocol, ProviderConfig};
 use crate::shared::Role;
@@ -191,13 +191,10 @@ impl Provider for AnthropicProvider {
     }
 
     async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {
-        let response = sse::send(
-            self.request(request, false),
-            self.target.limits,
-            error_message,
-        )
-        .await?;
-        let body: WireResponse = sse::read_json(response, self.target.limits).await?;
+        let body: WireResponse = self
+            .target
+            .fetch_json(self.request(request, false), error_message)
+            .await?;
         let text = body
             .content
             .into_iter()
@@ -215,16 +212,8 @@ impl Provider for AnthropicProvider {
     }
 
     async fn stream(&self, request: &ProviderRequest) -> Result<DeltaStream, ProviderError> {
-        let response = sse::send(
-            self.request(request, true),
-            self.target.limits,
-            error_message,
-        )
-        .await?;
-        Ok(sse::delta_stream(
-            response,
-            self.target.limits.stall,
-            EventDecoder,
-        ))
+        self.target
+            .open_stream(self.request(request, true), error_message, EventDecoder)
+            .await
     }
 }

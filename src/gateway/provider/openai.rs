@@ -2,7 +2,7 @@
 //! with `data: [DONE]`, errors as `{"error":{"message","type","code"}}`.
 //! Groq, Ollama and vLLM speak the same protocol under another base URL.
 
-use super::sse::{self, SseDecoder, Step, Target, WireLimits};
+use super::sse::{SseDecoder, Step, Target, WireLimits};
 use super::{Completion, DeltaStream, Endpoint, Provider, ProviderError, ProviderRequest};
 use crate::config::{Protocol, ProviderConfig};
 use crate::shared::Role;
@@ -181,13 +181,10 @@ impl Provider for OpenAiProvider {
     }
 
     async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {
-        let response = sse::send(
-            self.request(request, false),
-            self.target.limits,
-            error_message,
-        )
-        .await?;
-        let body: WireResponse = sse::read_json(response, self.target.limits).await?;
+        let body: WireResponse = self
+            .target
+            .fetch_json(self.request(request, false), error_message)
+            .await?;
         let choice = body
             .choices
             .into_iter()
@@ -200,16 +197,8 @@ impl Provider for OpenAiProvider {
     }
 
     async fn stream(&self, request: &ProviderRequest) -> Result<DeltaStream, ProviderError> {
-        let response = sse::send(
-            self.request(request, true),
-            self.target.limits,
-            error_message,
-        )
-        .await?;
-        Ok(sse::delta_stream(
-            response,
-            self.target.limits.stall,
-            ChunkDecoder,
-        ))
+        self.target
+            .open_stream(self.request(request, true), error_message, ChunkDecoder)
+            .await
     }
 }

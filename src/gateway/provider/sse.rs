@@ -42,6 +42,27 @@ impl Target {
             limits,
         }
     }
+
+    /// Sends a non-streamed request and parses its whole JSON answer.
+    pub async fn fetch_json<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        error_message: fn(&str) -> Option<String>,
+    ) -> Result<T, ProviderError> {
+        let response = send(request, self.limits, error_message).await?;
+        read_json(response, self.limits).await
+    }
+
+    /// Sends a streamed request and decodes its SSE body with `decoder`.
+    pub async fn open_stream<D: SseDecoder>(
+        &self,
+        request: reqwest::RequestBuilder,
+        error_message: fn(&str) -> Option<String>,
+        decoder: D,
+    ) -> Result<DeltaStream, ProviderError> {
+        let response = send(request, self.limits, error_message).await?;
+        Ok(delta_stream(response, self.limits.stall, decoder))
+    }
 }
 
 /// Limits an adapter enforces itself, because only it sees the response arrive.
