@@ -1,7 +1,7 @@
 import { test, expect, Page } from "@playwright/test";
 
 // The Makefile starts the server with this admin token and a 2 s breaker cool-down.
-const TOKEN = process.env.CHAOSAI_ADMIN_TOKEN ?? "e2e-admin-token";
+const TOKEN = process.env.CHAOSAI_ADMIN_TOKEN ?? "e2e-admin-token-0123456789";
 
 async function openBoard(page: Page, path = "/chaos") {
   await page.goto(`/chaos/login?token=${TOKEN}`);
