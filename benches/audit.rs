@@ -1,15 +1,15 @@
 //! Audit writer throughput: records queued as fast as possible, written in
 //! batched multi-row transactions to a real SQLite file. Prints rows per second.
 
-use chaosai::shared::AttemptSummary;
+use chaosai::shared::{AttemptOutcome, AttemptSummary, RequestStatus, Surface};
 use chaosai::store::audit::{AuditRecord, AuditSettings, AuditWriter};
 use chaosai::store::{RequestRecord, Store};
 use std::time::{Duration, Instant};
 
 fn record(i: usize) -> AuditRecord {
-    let attempt = |provider: &str, outcome: &str| AttemptSummary {
+    let attempt = |provider: &str, outcome: AttemptOutcome| AttemptSummary {
         provider: provider.into(),
-        outcome: outcome.into(),
+        outcome,
         status: Some(200),
         latency_ms: 12,
         breaker: None,
@@ -17,15 +17,18 @@ fn record(i: usize) -> AuditRecord {
     AuditRecord::Request(Box::new(RequestRecord {
         id: format!("bench-{i}"),
         created_at_ms: i as i64,
-        surface: "api",
+        surface: Surface::Api,
         stream: false,
         served_by: Some("gpt".into()),
-        status: "ok",
+        status: RequestStatus::Ok,
         latency_ms: 40,
         overhead_ms: 0.3,
         question_chars: 30,
         answer_chars: 300,
-        attempts: vec![attempt("claude", "server_error"), attempt("gpt", "ok")],
+        attempts: vec![
+            attempt("claude", AttemptOutcome::ServerError),
+            attempt("gpt", AttemptOutcome::Ok),
+        ],
         conversation_id: None,
         cache_similarity: None,
     }))

@@ -6,6 +6,7 @@ use chaosai::cache::index::VectorIndex;
 use chaosai::cache::Embedder;
 use chaosai::config::EmbedderConfig;
 use chaosai::gateway::breaker::{Admission, Breaker, BreakerConfig};
+use chaosai::shared::AttemptOutcome;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use std::sync::Mutex;
@@ -35,7 +36,7 @@ fn breaker(c: &mut Criterion) {
         let mut breaker = open.lock().unwrap();
         for _ in 0..3 {
             let (admission, _) = breaker.admit(now);
-            breaker.on_failure(admission, "server_error", None, now);
+            breaker.on_failure(admission, AttemptOutcome::ServerError, None, now);
         }
         assert_eq!(breaker.admit(now).0, Admission::Reject);
     }

@@ -3,9 +3,41 @@
 //! Loaded from a TOML file (`config/chaosai.toml` by default) and then overridden by
 //! `CHAOSAI_*` environment variables. API keys are read from the environment only,
 //! here, once; the rest of the crate receives them through this struct.
+//!
+//! A leaf: it names settings in plain numbers and strings and imports nothing from
+//! the core. `server::settings` turns them into the core's own types, once.
 
+pub use crate::shared::Protocol;
 use serde::Deserialize;
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{net::SocketAddr, path::Path};
+
+/// A credential: printed by `Debug` as `[redacted]`, so a logged config never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a credential.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The credential itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self::new(value)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
 
 /// Everything a server needs to start.
 #[derive(Clone, Debug, Deserialize)]
@@ -49,7 +81,7 @@ pub struct ServerConfig {
     /// Token the chaos and admin APIs require; from `CHAOSAI_ADMIN_TOKEN` only (a
     /// secret never lives in the config file). Generated at start-up when unset.
     #[serde(skip)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
 }
 
 impl Default for ServerConfig {
@@ -114,19 +146,6 @@ impl Default for GatewayConfig {
                             kindly. {system}"
                 .into(),
             simulate: SimulateMode::Auto,
-        }
-    }
-}
-
-impl GatewayConfig {
-    /// The per-attempt limits as durations.
-    pub fn timeouts(&self) -> crate::gateway::Timeouts {
-        crate::gateway::Timeouts {
-            first_byte: Duration::from_millis(self.first_byte_timeout_ms),
-            first_token: Duration::from_millis(self.first_token_timeout_ms),
-            stall: Duration::from_millis(self.stall_timeout_ms),
-            attempt: Duration::from_millis(self.attempt_timeout_ms),
-            deadline: Duration::from_millis(self.deadline_ms),
         }
     }
 }
@@ -244,26 +263,6 @@ impl Default for EmbedderConfig {
     }
 }
 
-/// Wire protocol an adapter speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// Anthropic Messages API.
-    Anthropic,
-    /// OpenAI Chat Completions (also Groq, Ollama, vLLM).
-    OpenAi,
-}
-
-impl Protocol {
-    /// The protocol's name as written in config and shown in the UI.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Anthropic => "anthropic",
-            Protocol::OpenAi => "openai",
-        }
-    }
-}
-
 /// One provider of the cascade.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -295,7 +294,7 @@ pub struct ProviderConfig {
     pub max_open_for_ms: u64,
     /// The API key, filled in from `api_key_env` at load time; never logged.
     #[serde(skip)]
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
 }
 
 fn default_max_tokens() -> u32 {
@@ -329,15 +328,6 @@ impl ProviderConfig {
             open_for_ms: default_open_for_ms(),
             max_open_for_ms: default_max_open_for_ms(),
             api_key: None,
-        }
-    }
-
-    /// This provider's breaker thresholds.
-    pub fn breaker(&self) -> crate::gateway::breaker::BreakerConfig {
-        crate::gateway::breaker::BreakerConfig {
-            failure_threshold: self.failure_threshold.max(1),
-            open_for: Duration::from_millis(self.open_for_ms),
-            max_open_for: Duration::from_millis(self.max_open_for_ms.max(self.open_for_ms)),
         }
     }
 }
@@ -409,7 +399,7 @@ impl Config {
             self.server.addr = parse("CHAOSAI_ADDR", v)?;
         }
         if let Some(v) = get("CHAOSAI_ADMIN_TOKEN").filter(|t| !t.trim().is_empty()) {
-            self.server.admin_token = Some(v);
+            self.server.admin_token = Some(Secret::new(v));
         }
         if let Some(v) = get("CHAOSAI_DATABASE_URL") {
             self.database.url = v;
@@ -454,7 +444,8 @@ impl Config {
                 .api_key_env
                 .as_deref()
                 .and_then(&get)
-                .filter(|key| !key.trim().is_empty());
+                .filter(|key| !key.trim().is_empty())
+                .map(Secret::new);
         }
         self.validate()
     }
@@ -467,7 +458,10 @@ impl Config {
         }
         let mut names = std::collections::HashSet::new();
         for p in &self.providers {
-            if p.name.is_empty() || p.name == "chaosai" {
+            if p.name.is_empty()
+                || p.name == "chaosai"
+                || crate::shared::Route::is_reserved(&p.name)
+            {
                 return Err(ConfigError::Invalid(format!(
                     "provider name {:?} is reserved or empty",
                     p.name
@@ -520,7 +514,12 @@ mod tests {
             .unwrap();
         assert_eq!(config.server.addr.port(), 0);
         assert_eq!(config.gateway.simulate, SimulateMode::Always);
-        assert_eq!(config.providers[0].api_key.as_deref(), Some("sk-test"));
+        let key = config.providers[0].api_key.as_ref().unwrap();
+        assert_eq!(key.expose(), "sk-test");
+        assert!(
+            !format!("{config:?}").contains("sk-test"),
+            "Debug never prints a key"
+        );
     }
 
     #[test]

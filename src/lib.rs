@@ -53,6 +53,8 @@ pub mod cache;
 #[cfg(feature = "ssr")]
 pub mod chaos;
 #[cfg(feature = "ssr")]
+pub mod clock;
+#[cfg(feature = "ssr")]
 pub mod config;
 #[cfg(feature = "ssr")]
 pub mod gateway;

@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
          Chaos API:   curl -H 'Authorization: Bearer {token}' http://{addr}/api/providers\n\
          (set CHAOSAI_ADMIN_TOKEN to choose the token)",
         addr = server.addr,
-        token = server.admin_token
+        token = server.admin_token.expose()
     );
 
     tokio::select! {

@@ -2,8 +2,8 @@
 //! set of support questions, through the same gateway as real customers, so the
 //! cascade is visible without anyone typing.
 
-use crate::gateway::{Gateway, GatewayRequest, Surface};
-use crate::shared::ChatTurn;
+use crate::gateway::{Gateway, GatewayRequest};
+use crate::shared::Surface;
 use rand::seq::SliceRandom;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,18 +63,10 @@ impl Traffic {
                 let gateway = gateway.clone();
                 // Each question runs on its own, so a slow provider never slows the rate.
                 tokio::spawn(async move {
-                    let request = GatewayRequest {
-                        turns: vec![ChatTurn::user(question)],
-                        pinned: None,
-                        max_tokens: None,
-                        temperature: None,
-                        surface: Surface::Traffic,
-                        conversation_id: None,
-                        tenant: crate::api::openai::DEFAULT_TENANT.into(),
-                        // Half the questions skip the cache, so the providers behind
-                        // it keep seeing traffic and the cascade stays visible.
-                        use_cache: rand::random::<bool>(),
-                    };
+                    let mut request = GatewayRequest::question(Surface::Traffic, question);
+                    // Half the questions skip the cache, so the providers behind
+                    // it keep seeing traffic and the cascade stays visible.
+                    request.use_cache = rand::random::<bool>();
                     let _ = gateway.complete(request).await;
                 });
             }

@@ -4,10 +4,10 @@
 
 mod support;
 
-use chaosai::config::{Protocol, ProviderConfig};
+use chaosai::config::{Protocol, Secret};
 use chaosai::gateway::provider::{
-    self, Endpoint, Provider, ProviderError, ProviderRequest, TimeoutKind, WireLimits,
-    CONTINUE_PROMPT,
+    self, Endpoint, FinishReason, Piece, Provider, ProviderError, ProviderRequest, ProviderTarget,
+    TimeoutKind, WireLimits, CONTINUE_PROMPT,
 };
 use chaosai::shared::ChatTurn;
 use futures::StreamExt;
@@ -133,15 +133,14 @@ const LIMITS: WireLimits = WireLimits {
 };
 
 fn adapter(wire: &Wire, server: &ScriptedServer) -> Arc<dyn Provider> {
-    let base = format!("{}{}", server.url, wire.base_suffix);
-    let mut config = ProviderConfig::new("under-test", wire.protocol, "test-model", &base);
-    config.api_key = Some("secret-key".into());
-    provider::build(
-        &config,
-        Endpoint::direct(base),
-        reqwest::Client::new(),
-        LIMITS,
-    )
+    let target = ProviderTarget {
+        name: "under-test".into(),
+        model: "test-model".into(),
+        base: Endpoint::direct(format!("{}{}", server.url, wire.base_suffix)),
+        api_key: Some(Secret::new("secret-key")),
+        limits: LIMITS,
+    };
+    provider::build(wire.protocol, target, reqwest::Client::new())
 }
 
 fn request() -> ProviderRequest {
@@ -167,7 +166,8 @@ async fn drain(adapter: &Arc<dyn Provider>) -> (Vec<String>, Option<ProviderErro
     let mut deltas = Vec::new();
     while let Some(item) = stream.next().await {
         match item {
-            Ok(text) => deltas.push(text),
+            Ok(Piece::Text(text)) => deltas.push(text),
+            Ok(Piece::Finish(_)) => {}
             Err(err) => return (deltas, Some(err)),
         }
     }
@@ -185,7 +185,7 @@ async fn non_streamed_answers_and_the_wire_request() {
         .await;
         let completion = adapter(&wire, &server).complete(&request()).await.unwrap();
         assert_eq!(completion.text, "Hello there", "{:?}", wire.protocol);
-        assert_eq!(completion.finish_reason, "stop");
+        assert_eq!(completion.finish_reason, FinishReason::Stop);
 
         let received = server.received.lock().unwrap()[0].clone();
         assert_eq!(received.line, format!("POST {} HTTP/1.1", wire.path));

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::app::{ask, TestServer};
+use support::binary::{free_port, Binary};
 
 /// Instant simulated providers and short breaker cool-downs.
 fn busy(config: &mut Config) {
@@ -142,7 +143,8 @@ async fn graceful_shutdown_under_load_keeps_every_answered_request() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Shut down mid-load, once a good number of answers went out.
+    support::eventually(|| async { (answered.lock().unwrap().len() > 100).then_some(()) }).await;
     let TestServer { server, .. } = s;
     assert!(server.shutdown().await);
     for worker in workers {
@@ -164,49 +166,26 @@ async fn graceful_shutdown_under_load_keeps_every_answered_request() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn_binary(port: u16, db: &str) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_chaosai"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("CHAOSAI_ADDR", format!("127.0.0.1:{port}"))
-        .env("CHAOSAI_DATABASE_URL", db)
-        .env("CHAOSAI_SIMULATE", "always")
-        .env("CHAOSAI_SIM_CHUNK_DELAY_MS", "0")
-        .env("CHAOSAI_ADMIN_TOKEN", "test-admin-token")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    for _ in 0..200 {
-        if let Ok(res) = client.get(format!("{base}/healthz")).send().await {
-            if res.status() == 200 {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server at {base} did not become ready");
+/// The binary on `port` over the database at `db`, answering instantly.
+async fn binary(port: u16, db: &str) -> Binary {
+    Binary::start_on(
+        port,
+        &[
+            ("CHAOSAI_DATABASE_URL", db.to_string()),
+            ("CHAOSAI_SIM_CHUNK_DELAY_MS", "0".to_string()),
+        ],
+        std::process::Stdio::null(),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_minus_nine_under_load_leaves_a_database_that_opens_and_serves() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("crash.db").display());
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
+    let first = binary(free_port(), &db).await;
+    let (port, base) = (first.port, first.base.clone());
     let client = reqwest::Client::new();
-    let mut child = spawn_binary(port, &db);
-    wait_ready(&client, &base).await;
 
     let answered = Arc::new(Mutex::new(Vec::<(String, Instant)>::new()));
     let mut workers = Vec::new();
@@ -233,17 +212,21 @@ async fn kill_minus_nine_under_load_leaves_a_database_that_opens_and_serves() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    child.kill().unwrap(); // SIGKILL
+    // Kill mid-load, once answers older than the window checked below went out.
+    support::eventually(|| async {
+        let answered = answered.lock().unwrap();
+        let oldest = answered.first().map(|(_, at)| at.elapsed());
+        (answered.len() > 200 && oldest > Some(Duration::from_millis(600))).then_some(())
+    })
+    .await;
+    first.kill();
     let killed_at = Instant::now();
-    child.wait().unwrap();
     for worker in workers {
         let _ = worker.await;
     }
 
     // Restart on the same file.
-    let mut child = spawn_binary(port, &db);
-    wait_ready(&client, &base).await;
+    let second = binary(port, &db).await;
     let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
     let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
         .fetch_one(&pool)
@@ -283,12 +266,7 @@ async fn kill_minus_nine_under_load_leaves_a_database_that_opens_and_serves() {
         .unwrap();
     assert_eq!(res.status(), 200);
     // SIGTERM: graceful shutdown, exit status 0.
-    std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
+    let status = second.stop();
     assert!(status.success(), "exit status {status:?}");
 }
 
@@ -422,14 +400,8 @@ async fn retention_prunes_the_oldest_rows_beyond_the_cap() {
         let res = s.chat("chaosai", "refund?", false).await;
         ids.push(res.headers()["x-request-id"].to_str().unwrap().to_string());
     }
-    let mut rows = i64::MAX;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        rows = count(&s, "SELECT COUNT(*) FROM requests").await;
-        if rows <= 30 {
-            break;
-        }
-    }
+    // Retention runs every second inside the writer: wait for it to have run.
+    let rows = s.rows("SELECT COUNT(*) FROM requests", |n| n <= 30).await;
     assert_eq!(rows, 30);
     let newest: String = sqlx::query_scalar("SELECT id FROM requests ORDER BY rowid DESC LIMIT 1")
         .fetch_one(s.server.store.pool())
@@ -469,10 +441,10 @@ async fn a_full_queue_counts_the_overflow_and_still_writes_every_record() {
         writer.enqueue(AuditRecord::Request(Box::new(RequestRecord {
             id: format!("r{i}"),
             created_at_ms: i,
-            surface: "api",
+            surface: chaosai::shared::Surface::Api,
             stream: false,
             served_by: Some("gpt".into()),
-            status: "ok",
+            status: chaosai::shared::RequestStatus::Ok,
             latency_ms: 1,
             overhead_ms: 0.1,
             question_chars: 1,

@@ -4,6 +4,7 @@
 mod support;
 
 use chaosai::cache::{CacheSettings, Embedder, SemanticCache};
+use chaosai::clock::ManualClock;
 use chaosai::config::{Config, EmbedderConfig};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -21,11 +22,11 @@ fn served_by(res: &reqwest::Response) -> String {
         .to_string()
 }
 
-/// Waits until the cache holds `n` entries (answers are stored after the reply).
-async fn entries(s: &TestServer, n: u64) -> Value {
-    let mut body = Value::Null;
-    for _ in 0..100 {
-        body = s
+/// The cache admin API's answer, once `ready` holds for its stats (answers are
+/// stored after the reply, off the request path).
+async fn wait_cache(s: &TestServer, ready: impl Fn(&Value) -> bool) -> Value {
+    support::eventually(|| async {
+        let body: Value = s
             .admin(reqwest::Method::GET, "/api/cache")
             .send()
             .await
@@ -33,12 +34,19 @@ async fn entries(s: &TestServer, n: u64) -> Value {
             .json()
             .await
             .unwrap();
-        if body["stats"]["entries"].as_u64() >= Some(n) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    body
+        ready(&body["stats"]).then_some(body)
+    })
+    .await
+}
+
+/// The cache's stats once `ready` holds for them.
+async fn wait_stats(s: &TestServer, ready: impl Fn(&Value) -> bool) -> Value {
+    wait_cache(s, ready).await["stats"].clone()
+}
+
+/// Waits until the cache holds `n` entries.
+async fn entries(s: &TestServer, n: u64) -> Value {
+    wait_cache(s, |stats| stats["entries"].as_u64() >= Some(n)).await
 }
 
 #[tokio::test]
@@ -236,12 +244,10 @@ async fn personal_data_cut_streams_and_fallbacks_are_never_cached() {
         served_by(&s.chat("chaosai", "My blender is broken", false).await),
         "last-resort"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        entries(&s, 1).await["stats"]["entries"],
-        0,
-        "nothing was cached"
-    );
+    // The personal-data refusal is decided off the request path: wait for it.
+    let stats = wait_stats(&s, |stats| stats["not_stored"].as_u64() >= Some(1)).await;
+    assert_eq!(stats["entries"], 0, "nothing was cached: {stats}");
+    assert_eq!(stats["stored"], 0, "{stats}");
 }
 
 #[tokio::test]
@@ -341,15 +347,24 @@ async fn the_cache_admin_api_lists_searches_deletes_and_clears() {
     );
 }
 
-async fn open(dir: &std::path::Path, settings: CacheSettings) -> SemanticCache {
+async fn open(
+    dir: &std::path::Path,
+    settings: CacheSettings,
+    clock: Arc<ManualClock>,
+) -> SemanticCache {
     let store =
         chaosai::store::Store::open(&format!("sqlite://{}", dir.join("cache.db").display()))
             .await
             .unwrap();
     let embedder = Embedder::load(&EmbedderConfig::default()).expect("run `make models`");
-    SemanticCache::open(store.pool().clone(), settings, Some(Arc::new(embedder)))
-        .await
-        .unwrap()
+    SemanticCache::open(
+        store.pool().clone(),
+        settings,
+        Some(Arc::new(embedder)),
+        clock,
+    )
+    .await
+    .unwrap()
 }
 
 const SETTINGS: CacheSettings = CacheSettings {
@@ -362,13 +377,13 @@ const SETTINGS: CacheSettings = CacheSettings {
 async fn entries_persist_and_the_index_is_rebuilt_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let cache = open(dir.path(), SETTINGS).await;
+        let cache = open(dir.path(), SETTINGS, ManualClock::new()).await;
         cache
             .remember("s", "How do I reset my password?", "Use the reset link.")
             .await;
         assert_eq!(cache.len(), 1);
     }
-    let cache = open(dir.path(), SETTINGS).await;
+    let cache = open(dir.path(), SETTINGS, ManualClock::new()).await;
     let hit = cache
         .lookup("s", "I forgot my password, how can I change it?")
         .await
@@ -384,20 +399,22 @@ async fn entries_persist_and_the_index_is_rebuilt_at_start_up() {
 #[tokio::test]
 async fn entries_expire_and_the_least_recently_hit_are_evicted() {
     let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
     let cache = open(
         dir.path(),
         CacheSettings {
             max_entries: 2,
             ..SETTINGS
         },
+        clock.clone(),
     )
     .await;
     cache.remember("s", "How much is shipping?", "a").await;
     cache
         .remember("s", "How do I reset my password?", "b")
         .await;
-    // Hit the first so the second is the least recently used.
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Hit the first later, so the second is the least recently used.
+    clock.advance(Duration::from_millis(5));
     assert!(cache.lookup("s", "How much is shipping?").await.is_some());
     cache.remember("s", "Can I get a refund?", "c").await;
     assert_eq!(cache.len(), 2);
@@ -414,17 +431,20 @@ async fn entries_expire_and_the_least_recently_hit_are_evicted() {
     );
 
     let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
     let short = open(
         dir.path(),
         CacheSettings {
-            ttl: Duration::from_millis(50),
+            ttl: Duration::from_secs(60),
             ..SETTINGS
         },
+        clock.clone(),
     )
     .await;
     short.remember("s", "How much is shipping?", "a").await;
+    clock.advance(Duration::from_secs(59));
     assert!(short.lookup("s", "How much is shipping?").await.is_some());
-    tokio::time::sleep(Duration::from_millis(80)).await;
+    clock.advance(Duration::from_secs(1));
     assert!(
         short.lookup("s", "How much is shipping?").await.is_none(),
         "expired"

@@ -3,15 +3,17 @@
 
 mod support;
 
-use chaosai::config::{Protocol, ProviderConfig, SimConfig};
+use chaosai::clock::{self, ManualClock, SharedClock};
+use chaosai::config::{Protocol, SimConfig};
 use chaosai::gateway::breaker::BreakerConfig;
-use chaosai::gateway::cascade::{Cascade, CascadeEntry, CascadeError, CascadeRequest};
+use chaosai::gateway::cascade::{
+    Cascade, CascadeEntry, CascadeError, CascadeRequest, Delivery, Served, Timeouts,
+};
 use chaosai::gateway::events::EventBus;
 use chaosai::gateway::metrics::Metrics;
 use chaosai::gateway::prompt::PromptTemplate;
-use chaosai::gateway::provider::{self, Endpoint, WireLimits};
-use chaosai::gateway::Timeouts;
-use chaosai::shared::{BreakerState, ChatTurn, GatewayEvent};
+use chaosai::gateway::provider::{self, Endpoint, Piece, ProviderTarget, WireLimits};
+use chaosai::shared::{AttemptOutcome, BreakerState, ChatTurn, GatewayEvent, Transition};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,18 +28,18 @@ const TIMEOUTS: Timeouts = Timeouts {
 };
 
 fn entry(name: &str, protocol: Protocol, base_url: &str) -> CascadeEntry {
-    let config = ProviderConfig::new(name, protocol, &format!("{name}-model"), base_url);
-    let limits = WireLimits {
-        first_byte: TIMEOUTS.first_byte,
-        stall: TIMEOUTS.stall,
+    let target = ProviderTarget {
+        name: name.into(),
+        model: format!("{name}-model"),
+        base: Endpoint::direct(base_url),
+        api_key: None,
+        limits: WireLimits {
+            first_byte: TIMEOUTS.first_byte,
+            stall: TIMEOUTS.stall,
+        },
     };
     CascadeEntry {
-        provider: provider::build(
-            &config,
-            Endpoint::direct(base_url),
-            reqwest::Client::new(),
-            limits,
-        ),
+        provider: provider::build(protocol, target, reqwest::Client::new()),
         template: PromptTemplate::new("You are a support assistant. {system}"),
         max_tokens: 256,
         breaker: BreakerConfig {
@@ -45,7 +47,35 @@ fn entry(name: &str, protocol: Protocol, base_url: &str) -> CascadeEntry {
             open_for: Duration::from_millis(300),
             max_open_for: Duration::from_secs(2),
         },
+        simulated: false,
     }
+}
+
+/// A cascade over `entries` with its own event bus and the system clock.
+fn cascade(entries: Vec<CascadeEntry>) -> Cascade {
+    cascade_with(entries, Arc::new(EventBus::default()), clock::system())
+}
+
+fn cascade_with(entries: Vec<CascadeEntry>, events: Arc<EventBus>, clock: SharedClock) -> Cascade {
+    Cascade::new(entries, TIMEOUTS, events, Arc::new(Metrics::new([])), clock)
+}
+
+/// The served provider's name.
+fn served_by(served: &Served) -> &str {
+    served.provider.name()
+}
+
+/// The text of a whole answer.
+fn whole_text(served: &Served) -> String {
+    served
+        .answer
+        .head
+        .iter()
+        .filter_map(|p| match p {
+            Piece::Text(t) => Some(t.as_str()),
+            Piece::Finish(_) => None,
+        })
+        .collect()
 }
 
 async fn simulated(protocol: Protocol) -> String {
@@ -74,22 +104,14 @@ async fn a_failing_primary_falls_over_to_the_secondary() {
         r#"{"type":"error","error":{"type":"api_error","message":"down"}}"#,
     ))
     .await;
-    let cascade = Cascade::new(
-        vec![
-            entry("claude", Protocol::Anthropic, &primary.url),
-            entry("gpt", Protocol::OpenAi, &simulated(Protocol::OpenAi).await),
-        ],
-        TIMEOUTS,
-        Arc::new(EventBus::default()),
-        Arc::new(Metrics::new([])),
-    );
-    let answer = cascade.complete(&question()).await.unwrap();
-    assert_eq!(answer.served_by, "gpt");
-    assert!(
-        answer.value.text.contains("reset link"),
-        "{}",
-        answer.value.text
-    );
+    let cascade = cascade(vec![
+        entry("claude", Protocol::Anthropic, &primary.url),
+        entry("gpt", Protocol::OpenAi, &simulated(Protocol::OpenAi).await),
+    ]);
+    let answer = cascade.open(&question(), Delivery::Whole).await.unwrap();
+    assert_eq!(served_by(&answer), "gpt");
+    let text = whole_text(&answer);
+    assert!(text.contains("reset link"), "{text}");
     let outcomes: Vec<_> = answer
         .attempts
         .iter()
@@ -119,21 +141,26 @@ async fn a_stream_failing_before_its_first_token_falls_over_invisibly() {
         ),
     ];
     let primary = ScriptedServer::start(Script::sse(events, Duration::ZERO, End::Close)).await;
-    let cascade = Cascade::new(
-        vec![
-            entry("claude", Protocol::Anthropic, &primary.url),
-            entry("gpt", Protocol::OpenAi, &simulated(Protocol::OpenAi).await),
-        ],
-        TIMEOUTS,
-        Arc::new(EventBus::default()),
-        Arc::new(Metrics::new([])),
-    );
-    let answer = cascade.stream(&question()).await.unwrap();
-    assert_eq!(answer.served_by, "gpt");
-    assert_eq!(answer.attempts[0].outcome, "server_error");
+    let cascade = cascade(vec![
+        entry("claude", Protocol::Anthropic, &primary.url),
+        entry("gpt", Protocol::OpenAi, &simulated(Protocol::OpenAi).await),
+    ]);
+    let answer = cascade.open(&question(), Delivery::Streamed).await.unwrap();
+    assert_eq!(served_by(&answer), "gpt");
+    assert_eq!(answer.attempts[0].outcome, AttemptOutcome::ServerError);
     assert_eq!(answer.attempts[0].status, Some(529));
-    let (first, rest) = answer.value;
-    let rest: Vec<String> = rest.map(Result::unwrap).collect().await;
+    let first = whole_text(&answer);
+    let rest: Vec<String> = answer
+        .answer
+        .rest
+        .filter_map(|p| async move {
+            match p.unwrap() {
+                Piece::Text(t) => Some(t),
+                Piece::Finish(_) => None,
+            }
+        })
+        .collect()
+        .await;
     let text = format!("{first}{}", rest.concat());
     assert!(text.contains("reset link"), "{text}");
     assert!(
@@ -148,23 +175,18 @@ async fn a_hanging_primary_costs_one_attempt_limit() {
         Script::respond(200, "application/json", "{}").delayed(Duration::from_secs(30)),
     )
     .await;
-    let cascade = Cascade::new(
-        vec![
-            entry("gpt", Protocol::OpenAi, &format!("{}/v1", primary.url)),
-            entry(
-                "claude",
-                Protocol::Anthropic,
-                &simulated(Protocol::Anthropic).await,
-            ),
-        ],
-        TIMEOUTS,
-        Arc::new(EventBus::default()),
-        Arc::new(Metrics::new([])),
-    );
+    let cascade = cascade(vec![
+        entry("gpt", Protocol::OpenAi, &format!("{}/v1", primary.url)),
+        entry(
+            "claude",
+            Protocol::Anthropic,
+            &simulated(Protocol::Anthropic).await,
+        ),
+    ]);
     let started = Instant::now();
-    let answer = cascade.stream(&question()).await.unwrap();
-    assert_eq!(answer.served_by, "claude");
-    assert_eq!(answer.attempts[0].outcome, "timeout");
+    let answer = cascade.open(&question(), Delivery::Streamed).await.unwrap();
+    assert_eq!(served_by(&answer), "claude");
+    assert_eq!(answer.attempts[0].outcome, AttemptOutcome::Timeout);
     assert!(
         started.elapsed() < TIMEOUTS.first_byte + Duration::from_millis(600),
         "{:?}",
@@ -181,20 +203,23 @@ async fn an_invalid_request_is_not_retried_elsewhere() {
     ))
     .await;
     let secondary = ScriptedServer::start(Script::respond(200, "application/json", "{}")).await;
-    let cascade = Cascade::new(
-        vec![
-            entry("gpt", Protocol::OpenAi, &format!("{}/v1", primary.url)),
-            entry("llama", Protocol::OpenAi, &format!("{}/v1", secondary.url)),
-        ],
-        TIMEOUTS,
-        Arc::new(EventBus::default()),
-        Arc::new(Metrics::new([])),
-    );
+    let cascade = cascade(vec![
+        entry("gpt", Protocol::OpenAi, &format!("{}/v1", primary.url)),
+        entry("llama", Protocol::OpenAi, &format!("{}/v1", secondary.url)),
+    ]);
     for streamed in [false, true] {
         let err = if streamed {
-            cascade.stream(&question()).await.err().unwrap()
+            cascade
+                .open(&question(), Delivery::Streamed)
+                .await
+                .err()
+                .unwrap()
         } else {
-            cascade.complete(&question()).await.err().unwrap()
+            cascade
+                .open(&question(), Delivery::Whole)
+                .await
+                .err()
+                .unwrap()
         };
         match err {
             CascadeError::InvalidRequest {
@@ -221,20 +246,17 @@ async fn an_invalid_request_is_not_retried_elsewhere() {
 #[tokio::test]
 async fn every_provider_failing_exhausts_the_cascade_with_all_attempts() {
     let down = ScriptedServer::start(Script::reset()).await;
-    let cascade = Cascade::new(
-        vec![
-            entry("gpt", Protocol::OpenAi, &format!("{}/v1", down.url)),
-            entry("claude", Protocol::Anthropic, &down.url),
-        ],
-        TIMEOUTS,
-        Arc::new(EventBus::default()),
-        Arc::new(Metrics::new([])),
-    );
-    match cascade.complete(&question()).await {
+    let cascade = cascade(vec![
+        entry("gpt", Protocol::OpenAi, &format!("{}/v1", down.url)),
+        entry("claude", Protocol::Anthropic, &down.url),
+    ]);
+    match cascade.open(&question(), Delivery::Whole).await {
         Err(CascadeError::Exhausted { attempts }) => {
             assert_eq!(attempts.len(), 2);
             assert!(
-                attempts.iter().all(|a| a.outcome == "connection_error"),
+                attempts
+                    .iter()
+                    .all(|a| a.outcome == AttemptOutcome::ConnectionError),
                 "{attempts:?}"
             );
         }
@@ -244,27 +266,22 @@ async fn every_provider_failing_exhausts_the_cascade_with_all_attempts() {
 
 #[tokio::test]
 async fn a_pinned_provider_is_the_only_one_tried() {
-    let cascade = Cascade::new(
-        vec![
-            entry(
-                "claude",
-                Protocol::Anthropic,
-                &simulated(Protocol::Anthropic).await,
-            ),
-            entry("gpt", Protocol::OpenAi, &simulated(Protocol::OpenAi).await),
-        ],
-        TIMEOUTS,
-        Arc::new(EventBus::default()),
-        Arc::new(Metrics::new([])),
-    );
+    let cascade = cascade(vec![
+        entry(
+            "claude",
+            Protocol::Anthropic,
+            &simulated(Protocol::Anthropic).await,
+        ),
+        entry("gpt", Protocol::OpenAi, &simulated(Protocol::OpenAi).await),
+    ]);
     let mut request = question();
     request.pinned = Some("gpt".into());
-    let answer = cascade.complete(&request).await.unwrap();
-    assert_eq!(answer.served_by, "gpt");
+    let answer = cascade.open(&request, Delivery::Whole).await.unwrap();
+    assert_eq!(served_by(&answer), "gpt");
     assert_eq!(answer.attempts.len(), 1);
     request.pinned = Some("nope".into());
     assert!(matches!(
-        cascade.complete(&request).await,
+        cascade.open(&request, Delivery::Whole).await,
         Err(CascadeError::UnknownProvider(_))
     ));
 }
@@ -279,7 +296,8 @@ async fn an_open_breaker_skips_its_provider_without_any_io_until_the_probe() {
     .await;
     let events = Arc::new(EventBus::default());
     let mut transitions = events.subscribe();
-    let cascade = Cascade::new(
+    let clock = ManualClock::new();
+    let cascade = cascade_with(
         vec![
             entry("gpt", Protocol::OpenAi, &format!("{}/v1", primary.url)),
             entry(
@@ -288,27 +306,24 @@ async fn an_open_breaker_skips_its_provider_without_any_io_until_the_probe() {
                 &simulated(Protocol::Anthropic).await,
             ),
         ],
-        TIMEOUTS,
         events.clone(),
-        Arc::new(Metrics::new(["gpt", "claude"])),
+        clock.clone(),
     );
     for _ in 0..3 {
-        assert_eq!(
-            cascade.complete(&question()).await.unwrap().served_by,
-            "claude"
-        );
+        let served = cascade.open(&question(), Delivery::Whole).await.unwrap();
+        assert_eq!(served_by(&served), "claude");
     }
     assert_eq!(primary.hits(), 3);
-    let answer = cascade.complete(&question()).await.unwrap();
-    assert_eq!(answer.attempts[0].outcome, "skipped_open");
+    let answer = cascade.open(&question(), Delivery::Whole).await.unwrap();
+    assert_eq!(answer.attempts[0].outcome, AttemptOutcome::SkippedOpen);
     assert_eq!(primary.hits(), 3, "no request reaches an OPEN provider");
-    let Ok(GatewayEvent::BreakerTransition {
+    let Ok(GatewayEvent::BreakerTransition(Transition {
         provider,
         from,
         to,
         reason,
         ..
-    }) = transitions.try_recv()
+    })) = transitions.try_recv()
     else {
         panic!("the opening is an event")
     };
@@ -318,13 +333,17 @@ async fn an_open_breaker_skips_its_provider_without_any_io_until_the_probe() {
     );
     assert!(reason.contains("3 consecutive failures"), "{reason}");
 
+    // Just before the cool-down ends, still no I/O.
+    clock.advance(Duration::from_millis(299));
+    cascade.open(&question(), Delivery::Whole).await.unwrap();
+    assert_eq!(primary.hits(), 3);
     // After the cool-down, one probe goes through; it fails and re-opens.
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    cascade.complete(&question()).await.unwrap();
+    clock.advance(Duration::from_millis(1));
+    cascade.open(&question(), Delivery::Whole).await.unwrap();
     assert_eq!(primary.hits(), 4);
     let states: Vec<_> = std::iter::from_fn(|| transitions.try_recv().ok())
         .filter_map(|e| match e {
-            GatewayEvent::BreakerTransition { from, to, .. } => Some((from, to)),
+            GatewayEvent::BreakerTransition(t) => Some((t.from, t.to)),
             _ => None,
         })
         .collect();

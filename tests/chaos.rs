@@ -144,7 +144,7 @@ async fn an_outage_opens_the_breaker_and_healing_closes_it_again() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    tokio::time::sleep(Duration::from_millis(2_050)).await;
+    s.clock.advance(Duration::from_millis(2_000));
     let res = s.chat("chaosai", "Where is my order?", false).await;
     assert_eq!(served_by(&res), "claude");
     assert_eq!(s.provider("claude").await["state"], "closed");
@@ -220,7 +220,7 @@ async fn a_rate_limit_falls_over_and_its_retry_after_outlasts_the_cool_down() {
     );
     assert_eq!(s.provider("claude").await["state"], "open");
     // The cool-down alone (400 ms) is over, but the provider asked for 5 s.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    s.clock.advance(Duration::from_millis(600));
     s.chat("chaosai", "How much is shipping?", false).await;
     assert_eq!(s.provider("claude").await["state"], "open");
     assert_eq!(
@@ -384,7 +384,8 @@ async fn a_total_blackout_still_answers_with_the_last_resort_and_a_ticket() {
     for provider in ["claude", "gpt", "llama"] {
         s.inject(provider, json!({"kind": "hang"})).await;
     }
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    // Past every cool-down, so each hanging provider is really tried.
+    s.clock.advance(Duration::from_millis(450));
     let started = Instant::now();
     let res = s.chat("chaosai", "Where is my order?", false).await;
     assert_eq!(res.status(), 200);
@@ -402,9 +403,26 @@ async fn faults_with_a_duration_heal_by_themselves() {
     s.inject("gpt", json!({"kind": "outage", "duration_s": 1}))
         .await;
     let fault = &s.provider("gpt").await["fault"];
-    assert!(fault["remaining_ms"].as_u64().unwrap() <= 1_000);
-    tokio::time::sleep(Duration::from_millis(1_400)).await;
+    assert_eq!(fault["remaining_ms"], 1_000);
+    s.clock.advance(Duration::from_millis(999));
+    s.inject("claude", json!({"kind": "outage"})).await;
+    let mut ws = connect(&s).await;
+    s.clock.advance(Duration::from_millis(1));
+    // The expiry task heals it and says so: wait for that event, not for a guess.
+    loop {
+        let event = next_event(&mut ws).await;
+        if event["type"] == "fault_changed" {
+            assert_eq!(event["provider"], "gpt");
+            assert_eq!(event["by"], "expiry");
+            assert!(event["fault"].is_null());
+            break;
+        }
+    }
     assert!(s.provider("gpt").await["fault"].is_null());
+    assert_eq!(
+        s.provider("claude").await["fault"]["spec"]["kind"],
+        "outage"
+    );
     assert_eq!(
         s.metric(r#"chaosai_faults_active{provider="gpt"}"#).await,
         0.0
@@ -531,18 +549,20 @@ async fn a_slow_websocket_client_lags_and_resyncs_without_slowing_the_gateway() 
     // The client reads nothing while far more events are published than the bus
     // holds; publishing must not wait for it.
     let started = Instant::now();
-    for i in 0..20_000u64 {
+    for i in 0..20_000i64 {
         s.server
             .gateway
             .events()
-            .publish(chaosai::shared::GatewayEvent::RequestTrace {
-                id: format!("flood-{i}"),
-                served_by: "gpt".into(),
-                attempts: vec![],
-                latency_ms: 1,
-                status: "ok".into(),
-                at_ms: i,
-            });
+            .publish(chaosai::shared::GatewayEvent::RequestTrace(
+                chaosai::shared::Trace {
+                    id: format!("flood-{i}"),
+                    served_by: Some("gpt".into()),
+                    attempts: vec![],
+                    latency_ms: 1,
+                    status: chaosai::shared::RequestStatus::Ok,
+                    at_ms: i,
+                },
+            ));
     }
     assert!(
         started.elapsed() < Duration::from_secs(1),

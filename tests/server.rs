@@ -5,7 +5,6 @@ mod support;
 
 use chaosai::config::SimulateMode;
 use serde_json::{json, Value};
-use std::time::Duration;
 use support::app::{ask, sse_data, TestServer};
 use support::{Script, ScriptedServer};
 
@@ -293,21 +292,33 @@ async fn graceful_shutdown_lets_in_flight_streams_finish() {
         c.sim.chunk_delay_max_ms = 15;
     })
     .await;
-    let res = reqwest::Client::new()
+    let mut res = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", s.base))
         .json(&ask("chaosai", "Where is my order?", true))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let body = tokio::spawn(res.text());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The answer is under way: its first bytes have arrived.
+    let mut body = String::from_utf8(res.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    let rest = tokio::spawn(async move {
+        while let Some(chunk) = res.chunk().await.unwrap() {
+            body.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        body
+    });
     let base = s.base.clone();
     let stopped = tokio::spawn(s.server.shutdown());
-    tokio::time::sleep(Duration::from_millis(100)).await;
     // New connections are refused while the in-flight answer finishes.
-    assert!(reqwest::get(format!("{base}/healthz")).await.is_err());
-    let data = sse_data(&body.await.unwrap().unwrap());
+    support::eventually(|| async {
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    assert!(!rest.is_finished(), "the answer was still streaming");
+    let data = sse_data(&rest.await.unwrap());
     assert_eq!(
         data.last().unwrap(),
         "[DONE]",

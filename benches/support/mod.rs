@@ -1,105 +1,16 @@
-//! Shared pieces of the load bench and the soak: the gateway binary as a child
-//! process, load loops, percentiles and the machine's description.
+//! Shared pieces of the benches: the gateway binary as a child process (the
+//! tests' own helper), load loops, percentiles and the machine's description.
 #![allow(dead_code)]
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// The release gateway binary, started with `env` on a free loopback port.
-pub struct Gateway {
-    /// The child process.
-    pub child: Child,
-    /// `http://127.0.0.1:PORT`.
-    pub base: String,
-}
+#[path = "../../tests/support/binary.rs"]
+mod binary;
 
-/// The admin token the benches start gateways with.
-pub const TOKEN: &str = "bench-admin-token";
-
-impl Gateway {
-    /// Starts the gateway binary and waits for `/healthz`.
-    pub async fn start(env: &[(&str, String)], stderr: Stdio) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_chaosai"));
-        command
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("CHAOSAI_ADDR", format!("127.0.0.1:{port}"))
-            .env("CHAOSAI_ADMIN_TOKEN", TOKEN)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("gateway binary");
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        for _ in 0..400 {
-            if client
-                .get(format!("{base}/healthz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-            {
-                return Self { child, base };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("gateway did not become ready");
-    }
-
-    /// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
-    pub fn memory_kib(&self, field: &str) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{field}:")))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// Injects a fault through the chaos API.
-    pub async fn inject(&self, provider: &str, spec: serde_json::Value) {
-        let res = reqwest::Client::new()
-            .put(format!("{}/api/chaos/{provider}", self.base))
-            .bearer_auth(TOKEN)
-            .json(&spec)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            res.status(),
-            200,
-            "{}",
-            res.text().await.unwrap_or_default()
-        );
-    }
-
-    /// Heals every provider.
-    pub async fn heal_all(&self) {
-        reqwest::Client::new()
-            .delete(format!("{}/api/chaos", self.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-    }
-
-    /// SIGTERM, then the exit status.
-    pub fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        self.child.wait().unwrap()
-    }
-}
+/// The gateway binary as a child process, shared with the tests (not every
+/// bench starts one).
+#[allow(unused_imports)]
+pub use binary::{Binary as Gateway, TOKEN};
 
 /// p50 and p99 of samples.
 pub fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {

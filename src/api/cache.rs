@@ -1,6 +1,6 @@
 //! The cache admin API (admin token): list and search entries, delete one, clear all.
 
-use super::{chaos::Admin, error::ApiError, AppState};
+use super::{admin::Admin, error::ApiError, params::Params, AppState};
 use crate::cache::SemanticCache;
 use axum::{
     extract::{rejection::QueryRejection, Path, Query, State},
@@ -25,33 +25,19 @@ pub async fn list(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let cache = cache(&state)?;
-    let Query(query) =
-        query.map_err(|e| ApiError::invalid(None, format!("invalid query string: {e}")))?;
-    if let Some(unknown) = query.keys().find(|k| !matches!(k.as_str(), "q" | "limit")) {
-        return Err(ApiError::invalid(
-            Some(unknown),
-            format!("unknown parameter {unknown:?}; expected q, limit"),
-        ));
-    }
-    let limit = match query.get("limit") {
-        None => 50,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=500).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid(Some("limit"), "limit must be a whole number from 1 to 500")
-            })?,
-    };
+    let params = Params::new(query, &["q", "limit"])?;
+    let limit = params.limit()? as usize;
     let c = cache.counters();
     Ok(Json(json!({
-        "entries": cache.list(query.get("q").map(String::as_str), limit),
+        "entries": cache.list(params.text("q")?, limit),
         "stats": {
             "entries": cache.len(),
             "semantic": cache.semantic(),
             "hits": c.hits.load(Relaxed),
             "misses": c.misses.load(Relaxed),
             "refused": c.refused.load(Relaxed),
+            "stored": c.stored.load(Relaxed),
+            "not_stored": c.not_stored.load(Relaxed),
         }
     })))
 }

@@ -100,11 +100,34 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
     }
 }
 
+impl From<crate::gateway::faults::FaultError> for ApiError {
+    fn from(err: crate::gateway::faults::FaultError) -> Self {
+        use crate::gateway::faults::FaultError;
+        match &err {
+            FaultError::UnknownProvider(_) => Self::not_found(err.to_string()),
+            FaultError::Invalid { field, .. } => Self::unprocessable(Some(field), err.to_string()),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(err: crate::store::StoreError) -> Self {
+        tracing::error!(error = %err, "audit store query failed");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            kind: "server_error",
+            code: None,
+            param: None,
+            message: "the audit store could not be read".into(),
+        }
+    }
+}
+
 impl From<crate::gateway::GatewayError> for ApiError {
     fn from(err: crate::gateway::GatewayError) -> Self {
         use crate::gateway::GatewayError;
         match err {
-            GatewayError::BadRequest(message) => Self::invalid(Some("messages"), message),
+            GatewayError::BadRequest { param, message } => Self::invalid(Some(&param), message),
             GatewayError::UnknownModel(model) => Self {
                 status: StatusCode::NOT_FOUND,
                 kind: "invalid_request_error",

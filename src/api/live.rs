@@ -1,6 +1,6 @@
 //! The live surfaces: the event websocket and Prometheus metrics.
 
-use super::{chaos::Admin, AppState};
+use super::{admin::Admin, AppState};
 use crate::shared::GatewayEvent;
 use axum::{
     extract::{
@@ -14,55 +14,11 @@ use tokio::sync::broadcast::error::RecvError;
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    use std::fmt::Write;
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut text = state.gateway.metrics().render();
-    if let Some(audit) = &state.audit {
-        let c = audit.counters();
-        for (name, help, value) in [
-            (
-                "chaosai_audit_overflow_total",
-                "Audit records that found the queue full (kept, not dropped)",
-                &c.overflow,
-            ),
-            (
-                "chaosai_audit_written_total",
-                "Audit records written",
-                &c.written,
-            ),
-            (
-                "chaosai_audit_retries_total",
-                "Audit batches retried after a database error",
-                &c.retries,
-            ),
-        ] {
-            let _ = write!(
-                text,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                value.load(Relaxed)
-            );
-        }
-    }
-    if let Some(cache) = state.gateway.cache() {
-        let c = cache.counters();
-        let _ = write!(
-            text,
-            "# HELP chaosai_cache_entries Entries in the semantic cache\n# TYPE chaosai_cache_entries gauge\n\
-             chaosai_cache_entries {}\n\
-             # HELP chaosai_cache_lookups_total Cache lookups by result\n# TYPE chaosai_cache_lookups_total counter\n\
-             chaosai_cache_lookups_total{{result=\"hit\"}} {}\n\
-             chaosai_cache_lookups_total{{result=\"miss\"}} {}\n\
-             chaosai_cache_lookups_total{{result=\"refused\"}} {}\n\
-             # HELP chaosai_cache_hit_ratio Share of lookups answered from the cache\n# TYPE chaosai_cache_hit_ratio gauge\n\
-             chaosai_cache_hit_ratio {:.4}\n",
-            cache.len(),
-            c.hits.load(Relaxed),
-            c.misses.load(Relaxed),
-            c.refused.load(Relaxed),
-            cache.hit_ratio()
-        );
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.gateway.metrics().render(),
+    )
+        .into_response()
 }
 
 /// `GET /ws/events` (admin): a snapshot of every provider, then every event as
@@ -73,7 +29,7 @@ pub async fn events(_: Admin, ws: WebSocketUpgrade, State(state): State<AppState
 
 fn snapshot(state: &AppState) -> Message {
     let event = GatewayEvent::Snapshot {
-        providers: state.provider_statuses(),
+        providers: state.gateway.statuses(),
         traffic: state.traffic.running(),
     };
     Message::Text(serde_json::to_string(&event).unwrap_or_default().into())

@@ -4,8 +4,8 @@
 //! `model: "chaosai"` runs the cascade; a provider's name pins that provider.
 
 use super::{error::ApiError, AppState};
-use crate::gateway::{GatewayRequest, Surface};
-use crate::shared::{ChatEvent, ChatTurn, Role};
+use crate::gateway::{AnswerEvent, GatewayRequest, DEFAULT_TENANT};
+use crate::shared::{ChatTurn, Role, Route, Surface};
 use axum::{
     body::Bytes,
     extract::{rejection::BytesRejection, State},
@@ -30,8 +30,6 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const TENANT: HeaderName = HeaderName::from_static("x-chaosai-tenant");
 /// `bypass` skips the cache for one request.
 pub const CACHE_CONTROL: HeaderName = HeaderName::from_static("x-chaosai-cache");
-/// The tenant of requests that name none.
-pub const DEFAULT_TENANT: &str = "default";
 /// The similarity of the cache entry that answered.
 pub const SIMILARITY: HeaderName = HeaderName::from_static("x-chaosai-cache-similarity");
 
@@ -193,14 +191,14 @@ fn decode(body: &[u8]) -> Result<ApiRequest, ApiError> {
 fn route_headers(
     headers: &mut HeaderMap,
     id: &str,
-    served_by: &str,
+    served_by: &Route,
     overhead: Duration,
     ticket: Option<&str>,
     similarity: Option<f64>,
 ) {
     let overhead_ms = format!("{:.3}", overhead.as_secs_f64() * 1000.0);
     let pairs = [
-        (SERVED_BY, served_by),
+        (SERVED_BY, served_by.as_str()),
         (REQUEST_ID, id),
         (OVERHEAD_MS, overhead_ms.as_str()),
     ];
@@ -257,18 +255,13 @@ pub async fn chat_completions(
             ))
         }
     }
-    if let Some(name) = &request.gateway.pinned {
-        if !state.gateway.has_provider(name) {
-            return Err(crate::gateway::GatewayError::UnknownModel(name.clone()).into());
-        }
-    }
     let created = unix_now();
     if !request.stream {
         let answer = state.gateway.complete(request.gateway).await?;
         let body = json!({
             "id": answer.id, "object": "chat.completion", "created": created, "model": request.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
-                "finish_reason": answer.finish_reason}],
+                "finish_reason": answer.finish_reason.map(|r| r.as_str())}],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
         });
         let mut response = Json(body).into_response();
@@ -296,14 +289,16 @@ pub async fn chat_completions(
     let opening = chunk(json!({"role": "assistant", "content": ""}), None);
     let events = streaming.events.flat_map(move |event| {
         let out: Vec<Event> = match event {
-            ChatEvent::Delta { text } => vec![chunk(json!({"content": text}), None)],
-            ChatEvent::Done { .. } => vec![chunk(json!({}), Some("stop")), Event::default().data("[DONE]")],
+            AnswerEvent::Text(text) => vec![chunk(json!({"content": text}), None)],
+            AnswerEvent::Done { finish_reason, .. } => vec![
+                chunk(json!({}), Some(finish_reason.as_str())),
+                Event::default().data("[DONE]"),
+            ],
             // An explicit error event and no [DONE]: SDKs raise instead of taking a cut answer as whole.
-            ChatEvent::Failed { message } => vec![Event::default().data(
+            AnswerEvent::Failed { message } => vec![Event::default().data(
                 json!({"error": {"message": message, "type": "server_error", "code": "stream_interrupted"}})
                     .to_string(),
             )],
-            ChatEvent::Started { .. } => vec![],
         };
         futures::stream::iter(out.into_iter().map(Ok::<_, Infallible>))
     });

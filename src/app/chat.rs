@@ -14,7 +14,8 @@ pub async fn ask(
     turns: Vec<ChatTurn>,
 ) -> Result<TextStream, ServerFnError> {
     use crate::api::AppState;
-    use crate::gateway::{GatewayError, GatewayRequest, Surface};
+    use crate::gateway::{AnswerEvent, GatewayError, GatewayRequest};
+    use crate::shared::Surface;
     use futures::StreamExt;
 
     fn line(event: &ChatEvent) -> String {
@@ -28,28 +29,35 @@ pub async fn ask(
     let conversation_id = conversation_id
         .filter(|id| id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
         .unwrap_or_else(|| format!("conv-{}", uuid::Uuid::new_v4().simple()));
-    let request = GatewayRequest {
-        conversation_id: Some(conversation_id.clone()),
-        tenant: crate::api::openai::DEFAULT_TENANT.into(),
-        use_cache: true,
-        turns,
-        pinned: None,
-        max_tokens: None,
-        temperature: None,
-        surface: Surface::Chat,
-    };
+    let mut request = GatewayRequest::question(Surface::Chat, "");
+    request.turns = turns;
+    request.conversation_id = Some(conversation_id.clone());
     match state.gateway.stream(request).await {
-        Ok(streaming) => {
+        Ok(answer) => {
             let started = ChatEvent::Started {
-                served_by: streaming.served_by.clone(),
+                served_by: answer.served_by.clone(),
                 conversation_id,
             };
+            let events = answer.events.map(|event| match event {
+                AnswerEvent::Text(text) => ChatEvent::Delta { text },
+                AnswerEvent::Done {
+                    served_by,
+                    elapsed_ms,
+                    attempts,
+                    ..
+                } => ChatEvent::Done {
+                    served_by,
+                    elapsed_ms,
+                    attempts,
+                },
+                AnswerEvent::Failed { message } => ChatEvent::Failed { message },
+            });
             let lines = futures::stream::once(async move { line(&started) })
-                .chain(streaming.events.map(|event| line(&event)))
+                .chain(events.map(|event| line(&event)))
                 .map(Ok);
             Ok(TextStream::new(lines))
         }
-        Err(GatewayError::BadRequest(message)) => Err(ServerFnError::new(message)),
+        Err(err @ GatewayError::BadRequest { .. }) => Err(ServerFnError::new(err.to_string())),
         Err(err) => {
             let failed = ChatEvent::Failed {
                 message: format!("Sorry, this question could not be answered: {err}"),
@@ -96,7 +104,7 @@ impl Bubble {
     fn apply(&mut self, event: ChatEvent) {
         match event {
             ChatEvent::Started { served_by, .. } => {
-                self.served_by = Some(served_by);
+                self.served_by = Some(served_by.to_string());
                 self.state = ReplyState::Streaming;
             }
             ChatEvent::Delta { text } => {

@@ -11,6 +11,7 @@
 use super::guard;
 use super::index::VectorIndex;
 use super::Embedder;
+use crate::clock::SharedClock;
 use crate::shared::ChatTurn;
 use serde::Serialize;
 use sqlx::SqlitePool;
@@ -69,6 +70,10 @@ pub struct CacheCounters {
     pub misses: AtomicU64,
     /// A close candidate that a guard refused.
     pub refused: AtomicU64,
+    /// Answers stored.
+    pub stored: AtomicU64,
+    /// Answers offered but kept out (personal data, empty).
+    pub not_stored: AtomicU64,
 }
 
 /// A row of `cache_entries`.
@@ -107,6 +112,8 @@ pub struct SemanticCache {
     pool: SqlitePool,
     /// Lookup counts.
     counters: CacheCounters,
+    /// The time TTLs and hit times are measured by.
+    clock: SharedClock,
 }
 
 /// Why the cache could not start.
@@ -115,10 +122,6 @@ pub enum CacheError {
     /// The entries could not be read.
     #[error("cache store: {0}")]
     Database(#[from] sqlx::Error),
-}
-
-fn now_ms() -> i64 {
-    crate::gateway::events::now_ms() as i64
 }
 
 /// A stable 64-bit FNV-1a hash, hex: scope keys persist across restarts and
@@ -163,8 +166,9 @@ impl SemanticCache {
         pool: SqlitePool,
         settings: CacheSettings,
         embedder: Option<Arc<Embedder>>,
+        clock: SharedClock,
     ) -> Result<Self, CacheError> {
-        let oldest = now_ms() - settings.ttl.as_millis() as i64;
+        let oldest = clock.unix_ms() - settings.ttl.as_millis() as i64;
         sqlx::query("DELETE FROM cache_entries WHERE created_at_ms < ?")
             .bind(oldest)
             .execute(&pool)
@@ -214,6 +218,7 @@ impl SemanticCache {
             exact: RwLock::new(HashMap::new()),
             pool,
             counters: CacheCounters::default(),
+            clock,
         };
         for (view, normalized) in views {
             cache.add_entry(view, normalized);
@@ -285,7 +290,7 @@ impl SemanticCache {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         let entry = entries.get_mut(&id)?;
         entry.view.hits += 1;
-        entry.view.last_hit_ms = now_ms();
+        entry.view.last_hit_ms = self.clock.unix_ms();
         entry.dirty = true;
         self.counters.hits.fetch_add(1, Ordering::Relaxed);
         Some(Hit {
@@ -297,7 +302,7 @@ impl SemanticCache {
 
     /// The cached answer for `question` in `scope`, if one may answer it.
     pub async fn lookup(&self, scope: &str, question: &str) -> Option<Hit> {
-        let now = now_ms();
+        let now = self.clock.unix_ms();
         let normalized = guard::normalize(question);
         let exact = self
             .exact
@@ -380,6 +385,7 @@ impl SemanticCache {
             || guard::has_personal_data(question)
             || guard::has_personal_data(answer)
         {
+            self.counters.not_stored.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let normalized = guard::normalize(question);
@@ -393,7 +399,7 @@ impl SemanticCache {
             return;
         }
         let vector = self.embed(question).await;
-        let created_at_ms = now_ms();
+        let created_at_ms = self.clock.unix_ms();
         let inserted = sqlx::query_scalar::<_, i64>(
             "INSERT INTO cache_entries (scope, question, normalized, answer, embedding, created_at_ms, hits, last_hit_ms) \
              VALUES (?, ?, ?, ?, ?, ?, 0, 0) RETURNING id",
@@ -416,6 +422,7 @@ impl SemanticCache {
         if let Some(vector) = &vector {
             self.index.insert(id as usize, vector);
         }
+        self.counters.stored.fetch_add(1, Ordering::Relaxed);
         self.add_entry(
             EntryView {
                 id,
@@ -516,7 +523,7 @@ impl SemanticCache {
 
     /// Writes hit counts to the store and drops expired entries; run periodically.
     pub async fn maintain(&self) {
-        let now = now_ms();
+        let now = self.clock.unix_ms();
         let (dirty, expired): (Vec<(i64, u64, i64)>, Vec<i64>) = {
             let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
             let dirty = entries

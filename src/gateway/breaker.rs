@@ -8,7 +8,7 @@
 //!
 //! The clock is passed in (`now`), so tests step time without sleeping.
 
-use crate::shared::BreakerState;
+use crate::shared::{AttemptOutcome, BreakerState};
 use std::time::{Duration, Instant};
 
 /// Thresholds of one provider's breaker.
@@ -152,7 +152,7 @@ impl Breaker {
     pub fn on_failure(
         &mut self,
         admission: Admission,
-        kind: &str,
+        kind: AttemptOutcome,
         retry_after: Option<Duration>,
         now: Instant,
     ) -> Option<Transition> {
@@ -221,7 +221,7 @@ mod tests {
     fn fail(b: &mut Breaker, now: Instant) -> Option<Transition> {
         let (admission, _) = b.admit(now);
         assert_ne!(admission, Admission::Reject);
-        b.on_failure(admission, "server_error", None, now)
+        b.on_failure(admission, AttemptOutcome::ServerError, None, now)
     }
 
     #[test]
@@ -280,7 +280,9 @@ mod tests {
         for expected in [20, 30, 30] {
             let (probe, _) = b.admit(now);
             assert_eq!(probe, Admission::Probe);
-            let t = b.on_failure(probe, "timeout", None, now).unwrap();
+            let t = b
+                .on_failure(probe, AttemptOutcome::Timeout, None, now)
+                .unwrap();
             assert_eq!((t.from, t.to), (HalfOpen, Open));
             assert_eq!(b.retry_in(now), Some(Duration::from_secs(expected)));
             assert_eq!(
@@ -304,7 +306,12 @@ mod tests {
         let mut b = breaker(t0);
         for _ in 0..3 {
             let (a, _) = b.admit(t0);
-            b.on_failure(a, "rate_limited", Some(Duration::from_secs(45)), t0);
+            b.on_failure(
+                a,
+                AttemptOutcome::RateLimited,
+                Some(Duration::from_secs(45)),
+                t0,
+            );
         }
         assert_eq!(b.state(), Open);
         assert_eq!(b.retry_in(t0), Some(Duration::from_secs(45)));
@@ -314,7 +321,12 @@ mod tests {
         let mut b = breaker(t0);
         for _ in 0..3 {
             let (a, _) = b.admit(t0);
-            b.on_failure(a, "rate_limited", Some(Duration::from_secs(2)), t0);
+            b.on_failure(
+                a,
+                AttemptOutcome::RateLimited,
+                Some(Duration::from_secs(2)),
+                t0,
+            );
         }
         assert_eq!(b.retry_in(t0), Some(Duration::from_secs(10)));
     }

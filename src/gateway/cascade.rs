@@ -9,15 +9,41 @@
 //! to the customer.
 
 use super::breaker::{Admission, Breaker, BreakerConfig, Transition};
-use super::events::{now_ms, EventBus};
+use super::events::EventBus;
 use super::metrics::Metrics;
 use super::prompt::PromptTemplate;
-use super::provider::{DeltaStream, Provider, ProviderError, ProviderRequest, TimeoutKind};
-use super::Timeouts;
-use crate::shared::{AttemptSummary, BreakerState, ChatTurn, GatewayEvent};
-use futures::{future::BoxFuture, FutureExt, StreamExt};
+use super::provider::{Piece, PieceStream, Provider, ProviderError, ProviderRequest, TimeoutKind};
+use crate::clock::SharedClock;
+use crate::shared::{
+    AttemptOutcome, AttemptSummary, BreakerState, ChatTurn, GatewayEvent, Transition as Announced,
+};
+use futures::StreamExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// The limits that apply to attempts and to whole requests.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// From sending a request to a provider to its response head.
+    pub first_byte: Duration,
+    /// From the response head to the first content token of a stream.
+    pub first_token: Duration,
+    /// Longest silence between two chunks.
+    pub stall: Duration,
+    /// One whole attempt (a non-streamed answer, or a stream up to its first token).
+    pub attempt: Duration,
+    /// One whole request across all attempts.
+    pub deadline: Duration,
+}
+
+/// How the caller wants the answer: the provider is asked the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// One response with the whole answer.
+    Whole,
+    /// Server-sent events, token by token.
+    Streamed,
+}
 
 /// One provider of the cascade with the policy that belongs to it.
 pub struct CascadeEntry {
@@ -29,6 +55,8 @@ pub struct CascadeEntry {
     pub max_tokens: u32,
     /// Its breaker's thresholds.
     pub breaker: BreakerConfig,
+    /// Whether it is a built-in simulation (status views say so).
+    pub simulated: bool,
 }
 
 /// A request as the cascade sees it.
@@ -89,24 +117,36 @@ impl CascadeError {
     }
 }
 
+/// An answer a provider has started: everything up to its first content piece
+/// (the whole answer, when it was asked for whole), and the rest to come.
+pub struct Opened {
+    /// The pieces received so far; the last is the first content.
+    pub head: Vec<Piece>,
+    /// The pieces still to come (empty for a whole answer).
+    pub rest: PieceStream,
+}
+
 /// What a successful run of the cascade produced.
-#[derive(Debug)]
-pub struct Served<T> {
-    /// The provider's answer (a completion, or a stream past its first token).
-    pub value: T,
-    /// The provider that served it.
-    pub served_by: String,
+pub struct Served {
+    /// The provider's answer, started.
+    pub answer: Opened,
+    /// The provider that serves it.
+    pub provider: Arc<dyn Provider>,
     /// Every attempt made, the serving one last.
     pub attempts: Vec<AttemptSummary>,
     /// Time spent waiting on providers, to tell the gateway's own overhead apart.
     pub provider_wait: Duration,
 }
 
-/// A whole answer from one provider.
-pub type Answer = Served<super::provider::Completion>;
-
-/// A streamed answer whose first token has arrived: the token and the rest.
-pub type StreamingAnswer = Served<(String, DeltaStream)>;
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served")
+            .field("provider", &self.provider.name())
+            .field("head", &self.answer.head)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A breaker as status views show it.
 #[derive(Clone)]
@@ -115,12 +155,16 @@ pub struct BreakerView {
     pub provider: Arc<dyn Provider>,
     /// Its position in the cascade, 0 first.
     pub priority: usize,
+    /// Whether it is a built-in simulation.
+    pub simulated: bool,
     /// Breaker state.
     pub state: BreakerState,
     /// Consecutive failures counted.
     pub consecutive_failures: u32,
-    /// When the current state began.
-    pub since: Instant,
+    /// Time in the current state.
+    pub in_state: Duration,
+    /// While OPEN: time before a probe may go.
+    pub retry_in: Option<Duration>,
 }
 
 struct Slot {
@@ -149,6 +193,8 @@ pub struct Cascade {
     events: Arc<EventBus>,
     /// Where attempts and transitions are counted.
     metrics: Arc<Metrics>,
+    /// The time breakers decide by.
+    clock: SharedClock,
 }
 
 /// The right to call one provider once, as its breaker granted it. Dropped
@@ -167,7 +213,7 @@ impl Permit<'_> {
         let transition = self
             .slot
             .breaker()
-            .on_success(self.admission, Instant::now());
+            .on_success(self.admission, self.cascade.clock.now());
         self.cascade.announce(self.slot.name(), transition);
     }
 
@@ -175,9 +221,9 @@ impl Permit<'_> {
         self.settled = true;
         let transition = self.slot.breaker().on_failure(
             self.admission,
-            err.kind(),
+            err.outcome(),
             err.retry_after(),
-            Instant::now(),
+            self.cascade.clock.now(),
         );
         self.cascade.announce(self.slot.name(), transition);
     }
@@ -198,8 +244,9 @@ impl Cascade {
         timeouts: Timeouts,
         events: Arc<EventBus>,
         metrics: Arc<Metrics>,
+        clock: SharedClock,
     ) -> Self {
-        let now = Instant::now();
+        let now = clock.now();
         let slots = entries
             .into_iter()
             .map(|entry| Slot {
@@ -212,12 +259,18 @@ impl Cascade {
             timeouts,
             events,
             metrics,
+            clock,
         }
     }
 
     /// The providers in priority order.
     pub fn providers(&self) -> impl Iterator<Item = &Arc<dyn Provider>> {
         self.slots.iter().map(|s| &s.entry.provider)
+    }
+
+    /// The provider called `name`, if it is configured.
+    pub fn provider(&self, name: &str) -> Option<&Arc<dyn Provider>> {
+        self.providers().find(|p| p.name() == name)
     }
 
     /// The limits in force.
@@ -227,6 +280,7 @@ impl Cascade {
 
     /// Every breaker's state, in priority order.
     pub fn breakers(&self) -> Vec<BreakerView> {
+        let now = self.clock.now();
         self.slots
             .iter()
             .enumerate()
@@ -235,9 +289,11 @@ impl Cascade {
                 BreakerView {
                     provider: slot.entry.provider.clone(),
                     priority,
+                    simulated: slot.entry.simulated,
                     state: breaker.state(),
                     consecutive_failures: breaker.consecutive_failures(),
-                    since: breaker.since(),
+                    in_state: now.saturating_duration_since(breaker.since()),
+                    retry_in: breaker.retry_in(now),
                 }
             })
             .collect()
@@ -247,28 +303,27 @@ impl Cascade {
         let Some(t) = transition else { return };
         tracing::info!(provider, from = t.from.label(), to = t.to.label(), reason = %t.reason, "breaker transition");
         self.metrics.breaker(provider, t.to);
-        self.events.publish(GatewayEvent::BreakerTransition {
-            provider: provider.to_string(),
-            from: t.from,
-            to: t.to,
-            reason: t.reason,
-            at_ms: now_ms(),
-        });
+        self.events
+            .publish(GatewayEvent::BreakerTransition(Announced {
+                provider: provider.to_string(),
+                from: t.from,
+                to: t.to,
+                reason: t.reason,
+                at_ms: self.clock.unix_ms(),
+            }));
     }
 
     /// Records that a stream broke after its first token: it counts against the
     /// provider even though the first token already counted as a success.
     pub fn report_broken(&self, provider: &str, err: &ProviderError) {
         self.metrics
-            .attempts
-            .with_label_values(&[provider, "stream_broken"])
-            .inc();
+            .attempt(provider, AttemptOutcome::StreamBroken, None);
         if let Some(slot) = self.slots.iter().find(|s| s.name() == provider) {
             let transition = slot.breaker().on_failure(
                 Admission::Call,
-                err.kind(),
+                err.outcome(),
                 err.retry_after(),
-                Instant::now(),
+                self.clock.now(),
             );
             self.announce(provider, transition);
         }
@@ -302,15 +357,57 @@ impl Cascade {
         }
     }
 
-    /// Tries providers in order until `call` succeeds on one.
-    async fn run<T>(
+    /// Asks one provider for its answer, as `delivery` says. A stream is held
+    /// back until its first content piece, so that failing before it is
+    /// invisible to the customer; that piece is also when it counts as a success.
+    async fn call(
+        &self,
+        provider: &Arc<dyn Provider>,
+        request: &ProviderRequest,
+        delivery: Delivery,
+    ) -> Result<Opened, ProviderError> {
+        match delivery {
+            Delivery::Whole => {
+                let completion = provider.complete(request).await?;
+                Ok(Opened {
+                    head: completion.into_pieces(),
+                    rest: futures::stream::empty().boxed(),
+                })
+            }
+            Delivery::Streamed => {
+                let mut rest = provider.stream(request).await?;
+                let mut head = Vec::new();
+                let first_token = tokio::time::timeout(self.timeouts.first_token, async {
+                    loop {
+                        match rest.next().await {
+                            None => return Err(ProviderError::Malformed("empty answer".into())),
+                            Some(Err(err)) => return Err(err),
+                            Some(Ok(piece)) => {
+                                let content = matches!(piece, Piece::Text(_));
+                                head.push(piece);
+                                if content {
+                                    return Ok(());
+                                }
+                            }
+                        }
+                    }
+                })
+                .await;
+                match first_token {
+                    Err(_) => Err(ProviderError::Timeout(TimeoutKind::FirstToken)),
+                    Ok(Err(err)) => Err(err),
+                    Ok(Ok(())) => Ok(Opened { head, rest }),
+                }
+            }
+        }
+    }
+
+    /// Tries providers in order until one starts an answer.
+    pub async fn open(
         &self,
         request: &CascadeRequest,
-        call: impl Fn(
-            Arc<dyn Provider>,
-            ProviderRequest,
-        ) -> BoxFuture<'static, Result<T, ProviderError>>,
-    ) -> Result<Served<T>, CascadeError> {
+        delivery: Delivery,
+    ) -> Result<Served, CascadeError> {
         let deadline = request
             .deadline
             .unwrap_or_else(|| Instant::now() + self.timeouts.deadline);
@@ -326,17 +423,15 @@ impl Cascade {
             };
             let (before, (admission, transition)) = {
                 let mut breaker = slot.breaker();
-                (breaker.state(), breaker.admit(Instant::now()))
+                (breaker.state(), breaker.admit(self.clock.now()))
             };
             self.announce(name, transition);
             if admission == Admission::Reject {
                 self.metrics
-                    .attempts
-                    .with_label_values(&[name, "skipped_open"])
-                    .inc();
+                    .attempt(name, AttemptOutcome::SkippedOpen, None);
                 attempts.push(AttemptSummary {
                     provider: name.to_string(),
-                    outcome: "skipped_open".into(),
+                    outcome: AttemptOutcome::SkippedOpen,
                     status: None,
                     latency_ms: 0,
                     breaker: Some(before),
@@ -353,27 +448,20 @@ impl Cascade {
             let started = Instant::now();
             let result = tokio::time::timeout(
                 left.min(self.timeouts.attempt),
-                call(slot.entry.provider.clone(), provider_request),
+                self.call(&slot.entry.provider, &provider_request, delivery),
             )
             .await
             .unwrap_or(Err(ProviderError::Timeout(TimeoutKind::Total)));
             let elapsed = started.elapsed();
             provider_wait += elapsed;
-            self.metrics
-                .attempt_seconds
-                .with_label_values(&[name])
-                .observe(elapsed.as_secs_f64());
             let outcome = match &result {
-                Ok(_) => "ok",
-                Err(err) => err.kind(),
+                Ok(_) => AttemptOutcome::Ok,
+                Err(err) => err.outcome(),
             };
-            self.metrics
-                .attempts
-                .with_label_values(&[name, outcome])
-                .inc();
+            self.metrics.attempt(name, outcome, Some(elapsed));
             attempts.push(AttemptSummary {
                 provider: name.to_string(),
-                outcome: outcome.to_string(),
+                outcome,
                 status: match &result {
                     Ok(_) => Some(200),
                     Err(err) => err.status(),
@@ -382,11 +470,11 @@ impl Cascade {
                 breaker: Some(before),
             });
             match result {
-                Ok(value) => {
+                Ok(answer) => {
                     permit.success();
                     return Ok(Served {
-                        value,
-                        served_by: name.to_string(),
+                        answer,
+                        provider: slot.entry.provider.clone(),
                         attempts,
                         provider_wait,
                     });
@@ -402,40 +490,11 @@ impl Cascade {
                     });
                 }
                 Err(err) => {
-                    tracing::warn!(provider = name, kind = err.kind(), error = %err, "attempt failed");
+                    tracing::warn!(provider = name, kind = %err.outcome(), error = %err, "attempt failed");
                     permit.failure(&err);
                 }
             }
         }
         Err(CascadeError::Exhausted { attempts })
-    }
-
-    /// Asks providers in order for a whole answer.
-    pub async fn complete(&self, request: &CascadeRequest) -> Result<Answer, CascadeError> {
-        self.run(request, |provider, request| {
-            async move { provider.complete(&request).await }.boxed()
-        })
-        .await
-    }
-
-    /// Asks providers in order for a stream, returning once one has produced its
-    /// first content token. Nothing is sent to the customer before that point, so
-    /// the failovers before it are invisible; a stream counts as a success for its
-    /// breaker when that token arrives.
-    pub async fn stream(&self, request: &CascadeRequest) -> Result<StreamingAnswer, CascadeError> {
-        let first_token = self.timeouts.first_token;
-        self.run(request, move |provider, request| {
-            async move {
-                let mut stream = provider.stream(&request).await?;
-                match tokio::time::timeout(first_token, stream.next()).await {
-                    Err(_) => Err(ProviderError::Timeout(TimeoutKind::FirstToken)),
-                    Ok(None) => Err(ProviderError::Malformed("empty answer".into())),
-                    Ok(Some(Err(err))) => Err(err),
-                    Ok(Some(Ok(first))) => Ok((first, stream)),
-                }
-            }
-            .boxed()
-        })
-        .await
     }
 }

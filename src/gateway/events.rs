@@ -5,7 +5,7 @@
 //! slow the gateway.
 
 use crate::shared::GatewayEvent;
-use crate::store::audit::{AuditRecord, AuditWriter};
+use crate::store::audit::{AuditRecord, AuditWriter, FaultRecord};
 use tokio::sync::broadcast;
 
 /// How many events a subscriber may fall behind before it must resync.
@@ -42,31 +42,21 @@ impl EventBus {
     pub fn publish(&self, event: GatewayEvent) {
         if let Some(audit) = &self.audit {
             match &event {
-                GatewayEvent::BreakerTransition {
-                    provider,
-                    from,
-                    to,
-                    reason,
-                    at_ms,
-                } => audit.enqueue(AuditRecord::Transition {
-                    at_ms: *at_ms as i64,
-                    provider: provider.clone(),
-                    from: *from,
-                    to: *to,
-                    reason: reason.clone(),
-                }),
+                GatewayEvent::BreakerTransition(transition) => {
+                    audit.enqueue(AuditRecord::Transition(transition.clone()))
+                }
                 GatewayEvent::FaultChanged {
                     provider,
                     fault,
                     by,
                     at_ms,
-                } => audit.enqueue(AuditRecord::Fault {
-                    at_ms: *at_ms as i64,
+                } => audit.enqueue(AuditRecord::Fault(FaultRecord {
+                    at_ms: *at_ms,
                     provider: provider.clone(),
                     spec: fault.clone(),
-                    by: by.clone(),
-                }),
-                GatewayEvent::Snapshot { .. } | GatewayEvent::RequestTrace { .. } => {}
+                    by: *by,
+                })),
+                GatewayEvent::Snapshot { .. } | GatewayEvent::RequestTrace(_) => {}
             }
         }
         let _ = self.tx.send(event);
@@ -76,11 +66,4 @@ impl EventBus {
     pub fn subscribe(&self) -> broadcast::Receiver<GatewayEvent> {
         self.tx.subscribe()
     }
-}
-
-/// Unix time in milliseconds, as events carry it.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -1,9 +1,12 @@
 //! The last resort: what the customer gets when the cache misses and every
 //! provider failed or is OPEN. Never a 5xx and never a hang: either the closest
 //! answer from the knowledge base, clearly marked as such, or an honest apology
-//! with a ticket number for a human agent.
+//! with a ticket number for a human agent, whose ticket it stores.
 
+use super::recorder::REDACTED;
 use crate::knowledge;
+use crate::shared::{AttemptSummary, ChatTurn};
+use crate::store::{Store, Ticket};
 
 /// Keyword score a knowledge-base topic needs to be offered; one stray common
 /// word is not enough to risk a wrong answer.
@@ -72,6 +75,63 @@ question, and a member of our support team will reply to you here as soon as pos
 need to repeat anything; quoting {ticket_id} helps if you contact us another way."
     );
     LastResortReply::Apology { ticket_id, text }
+}
+
+/// The last resort of one gateway, with where its tickets go.
+pub(super) struct LastResort {
+    /// Where tickets are stored; `None` in tests that do not need them.
+    pub store: Option<Store>,
+    /// Store "[redacted]" instead of customer text.
+    pub redact: bool,
+}
+
+/// What a ticket says about the request that opened it.
+pub(super) struct TicketContext<'a> {
+    /// The request's id.
+    pub request_id: &'a str,
+    /// When it arrived (Unix ms).
+    pub created_at_ms: i64,
+    /// The conversation, the customer's question last.
+    pub turns: &'a [ChatTurn],
+    /// The attempts that failed.
+    pub attempts: &'a [AttemptSummary],
+}
+
+impl LastResort {
+    /// The reply to a request no provider could answer; an apology's ticket is
+    /// stored before the customer is told its number.
+    pub async fn answer(&self, context: TicketContext<'_>) -> LastResortReply {
+        let question = context
+            .turns
+            .last()
+            .map(|t| t.content.as_str())
+            .unwrap_or_default();
+        let reply = reply(question);
+        tracing::warn!(request_id = %context.request_id, ticket = ?reply.ticket_id(), "every provider failed: last resort");
+        if let (Some(ticket_id), Some(store)) = (reply.ticket_id(), &self.store) {
+            let ticket = Ticket {
+                id: ticket_id.to_string(),
+                created_at_ms: context.created_at_ms,
+                request_id: context.request_id.to_string(),
+                question: if self.redact {
+                    REDACTED.into()
+                } else {
+                    question.to_string()
+                },
+                conversation_json: if self.redact {
+                    "[]".into()
+                } else {
+                    serde_json::to_string(context.turns).unwrap_or_default()
+                },
+                failure_json: serde_json::to_string(context.attempts).unwrap_or_default(),
+            };
+            if let Err(err) = store.insert_ticket(&ticket).await {
+                // The customer still gets the reply; the failure is loud in the logs.
+                tracing::error!(ticket = %ticket.id, error = %err, "could not store ticket");
+            }
+        }
+        reply
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,18 @@
 //! Prometheus metrics of one gateway, rendered by `GET /metrics`.
 //!
 //! Each gateway owns its registry (rather than a process-global recorder), so
-//! several servers in one test process keep separate counts.
+//! several servers in one test process keep separate counts. Everything is
+//! changed through methods; counts kept elsewhere (the audit writer's, the
+//! cache's) are mirrored onto the registry when it is gathered.
 
-use crate::shared::BreakerState;
+use crate::shared::{AttemptOutcome, BreakerState, RequestStatus, Route};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+use std::time::Duration;
 
 /// Latency buckets in seconds: sub-millisecond cache hits up to a whole deadline.
 const BUCKETS: &[f64] = &[
@@ -18,19 +24,84 @@ pub struct Metrics {
     /// Everything below is registered here.
     registry: Registry,
     /// Requests by route (provider, `cache`, `last-resort`) and final status.
-    pub requests: IntCounterVec,
+    requests: IntCounterVec,
     /// Request latency by route.
-    pub request_seconds: HistogramVec,
-    /// Provider attempts by provider and outcome (`ok`, `server_error`, `skipped_open`, …).
-    pub attempts: IntCounterVec,
+    request_seconds: HistogramVec,
+    /// Provider attempts by provider and outcome.
+    attempts: IntCounterVec,
     /// Attempt latency by provider.
-    pub attempt_seconds: HistogramVec,
+    attempt_seconds: HistogramVec,
     /// Breaker state per provider: 0 closed, 1 half-open, 2 open.
-    pub breaker_state: IntGaugeVec,
+    breaker_state: IntGaugeVec,
     /// Breaker transitions by provider and target state.
-    pub breaker_transitions: IntCounterVec,
+    breaker_transitions: IntCounterVec,
     /// 1 while a fault is injected into the provider.
-    pub faults_active: IntGaugeVec,
+    faults_active: IntGaugeVec,
+}
+
+/// A count kept elsewhere, read when the registry is gathered.
+pub type Reading = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// A value kept elsewhere, read when the registry is gathered.
+pub type GaugeReading = Box<dyn Fn() -> f64 + Send + Sync>;
+
+/// Mirrors counts kept outside the registry into registered metrics on every
+/// gather. Counters only ever grow, so each is brought up to its source.
+struct Mirror {
+    counters: Vec<(IntCounter, Reading)>,
+    gauges: Vec<(Gauge, GaugeReading)>,
+    descs: Vec<Desc>,
+}
+
+impl Collector for Mirror {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut families = Vec::new();
+        for (counter, read) in &self.counters {
+            counter.inc_by(read().saturating_sub(counter.get()));
+            families.extend(counter.collect());
+        }
+        for (gauge, read) in &self.gauges {
+            gauge.set(read());
+            families.extend(gauge.collect());
+        }
+        families
+    }
+}
+
+/// Counts and values that another component keeps, to mirror onto `/metrics`.
+#[derive(Default)]
+pub struct Mirrored {
+    counters: Vec<(IntCounter, Reading)>,
+    gauges: Vec<(Gauge, GaugeReading)>,
+}
+
+impl Mirrored {
+    /// A counter named `name`, with constant labels, read from `read`.
+    pub fn counter(
+        mut self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        read: Reading,
+    ) -> Self {
+        let opts = labels
+            .iter()
+            .fold(Opts::new(name, help), |o, (k, v)| o.const_label(*k, *v));
+        self.counters
+            .push((IntCounter::with_opts(opts).expect("valid metric"), read));
+        self
+    }
+
+    /// A gauge named `name`, read from `read`.
+    pub fn gauge(mut self, name: &str, help: &str, read: GaugeReading) -> Self {
+        self.gauges
+            .push((Gauge::new(name, help).expect("valid metric"), read));
+        self
+    }
 }
 
 impl Metrics {
@@ -107,19 +178,67 @@ impl Metrics {
         metrics
     }
 
+    /// Counts a finished request and its latency.
+    pub fn request(&self, route: Option<&Route>, status: RequestStatus, latency: Duration) {
+        let route = route.map_or("none", Route::as_str);
+        self.requests
+            .with_label_values(&[route, status.as_str()])
+            .inc();
+        self.request_seconds
+            .with_label_values(&[route])
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Counts one provider attempt; `elapsed` is its latency when it made I/O.
+    pub fn attempt(&self, provider: &str, outcome: AttemptOutcome, elapsed: Option<Duration>) {
+        self.attempts
+            .with_label_values(&[provider, outcome.as_str()])
+            .inc();
+        if let Some(elapsed) = elapsed {
+            self.attempt_seconds
+                .with_label_values(&[provider])
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+
     /// Records a breaker's new state.
     pub fn breaker(&self, provider: &str, to: BreakerState) {
         self.breaker_state
             .with_label_values(&[provider])
             .set(i64::from(to.level()));
-        let to_label = match to {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-        };
         self.breaker_transitions
-            .with_label_values(&[provider, to_label])
+            .with_label_values(&[provider, to.as_str()])
             .inc();
+    }
+
+    /// Records whether a fault is in force on `provider`.
+    pub fn fault_active(&self, provider: &str, active: bool) {
+        self.faults_active
+            .with_label_values(&[provider])
+            .set(i64::from(active));
+    }
+
+    /// Mirrors counts another component keeps (the audit writer, the cache).
+    pub fn mirror(&self, mirrored: Mirrored) {
+        let descs = mirrored
+            .counters
+            .iter()
+            .flat_map(|(c, _)| c.desc().into_iter().cloned())
+            .chain(
+                mirrored
+                    .gauges
+                    .iter()
+                    .flat_map(|(g, _)| g.desc().into_iter().cloned()),
+            )
+            .collect();
+        let mirror = Mirror {
+            counters: mirrored.counters,
+            gauges: mirrored.gauges,
+            descs,
+        };
+        if let Err(err) = self.registry.register(Box::new(mirror)) {
+            tracing::error!(error = %err, "metrics not mirrored");
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -127,5 +246,43 @@ impl Metrics {
         let mut buffer = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn mirrored_counts_follow_their_source() {
+        let metrics = Metrics::new(["gpt"]);
+        let source = Arc::new(AtomicU64::new(3));
+        let read = source.clone();
+        metrics.mirror(
+            Mirrored::default()
+                .counter(
+                    "chaosai_test_total",
+                    "A test count",
+                    &[("result", "hit")],
+                    Box::new(move || read.load(Ordering::Relaxed)),
+                )
+                .gauge("chaosai_test_ratio", "A test ratio", Box::new(|| 0.5)),
+        );
+        assert!(metrics
+            .render()
+            .contains("chaosai_test_total{result=\"hit\"} 3"));
+        source.store(7, Ordering::Relaxed);
+        let text = metrics.render();
+        assert!(
+            text.contains("chaosai_test_total{result=\"hit\"} 7"),
+            "{text}"
+        );
+        assert!(text.contains("chaosai_test_ratio 0.5"), "{text}");
+        metrics.attempt("gpt", AttemptOutcome::SkippedOpen, None);
+        assert!(metrics
+            .render()
+            .contains("chaosai_attempts_total{outcome=\"skipped_open\",provider=\"gpt\"} 1"));
     }
 }

@@ -1,19 +1,19 @@
 //! The live view of the gateway: breaker states, faults and request traces, as
 //! the websocket sends them and the browser renders them.
 
-use super::AttemptSummary;
+use super::{AttemptSummary, FaultChangedBy, Protocol, RequestStatus, Route};
 use serde::{Deserialize, Serialize};
 
-/// State of a provider's circuit breaker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakerState {
-    /// Healthy: calls go through, failures are counted.
-    Closed,
-    /// Failing: calls are skipped without any I/O until the cool-down ends.
-    Open,
-    /// Testing: one probe call decides between CLOSED and OPEN.
-    HalfOpen,
+crate::spelled! {
+    /// State of a provider's circuit breaker.
+    pub enum BreakerState {
+        /// Healthy: calls go through, failures are counted.
+        Closed => "closed",
+        /// Failing: calls are skipped without any I/O until the cool-down ends.
+        Open => "open",
+        /// Testing: one probe call decides between CLOSED and OPEN.
+        HalfOpen => "half_open",
+    }
 }
 
 impl BreakerState {
@@ -153,8 +153,8 @@ pub struct ActiveFault {
 pub struct ProviderStatus {
     /// Configured name.
     pub name: String,
-    /// Wire protocol (`openai`, `anthropic`).
-    pub protocol: String,
+    /// Wire protocol.
+    pub protocol: Protocol,
     /// Model id.
     pub model: String,
     /// Position in the cascade, 0 first.
@@ -167,6 +167,9 @@ pub struct ProviderStatus {
     pub consecutive_failures: u32,
     /// Time in the current state.
     pub in_state_ms: u64,
+    /// While OPEN: time left before the next probe may go.
+    #[serde(default)]
+    pub retry_in_ms: Option<u64>,
     /// The injected fault, if any.
     pub fault: Option<ActiveFault>,
 }
@@ -184,43 +187,50 @@ pub enum GatewayEvent {
         traffic: bool,
     },
     /// A breaker changed state.
-    BreakerTransition {
-        /// Provider name.
-        provider: String,
-        /// State before.
-        from: BreakerState,
-        /// State after.
-        to: BreakerState,
-        /// Why.
-        reason: String,
-        /// Unix time in milliseconds.
-        at_ms: u64,
-    },
-    /// A request finished (or started streaming) along this route.
-    RequestTrace {
-        /// Request id.
-        id: String,
-        /// Who served it: a provider, `cache` or `last-resort`.
-        served_by: String,
-        /// Provider attempts in order (skipped OPEN providers included).
-        attempts: Vec<AttemptSummary>,
-        /// Total time in milliseconds.
-        latency_ms: u64,
-        /// How the request ended (`ok`, `spliced`, `stream_failed`, …).
-        #[serde(default)]
-        status: String,
-        /// Unix time in milliseconds.
-        at_ms: u64,
-    },
+    BreakerTransition(Transition),
+    /// A request finished along this route.
+    RequestTrace(Trace),
     /// A fault was injected or healed.
     FaultChanged {
         /// Provider name.
         provider: String,
         /// The fault now in force; `None` when healed.
         fault: Option<FaultSpec>,
-        /// Who changed it (`admin`, `expiry`).
-        by: String,
+        /// Who changed it.
+        by: FaultChangedBy,
         /// Unix time in milliseconds.
-        at_ms: u64,
+        at_ms: i64,
     },
+}
+
+/// A breaker's change of state, as the timeline shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    /// Provider name.
+    pub provider: String,
+    /// State before.
+    pub from: BreakerState,
+    /// State after.
+    pub to: BreakerState,
+    /// Why.
+    pub reason: String,
+    /// Unix time in milliseconds.
+    pub at_ms: i64,
+}
+
+/// One finished request, as the live request path shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    /// Request id.
+    pub id: String,
+    /// Who served it; `None` when nobody did (an invalid request).
+    pub served_by: Option<Route>,
+    /// Provider attempts in order (skipped OPEN providers included).
+    pub attempts: Vec<AttemptSummary>,
+    /// Total time in milliseconds.
+    pub latency_ms: u64,
+    /// How the request ended.
+    pub status: RequestStatus,
+    /// Unix time in milliseconds.
+    pub at_ms: i64,
 }

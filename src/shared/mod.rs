@@ -2,22 +2,32 @@
 //!
 //! Everything here compiles for both targets, so the chat page and the gateway
 //! agree on one definition of a turn, a streamed event and an attempt.
+//!
+//! - `events`: the live view (breaker states, faults, traces, transitions).
+//! - `outcome`: the names of what happened (route, request status, attempt outcome).
+//! - `audit`: the rows the audit API and the audit page read.
+//! - `spelling`: the macro that gives each of those names one spelling.
 
+pub mod audit;
 mod events;
+mod outcome;
+mod spelling;
 
 pub use events::*;
+pub use outcome::*;
 use serde::{Deserialize, Serialize};
+pub use spelling::UnknownSpelling;
 
-/// Who said a turn of a conversation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Instructions that frame the conversation; never shown as a bubble.
-    System,
-    /// The customer.
-    User,
-    /// The support assistant (a provider, the cache or the last resort).
-    Assistant,
+crate::spelled! {
+    /// Who said a turn of a conversation.
+    pub enum Role {
+        /// Instructions that frame the conversation; never shown as a bubble.
+        System => "system",
+        /// The customer.
+        User => "user",
+        /// The support assistant (a provider, the cache or the last resort).
+        Assistant => "assistant",
+    }
 }
 
 /// One message of a conversation, as the customer and the providers see it.
@@ -47,31 +57,14 @@ impl ChatTurn {
     }
 }
 
-/// How one provider attempt of a request ended; shown next to a reply and kept in the audit.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttemptSummary {
-    /// The provider's configured name ("claude", "gpt", …).
-    pub provider: String,
-    /// `"ok"` for the attempt that served the answer, otherwise a short failure kind
-    /// such as `"server_error"`, `"rate_limited"` or `"timeout"`.
-    pub outcome: String,
-    /// The HTTP status the provider answered with, when it answered at all.
-    pub status: Option<u16>,
-    /// Wall time of the attempt in milliseconds.
-    pub latency_ms: u64,
-    /// The provider's breaker state when the attempt was decided.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub breaker: Option<BreakerState>,
-}
-
 /// One line of the chat page's answer stream (newline-delimited JSON).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ChatEvent {
     /// The answer is being served by this route; sent once, before any text.
     Started {
-        /// The provider's name, `cache` or `last-resort`.
-        served_by: String,
+        /// The provider, the cache or the last resort.
+        served_by: Route,
         /// The conversation this answer belongs to; the page sends it back with
         /// the next question so the history is kept together.
         conversation_id: String,

@@ -10,7 +10,7 @@
 //! for room. On shutdown the queue is drained before the writer stops.
 
 use super::{RequestRecord, StoreError};
-use crate::shared::{BreakerState, ChatTurn, FaultSpec};
+use crate::shared::{ChatTurn, FaultChangedBy, FaultSpec, Transition};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,40 +27,37 @@ pub enum AuditRecord {
     /// A finished request and its attempts.
     Request(Box<RequestRecord>),
     /// A breaker changed state.
-    Transition {
-        /// Unix time in milliseconds.
-        at_ms: i64,
-        /// Provider name.
-        provider: String,
-        /// State before.
-        from: BreakerState,
-        /// State after.
-        to: BreakerState,
-        /// Why.
-        reason: String,
-    },
+    Transition(Transition),
     /// A fault was set or healed.
-    Fault {
-        /// Unix time in milliseconds.
-        at_ms: i64,
-        /// Provider name.
-        provider: String,
-        /// The fault set, or `None` when healed.
-        spec: Option<FaultSpec>,
-        /// Who changed it (`admin`, `expiry`).
-        by: String,
-    },
+    Fault(FaultRecord),
     /// One turn of a chat-page conversation.
-    Message {
-        /// Unix time in milliseconds.
-        at_ms: i64,
-        /// The browser's conversation id.
-        conversation_id: String,
-        /// The request this turn belongs to.
-        request_id: String,
-        /// The turn (text already redacted when configured).
-        turn: ChatTurn,
-    },
+    Message(MessageRecord),
+}
+
+/// A fault set or healed.
+#[derive(Clone, Debug)]
+pub struct FaultRecord {
+    /// Unix time in milliseconds.
+    pub at_ms: i64,
+    /// Provider name.
+    pub provider: String,
+    /// The fault set, or `None` when healed.
+    pub spec: Option<FaultSpec>,
+    /// Who changed it.
+    pub by: FaultChangedBy,
+}
+
+/// One turn of a chat-page conversation.
+#[derive(Clone, Debug)]
+pub struct MessageRecord {
+    /// Unix time in milliseconds.
+    pub at_ms: i64,
+    /// The browser's conversation id.
+    pub conversation_id: String,
+    /// The request this turn belongs to.
+    pub request_id: String,
+    /// The turn (text already redacted when configured).
+    pub turn: ChatTurn,
 }
 
 enum Command {
@@ -117,7 +114,7 @@ impl AuditWriter {
     }
 
     /// The writer's counters.
-    pub fn counters(&self) -> &AuditCounters {
+    pub fn counters(&self) -> &Arc<AuditCounters> {
         &self.counters
     }
 
@@ -283,14 +280,6 @@ async fn prune(pool: &SqlitePool, older_than_ms: i64, max_rows: i64) {
     }
 }
 
-fn state_name(state: BreakerState) -> &'static str {
-    match state {
-        BreakerState::Closed => "closed",
-        BreakerState::Open => "open",
-        BreakerState::HalfOpen => "half_open",
-    }
-}
-
 /// Writes one batch in one transaction with multi-row INSERTs per table.
 async fn write_batch(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<(), StoreError> {
     // One pass sorts records into rows per table, so each INSERT below binds its
@@ -302,32 +291,9 @@ async fn write_batch(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<(), Sto
     for record in batch {
         match record {
             AuditRecord::Request(r) => requests.push(r.as_ref()),
-            AuditRecord::Transition {
-                at_ms,
-                provider,
-                from,
-                to,
-                reason,
-            } => transitions.push((*at_ms, provider, state_name(*from), state_name(*to), reason)),
-            AuditRecord::Fault {
-                at_ms,
-                provider,
-                spec,
-                by,
-            } => faults.push((*at_ms, provider, spec, by)),
-            AuditRecord::Message {
-                at_ms,
-                conversation_id,
-                request_id,
-                turn,
-            } => {
-                let role = match turn.role {
-                    crate::shared::Role::System => "system",
-                    crate::shared::Role::User => "user",
-                    crate::shared::Role::Assistant => "assistant",
-                };
-                messages.push((*at_ms, conversation_id, request_id, role, &turn.content));
-            }
+            AuditRecord::Transition(t) => transitions.push(t),
+            AuditRecord::Fault(f) => faults.push(f),
+            AuditRecord::Message(m) => messages.push(m),
         }
     }
     let mut tx = pool.begin().await?;
@@ -369,10 +335,10 @@ async fn write_batch(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<(), Sto
             row.push_bind(*id)
                 .push_bind(*seq as i64)
                 .push_bind(&a.provider)
-                .push_bind(&a.outcome)
+                .push_bind(a.outcome)
                 .push_bind(a.status.map(i64::from))
                 .push_bind(a.latency_ms as i64)
-                .push_bind(a.breaker.map(state_name));
+                .push_bind(a.breaker);
         });
         q.build().execute(&mut *tx).await?;
     }
@@ -380,12 +346,12 @@ async fn write_batch(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<(), Sto
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO breaker_transitions (at_ms, provider, from_state, to_state, reason) ",
         );
-        q.push_values(chunk, |mut row, (at_ms, provider, from, to, reason)| {
-            row.push_bind(*at_ms)
-                .push_bind(*provider)
-                .push_bind(*from)
-                .push_bind(*to)
-                .push_bind(*reason);
+        q.push_values(chunk, |mut row, t| {
+            row.push_bind(t.at_ms)
+                .push_bind(&t.provider)
+                .push_bind(t.from)
+                .push_bind(t.to)
+                .push_bind(&t.reason);
         });
         q.build().execute(&mut *tx).await?;
     }
@@ -393,13 +359,13 @@ async fn write_batch(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<(), Sto
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO fault_changes (at_ms, provider, action, kind, spec_json, changed_by) ",
         );
-        q.push_values(chunk, |mut row, (at_ms, provider, spec, by)| {
-            row.push_bind(*at_ms)
-                .push_bind(*provider)
-                .push_bind(if spec.is_some() { "set" } else { "healed" })
-                .push_bind(spec.as_ref().map(|s| s.kind.name()))
-                .push_bind(spec.as_ref().and_then(|s| serde_json::to_string(s).ok()))
-                .push_bind(*by);
+        q.push_values(chunk, |mut row, f| {
+            row.push_bind(f.at_ms)
+                .push_bind(&f.provider)
+                .push_bind(if f.spec.is_some() { "set" } else { "healed" })
+                .push_bind(f.spec.as_ref().map(|s| s.kind.name()))
+                .push_bind(f.spec.as_ref().and_then(|s| serde_json::to_string(s).ok()))
+                .push_bind(f.by);
         });
         q.build().execute(&mut *tx).await?;
     }
@@ -407,16 +373,13 @@ async fn write_batch(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<(), Sto
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO messages (at_ms, conversation_id, request_id, role, content) ",
         );
-        q.push_values(
-            chunk,
-            |mut row, (at_ms, conversation_id, request_id, role, content)| {
-                row.push_bind(*at_ms)
-                    .push_bind(*conversation_id)
-                    .push_bind(*request_id)
-                    .push_bind(*role)
-                    .push_bind(*content);
-            },
-        );
+        q.push_values(chunk, |mut row, m| {
+            row.push_bind(m.at_ms)
+                .push_bind(&m.conversation_id)
+                .push_bind(&m.request_id)
+                .push_bind(m.turn.role)
+                .push_bind(&m.turn.content);
+        });
         q.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;

@@ -6,7 +6,7 @@
 pub mod audit;
 pub mod queries;
 
-use crate::shared::AttemptSummary;
+use crate::shared::{AttemptSummary, RequestStatus, Route, Surface};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 use std::str::FromStr;
@@ -30,14 +30,14 @@ pub struct RequestRecord {
     pub id: String,
     /// Unix time in milliseconds when the request arrived.
     pub created_at_ms: i64,
-    /// `chat` or `api`.
-    pub surface: &'static str,
+    /// Where it came from.
+    pub surface: Surface,
     /// Whether the answer was streamed.
     pub stream: bool,
     /// Who served it, if anyone did.
-    pub served_by: Option<String>,
+    pub served_by: Option<Route>,
     /// How it ended.
-    pub status: &'static str,
+    pub status: RequestStatus,
     /// Total time in milliseconds.
     pub latency_ms: u64,
     /// Time spent in the gateway itself, in milliseconds.

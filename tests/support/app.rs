@@ -1,10 +1,11 @@
 //! The whole ChaosAI server on an ephemeral port, with a temporary SQLite file
 //! and simulated providers, plus small helpers to talk to it.
 
+use chaosai::clock::ManualClock;
 use chaosai::config::{Config, SimulateMode};
 use leptos::prelude::LeptosOptions;
 use serde_json::{json, Value};
-use std::time::Duration;
+use std::sync::Arc;
 
 /// A running server and the folder holding its database.
 pub struct TestServer {
@@ -14,6 +15,9 @@ pub struct TestServer {
     pub base: String,
     /// An HTTP client.
     pub client: reqwest::Client,
+    /// The time the server's policy reads (breakers, fault expiry, cache TTL):
+    /// tests step it instead of sleeping.
+    pub clock: Arc<ManualClock>,
     /// Keeps the database folder alive as long as the server.
     _dir: tempfile::TempDir,
 }
@@ -23,7 +27,7 @@ pub fn config(db: &std::path::Path) -> Config {
     let mut config = Config::from_toml(include_str!("../../config/chaosai.toml"), "test").unwrap();
     config.server.addr = "127.0.0.1:0".parse().unwrap();
     config.server.shutdown_grace_ms = 5_000;
-    config.server.admin_token = Some("test-admin-token".into());
+    config.server.admin_token = Some(chaosai::config::Secret::new("test-admin-token"));
     config.database.url = format!("sqlite://{}", db.display());
     config.gateway.simulate = SimulateMode::Always;
     // Most suites ask the same questions again and expect a provider to answer;
@@ -41,12 +45,16 @@ impl TestServer {
         let mut config = config(&dir.path().join("chaosai.db"));
         edit(&mut config);
         let options = LeptosOptions::builder().output_name("chaosai").build();
-        let server = chaosai::server::start(config, options).await.unwrap();
+        let clock = ManualClock::new();
+        let server = chaosai::server::start_with_clock(config, options, clock.clone())
+            .await
+            .unwrap();
         let base = format!("http://{}", server.addr);
         TestServer {
             server,
             base,
             client: reqwest::Client::new(),
+            clock,
             _dir: dir,
         }
     }
@@ -137,18 +145,21 @@ impl TestServer {
     /// Waits until the audit holds `expected` request rows (they are written off
     /// the request path), returning the count seen.
     pub async fn request_rows(&self, expected: i64) -> i64 {
-        let mut count = 0;
-        for _ in 0..200 {
-            count = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM requests")
-                .fetch_one(self.server.store.pool())
+        self.rows("SELECT COUNT(*) FROM requests", |n| n >= expected)
+            .await
+    }
+
+    /// Waits until the count `sql` returns satisfies `done`, and returns it.
+    pub async fn rows(&self, sql: &str, done: impl Fn(i64) -> bool) -> i64 {
+        let pool = self.server.store.pool();
+        super::eventually(|| async {
+            let count = sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(pool)
                 .await
                 .unwrap();
-            if count >= expected {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        count
+            done(count).then_some(count)
+        })
+        .await
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod binary;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -218,5 +219,26 @@ pub fn sse_event(event: Option<&str>, data: &str) -> String {
     match event {
         Some(name) => format!("event: {name}\ndata: {data}\n\n"),
         None => format!("data: {data}\n\n"),
+    }
+}
+
+/// Polls `probe` until it yields a value: the way a test waits for an effect
+/// that happens off the request path (an audit row, a cache entry), instead of
+/// sleeping for a guessed time. Fails the test after 10 s.
+pub async fn eventually<T, F, Fut>(mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the awaited condition did not hold within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -10,7 +10,7 @@ use leptos::server_fn::codec::Json;
 async fn admin_state() -> Result<crate::api::AppState, ServerFnError> {
     let state = expect_context::<crate::api::AppState>();
     let headers: axum::http::HeaderMap = leptos_axum::extract().await?;
-    if crate::api::chaos::is_admin(&headers, &state.admin_token) {
+    if crate::api::admin::check(&headers, &state.admin_token).is_ok() {
         Ok(state)
     } else {
         leptos_axum::ResponseOptions::set_status(
@@ -33,32 +33,29 @@ pub async fn is_admin() -> Result<bool, ServerFnError> {
 #[server(input = Json, endpoint = "board/fault")]
 pub async fn set_fault(provider: String, spec: FaultSpec) -> Result<(), ServerFnError> {
     let state = admin_state().await?;
-    if !state.faults.knows(&provider) {
-        return Err(ServerFnError::new(format!("unknown provider {provider:?}")));
-    }
-    spec.validate()
-        .map_err(|(field, message)| ServerFnError::new(format!("{field} {message}")))?;
-    crate::api::chaos::apply_fault(&state, &provider, Some(spec));
-    Ok(())
+    state
+        .gateway
+        .faults()
+        .set(&provider, spec, crate::shared::FaultChangedBy::Admin)
+        .map_err(|err| ServerFnError::new(err.to_string()))
 }
 
 /// Heals one provider, or every provider when `provider` is `None`.
 #[server(input = Json, endpoint = "board/heal")]
 pub async fn heal(provider: Option<String>) -> Result<(), ServerFnError> {
+    use crate::shared::FaultChangedBy;
     let state = admin_state().await?;
-    let names: Vec<String> = match provider {
-        Some(name) => vec![name],
-        None => state
-            .gateway
-            .cascade()
-            .providers()
-            .map(|p| p.name().to_string())
-            .collect(),
-    };
-    for name in names {
-        crate::api::chaos::apply_fault(&state, &name, None);
+    let faults = state.gateway.faults();
+    match provider {
+        Some(name) => faults
+            .heal(&name, FaultChangedBy::Admin)
+            .map(|_| ())
+            .map_err(|err| ServerFnError::new(err.to_string())),
+        None => {
+            faults.heal_all(FaultChangedBy::Admin);
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 /// A named scenario: `primary_outage`, `total_blackout`, `latency_everywhere`.
@@ -92,7 +89,11 @@ pub async fn scenario(name: String) -> Result<(), ServerFnError> {
             kind: kind.clone(),
             duration_s: None,
         };
-        crate::api::chaos::apply_fault(&state, &provider, Some(spec));
+        state
+            .gateway
+            .faults()
+            .set(&provider, spec, crate::shared::FaultChangedBy::Admin)
+            .map_err(|err| ServerFnError::new(err.to_string()))?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ pub use actions::{heal, is_admin, scenario, set_fault, traffic};
 use socket::Link;
 use state::BoardState;
 
-use crate::shared::{AttemptSummary, BreakerState, FaultKind, FaultSpec, ProviderStatus};
+use crate::shared::{AttemptOutcome, AttemptSummary, FaultKind, FaultSpec, ProviderStatus, Route};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -28,7 +28,7 @@ fn clock_ms() -> f64 {
 }
 
 /// `HH:MM:SS` of a Unix time, in the viewer's time zone.
-fn clock_label(at_ms: u64) -> String {
+fn clock_label(at_ms: i64) -> String {
     #[cfg(feature = "hydrate")]
     {
         let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at_ms as f64));
@@ -41,7 +41,7 @@ fn clock_label(at_ms: u64) -> String {
     }
     #[cfg(not(feature = "hydrate"))]
     {
-        let secs = at_ms / 1000;
+        let secs = at_ms.max(0) / 1000;
         format!(
             "{:02}:{:02}:{:02} UTC",
             secs / 3600 % 24,
@@ -57,14 +57,6 @@ fn seconds(ms: f64) -> String {
         format!("{s:.0} s")
     } else {
         format!("{:.0} min {:.0} s", (s / 60.0).floor(), s % 60.0)
-    }
-}
-
-fn state_key(state: BreakerState) -> &'static str {
-    match state {
-        BreakerState::Closed => "closed",
-        BreakerState::Open => "open",
-        BreakerState::HalfOpen => "half-open",
     }
 }
 
@@ -250,7 +242,7 @@ fn ProviderCard(
         <article
             class="card"
             data-provider=name.clone()
-            data-state=move || status.with(|p| p.as_ref().map(|p| state_key(p.state)).unwrap_or("closed"))
+            data-state=move || status.with(|p| p.as_ref().map(|p| p.state.as_str()).unwrap_or("closed"))
         >
             <header>
                 <span class="light" aria-hidden="true"></span>
@@ -336,7 +328,7 @@ fn Counters(board: RwSignal<BoardState>) -> impl IntoView {
                 <dt>"Cache hit ratio"</dt>
                 <dd>{move || format!("{:.0}%", board.with(|b| b.cache_ratio()) * 100.0)}</dd>
                 <dt>"Last resort"</dt>
-                <dd class="last-resort-count">{move || board.with(|b| b.route_count("last-resort"))}</dd>
+                <dd class="last-resort-count">{move || board.with(|b| b.route_count(&Route::LastResort))}</dd>
                 <dt>"Customer-visible errors"</dt>
                 <dd class="customer-errors">{move || board.with(|b| b.customer_errors)}</dd>
             </dl>
@@ -380,15 +372,15 @@ fn LatencyChart(board: RwSignal<BoardState>) -> impl IntoView {
 }
 
 fn attempt_view(a: &AttemptSummary) -> impl IntoView + use<> {
-    let (mark, class, detail) = match a.outcome.as_str() {
-        "ok" => ("✓", "ok", format!("{} ms", a.latency_ms)),
-        "skipped_open" => ("⏭", "skipped", "skipped (open)".to_string()),
+    let (mark, class, detail) = match a.outcome {
+        AttemptOutcome::Ok => ("✓", "ok", format!("{} ms", a.latency_ms)),
+        AttemptOutcome::SkippedOpen => ("⏭", "skipped", "skipped (open)".to_string()),
         outcome => (
             "✗",
             "failed",
             a.status
                 .map(|s| s.to_string())
-                .unwrap_or_else(|| outcome.replace('_', " ")),
+                .unwrap_or_else(|| outcome.as_str().replace('_', " ")),
         ),
     };
     view! { <span class=format!("hop {class}")>{a.provider.clone()}" "{mark}" "{detail}</span> }
@@ -407,10 +399,12 @@ fn RequestPath(board: RwSignal<BoardState>) -> impl IntoView {
                             .iter()
                             .map(|t| {
                                 let hops = t.attempts.iter().map(attempt_view).collect_view();
+                                let route = t.served_by.as_ref().map_or("—".to_string(), Route::to_string);
+                                let label = format!("→ {route} · {} ms", t.latency_ms);
                                 view! {
-                                    <li data-route=t.served_by.clone()>
+                                    <li data-route=route>
                                         {hops}
-                                        <span class="served">"→ "{t.served_by.clone()}" · "{t.latency_ms}" ms"</span>
+                                        <span class="served">{label}</span>
                                     </li>
                                 }
                             })
@@ -435,7 +429,7 @@ fn Timeline(board: RwSignal<BoardState>) -> impl IntoView {
                             .iter()
                             .map(|t| {
                                 view! {
-                                    <li data-to=state_key(t.to)>
+                                    <li data-to=t.to.as_str()>
                                         <time>{clock_label(t.at_ms)}</time>" "
                                         <b>{t.provider.clone()}</b>" "
                                         {t.from.label()}" → "{t.to.label()}

@@ -1,7 +1,7 @@
 //! What the board shows, folded from the live events. Pure and compiled for
 //! both targets, so it is unit-tested natively.
 
-use crate::shared::{AttemptSummary, BreakerState, GatewayEvent, ProviderStatus};
+use crate::shared::{GatewayEvent, ProviderStatus, RequestStatus, Route, Trace, Transition};
 use std::collections::BTreeMap;
 
 /// Requests kept in the live request path.
@@ -10,38 +10,6 @@ const TRACES: usize = 25;
 const TRANSITIONS: usize = 30;
 /// Points in the latency chart.
 const POINTS: usize = 60;
-
-/// One request as the live path shows it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TraceRow {
-    /// Request id.
-    pub id: String,
-    /// Who served it.
-    pub served_by: String,
-    /// Provider attempts in order.
-    pub attempts: Vec<AttemptSummary>,
-    /// Total time.
-    pub latency_ms: u64,
-    /// How it ended.
-    pub status: String,
-    /// When it finished (Unix ms).
-    pub at_ms: u64,
-}
-
-/// One breaker transition in the timeline.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TransitionRow {
-    /// Provider.
-    pub provider: String,
-    /// State before.
-    pub from: BreakerState,
-    /// State after.
-    pub to: BreakerState,
-    /// Why.
-    pub reason: String,
-    /// When (Unix ms).
-    pub at_ms: u64,
-}
 
 /// Everything on the board.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -53,9 +21,9 @@ pub struct BoardState {
     /// Whether synthetic traffic runs.
     pub traffic: bool,
     /// Recent requests, newest first.
-    pub traces: Vec<TraceRow>,
+    pub traces: Vec<Trace>,
     /// Recent transitions, newest first.
-    pub transitions: Vec<TransitionRow>,
+    pub transitions: Vec<Transition>,
     /// Requests answered since the board opened.
     pub answered: u64,
     /// Answers by route.
@@ -75,56 +43,33 @@ impl BoardState {
                 self.traffic = traffic;
                 self.snapshot_at_ms = now_ms;
             }
-            GatewayEvent::BreakerTransition {
-                provider,
-                from,
-                to,
-                reason,
-                at_ms,
-            } => {
-                if let Some(p) = self.providers.iter_mut().find(|p| p.name == provider) {
-                    p.state = to;
+            GatewayEvent::BreakerTransition(transition) => {
+                if let Some(p) = self
+                    .providers
+                    .iter_mut()
+                    .find(|p| p.name == transition.provider)
+                {
+                    p.state = transition.to;
                 }
-                self.transitions.insert(
-                    0,
-                    TransitionRow {
-                        provider,
-                        from,
-                        to,
-                        reason,
-                        at_ms,
-                    },
-                );
+                self.transitions.insert(0, transition);
                 self.transitions.truncate(TRANSITIONS);
             }
-            GatewayEvent::RequestTrace {
-                id,
-                served_by,
-                attempts,
-                latency_ms,
-                status,
-                at_ms,
-            } => {
+            GatewayEvent::RequestTrace(trace) => {
                 self.answered += 1;
-                *self.by_route.entry(served_by.clone()).or_default() += 1;
-                if status == "stream_failed" {
+                let route = trace
+                    .served_by
+                    .as_ref()
+                    .map_or("none", Route::as_str)
+                    .to_string();
+                *self.by_route.entry(route).or_default() += 1;
+                if trace.status == RequestStatus::StreamFailed {
                     self.customer_errors += 1;
                 }
-                self.latencies.push(latency_ms);
+                self.latencies.push(trace.latency_ms);
                 if self.latencies.len() > POINTS {
                     self.latencies.remove(0);
                 }
-                self.traces.insert(
-                    0,
-                    TraceRow {
-                        id,
-                        served_by,
-                        attempts,
-                        latency_ms,
-                        status,
-                        at_ms,
-                    },
-                );
+                self.traces.insert(0, trace);
                 self.traces.truncate(TRACES);
             }
             GatewayEvent::FaultChanged {
@@ -141,8 +86,8 @@ impl BoardState {
     }
 
     /// Answers served by `route`.
-    pub fn route_count(&self, route: &str) -> u64 {
-        self.by_route.get(route).copied().unwrap_or(0)
+    pub fn route_count(&self, route: &Route) -> u64 {
+        self.by_route.get(route.as_str()).copied().unwrap_or(0)
     }
 
     /// Share of answers served from the cache.
@@ -150,7 +95,7 @@ impl BoardState {
         if self.answered == 0 {
             0.0
         } else {
-            self.route_count("cache") as f64 / self.answered as f64
+            self.route_count(&Route::Cache) as f64 / self.answered as f64
         }
     }
 }
@@ -159,29 +104,32 @@ impl BoardState {
 mod tests {
     use super::*;
 
+    use crate::shared::{BreakerState, Protocol};
+
     fn provider(name: &str) -> ProviderStatus {
         ProviderStatus {
             name: name.into(),
-            protocol: "openai".into(),
+            protocol: Protocol::OpenAi,
             model: "m".into(),
             priority: 0,
             simulated: true,
             state: BreakerState::Closed,
             consecutive_failures: 0,
             in_state_ms: 0,
+            retry_in_ms: None,
             fault: None,
         }
     }
 
-    fn trace(served_by: &str, status: &str) -> GatewayEvent {
-        GatewayEvent::RequestTrace {
+    fn trace(served_by: &str, status: RequestStatus) -> GatewayEvent {
+        GatewayEvent::RequestTrace(Trace {
             id: "r".into(),
-            served_by: served_by.into(),
+            served_by: Some(Route::from(served_by)),
             attempts: vec![],
             latency_ms: 40,
-            status: status.into(),
+            status,
             at_ms: 1,
-        }
+        })
     }
 
     #[test]
@@ -195,25 +143,29 @@ mod tests {
             1000.0,
         );
         board.apply(
-            GatewayEvent::BreakerTransition {
+            GatewayEvent::BreakerTransition(Transition {
                 provider: "claude".into(),
                 from: BreakerState::Closed,
                 to: BreakerState::Open,
                 reason: "3 consecutive failures".into(),
                 at_ms: 5,
-            },
+            }),
             1100.0,
         );
-        board.apply(trace("gpt", "ok"), 1200.0);
-        board.apply(trace("last-resort", "ok"), 1300.0);
-        board.apply(trace("gpt", "stream_failed"), 1400.0);
+        board.apply(trace("gpt", RequestStatus::Ok), 1200.0);
+        board.apply(trace("last-resort", RequestStatus::Ok), 1300.0);
+        board.apply(trace("gpt", RequestStatus::StreamFailed), 1400.0);
         assert_eq!(board.providers[0].state, BreakerState::Open);
         assert_eq!(board.transitions[0].to, BreakerState::Open);
         assert_eq!(board.answered, 3);
-        assert_eq!(board.route_count("gpt"), 2);
-        assert_eq!(board.route_count("last-resort"), 1);
+        assert_eq!(board.route_count(&Route::from("gpt")), 2);
+        assert_eq!(board.route_count(&Route::LastResort), 1);
         assert_eq!(board.customer_errors, 1);
-        assert_eq!(board.traces[0].status, "stream_failed", "newest first");
+        assert_eq!(
+            board.traces[0].status,
+            RequestStatus::StreamFailed,
+            "newest first"
+        );
         assert!(board.traffic);
     }
 
@@ -221,7 +173,7 @@ mod tests {
     fn lists_stay_bounded() {
         let mut board = BoardState::default();
         for _ in 0..500 {
-            board.apply(trace("gpt", "ok"), 0.0);
+            board.apply(trace("gpt", RequestStatus::Ok), 0.0);
         }
         assert_eq!(board.traces.len(), TRACES);
         assert_eq!(board.latencies.len(), POINTS);

@@ -3,10 +3,12 @@
 //! `message_start` … `content_block_delta` … `message_stop`, errors as
 //! `{"type":"error","error":{"type","message"}}` (status 529 when overloaded).
 
-use super::sse::{SseDecoder, Step, Target, WireLimits};
-use super::{Completion, DeltaStream, Endpoint, Provider, ProviderError, ProviderRequest};
-use crate::config::{Protocol, ProviderConfig};
-use crate::shared::Role;
+use super::sse::{Flow, SseDecoder, Target};
+use super::{
+    Completion, FinishReason, Piece, PieceStream, Provider, ProviderError, ProviderRequest,
+    ProviderTarget,
+};
+use crate::shared::{Protocol, Role};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +67,8 @@ struct WireEvent {
 struct WireEventDelta {
     #[serde(default)]
     text: Option<String>,
+    #[serde(default)]
+    stop_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -85,16 +89,21 @@ fn error_message(body: &str) -> Option<String> {
         .map(|e| e.error.message)
 }
 
+/// Anthropic's stop reasons in OpenAI's vocabulary.
+fn finish_reason(stop_reason: Option<&str>) -> FinishReason {
+    match stop_reason {
+        Some("max_tokens") => FinishReason::Length,
+        Some("tool_use") => FinishReason::ToolCalls,
+        Some("refusal") => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
+    }
+}
+
 impl AnthropicProvider {
-    /// Creates the adapter for `config`, talking to `base_url` (e.g. `https://api.anthropic.com`).
-    pub fn new(
-        config: &ProviderConfig,
-        base: Endpoint,
-        client: reqwest::Client,
-        limits: WireLimits,
-    ) -> Self {
+    /// Creates the adapter for `target`, whose base URL is e.g. `https://api.anthropic.com`.
+    pub fn new(target: ProviderTarget, client: reqwest::Client) -> Self {
         Self {
-            target: Target::new(config, base, "/v1/messages", client, limits),
+            target: Target::new(target, "/v1/messages", client),
         }
     }
 
@@ -136,7 +145,7 @@ impl AnthropicProvider {
             .header("anthropic-version", API_VERSION)
             .json(&body);
         match &self.target.api_key {
-            Some(key) => builder.header("x-api-key", key),
+            Some(key) => builder.header("x-api-key", key.expose()),
             None => builder,
         }
     }
@@ -145,17 +154,30 @@ impl AnthropicProvider {
 struct EventDecoder;
 
 impl SseDecoder for EventDecoder {
-    fn decode(&mut self, event: &eventsource_stream::Event) -> Result<Step, ProviderError> {
+    fn decode(
+        &mut self,
+        event: &eventsource_stream::Event,
+        out: &mut Vec<Piece>,
+    ) -> Result<Flow, ProviderError> {
         if event.data.trim().is_empty() {
-            return Ok(Step::Nothing);
+            return Ok(Flow::Continue);
         }
         let parsed: WireEvent = serde_json::from_str(&event.data)
             .map_err(|err| ProviderError::Malformed(format!("bad {} event: {err}", event.event)))?;
         match parsed.kind.as_str() {
-            "content_block_delta" => Ok(Step::Delta(
-                parsed.delta.and_then(|d| d.text).unwrap_or_default(),
-            )),
-            "message_stop" => Ok(Step::End),
+            "content_block_delta" => {
+                if let Some(text) = parsed.delta.and_then(|d| d.text) {
+                    out.push(Piece::Text(text));
+                }
+                Ok(Flow::Continue)
+            }
+            "message_delta" => {
+                if let Some(reason) = parsed.delta.and_then(|d| d.stop_reason) {
+                    out.push(Piece::Finish(finish_reason(Some(&reason))));
+                }
+                Ok(Flow::Continue)
+            }
+            "message_stop" => Ok(Flow::End),
             "error" => {
                 let error = parsed.error.unwrap_or(WireErrorBody {
                     kind: "api_error".into(),
@@ -171,7 +193,7 @@ impl SseDecoder for EventDecoder {
                     message: error.message,
                 })
             }
-            _ => Ok(Step::Nothing),
+            _ => Ok(Flow::Continue),
         }
     }
 }
@@ -201,17 +223,13 @@ impl Provider for AnthropicProvider {
             .filter(|block| block.kind == "text")
             .map(|block| block.text)
             .collect();
-        let finish_reason = match body.stop_reason.as_deref() {
-            Some("max_tokens") => "length",
-            _ => "stop",
-        };
         Ok(Completion {
             text,
-            finish_reason: finish_reason.into(),
+            finish_reason: finish_reason(body.stop_reason.as_deref()),
         })
     }
 
-    async fn stream(&self, request: &ProviderRequest) -> Result<DeltaStream, ProviderError> {
+    async fn stream(&self, request: &ProviderRequest) -> Result<PieceStream, ProviderError> {
         self.target
             .open_stream(self.request(request, true), error_message, EventDecoder)
             .await

@@ -14,10 +14,27 @@ pub use endpoint::Endpoint;
 pub use openai::OpenAiProvider;
 pub use sse::WireLimits;
 
-use crate::config::{Protocol, ProviderConfig};
+use crate::config::Secret;
+use crate::shared::{AttemptOutcome, Protocol};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// What an adapter needs to reach its provider, and nothing more.
+#[derive(Clone, Debug)]
+pub struct ProviderTarget {
+    /// Configured name, reported in routes and attempts.
+    pub name: String,
+    /// Model id sent in every request.
+    pub model: String,
+    /// The provider's base URL, direct or through the fault proxy.
+    pub base: Endpoint,
+    /// The API key; absent for simulated or keyless local servers (Ollama, vLLM).
+    pub api_key: Option<Secret>,
+    /// Limits only the adapter can enforce, since only it sees the bytes arrive.
+    pub limits: WireLimits,
+}
 
 /// What the cascade asks of a provider: the conversation with its system prompt already rendered.
 #[derive(Clone, Debug)]
@@ -41,20 +58,50 @@ pub const CONTINUE_PROMPT: &str =
     "Your previous answer was cut off. Continue it exactly where it stopped, \
 without repeating anything and without any preamble.";
 
+crate::spelled! {
+    /// Why a provider stopped, in OpenAI's vocabulary (each adapter maps its own).
+    pub enum FinishReason {
+        /// The answer is complete.
+        Stop => "stop",
+        /// The answer hit the token limit.
+        Length => "length",
+        /// The model called tools instead of answering.
+        ToolCalls => "tool_calls",
+        /// A content filter stopped the answer.
+        ContentFilter => "content_filter",
+    }
+}
+
 /// A complete (non-streamed) answer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Completion {
     /// The answer's text.
     pub text: String,
-    /// Why the provider stopped (`stop`, `length`, …) in OpenAI's vocabulary.
-    pub finish_reason: String,
+    /// Why the provider stopped.
+    pub finish_reason: FinishReason,
 }
 
-/// A streamed answer: text deltas in order, ending with `Ok` only after the
+impl Completion {
+    /// The completion as the pieces a stream of it would carry.
+    pub fn into_pieces(self) -> Vec<Piece> {
+        vec![Piece::Text(self.text), Piece::Finish(self.finish_reason)]
+    }
+}
+
+/// One piece of an answer as it arrives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Piece {
+    /// Text to append to the answer (never empty in a stream).
+    Text(String),
+    /// The provider said why it stopped.
+    Finish(FinishReason),
+}
+
+/// A streamed answer: pieces in order, ending with `None` only after the
 /// provider's explicit end-of-stream marker. A stream that stops without that
 /// marker yields a [`ProviderError::Malformed`] or [`ProviderError::Connection`]
 /// as its last item, so a cut stream is never mistaken for a whole answer.
-pub type DeltaStream = BoxStream<'static, Result<String, ProviderError>>;
+pub type PieceStream = BoxStream<'static, Result<Piece, ProviderError>>;
 
 /// Which limit a timed-out attempt ran into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,16 +192,16 @@ impl ProviderError {
         }
     }
 
-    /// A short, stable name for the kind of failure (audit rows, UI, metrics labels).
-    pub fn kind(&self) -> &'static str {
+    /// The kind of failure as attempts record it (audit rows, UI, metrics labels).
+    pub fn outcome(&self) -> AttemptOutcome {
         match self {
-            ProviderError::Server { .. } => "server_error",
-            ProviderError::RateLimited { .. } => "rate_limited",
-            ProviderError::Timeout(_) => "timeout",
-            ProviderError::Connection(_) => "connection_error",
-            ProviderError::Malformed(_) => "malformed",
-            ProviderError::Misconfigured { .. } => "misconfigured",
-            ProviderError::InvalidRequest { .. } => "invalid_request",
+            ProviderError::Server { .. } => AttemptOutcome::ServerError,
+            ProviderError::RateLimited { .. } => AttemptOutcome::RateLimited,
+            ProviderError::Timeout(_) => AttemptOutcome::Timeout,
+            ProviderError::Connection(_) => AttemptOutcome::ConnectionError,
+            ProviderError::Malformed(_) => AttemptOutcome::Malformed,
+            ProviderError::Misconfigured { .. } => AttemptOutcome::Misconfigured,
+            ProviderError::InvalidRequest { .. } => AttemptOutcome::InvalidRequest,
         }
     }
 
@@ -207,8 +254,8 @@ pub trait Provider: Send + Sync {
     /// Asks for a whole answer in one response.
     async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError>;
     /// Asks for a streamed answer. Returns once the response head arrived and was
-    /// accepted; the deltas follow on the returned stream.
-    async fn stream(&self, request: &ProviderRequest) -> Result<DeltaStream, ProviderError>;
+    /// accepted; the pieces follow on the returned stream.
+    async fn stream(&self, request: &ProviderRequest) -> Result<PieceStream, ProviderError>;
 }
 
 /// Parses a `Retry-After` header given in seconds (the form LLM APIs use), or
@@ -223,17 +270,14 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
         .map(|secs| Duration::from_secs_f64(secs.max(0.0)))
 }
 
-/// Builds the adapter for a configured provider, reaching its base URL through `base`.
+/// Builds the adapter that speaks `protocol` to `target`.
 pub fn build(
-    config: &ProviderConfig,
-    base: Endpoint,
+    protocol: Protocol,
+    target: ProviderTarget,
     client: reqwest::Client,
-    limits: WireLimits,
-) -> std::sync::Arc<dyn Provider> {
-    match config.protocol {
-        Protocol::OpenAi => std::sync::Arc::new(OpenAiProvider::new(config, base, client, limits)),
-        Protocol::Anthropic => {
-            std::sync::Arc::new(AnthropicProvider::new(config, base, client, limits))
-        }
+) -> Arc<dyn Provider> {
+    match protocol {
+        Protocol::OpenAi => Arc::new(OpenAiProvider::new(target, client)),
+        Protocol::Anthropic => Arc::new(AnthropicProvider::new(target, client)),
     }
 }

@@ -2,10 +2,12 @@
 //! with `data: [DONE]`, errors as `{"error":{"message","type","code"}}`.
 //! Groq, Ollama and vLLM speak the same protocol under another base URL.
 
-use super::sse::{SseDecoder, Step, Target, WireLimits};
-use super::{Completion, DeltaStream, Endpoint, Provider, ProviderError, ProviderRequest};
-use crate::config::{Protocol, ProviderConfig};
-use crate::shared::Role;
+use super::sse::{Flow, SseDecoder, Target};
+use super::{
+    Completion, FinishReason, Piece, PieceStream, Provider, ProviderError, ProviderRequest,
+    ProviderTarget,
+};
+use crate::shared::{Protocol, Role};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +58,8 @@ struct WireChunk {
 struct WireChunkChoice {
     #[serde(default)]
     delta: WireDelta,
+    #[serde(default)]
+    finish_reason: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -79,16 +83,16 @@ fn error_message(body: &str) -> Option<String> {
         .map(|e| e.error.message)
 }
 
+/// OpenAI's finish reasons; an unknown one is read as a plain stop.
+fn finish_reason(reason: &str) -> FinishReason {
+    reason.parse().unwrap_or(FinishReason::Stop)
+}
+
 impl OpenAiProvider {
-    /// Creates the adapter for `config`, talking to `base_url` (e.g. `https://api.openai.com/v1`).
-    pub fn new(
-        config: &ProviderConfig,
-        base: Endpoint,
-        client: reqwest::Client,
-        limits: WireLimits,
-    ) -> Self {
+    /// Creates the adapter for `target`, whose base URL is e.g. `https://api.openai.com/v1`.
+    pub fn new(target: ProviderTarget, client: reqwest::Client) -> Self {
         Self {
-            target: Target::new(config, base, "/chat/completions", client, limits),
+            target: Target::new(target, "/chat/completions", client),
         }
     }
 
@@ -131,7 +135,7 @@ impl OpenAiProvider {
             .post(self.target.endpoint.url())
             .json(&body);
         match &self.target.api_key {
-            Some(key) => builder.bearer_auth(key),
+            Some(key) => builder.bearer_auth(key.expose()),
             None => builder,
         }
     }
@@ -140,13 +144,17 @@ impl OpenAiProvider {
 struct ChunkDecoder;
 
 impl SseDecoder for ChunkDecoder {
-    fn decode(&mut self, event: &eventsource_stream::Event) -> Result<Step, ProviderError> {
+    fn decode(
+        &mut self,
+        event: &eventsource_stream::Event,
+        out: &mut Vec<Piece>,
+    ) -> Result<Flow, ProviderError> {
         let data = event.data.trim();
         if data == "[DONE]" {
-            return Ok(Step::End);
+            return Ok(Flow::End);
         }
         if data.is_empty() {
-            return Ok(Step::Nothing);
+            return Ok(Flow::Continue);
         }
         // Providers report failures inside a 200 stream as an `error` object.
         if let Some(message) = error_message(data) {
@@ -157,12 +165,15 @@ impl SseDecoder for ChunkDecoder {
         }
         let chunk: WireChunk = serde_json::from_str(data)
             .map_err(|err| ProviderError::Malformed(format!("bad chunk: {err}")))?;
-        let text: String = chunk
-            .choices
-            .into_iter()
-            .filter_map(|c| c.delta.content)
-            .collect();
-        Ok(Step::Delta(text))
+        for choice in chunk.choices {
+            if let Some(text) = choice.delta.content {
+                out.push(Piece::Text(text));
+            }
+            if let Some(reason) = choice.finish_reason {
+                out.push(Piece::Finish(finish_reason(&reason)));
+            }
+        }
+        Ok(Flow::Continue)
     }
 }
 
@@ -192,11 +203,14 @@ impl Provider for OpenAiProvider {
             .ok_or_else(|| ProviderError::Malformed("no choices in response".into()))?;
         Ok(Completion {
             text: choice.message.content.unwrap_or_default(),
-            finish_reason: choice.finish_reason.unwrap_or_else(|| "stop".into()),
+            finish_reason: choice
+                .finish_reason
+                .as_deref()
+                .map_or(FinishReason::Stop, finish_reason),
         })
     }
 
-    async fn stream(&self, request: &ProviderRequest) -> Result<DeltaStream, ProviderError> {
+    async fn stream(&self, request: &ProviderRequest) -> Result<PieceStream, ProviderError> {
         self.target
             .open_stream(self.request(request, true), error_message, ChunkDecoder)
             .await

@@ -2,9 +2,11 @@
 //! limit, turning an error response into a [`ProviderError`], and reading an SSE
 //! body under a stall limit until the protocol's end marker.
 
-use super::{retry_after, DeltaStream, ProviderError, TimeoutKind};
+use super::{retry_after, Piece, PieceStream, ProviderError, ProviderTarget, TimeoutKind};
+use crate::config::Secret;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures::StreamExt;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// What every adapter holds, whatever its protocol: who it is, where it sends,
@@ -17,7 +19,7 @@ pub(crate) struct Target {
     /// The protocol's endpoint, direct or through the fault proxy.
     pub endpoint: super::Endpoint,
     /// The API key; absent for simulated or keyless local servers (Ollama, vLLM).
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     /// Shared connection pool.
     pub client: reqwest::Client,
     /// First-byte and stall limits.
@@ -25,21 +27,15 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// The target of `config`'s provider at `path` below `base`.
-    pub fn new(
-        config: &crate::config::ProviderConfig,
-        base: super::Endpoint,
-        path: &str,
-        client: reqwest::Client,
-        limits: WireLimits,
-    ) -> Self {
+    /// The protocol's endpoint at `path` below the provider's base URL.
+    pub fn new(target: ProviderTarget, path: &str, client: reqwest::Client) -> Self {
         Self {
-            name: config.name.clone(),
-            model: config.model.clone(),
-            endpoint: base.join(path),
-            api_key: config.api_key.clone(),
+            name: target.name,
+            model: target.model,
+            endpoint: target.base.join(path),
+            api_key: target.api_key,
             client,
-            limits,
+            limits: target.limits,
         }
     }
 
@@ -59,9 +55,9 @@ impl Target {
         request: reqwest::RequestBuilder,
         error_message: fn(&str) -> Option<String>,
         decoder: D,
-    ) -> Result<DeltaStream, ProviderError> {
+    ) -> Result<PieceStream, ProviderError> {
         let response = send(request, self.limits, error_message).await?;
-        Ok(delta_stream(response, self.limits.stall, decoder))
+        Ok(piece_stream(response, self.limits.stall, decoder))
     }
 }
 
@@ -74,20 +70,21 @@ pub struct WireLimits {
     pub stall: Duration,
 }
 
-/// What one SSE event means to a protocol.
-pub(crate) enum Step {
-    /// Text to append to the answer.
-    Delta(String),
-    /// An event without content (role announcements, pings, usage).
-    Nothing,
+/// Whether a stream goes on after an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// More events follow.
+    Continue,
     /// The protocol's explicit end of the answer.
     End,
 }
 
 /// Decodes one protocol's SSE events.
 pub(crate) trait SseDecoder: Send + 'static {
-    /// Interprets one event; an `Err` ends the stream with that failure.
-    fn decode(&mut self, event: &Event) -> Result<Step, ProviderError>;
+    /// Interprets one event, appending what it carries to `out` (an event may carry
+    /// text and the finish reason at once, or nothing); an `Err` ends the stream
+    /// with that failure.
+    fn decode(&mut self, event: &Event, out: &mut Vec<Piece>) -> Result<Flow, ProviderError>;
 }
 
 /// Sends the request and returns the response if its status is a success. An error
@@ -136,41 +133,72 @@ struct Reader<D> {
     events: futures::stream::BoxStream<'static, Result<Event, EventStreamError<reqwest::Error>>>,
     decoder: D,
     stall: Duration,
-    finished: bool,
+    /// Pieces decoded but not yet handed out.
+    ready: VecDeque<Piece>,
+    /// The protocol's end marker arrived (`Some(Ok)`), or the stream failed.
+    ended: Option<Result<(), ProviderError>>,
+    /// Scratch buffer for one event's pieces.
+    scratch: Vec<Piece>,
 }
 
-/// Turns an SSE response into a [`DeltaStream`] using `decoder` for the protocol.
-pub(crate) fn delta_stream<D: SseDecoder>(
+impl<D: SseDecoder> Reader<D> {
+    /// Reads events until a piece is ready or the stream ends.
+    async fn fill(&mut self) {
+        while self.ready.is_empty() && self.ended.is_none() {
+            let event = match tokio::time::timeout(self.stall, self.events.next()).await {
+                Err(_) => Err(ProviderError::Timeout(TimeoutKind::Stall)),
+                Ok(None) => Err(ProviderError::Malformed(
+                    "stream ended before its end marker".into(),
+                )),
+                Ok(Some(Err(EventStreamError::Transport(err)))) => {
+                    Err(ProviderError::from_transport(&err))
+                }
+                Ok(Some(Err(err))) => Err(ProviderError::Malformed(err.to_string())),
+                Ok(Some(Ok(event))) => Ok(event),
+            };
+            let flow = event.and_then(|event| self.decoder.decode(&event, &mut self.scratch));
+            // Empty text carries nothing; consumers may count on every Text having some.
+            self.ready.extend(
+                self.scratch
+                    .drain(..)
+                    .filter(|p| !matches!(p, Piece::Text(t) if t.is_empty())),
+            );
+            match flow {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::End) => self.ended = Some(Ok(())),
+                Err(err) => self.ended = Some(Err(err)),
+            }
+        }
+    }
+}
+
+/// Turns an SSE response into a [`PieceStream`] using `decoder` for the protocol.
+pub(crate) fn piece_stream<D: SseDecoder>(
     response: reqwest::Response,
     stall: Duration,
     decoder: D,
-) -> DeltaStream {
+) -> PieceStream {
     let reader = Reader {
         events: response.bytes_stream().eventsource().boxed(),
         decoder,
         stall,
-        finished: false,
+        ready: VecDeque::new(),
+        ended: None,
+        scratch: Vec::new(),
     };
     futures::stream::unfold(reader, |mut reader| async move {
-        while !reader.finished {
-            let failure = match tokio::time::timeout(reader.stall, reader.events.next()).await {
-                Err(_) => ProviderError::Timeout(TimeoutKind::Stall),
-                Ok(None) => ProviderError::Malformed("stream ended before its end marker".into()),
-                Ok(Some(Err(EventStreamError::Transport(err)))) => {
-                    ProviderError::from_transport(&err)
-                }
-                Ok(Some(Err(err))) => ProviderError::Malformed(err.to_string()),
-                Ok(Some(Ok(event))) => match reader.decoder.decode(&event) {
-                    Ok(Step::Delta(text)) if !text.is_empty() => return Some((Ok(text), reader)),
-                    Ok(Step::Delta(_)) | Ok(Step::Nothing) => continue,
-                    Ok(Step::End) => return None,
-                    Err(err) => err,
-                },
-            };
-            reader.finished = true;
-            return Some((Err(failure), reader));
+        reader.fill().await;
+        if let Some(piece) = reader.ready.pop_front() {
+            return Some((Ok(piece), reader));
         }
-        None
+        match reader.ended.take() {
+            Some(Err(err)) => {
+                // Report the failure once; the next poll ends the stream.
+                reader.ended = Some(Ok(()));
+                Some((Err(err), reader))
+            }
+            _ => None,
+        }
     })
     .boxed()
 }

@@ -1,25 +1,33 @@
 //! Assembles a running server: store, providers (real or simulated), the fault
 //! proxy, gateway, routes, and graceful shutdown. `main.rs` and the integration
 //! tests both start the product through [`start`], so tests exercise what ships.
+//!
+//! - `settings`: configuration turned into the core's settings, once.
+//! - `tasks`: the background work (fault expiry, retention, cache upkeep).
+
+pub mod settings;
+mod tasks;
 
 use crate::api::{self, AppState};
-use crate::cache::{CacheSettings, Embedder, SemanticCache};
+use crate::cache::{Embedder, SemanticCache};
 use crate::chaos::{FaultPlan, FaultProxy, Upstream};
-use crate::config::{Config, SimulateMode};
-use crate::gateway::cascade::{Cascade, CascadeEntry};
-use crate::gateway::events::{now_ms, EventBus};
-use crate::gateway::metrics::Metrics;
+use crate::clock::{self, SharedClock};
+use crate::config::{Config, Secret, SimulateMode};
+use crate::gateway::cascade::{Cascade, CascadeEntry, Timeouts};
+use crate::gateway::events::EventBus;
+use crate::gateway::faults::FaultControl;
+use crate::gateway::metrics::{Metrics, Mirrored};
 use crate::gateway::prompt::PromptTemplate;
-use crate::gateway::provider::{self, Endpoint, WireLimits};
-use crate::gateway::Gateway;
-use crate::shared::GatewayEvent;
-use crate::store::audit::{AuditSettings, AuditWriter};
+use crate::gateway::provider::{self, Endpoint, ProviderTarget};
+use crate::gateway::{Gateway, GatewayParts};
+use crate::store::audit::AuditWriter;
 use crate::store::{Store, StoreError};
 use axum::{extract::DefaultBodyLimit, serve::ListenerExt, Router};
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
-use std::collections::{HashMap, HashSet};
-use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{sync::watch, task::JoinHandle};
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
@@ -40,25 +48,12 @@ pub enum StartError {
     Cache(#[from] crate::cache::semantic::CacheError),
 }
 
-/// Where each provider is reached, for the start-up banner.
-#[derive(Clone, Debug)]
-pub struct ProviderRoute {
-    /// Provider name.
-    pub name: String,
-    /// Base URL in use.
-    pub base_url: String,
-    /// Whether it is a built-in simulation.
-    pub simulated: bool,
-}
-
 /// A server accepting connections.
 pub struct RunningServer {
     /// The bound address (useful when the config asked for port 0).
     pub addr: SocketAddr,
-    /// Where each provider is reached.
-    pub providers: Vec<ProviderRoute>,
     /// The token the admin endpoints require (generated when not configured).
-    pub admin_token: String,
+    pub admin_token: Secret,
     /// The gateway, for tests that inspect it.
     pub gateway: Arc<Gateway>,
     /// The store, for tests that inspect rows.
@@ -105,8 +100,8 @@ impl RunningServer {
 }
 
 /// A random admin token for a server started without one.
-fn generate_token() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+fn generate_token() -> Secret {
+    Secret::new(uuid::Uuid::new_v4().simple().to_string())
 }
 
 /// The providers' adapters: simulated where no key is given (or simulation is
@@ -116,105 +111,83 @@ async fn build_cascade(
     plan: &Arc<FaultPlan>,
     events: Arc<EventBus>,
     metrics: Arc<Metrics>,
-) -> Result<(Cascade, Vec<ProviderRoute>), StartError> {
+    clock: SharedClock,
+) -> Result<Cascade, StartError> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(config.gateway.connect_timeout_ms))
         .pool_idle_timeout(Duration::from_secs(60))
         .build()?;
-    let timeouts = config.gateway.timeouts();
-    let limits = WireLimits {
-        first_byte: timeouts.first_byte,
-        stall: timeouts.stall,
-    };
-    let mut routes = Vec::new();
+    let mut bases = Vec::new();
     let mut upstreams = HashMap::new();
-    for provider_config in &config.providers {
+    for provider in &config.providers {
         let simulated =
-            config.gateway.simulate == SimulateMode::Always || provider_config.api_key.is_none();
+            config.gateway.simulate == SimulateMode::Always || provider.api_key.is_none();
         let base_url = if simulated {
-            crate::sim::start(provider_config.protocol, &config.sim)
+            crate::sim::start(provider.protocol, &config.sim)
                 .await?
                 .base_url
         } else {
-            provider_config.base_url.clone()
+            provider.base_url.clone()
         };
-        tracing::info!(provider = %provider_config.name, %base_url, simulated, "provider ready");
+        tracing::info!(provider = %provider.name, %base_url, simulated, "provider ready");
         upstreams.insert(
-            provider_config.name.clone(),
+            provider.name.clone(),
             Upstream {
                 base_url: base_url.clone(),
-                protocol: provider_config.protocol,
+                protocol: provider.protocol,
             },
         );
-        routes.push(ProviderRoute {
-            name: provider_config.name.clone(),
-            base_url,
-            simulated,
-        });
+        bases.push((base_url, simulated));
     }
     // The proxy forwards with its own client: it must not share the adapters'
     // timeouts, since it stands in for the provider, not for the gateway.
     let proxy = FaultProxy::start(plan.clone(), upstreams, reqwest::Client::new()).await?;
-    let mut entries = Vec::new();
-    for (provider_config, route) in config.providers.iter().zip(&routes) {
-        let mut provider_config = provider_config.clone();
-        if route.simulated {
-            provider_config.api_key = None;
-        }
-        let endpoint = Endpoint::switched(
-            route.base_url.clone(),
-            proxy.base_for(&provider_config.name),
-            plan.route_flag(&provider_config.name),
-        );
-        let template = provider_config
-            .system_template
-            .clone()
-            .unwrap_or_else(|| config.gateway.system_prompt.clone());
-        entries.push(CascadeEntry {
-            provider: provider::build(&provider_config, endpoint, client.clone(), limits),
-            template: PromptTemplate::new(template),
-            max_tokens: provider_config.max_tokens,
-            breaker: provider_config.breaker(),
-        });
-    }
-    Ok((Cascade::new(entries, timeouts, events, metrics), routes))
-}
-
-/// Heals faults whose time is up and announces it, until shutdown.
-fn spawn_fault_expiry(
-    plan: Arc<FaultPlan>,
-    gateway: Arc<Gateway>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
+    let entries = config
+        .providers
+        .iter()
+        .zip(bases)
+        .map(|(provider, (base_url, simulated))| {
+            let target = ProviderTarget {
+                name: provider.name.clone(),
+                model: provider.model.clone(),
+                base: Endpoint::switched(
+                    base_url,
+                    proxy.base_for(&provider.name),
+                    plan.route_flag(&provider.name),
+                ),
+                api_key: provider.api_key.clone().filter(|_| !simulated),
+                limits: (&config.gateway).into(),
+            };
+            let template = provider
+                .system_template
+                .clone()
+                .unwrap_or_else(|| config.gateway.system_prompt.clone());
+            CascadeEntry {
+                provider: provider::build(provider.protocol, target, client.clone()),
+                template: PromptTemplate::new(template),
+                max_tokens: provider.max_tokens,
+                breaker: provider.into(),
+                simulated,
             }
-            for provider in plan.expire(Instant::now()) {
-                tracing::info!(%provider, "fault healed by itself");
-                gateway
-                    .metrics()
-                    .faults_active
-                    .with_label_values(&[&provider])
-                    .set(0);
-                gateway.events().publish(GatewayEvent::FaultChanged {
-                    provider,
-                    fault: None,
-                    by: "expiry".into(),
-                    at_ms: now_ms(),
-                });
-            }
-        }
-    });
+        })
+        .collect();
+    Ok(Cascade::new(
+        entries,
+        Timeouts::from(&config.gateway),
+        events,
+        metrics,
+        clock,
+    ))
 }
 
 /// Opens the semantic cache, loading the embedding model off the executor. A
 /// missing model or runtime is one clear warning and an exact-match cache, never
 /// a failed start.
-async fn open_cache(config: &Config, store: &Store) -> Result<SemanticCache, StartError> {
+async fn open_cache(
+    config: &Config,
+    store: &Store,
+    clock: SharedClock,
+) -> Result<SemanticCache, StartError> {
     let embedder_config = config.embedder.clone();
     let embedder = match tokio::task::spawn_blocking(move || Embedder::load(&embedder_config)).await
     {
@@ -231,44 +204,92 @@ async fn open_cache(config: &Config, store: &Store) -> Result<SemanticCache, Sta
             None
         }
     };
-    let settings = CacheSettings {
-        threshold: config.cache.threshold,
-        ttl: Duration::from_secs(config.cache.ttl_hours * 3600),
-        max_entries: config.cache.max_entries.max(1),
-    };
-    Ok(SemanticCache::open(store.pool().clone(), settings, embedder).await?)
+    Ok(SemanticCache::open(
+        store.pool().clone(),
+        (&config.cache).into(),
+        embedder,
+        clock,
+    )
+    .await?)
 }
 
-/// Persists hit counts and drops expired cache entries, until shutdown.
-fn spawn_cache_maintenance(cache: Arc<SemanticCache>, mut shutdown: watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => cache.maintain().await,
-                _ = shutdown.changed() => {
-                    cache.maintain().await;
-                    return;
+/// Mirrors the audit writer's and the cache's own counts onto `/metrics`.
+fn mirror_counts(
+    metrics: &Metrics,
+    audit: Option<&AuditWriter>,
+    cache: Option<&Arc<SemanticCache>>,
+) {
+    if let Some(audit) = audit {
+        let c = audit.counters();
+        let (overflow, written, retries) = (c.clone(), c.clone(), c.clone());
+        metrics.mirror(
+            Mirrored::default()
+                .counter(
+                    "chaosai_audit_overflow_total",
+                    "Audit records that found the queue full (kept, not dropped)",
+                    &[],
+                    Box::new(move || overflow.overflow.load(Relaxed)),
+                )
+                .counter(
+                    "chaosai_audit_written_total",
+                    "Audit records written",
+                    &[],
+                    Box::new(move || written.written.load(Relaxed)),
+                )
+                .counter(
+                    "chaosai_audit_retries_total",
+                    "Audit batches retried after a database error",
+                    &[],
+                    Box::new(move || retries.retries.load(Relaxed)),
+                ),
+        );
+    }
+    if let Some(cache) = cache {
+        let counts = |result: &'static str| {
+            let cache = cache.clone();
+            move || {
+                let c = cache.counters();
+                match result {
+                    "hit" => c.hits.load(Relaxed),
+                    "miss" => c.misses.load(Relaxed),
+                    "refused" => c.refused.load(Relaxed),
+                    "stored" => c.stored.load(Relaxed),
+                    _ => c.not_stored.load(Relaxed),
                 }
             }
+        };
+        let mut mirrored = Mirrored::default();
+        for result in ["hit", "miss", "refused"] {
+            mirrored = mirrored.counter(
+                "chaosai_cache_lookups_total",
+                "Cache lookups by result",
+                &[("result", result)],
+                Box::new(counts(result)),
+            );
         }
-    });
-}
-
-/// Applies the audit's retention periodically, until shutdown.
-fn spawn_retention(audit: AuditWriter, config: &Config, mut shutdown: watch::Receiver<bool>) {
-    let every = Duration::from_secs(config.audit.prune_interval_s.max(1));
-    let keep_ms = (config.audit.retention_days * 86_400_000) as i64;
-    let max_rows = config.audit.max_rows.max(0);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => audit.prune(now_ms() as i64 - keep_ms, max_rows),
-                _ = shutdown.changed() => return,
-            }
+        for result in ["stored", "not_stored"] {
+            mirrored = mirrored.counter(
+                "chaosai_cache_stores_total",
+                "Answers offered to the cache, by whether they were stored",
+                &[("result", result)],
+                Box::new(counts(result)),
+            );
         }
-    });
+        let (entries, ratio) = (cache.clone(), cache.clone());
+        metrics.mirror(
+            mirrored
+                .gauge(
+                    "chaosai_cache_entries",
+                    "Entries in the semantic cache",
+                    Box::new(move || entries.len() as f64),
+                )
+                .gauge(
+                    "chaosai_cache_hit_ratio",
+                    "Share of lookups answered from the cache",
+                    Box::new(move || ratio.hit_ratio()),
+                ),
+        );
+    }
 }
 
 /// Starts the whole product on `config.server.addr`.
@@ -276,59 +297,74 @@ pub async fn start(
     config: Config,
     leptos_options: LeptosOptions,
 ) -> Result<RunningServer, StartError> {
+    start_with_clock(config, leptos_options, clock::system()).await
+}
+
+/// Starts the whole product with `clock` as the time policy reads (tests step a
+/// manual clock instead of sleeping).
+pub async fn start_with_clock(
+    config: Config,
+    leptos_options: LeptosOptions,
+    clock: SharedClock,
+) -> Result<RunningServer, StartError> {
     let store = Store::open(&config.database.url).await?;
-    let audit = config.audit.enabled.then(|| {
-        let settings = AuditSettings {
-            queue: config.audit.queue,
-            batch: config.audit.batch.max(1),
-            flush_interval: Duration::from_millis(config.audit.flush_interval_ms),
-        };
-        AuditWriter::start(store.pool().clone(), settings).0
-    });
+    let audit = config
+        .audit
+        .enabled
+        .then(|| AuditWriter::start(store.pool().clone(), (&config.audit).into()).0);
     let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
     let plan = Arc::new(FaultPlan::new(names.iter().copied()));
     let events = Arc::new(EventBus::with_audit(audit.clone()));
     let metrics = Arc::new(Metrics::new(names.iter().copied()));
-    let (cascade, providers) =
-        build_cascade(&config, &plan, events.clone(), metrics.clone()).await?;
+    let cascade = build_cascade(
+        &config,
+        &plan,
+        events.clone(),
+        metrics.clone(),
+        clock.clone(),
+    )
+    .await?;
     let cache = if config.cache.enabled {
-        Some(Arc::new(open_cache(&config, &store).await?))
+        Some(Arc::new(open_cache(&config, &store, clock.clone()).await?))
     } else {
         None
     };
-    let gateway = Arc::new(
-        Gateway::new(cascade, Some(store.clone()), events, metrics)
-            .with_audit(audit.clone(), config.audit.redact_text)
-            .with_cache(cache.clone()),
-    );
+    mirror_counts(&metrics, audit.as_ref(), cache.as_ref());
+    let gateway = Arc::new(Gateway::new(GatewayParts {
+        cascade,
+        faults: FaultControl::new(plan, events.clone(), metrics.clone(), clock.clone()),
+        store: Some(store.clone()),
+        audit: audit.clone(),
+        redact: config.audit.redact_text,
+        cache: cache.clone(),
+        events,
+        metrics,
+        clock: clock.clone(),
+    }));
     let admin_token = config
         .server
         .admin_token
         .clone()
         .unwrap_or_else(generate_token);
     let (shutdown, shutdown_signal) = watch::channel(false);
-    spawn_fault_expiry(plan.clone(), gateway.clone(), shutdown_signal.clone());
+    tasks::spawn_fault_expiry(gateway.clone(), shutdown_signal.clone());
     if let Some(audit) = &audit {
-        spawn_retention(audit.clone(), &config, shutdown_signal.clone());
+        tasks::spawn_retention(
+            audit.clone(),
+            (&config.audit).into(),
+            clock.clone(),
+            shutdown_signal.clone(),
+        );
     }
     if let Some(cache) = &cache {
-        spawn_cache_maintenance(cache.clone(), shutdown_signal.clone());
+        tasks::spawn_cache_maintenance(cache.clone(), shutdown_signal.clone());
     }
     let state = AppState {
         store: store.clone(),
-        audit: audit.clone(),
         traffic: Arc::new(crate::traffic::Traffic::default()),
         leptos_options: leptos_options.clone(),
         gateway: gateway.clone(),
-        faults: plan,
-        admin_token: admin_token.clone().into(),
-        simulated: Arc::new(
-            providers
-                .iter()
-                .filter(|p| p.simulated)
-                .map(|p| p.name.clone())
-                .collect::<HashSet<_>>(),
-        ),
+        admin_token: admin_token.expose().into(),
         shutdown: shutdown_signal.clone(),
     };
     let app = router(state, config.server.body_limit_bytes);
@@ -350,7 +386,6 @@ pub async fn start(
     });
     Ok(RunningServer {
         addr,
-        providers,
         admin_token,
         gateway,
         store,

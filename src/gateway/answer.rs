@@ -1,0 +1,103 @@
+//! What the gateway hands back: an answer that has started, whoever serves it,
+//! as a stream of events; and the same answer collected whole. Both API shapes
+//! and the chat page are thin ends of this one type.
+
+use super::provider::FinishReason;
+use crate::shared::{AttemptSummary, Route};
+use futures::{stream::BoxStream, StreamExt};
+use std::time::Duration;
+
+/// One event of an answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AnswerEvent {
+    /// The next piece of the answer's text.
+    Text(String),
+    /// The answer is complete.
+    Done {
+        /// Why the answer ended.
+        finish_reason: FinishReason,
+        /// Everyone who served a part of it, in order (`claude → gpt` after a splice).
+        served_by: String,
+        /// Time from the question reaching the gateway to the last piece.
+        elapsed_ms: u64,
+        /// Every provider attempt the request made, in order.
+        attempts: Vec<AttemptSummary>,
+    },
+    /// The answer broke and could not be completed: what was sent is not whole.
+    Failed {
+        /// A message fit to show the customer.
+        message: String,
+    },
+}
+
+/// An answer whose first piece is ready, so its route can be named before
+/// anything is sent.
+pub struct Answer {
+    /// The request's id.
+    pub id: String,
+    /// Who serves it.
+    pub served_by: Route,
+    /// Time spent in the gateway itself up to this point, excluding waits on providers.
+    pub overhead: Duration,
+    /// The ticket the last resort opened, if it did.
+    pub ticket: Option<String>,
+    /// Similarity of the cache entry that answered, if the cache did.
+    pub cache_similarity: Option<f64>,
+    /// `Text` events, then exactly one `Done` or `Failed`.
+    pub events: BoxStream<'static, AnswerEvent>,
+}
+
+/// An answer collected whole.
+#[derive(Debug)]
+pub struct Completed {
+    /// The request's id.
+    pub id: String,
+    /// Who served it.
+    pub served_by: Route,
+    /// The answer's text.
+    pub text: String,
+    /// Why it ended; `None` if it broke (never for a whole answer from one source).
+    pub finish_reason: Option<FinishReason>,
+    /// Every attempt, the serving one last.
+    pub attempts: Vec<AttemptSummary>,
+    /// Time spent in the gateway itself, excluding waits on providers.
+    pub overhead: Duration,
+    /// The ticket the last resort opened, if it did.
+    pub ticket: Option<String>,
+    /// Similarity of the cache entry that answered, if the cache did.
+    pub cache_similarity: Option<f64>,
+}
+
+impl Answer {
+    /// Reads the answer to its end.
+    pub async fn collect(self) -> Completed {
+        let mut text = String::new();
+        let mut finish_reason = None;
+        let mut attempts = Vec::new();
+        let mut events = self.events;
+        while let Some(event) = events.next().await {
+            match event {
+                AnswerEvent::Text(piece) => text.push_str(&piece),
+                AnswerEvent::Done {
+                    finish_reason: reason,
+                    attempts: all,
+                    ..
+                } => {
+                    finish_reason = Some(reason);
+                    attempts = all;
+                }
+                AnswerEvent::Failed { .. } => {}
+            }
+        }
+        Completed {
+            id: self.id,
+            served_by: self.served_by,
+            text,
+            finish_reason,
+            attempts,
+            overhead: self.overhead,
+            ticket: self.ticket,
+            cache_similarity: self.cache_similarity,
+        }
+    }
+}

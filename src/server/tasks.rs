@@ -1,0 +1,84 @@
+//! The server's background work, each a loop that ends with the shutdown signal:
+//! healing faults whose time is up, applying the audit's retention, and keeping
+//! the cache's hit counts and expiry current.
+
+use super::settings::Retention;
+use crate::cache::SemanticCache;
+use crate::clock::SharedClock;
+use crate::gateway::Gateway;
+use crate::store::audit::AuditWriter;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often fault expiry is checked: a fault heals within this of its time.
+const EXPIRY_TICK: Duration = Duration::from_millis(250);
+
+/// How often the cache persists hit counts and drops expired entries.
+const CACHE_TICK: Duration = Duration::from_secs(5);
+
+/// Runs `work` every `every` until shutdown, then `last` once.
+fn every<W, L>(every: Duration, mut shutdown: watch::Receiver<bool>, mut work: W, last: L)
+where
+    W: FnMut() -> futures::future::BoxFuture<'static, ()> + Send + 'static,
+    L: FnOnce() -> futures::future::BoxFuture<'static, ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => work().await,
+                _ = shutdown.changed() => break,
+            }
+        }
+        last().await;
+    });
+}
+
+/// Heals faults whose time is up (fault control announces each), until shutdown.
+pub fn spawn_fault_expiry(gateway: Arc<Gateway>, shutdown: watch::Receiver<bool>) {
+    every(
+        EXPIRY_TICK,
+        shutdown,
+        move || {
+            gateway.faults().expire();
+            Box::pin(async {})
+        },
+        || Box::pin(async {}),
+    );
+}
+
+/// Asks the audit writer to apply retention periodically, until shutdown.
+pub fn spawn_retention(
+    audit: AuditWriter,
+    retention: Retention,
+    clock: SharedClock,
+    shutdown: watch::Receiver<bool>,
+) {
+    every(
+        retention.every,
+        shutdown,
+        move || {
+            let cutoff = clock.unix_ms() - retention.keep.as_millis() as i64;
+            audit.prune(cutoff, retention.max_rows);
+            Box::pin(async {})
+        },
+        || Box::pin(async {}),
+    );
+}
+
+/// Persists hit counts and drops expired cache entries, until shutdown (and
+/// once more on the way out, so no count is lost).
+pub fn spawn_cache_maintenance(cache: Arc<SemanticCache>, shutdown: watch::Receiver<bool>) {
+    let last = cache.clone();
+    every(
+        CACHE_TICK,
+        shutdown,
+        move || {
+            let cache = cache.clone();
+            Box::pin(async move { cache.maintain().await })
+        },
+        move || Box::pin(async move { last.maintain().await }),
+    );
+}
