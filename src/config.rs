@@ -197,7 +197,7 @@ pub struct AuditConfig {
     pub batch: usize,
     /// Longest a record waits before its batch is written.
     pub flush_interval_ms: u64,
-    /// Store "[redacted]" instead of customer text (chat messages, tickets).
+    /// Store `[redacted]` instead of customer text (chat messages, tickets).
     pub redact_text: bool,
     /// Requests older than this are pruned.
     pub retention_days: u64,

@@ -1,42 +1,57 @@
 //! ChaosAI keeps customer-support chats answered when LLM providers fail.
 //!
 //! One crate builds both halves of the product: the server (feature `ssr`) and the
-//! hydrated browser UI (feature `hydrate`, compiled to WASM by cargo-leptos).
+//! hydrated browser UI (feature `hydrate`, compiled to WASM by `scripts/site.sh`).
 //!
 //! # Layout
 //!
-//! - [`shared`]: the types that cross the wire (chat turns, streamed chat events,
-//!   attempt summaries). Compiled for both targets so each is defined once.
-//! - [`app`]: Leptos components (the shell, the customer chat) and the `#[server]`
-//!   functions that are the seam between the browser and the gateway.
+//! From the bottom up; a module imports only modules listed below it.
+//!
+//! - `clock` (server): the injected time policy reads (breakers, fault expiry, cache
+//!   TTL, timestamps), so tests step a manual clock instead of sleeping.
+//! - [`shared`]: the types that cross the wire (chat turns and events, the live
+//!   events, the audit rows) and the names of outcomes, each with one spelling.
 //! - `config` (server): one typed [`Config`](config::Config) loaded from TOML with
-//!   `CHAOSAI_*` environment overrides; nothing else reads the environment.
-//! - `gateway` (server): the product's core and its policy. [`Gateway`](gateway::Gateway)
-//!   runs a request through the [`Cascade`](gateway::cascade::Cascade) of providers
-//!   in priority order, each behind its [`Breaker`](gateway::breaker::Breaker), with
-//!   per-attempt timeouts and an overall deadline, splices broken streams, falls back
-//!   to the last resort, and publishes events and metrics. It knows nothing of HTTP
-//!   servers or the UI.
-//! - `gateway::provider` (server): the [`Provider`](gateway::provider::Provider)
-//!   trait and one adapter per wire protocol (OpenAI Chat Completions, which also
-//!   covers Groq, Ollama and vLLM, and Anthropic Messages). Adapters own encoding,
-//!   decoding, SSE parsing and the classification of failures; they never route.
-//! - `sim` (server): simulated providers, real HTTP servers on loopback that speak
-//!   the OpenAI and Anthropic protocols and answer from a built-in support knowledge
-//!   base, so the whole real path runs without API keys.
+//!   `CHAOSAI_*` environment overrides; a leaf that imports nothing of the core.
+//! - `cache` (server): layer 0, the semantic cache: local embeddings (ONNX Runtime),
+//!   an HNSW index, the guards that keep a wrong answer out, persistence, TTL.
 //! - `store` (server): the SQLite pool (sqlx), its migrations, the batched
 //!   [`AuditWriter`](store::audit::AuditWriter) and the audit read queries.
-//! - `cache` (server): the local embedding model (ONNX Runtime through `ort`), the
-//!   groundwork of the layer-0 semantic cache.
-//! - `api` (server): the HTTP surfaces: the OpenAI-compatible `/v1/*`, the chaos and
-//!   audit APIs, `/ws/events`, `/metrics`, `/healthz`, and the state they share.
-//! - `chaos` (server): the [`FaultPlan`](chaos::FaultPlan) of injected faults and the
+//! - `chaos` (server): the `FaultPlan` of injected faults and the
 //!   loopback fault proxy that breaks provider exchanges on the wire.
-//! - `knowledge` (server): the built-in support knowledge base the simulated providers
-//!   and the last resort answer from.
+//! - `knowledge` (server): the built-in support knowledge base the simulated
+//!   providers and the last resort answer from.
+//! - `gateway` (server): the core and its policy, one concept a file. Its
+//!   [`Gateway::answer`](gateway::Gateway::answer) is the one path of every question:
+//!   validation, cache, the [`Cascade`](gateway::cascade::Cascade) of providers behind
+//!   their breakers, the last resort, the splice of broken streams, and the record of
+//!   the request. `gateway::provider` holds one adapter per wire protocol (OpenAI
+//!   Chat Completions, which also covers Groq, Ollama and vLLM; Anthropic Messages):
+//!   adapters own encoding, decoding, SSE and the classification of failures; the
+//!   cascade owns policy. The gateway knows nothing of HTTP servers or the UI.
+//! - `sim` (server): simulated providers, real HTTP servers on loopback that speak
+//!   the OpenAI and Anthropic protocols, so the whole real path runs without keys.
 //! - `traffic` (server): synthetic customer questions for demos.
-//! - `server` (server): assembles configuration, providers, store and router into a
-//!   running server with graceful shutdown; used by `main.rs` and the integration tests.
+//! - `api` (server): the HTTP surfaces: the OpenAI-compatible `/v1/*`, the chaos,
+//!   audit and cache admin APIs, `/ws/events`, `/metrics`, `/healthz`.
+//! - [`app`]: Leptos components (the chat, the chaos board, the audit page) and the
+//!   `#[server]` functions that are the seam between the browser and the gateway.
+//! - `server` (server): assembles configuration, providers, store, gateway and
+//!   router into a running server with graceful shutdown; `settings` turns the
+//!   configuration into the core's settings, once.
+//!
+//! # The path of one request
+//!
+//! `POST /v1/chat/completions` → `api/openai.rs` (decode, errors in OpenAI's shape)
+//! → `gateway/mod.rs` `Gateway::answer` → `gateway/request.rs` (validate)
+//! → `gateway/cache_key.rs` → `cache/semantic.rs` (lookup) → on a miss
+//! `gateway/cascade.rs` (breaker from `gateway/breaker.rs`, attempt limits)
+//! → `gateway/provider/openai.rs` or `anthropic.rs` over `gateway/provider/sse.rs`
+//! → back in `gateway/mod.rs`, `gateway/splice.rs` streams the rest (continuing a
+//! broken stream elsewhere) and ends `gateway/recorder.rs` (metrics, live trace,
+//! audit row through `store/audit.rs`) → `api/openai.rs` encodes the answer whole
+//! or as SSE chunks. The chat page's `ask` server function (`app/chat.rs`) and the
+//! synthetic traffic (`traffic.rs`) enter at `Gateway::answer` too.
 
 #![forbid(unsafe_code)]
 // Release WASM builds keep Leptos's full view types (debug builds erase them);
@@ -47,11 +62,11 @@ pub mod app;
 pub mod shared;
 
 #[cfg(feature = "ssr")]
-pub mod api;
+mod api;
 #[cfg(feature = "ssr")]
 pub mod cache;
 #[cfg(feature = "ssr")]
-pub mod chaos;
+mod chaos;
 #[cfg(feature = "ssr")]
 pub mod clock;
 #[cfg(feature = "ssr")]
@@ -59,7 +74,7 @@ pub mod config;
 #[cfg(feature = "ssr")]
 pub mod gateway;
 #[cfg(feature = "ssr")]
-pub mod knowledge;
+mod knowledge;
 #[cfg(feature = "ssr")]
 pub mod server;
 #[cfg(feature = "ssr")]
@@ -67,7 +82,7 @@ pub mod sim;
 #[cfg(feature = "ssr")]
 pub mod store;
 #[cfg(feature = "ssr")]
-pub mod traffic;
+mod traffic;
 
 /// Browser entry point: hydrates the server-rendered page.
 #[cfg(feature = "hydrate")]

@@ -3,8 +3,9 @@
 //! cascade is visible without anyone typing.
 
 use crate::gateway::{Gateway, GatewayRequest};
-use crate::shared::Surface;
+use crate::shared::{Surface, TrafficStatus};
 use rand::seq::SliceRandom;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -28,11 +29,20 @@ const QUESTIONS: &[&str] = &[
     "My blender makes a strange noise",
 ];
 
+/// Counts of the questions asked.
+#[derive(Default)]
+struct Counts {
+    asked: AtomicU64,
+    in_flight: AtomicU64,
+}
+
 /// Starts and stops the synthetic traffic.
 #[derive(Default)]
 pub struct Traffic {
     /// The running generator, if any.
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Shared with the questions in flight.
+    counts: Arc<Counts>,
 }
 
 impl Traffic {
@@ -45,6 +55,15 @@ impl Traffic {
             .is_some_and(|t| !t.is_finished())
     }
 
+    /// Whether it runs, and how many questions it asked and awaits.
+    pub fn status(&self) -> TrafficStatus {
+        TrafficStatus {
+            running: self.running(),
+            asked: self.counts.asked.load(Ordering::Acquire),
+            in_flight: self.counts.in_flight.load(Ordering::Acquire),
+        }
+    }
+
     /// Starts `per_second` questions a second (no-op if already running).
     pub fn start(&self, gateway: Arc<Gateway>, per_second: u32) {
         let mut task = self.task.lock().unwrap_or_else(|e| e.into_inner());
@@ -52,6 +71,7 @@ impl Traffic {
             return;
         }
         let every = Duration::from_millis(1000 / u64::from(per_second.max(1)));
+        let counts = self.counts.clone();
         *task = Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
@@ -61,6 +81,9 @@ impl Traffic {
                     .copied()
                     .unwrap_or("Hello?");
                 let gateway = gateway.clone();
+                let counts = counts.clone();
+                counts.in_flight.fetch_add(1, Ordering::AcqRel);
+                counts.asked.fetch_add(1, Ordering::AcqRel);
                 // Each question runs on its own, so a slow provider never slows the rate.
                 tokio::spawn(async move {
                     let mut request = GatewayRequest::question(Surface::Traffic, question);
@@ -68,6 +91,7 @@ impl Traffic {
                     // it keep seeing traffic and the cascade stays visible.
                     request.use_cache = rand::random::<bool>();
                     let _ = gateway.complete(request).await;
+                    counts.in_flight.fetch_sub(1, Ordering::AcqRel);
                 });
             }
         }));

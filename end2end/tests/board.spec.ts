@@ -1,7 +1,5 @@
 import { test, expect, Page } from "@playwright/test";
-
-// The Makefile starts the server with this admin token and a 2 s breaker cool-down.
-const TOKEN = process.env.CHAOSAI_ADMIN_TOKEN ?? "e2e-admin-token-0123456789";
+import { TOKEN, ask, openChat, provider, reset } from "./helpers";
 
 async function openBoard(page: Page, path = "/chaos") {
   await page.goto(`/chaos/login?token=${TOKEN}`);
@@ -11,21 +9,8 @@ async function openBoard(page: Page, path = "/chaos") {
   await expect(page.locator(".card")).toHaveCount(3);
 }
 
-async function heal(page: Page) {
-  const res = await page.request.delete("/api/chaos", { headers: { authorization: `Bearer ${TOKEN}` } });
-  expect(res.ok()).toBeTruthy();
-}
-
-async function ask(page: Page, question: string) {
-  await page.getByLabel("Your question").fill(question);
-  await page.getByRole("button", { name: "Send" }).click();
-  const reply = page.locator("li.bubble.assistant").last();
-  await expect(reply).toHaveAttribute("data-state", "done", { timeout: 30_000 });
-  return reply;
-}
-
-test.afterEach(async ({ page }) => {
-  await heal(page);
+test.beforeEach(async ({ request }) => {
+  await reset(request);
 });
 
 test("the board needs the admin token", async ({ browser }) => {
@@ -47,8 +32,7 @@ test("outage on the primary: the chat falls over, the light turns OPEN, healing 
 
   // The customer, in another tab, asks while the primary is down.
   const chat = await context.newPage();
-  await chat.goto("/");
-  await chat.waitForFunction(() => (window as any).__chaosai_hydrated === true);
+  await openChat(chat);
   for (const question of ["Where is my order?", "Can I get a refund?", "How much is shipping?"]) {
     const reply = await ask(chat, question);
     await expect(reply.locator(".served-by")).toHaveText("gpt");
@@ -63,7 +47,8 @@ test("outage on the primary: the chat falls over, the light turns OPEN, healing 
   // Heal; the next question after the cool-down probes and closes the breaker.
   await claude.getByRole("button", { name: "Heal" }).click();
   await expect(claude.locator(".fault")).toHaveText("none");
-  await chat.waitForTimeout(2_200);
+  // Wait for the cool-down to be over (the next probe is due), not for a guess.
+  await expect.poll(async () => (await provider(page.request, "claude")).retry_in_ms, { timeout: 10_000 }).toBe(0);
   // A question nobody asked before, so the cache cannot answer it instead.
   const reply = await ask(chat, "Which payment methods do you accept?");
   await expect(reply.locator(".served-by")).toHaveText("claude");
@@ -126,9 +111,10 @@ test("the traffic button starts and stops synthetic customers", async ({ page })
   await expect.poll(async () => Number(await answered.textContent()), { timeout: 10_000 }).toBeGreaterThan(before + 3);
   await page.getByRole("button", { name: "Stop traffic" }).click();
   await expect(page.getByRole("button", { name: "Start traffic" })).toHaveAttribute("aria-pressed", "false");
-  // Stopped: once the questions in flight are answered (at most ~2 s), the count settles.
-  await page.waitForTimeout(2_500);
-  const settled = Number(await answered.textContent());
-  await page.waitForTimeout(1_500);
-  expect(Number(await answered.textContent())).toBe(settled);
+  // Stopped: once nothing is in flight, every question asked was answered and no more come.
+  const status = page.locator(".traffic-status");
+  await expect(status).toHaveAttribute("data-in-flight", "0", { timeout: 10_000 });
+  const asked = Number(await status.getAttribute("data-asked"));
+  await expect.poll(async () => Number(await answered.textContent())).toBe(before + asked);
+  expect(Number(await status.getAttribute("data-asked"))).toBe(asked);
 });

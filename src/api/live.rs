@@ -30,7 +30,7 @@ pub async fn events(_: Admin, ws: WebSocketUpgrade, State(state): State<AppState
 fn snapshot(state: &AppState) -> Message {
     let event = GatewayEvent::Snapshot {
         providers: state.gateway.statuses(),
-        traffic: state.traffic.running(),
+        traffic: state.traffic.status(),
     };
     Message::Text(serde_json::to_string(&event).unwrap_or_default().into())
 }

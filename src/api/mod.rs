@@ -2,13 +2,13 @@
 //! event stream, metrics and health, and the state they share with the Leptos
 //! pages and server functions.
 
-pub mod admin;
+pub(crate) mod admin;
 mod audit;
 mod cache;
 mod chaos;
-pub mod error;
+mod error;
 mod live;
-pub mod openai;
+mod openai;
 mod params;
 
 use crate::gateway::Gateway;

@@ -1,5 +1,5 @@
 //! Fault control: the one place that sets, heals and expires injected faults.
-//! Every change updates the [`FaultPlan`] the adapters' endpoints follow, the
+//! Every change updates the `FaultPlan` the adapters' endpoints follow, the
 //! `faults_active` metric, the live event (which also writes the audit row),
 //! so the chaos API, the board's buttons and the expiry task cannot drift apart.
 

@@ -22,6 +22,8 @@ answer from our help center (it may not fit your exact question):";
 pub enum LastResortReply {
     /// The closest knowledge-base answer, marked as such.
     KnownAnswer {
+        /// The knowledge-base topic it comes from.
+        topic: &'static str,
         /// The full reply.
         text: String,
     },
@@ -38,7 +40,9 @@ impl LastResortReply {
     /// The reply's text.
     pub fn text(&self) -> &str {
         match self {
-            LastResortReply::KnownAnswer { text } | LastResortReply::Apology { text, .. } => text,
+            LastResortReply::KnownAnswer { text, .. } | LastResortReply::Apology { text, .. } => {
+                text
+            }
         }
     }
 
@@ -65,6 +69,7 @@ pub fn new_ticket_id() -> String {
 pub fn reply(question: &str) -> LastResortReply {
     if let Some(topic) = knowledge::closest(question, MIN_SCORE) {
         return LastResortReply::KnownAnswer {
+            topic: topic.id,
             text: format!("{KNOWN_ANSWER_NOTICE}\n\n{}", topic.answer),
         };
     }
@@ -81,7 +86,7 @@ need to repeat anything; quoting {ticket_id} helps if you contact us another way
 pub(super) struct LastResort {
     /// Where tickets are stored; `None` in tests that do not need them.
     pub store: Option<Store>,
-    /// Store "[redacted]" instead of customer text.
+    /// Store `[redacted]` instead of customer text.
     pub redact: bool,
 }
 
@@ -107,7 +112,11 @@ impl LastResort {
             .map(|t| t.content.as_str())
             .unwrap_or_default();
         let reply = reply(question);
-        tracing::warn!(request_id = %context.request_id, ticket = ?reply.ticket_id(), "every provider failed: last resort");
+        let topic = match &reply {
+            LastResortReply::KnownAnswer { topic, .. } => Some(*topic),
+            LastResortReply::Apology { .. } => None,
+        };
+        tracing::warn!(request_id = %context.request_id, ?topic, ticket = ?reply.ticket_id(), "every provider failed: last resort");
         if let (Some(ticket_id), Some(store)) = (reply.ticket_id(), &self.store) {
             let ticket = Ticket {
                 id: ticket_id.to_string(),

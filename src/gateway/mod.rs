@@ -4,13 +4,13 @@
 //! OpenAI-compatible API, the chat page, the synthetic traffic) and however the
 //! answer is delivered (whole or streamed):
 //!
-//! 1. [`request`]: validate the conversation, refuse an unknown model;
-//! 2. [`cache_key`]: look the question up in layer 0;
+//! 1. `request`: validate the conversation, refuse an unknown model;
+//! 2. `cache_key`: look the question up in layer 0;
 //! 3. [`cascade`]: otherwise ask the providers in order, each behind its
 //!    [`breaker`], through its [`provider`] adapter;
-//! 4. [`last_resort`]: when none can answer, the knowledge base or a ticket;
-//! 5. [`splice`]: stream the rest, continuing a broken stream elsewhere, and end
-//!    the [`recorder`]'s audit row, metrics and live trace exactly once.
+//! 4. `last_resort`: when none can answer, the knowledge base or a ticket;
+//! 5. `splice`: stream the rest, continuing a broken stream elsewhere, and end
+//!    the `recorder`'s audit row, metrics and live trace exactly once.
 //!
 //! It knows nothing of HTTP servers or the UI.
 
@@ -30,8 +30,6 @@ mod splice;
 
 pub use answer::{Answer, AnswerEvent, Completed};
 pub use cascade::Delivery;
-pub use last_resort::{reply as last_resort_reply, LastResortReply, KNOWN_ANSWER_NOTICE};
-pub use recorder::REDACTED;
 pub use request::{GatewayError, GatewayRequest, DEFAULT_TENANT};
 
 use crate::cache::SemanticCache;
@@ -59,7 +57,7 @@ pub struct GatewayParts {
     pub store: Option<Store>,
     /// Where request rows and chat messages go, batched and off the request path.
     pub audit: Option<AuditWriter>,
-    /// Store "[redacted]" instead of customer text.
+    /// Store `[redacted]` instead of customer text.
     pub redact: bool,
     /// Layer 0; `None` when disabled.
     pub cache: Option<Arc<SemanticCache>>,

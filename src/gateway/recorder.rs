@@ -25,7 +25,7 @@ pub(super) struct RecordSinks {
     pub metrics: Arc<Metrics>,
     /// Timestamps.
     pub clock: SharedClock,
-    /// Store "[redacted]" instead of customer text.
+    /// Store `[redacted]` instead of customer text.
     pub redact: bool,
 }
 

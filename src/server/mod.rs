@@ -5,7 +5,7 @@
 //! - `settings`: configuration turned into the core's settings, once.
 //! - `tasks`: the background work (fault expiry, retention, cache upkeep).
 
-pub mod settings;
+mod settings;
 mod tasks;
 
 use crate::api::{self, AppState};

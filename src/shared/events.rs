@@ -182,9 +182,9 @@ pub enum GatewayEvent {
     Snapshot {
         /// Providers in cascade order.
         providers: Vec<ProviderStatus>,
-        /// Whether the built-in synthetic customer traffic is running.
+        /// The built-in synthetic customer traffic.
         #[serde(default)]
-        traffic: bool,
+        traffic: TrafficStatus,
     },
     /// A breaker changed state.
     BreakerTransition(Transition),
@@ -201,6 +201,17 @@ pub enum GatewayEvent {
         /// Unix time in milliseconds.
         at_ms: i64,
     },
+}
+
+/// Where the built-in synthetic customer traffic stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficStatus {
+    /// Whether new questions are being asked.
+    pub running: bool,
+    /// Questions asked since the server started.
+    pub asked: u64,
+    /// Questions asked and not yet answered.
+    pub in_flight: u64,
 }
 
 /// A breaker's change of state, as the timeline shows it.

@@ -151,7 +151,8 @@ pub fn Board() -> impl IntoView {
                 .collect::<Vec<_>>()
         })
     });
-    let traffic_on = Memo::new(move |_| board.with(|b| b.traffic));
+    let traffic_on = Memo::new(move |_| board.with(|b| b.traffic.running));
+    let traffic_status = Memo::new(move |_| board.with(|b| b.traffic));
 
     view! {
         <section class="board" aria-label="Chaos board">
@@ -177,6 +178,14 @@ pub fn Board() -> impl IntoView {
                 >
                     {move || if traffic_on.get() { "Stop traffic" } else { "Start traffic" }}
                 </button>
+                <span class="traffic-status muted" role="status"
+                    data-asked=move || traffic_status.get().asked.to_string()
+                    data-in-flight=move || traffic_status.get().in_flight.to_string()>
+                    {move || {
+                        let t = traffic_status.get();
+                        format!("{} asked, {} in flight", t.asked, t.in_flight)
+                    }}
+                </span>
             </div>
             {move || notice.get().map(|n| view! { <p class="notice" role="alert">{n}</p> })}
             <div class="cards">

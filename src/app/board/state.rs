@@ -1,7 +1,9 @@
 //! What the board shows, folded from the live events. Pure and compiled for
 //! both targets, so it is unit-tested natively.
 
-use crate::shared::{GatewayEvent, ProviderStatus, RequestStatus, Route, Trace, Transition};
+use crate::shared::{
+    GatewayEvent, ProviderStatus, RequestStatus, Route, Trace, TrafficStatus, Transition,
+};
 use std::collections::BTreeMap;
 
 /// Requests kept in the live request path.
@@ -19,7 +21,7 @@ pub struct BoardState {
     /// Local clock (ms) when the latest snapshot arrived, to age its durations.
     pub snapshot_at_ms: f64,
     /// Whether synthetic traffic runs.
-    pub traffic: bool,
+    pub traffic: TrafficStatus,
     /// Recent requests, newest first.
     pub traces: Vec<Trace>,
     /// Recent transitions, newest first.
@@ -138,7 +140,11 @@ mod tests {
         board.apply(
             GatewayEvent::Snapshot {
                 providers: vec![provider("claude"), provider("gpt")],
-                traffic: true,
+                traffic: TrafficStatus {
+                    running: true,
+                    asked: 4,
+                    in_flight: 1,
+                },
             },
             1000.0,
         );
@@ -166,7 +172,7 @@ mod tests {
             RequestStatus::StreamFailed,
             "newest first"
         );
-        assert!(board.traffic);
+        assert!(board.traffic.running);
     }
 
     #[test]

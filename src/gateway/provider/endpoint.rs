@@ -56,3 +56,31 @@ impl Endpoint {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chaos::FaultPlan;
+    use crate::shared::{FaultKind, FaultSpec};
+    use std::time::Instant;
+
+    #[test]
+    fn a_fault_routes_through_the_proxy_until_healed() {
+        let plan = FaultPlan::new(["claude"]);
+        let endpoint = Endpoint::switched(
+            "http://direct",
+            "http://proxy/claude",
+            plan.route_flag("claude"),
+        )
+        .join("/v1/messages");
+        assert_eq!(endpoint.url(), "http://direct/v1/messages");
+        let outage = FaultSpec {
+            kind: FaultKind::Outage,
+            duration_s: None,
+        };
+        plan.set("claude", outage, Instant::now());
+        assert_eq!(endpoint.url(), "http://proxy/claude/v1/messages");
+        plan.heal("claude");
+        assert_eq!(endpoint.url(), "http://direct/v1/messages");
+    }
+}
