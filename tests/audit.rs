@@ -466,3 +466,61 @@ async fn a_full_queue_counts_the_overflow_and_still_writes_every_record() {
         .unwrap();
     assert_eq!(rows, 2_000, "overflowed records were kept, not dropped");
 }
+
+#[tokio::test]
+async fn a_lone_record_is_written_when_the_flush_interval_ends_and_a_full_batch_at_once() {
+    use chaosai::store::audit::{AuditRecord, AuditSettings, AuditWriter};
+    use chaosai::store::Store;
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display()))
+        .await
+        .unwrap();
+    let settings = AuditSettings {
+        queue: 64,
+        batch: 8,
+        flush_interval: Duration::from_millis(50),
+    };
+    let (writer, _task) = AuditWriter::start(store.pool().clone(), settings);
+    let fault = |i: i64| {
+        AuditRecord::Fault(chaosai::store::audit::FaultRecord {
+            at_ms: i,
+            provider: "gpt".into(),
+            spec: None,
+            by: chaosai::shared::FaultChangedBy::Admin,
+        })
+    };
+    // Time stands still from here: only `advance` moves the writer's clock.
+    tokio::time::pause();
+    writer.enqueue(fault(0));
+    tokio::time::advance(Duration::from_millis(49)).await;
+    // Give a writer that did not wait ample real time to have written.
+    let wall = std::time::Instant::now();
+    while wall.elapsed() < Duration::from_millis(200) {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        writer.counters().written.load(Relaxed),
+        0,
+        "a lone record waits for the interval"
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    support::eventually(|| async { (writer.counters().written.load(Relaxed) == 1).then_some(()) })
+        .await;
+    // A full batch does not wait for the interval at all: it is written while
+    // the (paused) clock does not move. Yielding, unlike sleeping, never lets
+    // tokio advance it.
+    let before = tokio::time::Instant::now();
+    for i in 1..=8 {
+        writer.enqueue(fault(i));
+    }
+    let wall = std::time::Instant::now();
+    while writer.counters().written.load(Relaxed) < 9 {
+        assert!(
+            wall.elapsed() < Duration::from_secs(10),
+            "the batch was never written"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(tokio::time::Instant::now(), before, "no time passed");
+}

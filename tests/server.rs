@@ -228,6 +228,24 @@ async fn bad_input_gets_a_json_4xx_naming_the_problem() {
         );
         assert!(error["error"]["type"].is_string());
     }
+    // Each error names the parameter at fault.
+    let mut hot = ask("chaosai", "hi", false);
+    hot["temperature"] = json!(3.5);
+    let mut none = ask("chaosai", "hi", false);
+    none["max_tokens"] = json!(0);
+    let mut blank = ask("chaosai", "hi", false);
+    blank["messages"][1]["content"] = json!(" ");
+    for (body, param) in [
+        (hot, "temperature"),
+        (none, "max_tokens"),
+        (blank, "messages[1].content"),
+        (ask("gpt-99", "hi", false), "model"),
+    ] {
+        let res = client.post(&url).json(&body).send().await.unwrap();
+        assert!(res.status().is_client_error());
+        let error: Value = res.json().await.unwrap();
+        assert_eq!(error["error"]["param"], param, "{error}");
+    }
     // The server is still fine afterwards.
     let res = client
         .post(&url)
