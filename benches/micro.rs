@@ -21,6 +21,7 @@ fn breaker(c: &mut Criterion) {
         failure_threshold: 3,
         open_for: Duration::from_secs(3600),
         max_open_for: Duration::from_secs(3600),
+        probe: chaosai::shared::ProbeMode::Background,
     };
     // The cascade holds each breaker in a mutex; measure the decision as it runs there.
     let closed = Mutex::new(Breaker::new(config, now));

@@ -7,7 +7,7 @@
 //! A leaf: it names settings in plain numbers and strings and imports nothing from
 //! the core. `server::settings` turns them into the core's own types, once.
 
-pub use crate::shared::Protocol;
+pub use crate::shared::{ContinuationStyle, ProbeMode, Protocol};
 use serde::Deserialize;
 use std::{net::SocketAddr, path::Path};
 
@@ -289,9 +289,22 @@ pub struct ProviderConfig {
     /// Cool-down of an opened breaker before its half-open probe, in milliseconds.
     #[serde(default = "default_open_for_ms")]
     pub open_for_ms: u64,
-    /// Ceiling of the cool-down, which doubles after each failed probe.
+    /// Ceiling of the cool-down, which doubles after each failed probe. Kept low
+    /// (12 s) so a recovered provider serves again within seconds.
     #[serde(default = "default_max_open_for_ms")]
     pub max_open_for_ms: u64,
+    /// How an OPEN breaker learns that the provider is back: a one-token probe of
+    /// the gateway's own (`background`, the default) or a customer request.
+    #[serde(default = "default_probe")]
+    pub probe: ProbeMode,
+    /// Whether and how the provider can continue a partial answer; defaults to
+    /// `prefill` for Anthropic and `none` for the OpenAI protocol.
+    #[serde(default)]
+    pub continuation: Option<ContinuationStyle>,
+    /// Immediate retries on this provider after one transient failure (a lone
+    /// 5xx, a reset before the response, a 429 asking for at most a second).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
     /// The API key, filled in from `api_key_env` at load time; never logged.
     #[serde(skip)]
     pub api_key: Option<Secret>,
@@ -306,14 +319,29 @@ fn default_failure_threshold() -> u32 {
 }
 
 fn default_open_for_ms() -> u64 {
-    10_000
+    4_000
 }
 
 fn default_max_open_for_ms() -> u64 {
-    120_000
+    12_000
+}
+
+fn default_probe() -> ProbeMode {
+    ProbeMode::Background
+}
+
+fn default_retries() -> u32 {
+    1
 }
 
 impl ProviderConfig {
+    /// How this provider continues a partial answer: as configured, or its
+    /// protocol's default.
+    pub fn continuation(&self) -> ContinuationStyle {
+        self.continuation
+            .unwrap_or_else(|| ContinuationStyle::default_for(self.protocol))
+    }
+
     /// A provider with default limits, for tests and examples.
     pub fn new(name: &str, protocol: Protocol, model: &str, base_url: &str) -> Self {
         Self {
@@ -327,6 +355,9 @@ impl ProviderConfig {
             failure_threshold: default_failure_threshold(),
             open_for_ms: default_open_for_ms(),
             max_open_for_ms: default_max_open_for_ms(),
+            probe: default_probe(),
+            continuation: None,
+            retries: default_retries(),
             api_key: None,
         }
     }
@@ -464,6 +495,17 @@ impl Config {
             {
                 return Err(ConfigError::Invalid(format!(
                     "provider name {:?} is reserved or empty",
+                    p.name
+                )));
+            }
+            if p.protocol == Protocol::Anthropic
+                && !matches!(
+                    p.continuation(),
+                    ContinuationStyle::None | ContinuationStyle::Prefill
+                )
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "provider {:?}: the Anthropic protocol continues by prefill or not at all",
                     p.name
                 )));
             }

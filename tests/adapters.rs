@@ -7,9 +7,10 @@ mod support;
 use chaosai::config::{Protocol, Secret};
 use chaosai::gateway::provider::{
     self, Endpoint, FinishReason, Piece, Provider, ProviderError, ProviderRequest, ProviderTarget,
-    TimeoutKind, WireLimits, CONTINUE_PROMPT,
+    TimeoutKind, WireLimits,
 };
 use chaosai::shared::ChatTurn;
+use chaosai::shared::ContinuationStyle;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,11 @@ struct Wire {
     deltas: fn(&[&str]) -> Vec<String>,
     /// The protocol's end-of-stream events.
     end: fn() -> Vec<String>,
+    /// The events that say why the answer stopped, without the protocol's final
+    /// marker (`[DONE]`, `message_stop`): some servers close right after them.
+    finish_only: fn() -> Vec<String>,
+    /// A 400 saying the conversation does not fit the model's window.
+    too_long: fn() -> String,
     /// An error body with this message.
     error: fn(&str) -> String,
 }
@@ -68,6 +74,18 @@ fn openai() -> Wire {
         error: |message| {
             serde_json::json!({"error": {"message": message, "type": "server_error", "code": null}})
                 .to_string()
+        },
+        // The last chunk carries both the last text and the finish reason.
+        finish_only: || {
+            vec![sse_event(
+                None,
+                r#"{"choices":[{"index":0,"delta":{"content":"!"},"finish_reason":"stop"}]}"#,
+            )]
+        },
+        too_long: || {
+            serde_json::json!({"error": {"message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.",
+                "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}})
+            .to_string()
         },
     }
 }
@@ -120,6 +138,23 @@ fn anthropic() -> Wire {
         error: |message| {
             serde_json::json!({"type": "error", "error": {"type": "overloaded_error", "message": message}}).to_string()
         },
+        finish_only: || {
+            vec![
+                sse_event(
+                    Some("content_block_delta"),
+                    r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"!"}}"#,
+                ),
+                sse_event(
+                    Some("message_delta"),
+                    r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"}}"#,
+                ),
+            ]
+        },
+        too_long: || {
+            serde_json::json!({"type": "error", "error": {"type": "invalid_request_error",
+                "message": "prompt is too long: 208310 tokens > 200000 maximum"}})
+            .to_string()
+        },
     }
 }
 
@@ -133,12 +168,21 @@ const LIMITS: WireLimits = WireLimits {
 };
 
 fn adapter(wire: &Wire, server: &ScriptedServer) -> Arc<dyn Provider> {
+    adapter_continuing(wire, server, ContinuationStyle::default_for(wire.protocol))
+}
+
+fn adapter_continuing(
+    wire: &Wire,
+    server: &ScriptedServer,
+    continuation: ContinuationStyle,
+) -> Arc<dyn Provider> {
     let target = ProviderTarget {
         name: "under-test".into(),
         model: "test-model".into(),
         base: Endpoint::direct(format!("{}{}", server.url, wire.base_suffix)),
         api_key: Some(Secret::new("secret-key")),
         limits: LIMITS,
+        continuation,
     };
     provider::build(wire.protocol, target, reqwest::Client::new())
 }
@@ -465,8 +509,14 @@ async fn nothing_listening_is_a_connection_error() {
 }
 
 #[tokio::test]
-async fn a_continuation_asks_the_model_to_go_on_from_the_partial_answer() {
-    for wire in wires() {
+async fn a_continuation_is_a_true_prefill_in_each_servers_dialect() {
+    let cases = [
+        (anthropic(), ContinuationStyle::Prefill),
+        (openai(), ContinuationStyle::Prefill),
+        (openai(), ContinuationStyle::Prefix),
+        (openai(), ContinuationStyle::ContinueFinalMessage),
+    ];
+    for (wire, style) in cases {
         let server = ScriptedServer::start(Script::respond(
             200,
             "application/json",
@@ -475,26 +525,109 @@ async fn a_continuation_asks_the_model_to_go_on_from_the_partial_answer() {
         .await;
         let mut continued = request();
         continued.continuation = Some("Your order ".into());
-        let completion = adapter(&wire, &server).complete(&continued).await.unwrap();
+        let adapter = adapter_continuing(&wire, &server, style);
+        assert_eq!(adapter.continuation(), style);
+        let completion = adapter.complete(&continued).await.unwrap();
         assert_eq!(completion.text, " is on its way.");
         let body = server.received.lock().unwrap()[0].body.clone();
         let messages = body["messages"].as_array().unwrap();
-        match wire.protocol {
-            // Anthropic continues a trailing assistant message (prefill), which
-            // must not end in whitespace.
-            Protocol::Anthropic => {
-                let last = messages.last().unwrap();
-                assert_eq!(last["role"], "assistant");
-                assert_eq!(last["content"], "Your order");
-            }
-            // OpenAI has no prefill: the partial answer, then an instruction.
-            Protocol::OpenAi => {
-                let n = messages.len();
-                assert_eq!(messages[n - 2]["role"], "assistant");
-                assert_eq!(messages[n - 2]["content"], "Your order ");
-                assert_eq!(messages[n - 1]["role"], "user");
-                assert_eq!(messages[n - 1]["content"], CONTINUE_PROMPT);
-            }
+        let last = messages.last().unwrap();
+        // The partial answer is the last turn, the assistant's own: never
+        // followed by an instruction to "continue" that a model may ignore.
+        assert_eq!(last["role"], "assistant", "{style:?}");
+        match (wire.protocol, style) {
+            // Anthropic rejects trailing whitespace in a prefill.
+            (Protocol::Anthropic, _) => assert_eq!(last["content"], "Your order"),
+            (Protocol::OpenAi, _) => assert_eq!(last["content"], "Your order "),
+        }
+        assert_eq!(
+            last.get("prefix").is_some(),
+            style == ContinuationStyle::Prefix
+        );
+        let vllm = style == ContinuationStyle::ContinueFinalMessage;
+        assert_eq!(body.get("continue_final_message").is_some(), vllm);
+        if vllm {
+            assert_eq!(body["add_generation_prompt"], false);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stream_that_says_why_it_stopped_is_whole_without_its_final_marker() {
+    for wire in wires() {
+        let mut events = (wire.deltas)(&["Hel", "lo"]);
+        events.extend((wire.finish_only)());
+        // The server closes right after the finish reason.
+        let server = ScriptedServer::start(Script::sse(events, Duration::ZERO, End::Close)).await;
+        let mut stream = adapter(&wire, &server).stream(&request()).await.unwrap();
+        let mut pieces = Vec::new();
+        while let Some(piece) = stream.next().await {
+            pieces.push(piece.unwrap_or_else(|e| panic!("{:?}: {e}", wire.protocol)));
+        }
+        assert_eq!(
+            pieces,
+            vec![
+                Piece::Text("Hel".into()),
+                Piece::Text("lo".into()),
+                Piece::Text("!".into()),
+                Piece::Finish(FinishReason::Stop)
+            ],
+            "{:?}",
+            wire.protocol
+        );
+
+        // The same, with a reset instead of a clean close after the finish reason.
+        let mut events = (wire.deltas)(&["Hi"]);
+        events.extend((wire.finish_only)());
+        let server = ScriptedServer::start(Script::sse(events, Duration::ZERO, End::Reset)).await;
+        let (deltas, error) = drain(&adapter(&wire, &server)).await;
+        assert_eq!(deltas, vec!["Hi", "!"]);
+        assert!(error.is_none(), "{:?}: {error:?}", wire.protocol);
+    }
+}
+
+#[tokio::test]
+async fn a_context_window_refusal_is_too_large_and_falls_through() {
+    for wire in wires() {
+        let server =
+            ScriptedServer::start(Script::respond(400, "application/json", &(wire.too_long)()))
+                .await;
+        let adapter = adapter(&wire, &server);
+        for err in [
+            adapter.complete(&request()).await.unwrap_err(),
+            drain(&adapter).await.1.unwrap(),
+        ] {
+            assert!(
+                matches!(err, ProviderError::TooLarge { status: 400, .. }),
+                "{:?}: {err:?}",
+                wire.protocol
+            );
+            assert!(err.falls_through() && !err.counts_against_provider());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_nonsensical_retry_after_is_no_retry_after() {
+    for wire in wires() {
+        for value in ["inf", "NaN", "-5", "99999999999999999999"] {
+            let script = Script::with_headers(
+                429,
+                &[("content-type", "application/json"), ("retry-after", value)],
+                &(wire.error)("slow down"),
+            );
+            let server = ScriptedServer::start(script).await;
+            let err = adapter(&wire, &server)
+                .complete(&request())
+                .await
+                .unwrap_err();
+            let ProviderError::RateLimited { retry_after, .. } = err else {
+                panic!("{err:?}")
+            };
+            assert!(
+                retry_after.is_none_or(|r| r <= Duration::from_secs(86_400)),
+                "{value}: {retry_after:?}"
+            );
         }
     }
 }

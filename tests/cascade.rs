@@ -13,7 +13,9 @@ use chaosai::gateway::events::EventBus;
 use chaosai::gateway::metrics::Metrics;
 use chaosai::gateway::prompt::PromptTemplate;
 use chaosai::gateway::provider::{self, Endpoint, Piece, ProviderTarget, WireLimits};
-use chaosai::shared::{AttemptOutcome, BreakerState, ChatTurn, GatewayEvent, Transition};
+use chaosai::shared::{
+    AttemptOutcome, BreakerState, ChatTurn, ContinuationStyle, GatewayEvent, ProbeMode, Transition,
+};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +39,7 @@ fn entry(name: &str, protocol: Protocol, base_url: &str) -> CascadeEntry {
             first_byte: TIMEOUTS.first_byte,
             stall: TIMEOUTS.stall,
         },
+        continuation: ContinuationStyle::default_for(protocol),
     };
     CascadeEntry {
         provider: provider::build(protocol, target, reqwest::Client::new()),
@@ -46,8 +49,12 @@ fn entry(name: &str, protocol: Protocol, base_url: &str) -> CascadeEntry {
             failure_threshold: 3,
             open_for: Duration::from_millis(300),
             max_open_for: Duration::from_secs(2),
+            // Most of these tests watch a customer request probe; see
+            // `background_probes_close_the_breaker_without_a_customer`.
+            probe: ProbeMode::Request,
         },
         simulated: false,
+        retries: 0,
     }
 }
 
@@ -354,4 +361,211 @@ async fn an_open_breaker_skips_its_provider_without_any_io_until_the_probe() {
             (BreakerState::HalfOpen, BreakerState::Open)
         ]
     );
+}
+
+fn openai_error(status: u16, code: &str, message: &str) -> Script {
+    Script::respond(
+        status,
+        "application/json",
+        &serde_json::json!({"error": {"message": message, "type": "server_error", "code": code}})
+            .to_string(),
+    )
+}
+
+fn openai_answer(text: &str) -> Script {
+    Script::respond(
+        200,
+        "application/json",
+        &serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+            "finish_reason": "stop"}]})
+        .to_string(),
+    )
+}
+
+#[tokio::test]
+async fn one_transient_failure_of_a_healthy_provider_is_retried_at_once() {
+    let flaky = ScriptedServer::sequence(vec![
+        openai_error(503, "busy", "busy"),
+        openai_answer("fine"),
+    ])
+    .await;
+    let backup = ScriptedServer::start(openai_answer("backup")).await;
+    let mut first = entry("gpt", Protocol::OpenAi, &format!("{}/v1", flaky.url));
+    first.retries = 1;
+    let cascade = cascade(vec![
+        first,
+        entry("llama", Protocol::OpenAi, &format!("{}/v1", backup.url)),
+    ]);
+    let served = cascade.open(&question(), Delivery::Whole).await.unwrap();
+    assert_eq!(served_by(&served), "gpt");
+    assert_eq!(whole_text(&served), "fine");
+    let outcomes: Vec<_> = served.attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        vec![AttemptOutcome::ServerError, AttemptOutcome::Ok]
+    );
+    assert_eq!((flaky.hits(), backup.hits()), (2, 0));
+
+    // A provider that keeps failing is not retried: the next one serves.
+    let down = ScriptedServer::start(openai_error(503, "busy", "down")).await;
+    let mut first = entry("gpt", Protocol::OpenAi, &format!("{}/v1", down.url));
+    first.retries = 1;
+    let cascade = self::cascade(vec![
+        first,
+        entry("llama", Protocol::OpenAi, &format!("{}/v1", backup.url)),
+    ]);
+    for expected_hits in [2, 3] {
+        let served = cascade.open(&question(), Delivery::Whole).await.unwrap();
+        assert_eq!(served_by(&served), "llama");
+        assert_eq!(
+            down.hits(),
+            expected_hits,
+            "one retry, then none while it keeps failing"
+        );
+    }
+    // And a request the provider refuses is never retried.
+    let refusing = ScriptedServer::start(openai_error(400, "bad", "bad field")).await;
+    let mut only = entry("gpt", Protocol::OpenAi, &format!("{}/v1", refusing.url));
+    only.retries = 3;
+    let cascade = self::cascade(vec![only]);
+    assert!(matches!(
+        cascade.open(&question(), Delivery::Whole).await,
+        Err(CascadeError::InvalidRequest { .. })
+    ));
+    assert_eq!(refusing.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_conversation_too_long_for_one_window_goes_to_the_next_and_spares_the_breaker() {
+    let small = ScriptedServer::start(openai_error(
+        400,
+        "context_length_exceeded",
+        "This model's maximum context length is 8192 tokens.",
+    ))
+    .await;
+    let large = ScriptedServer::start(openai_answer("answered by the larger window")).await;
+    let cascade = cascade(vec![
+        entry("gpt", Protocol::OpenAi, &format!("{}/v1", small.url)),
+        entry("llama", Protocol::OpenAi, &format!("{}/v1", large.url)),
+    ]);
+    for _ in 0..4 {
+        let served = cascade.open(&question(), Delivery::Whole).await.unwrap();
+        assert_eq!(served_by(&served), "llama");
+        assert_eq!(served.attempts[0].outcome, AttemptOutcome::TooLarge);
+    }
+    let gpt = &cascade.breakers()[0];
+    assert_eq!(
+        (gpt.state, gpt.consecutive_failures),
+        (BreakerState::Closed, 0)
+    );
+
+    // Too large for every window: the caller's own error, with the provider's words.
+    let cascade = self::cascade(vec![
+        entry("gpt", Protocol::OpenAi, &format!("{}/v1", small.url)),
+        entry("llama", Protocol::OpenAi, &format!("{}/v1", small.url)),
+    ]);
+    match cascade.open(&question(), Delivery::Streamed).await {
+        Err(CascadeError::TooLarge {
+            status,
+            message,
+            attempts,
+            ..
+        }) => {
+            assert_eq!(status, 400);
+            assert!(message.contains("maximum context length"));
+            assert_eq!(attempts.len(), 2);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_continuation_is_asked_only_of_providers_that_can_continue() {
+    let none = ScriptedServer::start(openai_answer("should never be asked")).await;
+    let capable = ScriptedServer::start(openai_answer(" rest of it.")).await;
+    let mut prefill = entry("llama", Protocol::OpenAi, &format!("{}/v1", capable.url));
+    prefill.provider = provider::build(
+        Protocol::OpenAi,
+        ProviderTarget {
+            name: "llama".into(),
+            model: "llama-model".into(),
+            base: Endpoint::direct(format!("{}/v1", capable.url)),
+            api_key: None,
+            limits: WireLimits {
+                first_byte: TIMEOUTS.first_byte,
+                stall: TIMEOUTS.stall,
+            },
+            continuation: ContinuationStyle::Prefill,
+        },
+        reqwest::Client::new(),
+    );
+    let cascade = cascade(vec![
+        entry("gpt", Protocol::OpenAi, &format!("{}/v1", none.url)),
+        prefill,
+    ]);
+    let mut request = question();
+    request.continuation = Some("The first part".into());
+    let served = cascade.open(&request, Delivery::Whole).await.unwrap();
+    assert_eq!(served_by(&served), "llama");
+    assert_eq!(served.attempts[0].outcome, AttemptOutcome::CannotContinue);
+    assert_eq!(served.attempts[0].latency_ms, 0);
+    assert_eq!(
+        none.hits(),
+        0,
+        "no I/O towards a provider that cannot continue"
+    );
+    let body = capable.received.lock().unwrap()[0].body.clone();
+    assert_eq!(
+        body["messages"].as_array().unwrap().last().unwrap()["content"],
+        "The first part"
+    );
+}
+
+#[tokio::test]
+async fn background_probes_close_the_breaker_without_a_customer() {
+    let flaky = ScriptedServer::sequence(vec![
+        openai_error(503, "busy", "down"),
+        openai_error(503, "busy", "down"),
+        openai_error(503, "busy", "down"),
+        // The first background probe fails too; the second finds it back.
+        openai_error(503, "busy", "down"),
+        openai_answer("pong"),
+    ])
+    .await;
+    let backup = simulated(Protocol::Anthropic).await;
+    let mut first = entry("gpt", Protocol::OpenAi, &format!("{}/v1", flaky.url));
+    first.breaker.probe = ProbeMode::Background;
+    let clock = ManualClock::new();
+    let cascade = Arc::new(cascade_with(
+        vec![first, entry("claude", Protocol::Anthropic, &backup)],
+        Arc::new(EventBus::default()),
+        clock.clone(),
+    ));
+    for _ in 0..3 {
+        cascade.open(&question(), Delivery::Whole).await.unwrap();
+    }
+    assert_eq!(cascade.breakers()[0].state, BreakerState::Open);
+    // Long past the cool-down, customers still never reach it.
+    clock.advance(Duration::from_secs(5));
+    for _ in 0..3 {
+        let served = cascade.open(&question(), Delivery::Whole).await.unwrap();
+        assert_eq!(served_by(&served), "claude");
+    }
+    assert_eq!(flaky.hits(), 3);
+    // The prober's first probe fails: OPEN again, with a doubled cool-down.
+    for probe in cascade.probe_due() {
+        probe.await.unwrap();
+    }
+    assert_eq!(flaky.hits(), 4);
+    assert_eq!(cascade.breakers()[0].state, BreakerState::Open);
+    assert!(cascade.probe_due().is_empty(), "not due again yet");
+    clock.advance(Duration::from_millis(600));
+    for probe in cascade.probe_due() {
+        probe.await.unwrap();
+    }
+    assert_eq!(cascade.breakers()[0].state, BreakerState::Closed);
+    let probe = flaky.received.lock().unwrap()[4].body.clone();
+    assert_eq!(probe["max_tokens"], 1, "a probe is one token");
+    let served = cascade.open(&question(), Delivery::Whole).await.unwrap();
+    assert_eq!(served_by(&served), "gpt");
 }

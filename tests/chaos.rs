@@ -117,6 +117,8 @@ async fn an_outage_opens_the_breaker_and_healing_closes_it_again() {
     assert_eq!(claude["fault"]["spec"]["kind"], "outage");
 
     // While OPEN, requests skip the primary: its attempt count stops growing.
+    // (The first request's failure was retried once at once, so the third
+    // failure came with the second request, and the third already skipped it.)
     for _ in 0..3 {
         let res = s.chat("chaosai", "Where is my order?", false).await;
         assert_eq!(served_by(&res), "gpt");
@@ -129,7 +131,7 @@ async fn an_outage_opens_the_breaker_and_healing_closes_it_again() {
     assert_eq!(
         s.metric(r#"chaosai_attempts_total{outcome="skipped_open",provider="claude"}"#)
             .await,
-        3.0
+        4.0
     );
     assert_eq!(
         s.metric(r#"chaosai_breaker_state{provider="claude"}"#)
@@ -137,19 +139,32 @@ async fn an_outage_opens_the_breaker_and_healing_closes_it_again() {
         2.0
     );
 
-    // Heal; after the cool-down one probe goes through and closes the breaker.
+    // Heal; after the cool-down a background probe (no customer) closes it.
     let res = s
         .admin(reqwest::Method::DELETE, "/api/chaos/claude")
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    let before = s
+        .metric(r#"chaosai_requests_total{route="claude",status="ok"}"#)
+        .await;
     s.clock.advance(Duration::from_millis(2_000));
+    let seen = transitions(&mut ws, 3).await;
+    assert_eq!(s.provider("claude").await["state"], "closed");
+    assert_eq!(
+        s.metric(r#"chaosai_probes_total{outcome="ok",provider="claude"}"#)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        s.metric(r#"chaosai_requests_total{route="claude",status="ok"}"#)
+            .await,
+        before,
+        "no customer request was the probe"
+    );
     let res = s.chat("chaosai", "Where is my order?", false).await;
     assert_eq!(served_by(&res), "claude");
-    assert_eq!(s.provider("claude").await["state"], "closed");
-
-    let seen = transitions(&mut ws, 3).await;
     let claude = |from: &str, to: &str| ("claude".to_string(), from.to_string(), to.to_string());
     assert_eq!(
         seen,
@@ -240,10 +255,11 @@ async fn flaky_hang_and_malformed_faults_fall_over() {
         served_by(&s.chat("chaosai", "refund please", false).await),
         "gpt"
     );
+    // A lone 500 from a healthy provider is retried once at once.
     assert_eq!(
         s.metric(r#"chaosai_attempts_total{outcome="server_error",provider="claude"}"#)
             .await,
-        1.0
+        2.0
     );
     // Flaky at 0%: no call fails.
     s.inject("claude", json!({"kind": "flaky", "error_rate": 0.0}))
@@ -279,8 +295,13 @@ async fn flaky_hang_and_malformed_faults_fall_over() {
 }
 
 #[tokio::test]
-async fn a_stream_reset_after_some_tokens_is_continued_by_the_next_provider() {
-    let s = start().await;
+async fn a_stream_reset_after_some_tokens_is_continued_by_a_provider_that_can_prefill() {
+    let s = TestServer::start_with(|c| {
+        fast(c);
+        // The simulated OpenAI server continues a trailing assistant turn.
+        c.providers[1].continuation = Some(chaosai::shared::ContinuationStyle::Prefill);
+    })
+    .await;
     let question = "I want to return an item";
     let (whole, _) = streamed_text(
         &s.chat("chaosai", question, true)

@@ -1,5 +1,5 @@
 import { test, expect } from "@playwright/test";
-import { ask, cacheEntries, openChat, reset } from "./helpers";
+import { ask, cacheEntries, inject, openChat, reset } from "./helpers";
 
 test.beforeEach(async ({ request }) => {
   await reset(request);
@@ -59,4 +59,24 @@ test("a paraphrase in a new conversation is answered from the cache", async ({ p
   const reply = await ask(other, "How can I update my email address?");
   await expect(reply.locator(".served-by")).toHaveText("cache");
   await expect(reply.locator(".text")).toContainText("confirmation link");
+});
+
+test("a reply cut mid-stream that nobody can continue is restarted whole, never doubled", async ({ page, context, request }) => {
+  // The whole answer, once, from a healthy primary.
+  await openChat(page);
+  const question = "I want to return an item";
+  const whole = (await (await ask(page, question)).locator(".text").textContent()) ?? "";
+  expect(whole.length).toBeGreaterThan(100);
+
+  // The primary's connection drops mid-answer; the next provider cannot
+  // continue a partial answer, so the chat starts the reply over.
+  await reset(request);
+  await inject(request, "claude", { kind: "reset", after_bytes: 900 });
+  const chat = await context.newPage();
+  await openChat(chat);
+  const reply = await ask(chat, question);
+  await expect(reply.locator(".note")).toContainText("Answer restarted");
+  await expect(reply.locator(".served-by")).toHaveText("gpt");
+  expect(await reply.locator(".text").textContent()).toBe(whole);
+  await chat.screenshot({ path: "screenshots/chat-restarted.png", fullPage: true });
 });

@@ -4,10 +4,23 @@ import { expect, Page, APIRequestContext } from "@playwright/test";
 export const TOKEN = process.env.CHAOSAI_ADMIN_TOKEN ?? "e2e-admin-token-0123456789";
 const admin = { authorization: `Bearer ${TOKEN}` };
 
-/** Every test starts from a clean slate: no fault, nothing cached from another test. */
+/** Every test starts from a clean slate: no fault, nothing cached from another
+ * test, and every breaker CLOSED again (background probes close them once healed). */
 export async function reset(request: APIRequestContext) {
   expect((await request.delete("/api/chaos", { headers: admin })).ok()).toBeTruthy();
   expect((await request.delete("/api/cache", { headers: admin })).ok()).toBeTruthy();
+  await expect
+    .poll(async () => {
+      const res = await request.get("/api/providers", { headers: admin });
+      return (await res.json()).map((p: any) => p.state);
+    }, { timeout: 30_000 })
+    .toEqual(["closed", "closed", "closed"]);
+}
+
+/** Injects a fault through the chaos API. */
+export async function inject(request: APIRequestContext, provider: string, spec: object) {
+  const res = await request.put(`/api/chaos/${provider}`, { headers: admin, data: spec });
+  expect(res.ok()).toBeTruthy();
 }
 
 /** One provider's status from the chaos API. */

@@ -4,7 +4,7 @@
 //! `model: "chaosai"` runs the cascade; a provider's name pins that provider.
 
 use super::{error::ApiError, AppState};
-use crate::gateway::{AnswerEvent, GatewayRequest, DEFAULT_TENANT};
+use crate::gateway::{AnswerEvent, GatewayRequest, OnBreak, DEFAULT_TENANT};
 use crate::shared::{ChatTurn, Role, Route, Surface};
 use axum::{
     body::Bytes,
@@ -30,6 +30,10 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const TENANT: HeaderName = HeaderName::from_static("x-chaosai-tenant");
 /// `bypass` skips the cache for one request.
 pub const CACHE_CONTROL: HeaderName = HeaderName::from_static("x-chaosai-cache");
+/// `restart`: a stream that breaks and cannot be continued starts over on
+/// another provider, behind a chunk marked `"chaosai": {"restarted": true}`;
+/// `error` (the default): it ends with an explicit error event.
+pub const ON_BREAK: HeaderName = HeaderName::from_static("x-chaosai-on-break");
 /// The similarity of the cache entry that answered.
 pub const SIMILARITY: HeaderName = HeaderName::from_static("x-chaosai-cache-similarity");
 
@@ -49,7 +53,6 @@ pub async fn models(State(state): State<AppState>) -> Json<Value> {
 
 /// A decoded chat completion request.
 struct ApiRequest {
-    model: String,
     stream: bool,
     gateway: GatewayRequest,
 }
@@ -173,7 +176,6 @@ fn decode(body: &[u8]) -> Result<ApiRequest, ApiError> {
         };
     let pinned = (model != CASCADE_MODEL).then(|| model.clone());
     Ok(ApiRequest {
-        model,
         stream,
         gateway: GatewayRequest {
             turns,
@@ -184,6 +186,7 @@ fn decode(body: &[u8]) -> Result<ApiRequest, ApiError> {
             conversation_id: None,
             tenant: DEFAULT_TENANT.into(),
             use_cache: true,
+            on_break: OnBreak::Fail,
         },
     })
 }
@@ -255,11 +258,24 @@ pub async fn chat_completions(
             ))
         }
     }
+    request.gateway.on_break = match headers
+        .get(&ON_BREAK)
+        .map(|v| v.to_str().unwrap_or_default())
+    {
+        None | Some("error") => OnBreak::Fail,
+        Some("restart") => OnBreak::Restart,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                Some("x-chaosai-on-break"),
+                "x-chaosai-on-break must be \"restart\" or \"error\"",
+            ))
+        }
+    };
     let created = unix_now();
     if !request.stream {
         let answer = state.gateway.complete(request.gateway).await?;
         let body = json!({
-            "id": answer.id, "object": "chat.completion", "created": created, "model": request.model,
+            "id": answer.id, "object": "chat.completion", "created": created, "model": answer.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
                 "finish_reason": answer.finish_reason.map(|r| r.as_str())}],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
@@ -278,20 +294,30 @@ pub async fn chat_completions(
 
     let streaming = state.gateway.stream(request.gateway).await?;
     let id = streaming.id.clone();
-    let model = request.model;
-    let chunk = move |delta: Value, finish: Option<&str>| {
-        Event::default().data(
-            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-            .to_string(),
-        )
+    let mut model = streaming.model.clone();
+    let chunk = move |model: &str, delta: Value, finish: Option<&str>| {
+        json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
-    let opening = chunk(json!({"role": "assistant", "content": ""}), None);
-    let events = streaming.events.flat_map(move |event| {
-        let out: Vec<Event> = match event {
-            AnswerEvent::Text(text) => vec![chunk(json!({"content": text}), None)],
+    let event = |value: Value| Event::default().data(value.to_string());
+    let opening = event(chunk(
+        &model,
+        json!({"role": "assistant", "content": ""}),
+        None,
+    ));
+    let events = streaming.events.flat_map(move |answer_event| {
+        let out: Vec<Event> = match answer_event {
+            AnswerEvent::Text(text) => vec![event(chunk(&model, json!({"content": text}), None))],
+            // Only callers that asked for restarts get one; the marker tells them
+            // to drop the text they have and take what follows instead.
+            AnswerEvent::Restarted { served_by, model: new } => {
+                model = new;
+                let mut marker = chunk(&model, json!({"role": "assistant", "content": ""}), None);
+                marker["chaosai"] = json!({"restarted": true, "served_by": served_by});
+                vec![event(marker)]
+            }
             AnswerEvent::Done { finish_reason, .. } => vec![
-                chunk(json!({}), Some(finish_reason.as_str())),
+                event(chunk(&model, json!({}), Some(finish_reason.as_str()))),
                 Event::default().data("[DONE]"),
             ],
             // An explicit error event and no [DONE]: SDKs raise instead of taking a cut answer as whole.

@@ -40,6 +40,7 @@ pub async fn ask(
             };
             let events = answer.events.map(|event| match event {
                 AnswerEvent::Text(text) => ChatEvent::Delta { text },
+                AnswerEvent::Restarted { served_by, .. } => ChatEvent::Restarted { served_by },
                 AnswerEvent::Done {
                     served_by,
                     elapsed_ms,
@@ -98,6 +99,8 @@ struct Bubble {
     served_by: Option<String>,
     elapsed_ms: Option<u64>,
     note: Option<String>,
+    /// The reply started over after an interruption (said, not alarming).
+    restarted: bool,
 }
 
 impl Bubble {
@@ -109,6 +112,13 @@ impl Bubble {
             }
             ChatEvent::Delta { text } => {
                 self.text.push_str(&text);
+                self.state = ReplyState::Streaming;
+            }
+            ChatEvent::Restarted { served_by } => {
+                // Never show a reply glued from two: the new one replaces the old.
+                self.text.clear();
+                self.served_by = Some(served_by.to_string());
+                self.restarted = true;
                 self.state = ReplyState::Streaming;
             }
             ChatEvent::Done {
@@ -163,6 +173,7 @@ pub fn ChatPage() -> impl IntoView {
                 served_by: None,
                 elapsed_ms: None,
                 note: None,
+                restarted: false,
             });
             list.push(Bubble {
                 role: Role::Assistant,
@@ -171,6 +182,7 @@ pub fn ChatPage() -> impl IntoView {
                 served_by: None,
                 elapsed_ms: None,
                 note: None,
+                restarted: false,
             });
         });
         let apply = move |event: ChatEvent| {
@@ -253,6 +265,11 @@ pub fn ChatPage() -> impl IntoView {
                             view! {
                                 <li class=format!("bubble {who}") data-state=b.state.as_str()>
                                     <div class="text">{b.text.clone()}</div>
+                                    {b.restarted.then(|| view! {
+                                        <div class="note restarted" role="status">
+                                            "Answer restarted: the first attempt was interrupted, so this reply was started over."
+                                        </div>
+                                    })}
                                     {b.note.clone().map(|n| view! { <div class="note" role="alert">{n}</div> })}
                                     {meta}
                                 </li>

@@ -12,6 +12,14 @@ use std::time::Duration;
 pub enum AnswerEvent {
     /// The next piece of the answer's text.
     Text(String),
+    /// The answer broke and is starting over: everything sent so far must be
+    /// replaced by the text that follows.
+    Restarted {
+        /// Who serves the new answer.
+        served_by: Route,
+        /// Its model.
+        model: String,
+    },
     /// The answer is complete.
     Done {
         /// Why the answer ended.
@@ -37,6 +45,9 @@ pub struct Answer {
     pub id: String,
     /// Who serves it.
     pub served_by: Route,
+    /// The model that serves it (a provider's model id, or what the gateway
+    /// itself answered with: `chaosai-cache`, `chaosai-last-resort`).
+    pub model: String,
     /// Time spent in the gateway itself up to this point, excluding waits on providers.
     pub overhead: Duration,
     /// The ticket the last resort opened, if it did.
@@ -54,6 +65,8 @@ pub struct Completed {
     pub id: String,
     /// Who served it.
     pub served_by: Route,
+    /// The model that served it.
+    pub model: String,
     /// The answer's text.
     pub text: String,
     /// Why it ended; `None` if it broke (never for a whole answer from one source).
@@ -78,6 +91,7 @@ impl Answer {
         while let Some(event) = events.next().await {
             match event {
                 AnswerEvent::Text(piece) => text.push_str(&piece),
+                AnswerEvent::Restarted { .. } => text.clear(),
                 AnswerEvent::Done {
                     finish_reason: reason,
                     attempts: all,
@@ -92,6 +106,7 @@ impl Answer {
         Completed {
             id: self.id,
             served_by: self.served_by,
+            model: self.model,
             text,
             finish_reason,
             attempts,

@@ -1,14 +1,21 @@
 //! The circuit breaker: a pure state machine, one per provider.
 //!
 //! CLOSED counts consecutive failures and opens at the threshold. OPEN rejects
-//! every call without I/O until its cool-down ends; then exactly one call is
-//! admitted as a HALF-OPEN probe while the others keep skipping. A successful
-//! probe closes the breaker; a failed one re-opens it with a doubled (capped)
-//! cool-down. A 429's Retry-After, when longer than the cool-down, wins.
+//! every call without I/O until its cool-down ends; then exactly one probe goes,
+//! HALF-OPEN, while every other call keeps skipping. The probe is the gateway's
+//! own cheap request ([`ProbeMode::Background`], the default) or the first
+//! customer request ([`ProbeMode::Request`]). A successful probe closes the
+//! breaker; a failed one re-opens it with a doubled cool-down. A 429's
+//! Retry-After, when longer than the cool-down, wins; nothing parks a provider
+//! longer than `max_open_for`, so a recovered provider is found within it.
+//!
+//! A provider that fails again soon after it closed re-opens with the doubled
+//! cool-down rather than the base one, so a flapping provider cannot flip the
+//! breaker faster than its cool-down.
 //!
 //! The clock is passed in (`now`), so tests step time without sleeping.
 
-use crate::shared::{AttemptOutcome, BreakerState};
+use crate::shared::{AttemptOutcome, BreakerState, ProbeMode};
 use std::time::{Duration, Instant};
 
 /// Thresholds of one provider's breaker.
@@ -18,16 +25,19 @@ pub struct BreakerConfig {
     pub failure_threshold: u32,
     /// First cool-down before a probe.
     pub open_for: Duration,
-    /// Ceiling of the doubled cool-down after failed probes.
+    /// Ceiling of the doubled cool-down, and of any Retry-After.
     pub max_open_for: Duration,
+    /// Who probes an OPEN provider.
+    pub probe: ProbeMode,
 }
 
 impl Default for BreakerConfig {
     fn default() -> Self {
         Self {
             failure_threshold: 3,
-            open_for: Duration::from_secs(10),
-            max_open_for: Duration::from_secs(120),
+            open_for: Duration::from_secs(4),
+            max_open_for: Duration::from_secs(12),
+            probe: ProbeMode::Background,
         }
     }
 }
@@ -71,6 +81,8 @@ pub struct Breaker {
     current_open_for: Duration,
     /// While HALF-OPEN: whether the probe's slot is taken.
     probe_in_flight: bool,
+    /// When a probe last closed the breaker, to tell a flapping provider.
+    recovered_at: Option<Instant>,
 }
 
 impl Breaker {
@@ -84,7 +96,13 @@ impl Breaker {
             open_until: now,
             current_open_for: config.open_for,
             probe_in_flight: false,
+            recovered_at: None,
         }
+    }
+
+    /// Who probes this breaker.
+    pub fn probe_mode(&self) -> ProbeMode {
+        self.config.probe
     }
 
     /// Current state.
@@ -113,27 +131,48 @@ impl Breaker {
         Transition { from, to, reason }
     }
 
-    /// Asks to call the provider now. An OPEN breaker whose cool-down has ended
-    /// turns HALF-OPEN and admits this call as the probe.
+    /// Asks to call the provider now for a customer. With customer probes, an
+    /// OPEN breaker whose cool-down has ended turns HALF-OPEN and admits this
+    /// call as the probe; with background probes, customers never probe.
     pub fn admit(&mut self, now: Instant) -> (Admission, Option<Transition>) {
-        match self.state {
-            BreakerState::Closed => (Admission::Call, None),
-            BreakerState::Open if now >= self.open_until => {
-                self.probe_in_flight = true;
-                let t = self.move_to(
-                    BreakerState::HalfOpen,
-                    now,
-                    "cool-down over: probing".into(),
-                );
-                (Admission::Probe, Some(t))
-            }
-            BreakerState::Open => (Admission::Reject, None),
-            BreakerState::HalfOpen if !self.probe_in_flight => {
-                self.probe_in_flight = true;
-                (Admission::Probe, None)
-            }
-            BreakerState::HalfOpen => (Admission::Reject, None),
+        match (self.state, self.config.probe) {
+            (BreakerState::Closed, _) => (Admission::Call, None),
+            (_, ProbeMode::Background) => (Admission::Reject, None),
+            (_, ProbeMode::Request) => match self.begin_probe(now) {
+                Some((admission, transition)) => (admission, transition),
+                None => (Admission::Reject, None),
+            },
         }
+    }
+
+    /// Whether an OPEN breaker's cool-down is over and its probe slot is free.
+    pub fn probe_due(&self, now: Instant) -> bool {
+        match self.state {
+            BreakerState::Closed => false,
+            BreakerState::Open => now >= self.open_until,
+            BreakerState::HalfOpen => !self.probe_in_flight,
+        }
+    }
+
+    /// Takes the probe's slot, when one is due: the single call whose outcome
+    /// decides between CLOSED and OPEN.
+    pub fn begin_probe(&mut self, now: Instant) -> Option<(Admission, Option<Transition>)> {
+        if !self.probe_due(now) {
+            return None;
+        }
+        self.probe_in_flight = true;
+        let transition = (self.state == BreakerState::Open).then(|| {
+            let how = match self.config.probe {
+                ProbeMode::Background => "probing in the background",
+                ProbeMode::Request => "the next request probes",
+            };
+            self.move_to(
+                BreakerState::HalfOpen,
+                now,
+                format!("cool-down over: {how}"),
+            )
+        });
+        Some((Admission::Probe, transition))
     }
 
     /// Records a success of an admitted call.
@@ -141,10 +180,25 @@ impl Breaker {
         self.consecutive_failures = 0;
         if admission == Admission::Probe && self.state == BreakerState::HalfOpen {
             self.probe_in_flight = false;
-            self.current_open_for = self.config.open_for;
+            self.recovered_at = Some(now);
             return Some(self.move_to(BreakerState::Closed, now, "probe succeeded".into()));
         }
         None
+    }
+
+    /// The cool-down of an opening now, and why: doubled after a failed probe or
+    /// when the provider failed again soon after it recovered, a longer
+    /// Retry-After winning, nothing beyond `max_open_for`.
+    fn cool_down(&mut self, doubled: bool, retry_after: Option<Duration>) -> Duration {
+        let max = self.config.max_open_for.max(self.config.open_for);
+        self.current_open_for = if doubled {
+            (self.current_open_for * 2).min(max)
+        } else {
+            self.config.open_for
+        };
+        retry_after
+            .map_or(self.current_open_for, |r| r.max(self.current_open_for))
+            .min(max)
     }
 
     /// Records a failure that counts against the provider's health. `retry_after`
@@ -160,9 +214,7 @@ impl Breaker {
         match self.state {
             BreakerState::HalfOpen if admission == Admission::Probe => {
                 self.probe_in_flight = false;
-                self.current_open_for = (self.current_open_for * 2).min(self.config.max_open_for);
-                let cool_down =
-                    retry_after.map_or(self.current_open_for, |r| r.max(self.current_open_for));
+                let cool_down = self.cool_down(true, retry_after);
                 self.open_until = now + cool_down;
                 Some(self.move_to(
                     BreakerState::Open,
@@ -174,9 +226,12 @@ impl Breaker {
                 ))
             }
             BreakerState::Closed if self.consecutive_failures >= self.config.failure_threshold => {
-                self.current_open_for = self.config.open_for;
-                let cool_down =
-                    retry_after.map_or(self.current_open_for, |r| r.max(self.current_open_for));
+                // A provider that fails again within the longest cool-down of
+                // its recovery is flapping: it gets no fresh, short cool-down.
+                let flapping = self
+                    .recovered_at
+                    .is_some_and(|at| now.saturating_duration_since(at) < self.config.max_open_for);
+                let cool_down = self.cool_down(flapping, retry_after);
                 self.open_until = now + cool_down;
                 Some(self.move_to(
                     BreakerState::Open,
@@ -213,6 +268,7 @@ mod tests {
                 failure_threshold: 3,
                 open_for: Duration::from_secs(10),
                 max_open_for: Duration::from_secs(30),
+                probe: ProbeMode::Request,
             },
             now,
         )
@@ -291,13 +347,14 @@ mod tests {
             );
             now += Duration::from_secs(expected);
         }
-        // A success after all resets the cool-down to its base.
+        // A success, then a long healthy spell: the next opening is back at base.
         let (probe, _) = b.admit(now);
         b.on_success(probe, now);
+        let later = now + Duration::from_secs(31);
         (0..3).for_each(|_| {
-            fail(&mut b, now);
+            fail(&mut b, later);
         });
-        assert_eq!(b.retry_in(now), Some(Duration::from_secs(10)));
+        assert_eq!(b.retry_in(later), Some(Duration::from_secs(10)));
     }
 
     #[test]
@@ -309,14 +366,14 @@ mod tests {
             b.on_failure(
                 a,
                 AttemptOutcome::RateLimited,
-                Some(Duration::from_secs(45)),
+                Some(Duration::from_secs(25)),
                 t0,
             );
         }
         assert_eq!(b.state(), Open);
-        assert_eq!(b.retry_in(t0), Some(Duration::from_secs(45)));
-        assert_eq!(b.admit(t0 + Duration::from_secs(44)).0, Admission::Reject);
-        assert_eq!(b.admit(t0 + Duration::from_secs(45)).0, Admission::Probe);
+        assert_eq!(b.retry_in(t0), Some(Duration::from_secs(25)));
+        assert_eq!(b.admit(t0 + Duration::from_secs(24)).0, Admission::Reject);
+        assert_eq!(b.admit(t0 + Duration::from_secs(25)).0, Admission::Probe);
         // A shorter one does not shorten the cool-down.
         let mut b = breaker(t0);
         for _ in 0..3 {
@@ -344,5 +401,125 @@ mod tests {
         b.on_abandon(probe);
         assert_eq!(b.state(), HalfOpen);
         assert_eq!(b.admit(t1).0, Admission::Probe, "the next caller probes");
+    }
+
+    #[test]
+    fn no_retry_after_parks_a_provider_beyond_the_ceiling() {
+        let t0 = Instant::now();
+        for asked in [31, 3_600, 365 * 86_400, u64::MAX / 4] {
+            let mut b = breaker(t0);
+            for _ in 0..3 {
+                let (a, _) = b.admit(t0);
+                b.on_failure(
+                    a,
+                    AttemptOutcome::RateLimited,
+                    Some(Duration::from_secs(asked)),
+                    t0,
+                );
+            }
+            assert_eq!(
+                b.retry_in(t0),
+                Some(Duration::from_secs(30)),
+                "asked {asked}"
+            );
+        }
+    }
+
+    fn background(now: Instant) -> Breaker {
+        Breaker::new(
+            BreakerConfig {
+                probe: ProbeMode::Background,
+                ..BreakerConfig::default()
+            },
+            now,
+        )
+    }
+
+    #[test]
+    fn with_background_probes_no_customer_is_ever_the_probe() {
+        let t0 = Instant::now();
+        let mut b = background(t0);
+        (0..3).for_each(|_| {
+            fail(&mut b, t0);
+        });
+        let due = t0 + Duration::from_secs(4);
+        assert!(!b.probe_due(due - Duration::from_millis(1)));
+        assert!(b.probe_due(due));
+        // Customers keep skipping, cool-down or not.
+        assert_eq!(b.admit(due).0, Admission::Reject);
+        let (probe, transition) = b.begin_probe(due).expect("the probe is due");
+        assert_eq!(transition.map(|t| (t.from, t.to)), Some((Open, HalfOpen)));
+        assert!(b.begin_probe(due).is_none(), "one probe at a time");
+        assert_eq!(b.admit(due).0, Admission::Reject);
+        let closed = b.on_success(probe, due).expect("closes");
+        assert_eq!((closed.from, closed.to), (HalfOpen, Closed));
+        assert_eq!(b.admit(due).0, Admission::Call);
+    }
+
+    #[test]
+    fn a_provider_down_for_a_minute_is_found_within_the_ceiling_of_recovering() {
+        let t0 = Instant::now();
+        let mut b = background(t0);
+        (0..3).for_each(|_| {
+            fail(&mut b, t0);
+        });
+        // Down until t0 + 60 s; the prober probes whenever one is due.
+        let recovered = t0 + Duration::from_secs(60);
+        let mut now = t0;
+        let mut probes = 0;
+        while b.state() != Closed {
+            now += Duration::from_millis(250);
+            if let Some((probe, _)) = b.begin_probe(now) {
+                probes += 1;
+                if now >= recovered {
+                    b.on_success(probe, now);
+                } else {
+                    b.on_failure(probe, AttemptOutcome::ServerError, None, now);
+                }
+            }
+        }
+        assert!(
+            now - recovered <= Duration::from_secs(12),
+            "closed {:?} after recovering",
+            now - recovered
+        );
+        assert!(probes <= 8, "{probes} probes in a minute");
+    }
+
+    #[test]
+    fn a_flapping_provider_cannot_flip_the_breaker_faster_than_its_cool_down() {
+        let t0 = Instant::now();
+        let mut b = background(t0);
+        let mut now = t0;
+        let mut openings = Vec::new();
+        // Up for 2 s, down for 2 s, for two minutes; three requests a second.
+        while now < t0 + Duration::from_secs(120) {
+            now += Duration::from_millis(333);
+            let up = (now - t0).as_secs() % 4 < 2;
+            let (admission, _) = match b.begin_probe(now) {
+                Some(probe) => probe,
+                None => b.admit(now),
+            };
+            if admission == Admission::Reject {
+                continue;
+            }
+            let t = if up {
+                b.on_success(admission, now)
+            } else {
+                b.on_failure(admission, AttemptOutcome::ServerError, None, now)
+            };
+            if t.is_some_and(|t| t.to == Open) {
+                openings.push(now);
+            }
+        }
+        // Each opening follows the last by at least its cool-down, and the
+        // cool-down grows to the ceiling: the breaker settles instead of
+        // flipping every few seconds.
+        let gaps: Vec<Duration> = openings.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(
+            gaps.iter().skip(2).all(|g| *g >= Duration::from_secs(12)),
+            "{gaps:?}"
+        );
+        assert!(openings.len() <= 12, "{} openings", openings.len());
     }
 }

@@ -15,7 +15,8 @@ use super::prompt::PromptTemplate;
 use super::provider::{Piece, PieceStream, Provider, ProviderError, ProviderRequest, TimeoutKind};
 use crate::clock::SharedClock;
 use crate::shared::{
-    AttemptOutcome, AttemptSummary, BreakerState, ChatTurn, GatewayEvent, Transition as Announced,
+    AttemptOutcome, AttemptSummary, BreakerState, ChatTurn, ContinuationStyle, GatewayEvent,
+    ProbeMode, Transition as Announced,
 };
 use futures::StreamExt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -57,6 +58,8 @@ pub struct CascadeEntry {
     pub breaker: BreakerConfig,
     /// Whether it is a built-in simulation (status views say so).
     pub simulated: bool,
+    /// Immediate retries after one transient failure.
+    pub retries: u32,
 }
 
 /// A request as the cascade sees it.
@@ -95,6 +98,19 @@ pub enum CascadeError {
         /// Attempts made.
         attempts: Vec<AttemptSummary>,
     },
+    /// Every provider refused the request as too large for it: the caller's
+    /// conversation does not fit any window.
+    #[error("the request is too large for every provider (last: {provider}): {message}")]
+    TooLarge {
+        /// The last provider that refused it.
+        provider: String,
+        /// HTTP status to pass on.
+        status: u16,
+        /// The provider's reason.
+        message: String,
+        /// Attempts made.
+        attempts: Vec<AttemptSummary>,
+    },
     /// Every provider failed, was skipped, or the deadline ran out.
     #[error("no provider could answer")]
     Exhausted {
@@ -111,6 +127,7 @@ impl CascadeError {
     pub fn attempts(&self) -> &[AttemptSummary] {
         match self {
             CascadeError::InvalidRequest { attempts, .. }
+            | CascadeError::TooLarge { attempts, .. }
             | CascadeError::Exhausted { attempts } => attempts,
             CascadeError::UnknownProvider(_) => &[],
         }
@@ -402,7 +419,9 @@ impl Cascade {
         }
     }
 
-    /// Tries providers in order until one starts an answer.
+    /// Tries providers in order until one starts an answer. A request that
+    /// continues a broken answer goes only to providers that can truly continue
+    /// it; the others are recorded as `cannot_continue`, without any I/O.
     pub async fn open(
         &self,
         request: &CascadeRequest,
@@ -411,90 +430,238 @@ impl Cascade {
         let deadline = request
             .deadline
             .unwrap_or_else(|| Instant::now() + self.timeouts.deadline);
-        let mut attempts = Vec::new();
-        let mut provider_wait = Duration::ZERO;
+        let continues = request.continuation.is_some();
+        let mut run = Run {
+            attempts: Vec::new(),
+            provider_wait: Duration::ZERO,
+            too_large: None,
+            refused_by_all: true,
+        };
         for slot in self.candidates(request)? {
             let name = slot.name();
-            let Some(left) = deadline
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-            else {
-                break;
-            };
-            let (before, (admission, transition)) = {
-                let mut breaker = slot.breaker();
-                (breaker.state(), breaker.admit(self.clock.now()))
-            };
-            self.announce(name, transition);
-            if admission == Admission::Reject {
-                self.metrics
-                    .attempt(name, AttemptOutcome::SkippedOpen, None);
-                attempts.push(AttemptSummary {
-                    provider: name.to_string(),
-                    outcome: AttemptOutcome::SkippedOpen,
-                    status: None,
-                    latency_ms: 0,
-                    breaker: Some(before),
-                });
+            if continues && slot.entry.provider.continuation() == ContinuationStyle::None {
+                run.record(
+                    name,
+                    AttemptOutcome::CannotContinue,
+                    None,
+                    Duration::ZERO,
+                    None,
+                );
                 continue;
             }
-            let permit = Permit {
-                cascade: self,
-                slot,
-                admission,
-                settled: false,
-            };
             let provider_request = Self::provider_request(&slot.entry, request);
-            let started = Instant::now();
-            let result = tokio::time::timeout(
-                left.min(self.timeouts.attempt),
-                self.call(&slot.entry.provider, &provider_request, delivery),
-            )
-            .await
-            .unwrap_or(Err(ProviderError::Timeout(TimeoutKind::Total)));
-            let elapsed = started.elapsed();
-            provider_wait += elapsed;
-            let outcome = match &result {
-                Ok(_) => AttemptOutcome::Ok,
-                Err(err) => err.outcome(),
-            };
-            self.metrics.attempt(name, outcome, Some(elapsed));
-            attempts.push(AttemptSummary {
-                provider: name.to_string(),
-                outcome,
-                status: match &result {
-                    Ok(_) => Some(200),
-                    Err(err) => err.status(),
-                },
-                latency_ms: elapsed.as_millis() as u64,
-                breaker: Some(before),
-            });
-            match result {
-                Ok(answer) => {
-                    permit.success();
-                    return Ok(Served {
-                        answer,
-                        provider: slot.entry.provider.clone(),
-                        attempts,
-                        provider_wait,
-                    });
+            let mut retries_left = slot.entry.retries;
+            loop {
+                let Some(left) = deadline
+                    .checked_duration_since(Instant::now())
+                    .filter(|d| !d.is_zero())
+                else {
+                    run.refused_by_all = false;
+                    return Err(run.give_up());
+                };
+                let (before, failures_before, (admission, transition)) = {
+                    let mut breaker = slot.breaker();
+                    (
+                        breaker.state(),
+                        breaker.consecutive_failures(),
+                        breaker.admit(self.clock.now()),
+                    )
+                };
+                self.announce(name, transition);
+                if admission == Admission::Reject {
+                    self.metrics
+                        .attempt(name, AttemptOutcome::SkippedOpen, None);
+                    run.record(
+                        name,
+                        AttemptOutcome::SkippedOpen,
+                        None,
+                        Duration::ZERO,
+                        Some(before),
+                    );
+                    run.refused_by_all = false;
+                    break;
                 }
-                Err(ProviderError::InvalidRequest { status, message }) => {
-                    // The caller's error says nothing about the provider's health.
-                    drop(permit);
-                    return Err(CascadeError::InvalidRequest {
-                        provider: name.to_string(),
-                        status,
-                        message,
-                        attempts,
-                    });
+                let permit = Permit {
+                    cascade: self,
+                    slot,
+                    admission,
+                    settled: false,
+                };
+                let started = Instant::now();
+                let result = tokio::time::timeout(
+                    left.min(self.timeouts.attempt),
+                    self.call(&slot.entry.provider, &provider_request, delivery),
+                )
+                .await
+                .unwrap_or(Err(ProviderError::Timeout(TimeoutKind::Total)));
+                let elapsed = started.elapsed();
+                let (outcome, status) = match &result {
+                    Ok(_) => (AttemptOutcome::Ok, Some(200)),
+                    Err(err) => (err.outcome(), err.status()),
+                };
+                self.metrics.attempt(name, outcome, Some(elapsed));
+                run.record(name, outcome, status, elapsed, Some(before));
+                let err = match result {
+                    Ok(answer) => {
+                        permit.success();
+                        return Ok(Served {
+                            answer,
+                            provider: slot.entry.provider.clone(),
+                            attempts: run.attempts,
+                            provider_wait: run.provider_wait,
+                        });
+                    }
+                    Err(err) => err,
+                };
+                match err {
+                    // A provider that refuses the prefill cannot continue; another may.
+                    ProviderError::InvalidRequest { .. } if continues => {
+                        drop(permit);
+                        run.refused_by_all = false;
+                    }
+                    // The caller's error says nothing about the provider's health,
+                    // and no other provider would accept it either.
+                    ProviderError::InvalidRequest { status, message } => {
+                        drop(permit);
+                        return Err(CascadeError::InvalidRequest {
+                            provider: name.to_string(),
+                            status,
+                            message,
+                            attempts: run.attempts,
+                        });
+                    }
+                    // Too large for this window; a larger one may take it.
+                    ProviderError::TooLarge { status, message } => {
+                        drop(permit);
+                        run.too_large = Some((name.to_string(), status, message));
+                    }
+                    err => {
+                        tracing::warn!(provider = name, kind = %err.outcome(), error = %err, "attempt failed");
+                        run.refused_by_all = false;
+                        let transient = err.is_transient();
+                        permit.failure(&err);
+                        // One quick retry for a lone hiccup of a healthy provider,
+                        // never for one that has been failing.
+                        if transient
+                            && retries_left > 0
+                            && before == BreakerState::Closed
+                            && failures_before == 0
+                        {
+                            retries_left -= 1;
+                            continue;
+                        }
+                    }
                 }
-                Err(err) => {
-                    tracing::warn!(provider = name, kind = %err.outcome(), error = %err, "attempt failed");
-                    permit.failure(&err);
-                }
+                break;
             }
         }
-        Err(CascadeError::Exhausted { attempts })
+        Err(run.give_up())
+    }
+
+    /// Starts a probe of every OPEN provider whose background probe is due: a
+    /// one-token completion on its real protocol, through its endpoint (so an
+    /// injected fault is seen as a customer would see it). Each probe runs on its
+    /// own task, so a hanging provider delays no other's. Customers never probe
+    /// such providers; the breaker closes as soon as a probe succeeds.
+    pub fn probe_due(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let now = self.clock.now();
+        let mut started = Vec::new();
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            let begun = {
+                let mut breaker = slot.breaker();
+                if breaker.probe_mode() != ProbeMode::Background {
+                    continue;
+                }
+                breaker.begin_probe(now)
+            };
+            let Some((admission, transition)) = begun else {
+                continue;
+            };
+            self.announce(slot.name(), transition);
+            let cascade = self.clone();
+            started.push(tokio::spawn(async move {
+                cascade.probe(&cascade.slots[index], admission).await
+            }));
+        }
+        started
+    }
+
+    async fn probe(&self, slot: &Slot, admission: Admission) {
+        let permit = Permit {
+            cascade: self,
+            slot,
+            admission,
+            settled: false,
+        };
+        let request = ProviderRequest {
+            system: String::new(),
+            turns: vec![ChatTurn::user("ping")],
+            max_tokens: 1,
+            temperature: None,
+            continuation: None,
+        };
+        let result = tokio::time::timeout(
+            self.timeouts.attempt,
+            slot.entry.provider.complete(&request),
+        )
+        .await
+        .unwrap_or(Err(ProviderError::Timeout(TimeoutKind::Total)));
+        let outcome = match &result {
+            Ok(_) => AttemptOutcome::Ok,
+            Err(err) => err.outcome(),
+        };
+        self.metrics.probe(slot.name(), outcome);
+        match result {
+            // An answer, or a refusal of the probe itself: the provider is up.
+            Ok(_) => permit.success(),
+            Err(err) if !err.counts_against_provider() => permit.success(),
+            Err(err) => permit.failure(&err),
+        }
+    }
+}
+
+/// The attempts of one run of the cascade, and what it learned.
+struct Run {
+    attempts: Vec<AttemptSummary>,
+    provider_wait: Duration,
+    /// The last refusal as too large, if any.
+    too_large: Option<(String, u16, String)>,
+    /// Whether every provider tried refused as too large (none skipped or failed).
+    refused_by_all: bool,
+}
+
+impl Run {
+    fn record(
+        &mut self,
+        provider: &str,
+        outcome: AttemptOutcome,
+        status: Option<u16>,
+        elapsed: Duration,
+        breaker: Option<BreakerState>,
+    ) {
+        self.provider_wait += elapsed;
+        self.attempts.push(AttemptSummary {
+            provider: provider.to_string(),
+            outcome,
+            status,
+            latency_ms: elapsed.as_millis() as u64,
+            breaker,
+        });
+    }
+
+    /// Why nobody answered: too large for every window, or exhausted.
+    fn give_up(self) -> CascadeError {
+        match self.too_large {
+            Some((provider, status, message)) if self.refused_by_all => CascadeError::TooLarge {
+                provider,
+                status,
+                message,
+                attempts: self.attempts,
+            },
+            _ => CascadeError::Exhausted {
+                attempts: self.attempts,
+            },
+        }
     }
 }

@@ -37,6 +37,8 @@ pub struct Metrics {
     breaker_transitions: IntCounterVec,
     /// 1 while a fault is injected into the provider.
     faults_active: IntGaugeVec,
+    /// Background probes of OPEN providers by outcome.
+    probes: IntCounterVec,
 }
 
 /// A count kept elsewhere, read when the registry is gathered.
@@ -169,6 +171,11 @@ impl Metrics {
                 "1 while a fault is injected",
                 &["provider"],
             ),
+            probes: counter(
+                "chaosai_probes_total",
+                "Background probes of OPEN providers by outcome",
+                &["provider", "outcome"],
+            ),
             registry,
         };
         for name in providers {
@@ -199,6 +206,13 @@ impl Metrics {
                 .with_label_values(&[provider])
                 .observe(elapsed.as_secs_f64());
         }
+    }
+
+    /// Counts one background probe.
+    pub fn probe(&self, provider: &str, outcome: AttemptOutcome) {
+        self.probes
+            .with_label_values(&[provider, outcome.as_str()])
+            .inc();
     }
 
     /// Records a breaker's new state.

@@ -30,7 +30,7 @@ mod splice;
 
 pub use answer::{Answer, AnswerEvent, Completed};
 pub use cascade::Delivery;
-pub use request::{GatewayError, GatewayRequest, DEFAULT_TENANT};
+pub use request::{GatewayError, GatewayRequest, OnBreak, DEFAULT_TENANT};
 
 use crate::cache::SemanticCache;
 use crate::clock::SharedClock;
@@ -103,6 +103,11 @@ impl Gateway {
                 redact: parts.redact,
             },
         }
+    }
+
+    /// Starts the background probes that are due (the probe task calls this).
+    pub fn probe_due(&self) {
+        self.cascade.probe_due();
     }
 
     /// The cascade, for listing providers.
@@ -200,7 +205,7 @@ impl Gateway {
             match self.cascade.open(&cascade_request, delivery).await {
                 Ok(served) => {
                     let route = Route::provider(served.provider.name());
-                    let source = Source::provider(route, served.answer);
+                    let source = Source::provider(route, served.provider.model(), served.answer);
                     (source, served.attempts, served.provider_wait)
                 }
                 Err(CascadeError::Exhausted { attempts }) => {
@@ -226,6 +231,7 @@ impl Gateway {
             }
         };
         let served_by = source.route.clone();
+        let model = source.model.clone();
         let overhead = recorder.serving(served_by.clone(), attempts, provider_wait);
         let pending_store = match (&served_by, key) {
             (Route::Provider(_), Some(key)) => self.cache.pending(key),
@@ -235,8 +241,7 @@ impl Gateway {
         let cache_similarity = recorder.cache_similarity();
         let tail = Tail::new(
             self.cascade.clone(),
-            cascade_request,
-            deadline,
+            (cascade_request, request.on_break, deadline),
             source,
             recorder,
             pending_store,
@@ -244,6 +249,7 @@ impl Gateway {
         Ok(Answer {
             id,
             served_by,
+            model,
             overhead,
             ticket,
             cache_similarity,

@@ -142,6 +142,15 @@ impl Recorder {
         }
     }
 
+    /// Forgets the text sent so far: the answer starts over.
+    pub fn restarted(&mut self, route: Route) {
+        self.record.answer_chars = 0;
+        self.record.served_by = Some(route);
+        if let Some(t) = &mut self.transcript {
+            t.answer.clear();
+        }
+    }
+
     /// Every attempt so far.
     pub fn attempts(&self) -> &[AttemptSummary] {
         &self.record.attempts

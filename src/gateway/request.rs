@@ -8,6 +8,17 @@ use crate::shared::{ChatTurn, Role, Surface};
 /// The tenant of requests that name none.
 pub const DEFAULT_TENANT: &str = "default";
 
+/// What happens when a stream breaks after text was sent and no provider can
+/// truly continue it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnBreak {
+    /// End with an explicit error event: the caller knows the text is not whole.
+    Fail,
+    /// Start the answer over on another provider and tell the caller to replace
+    /// what it has (ChaosAI's own chat does; API callers may opt in).
+    Restart,
+}
+
 /// A question for the gateway: a whole conversation, the customer's turn last.
 #[derive(Clone, Debug)]
 pub struct GatewayRequest {
@@ -27,6 +38,8 @@ pub struct GatewayRequest {
     pub tenant: String,
     /// Whether the cache may answer (and store the answer).
     pub use_cache: bool,
+    /// What a broken stream that cannot be continued becomes.
+    pub on_break: OnBreak,
 }
 
 impl GatewayRequest {
@@ -41,6 +54,11 @@ impl GatewayRequest {
             conversation_id: None,
             tenant: DEFAULT_TENANT.into(),
             use_cache: true,
+            // Our own pages can replace a partial answer; an API caller must ask.
+            on_break: match surface {
+                Surface::Chat | Surface::Traffic => OnBreak::Restart,
+                Surface::Api => OnBreak::Fail,
+            },
         }
     }
 }
@@ -83,6 +101,12 @@ impl GatewayError {
     pub(super) fn from_cascade(err: CascadeError) -> Self {
         match err {
             CascadeError::InvalidRequest {
+                provider,
+                status,
+                message,
+                ..
+            }
+            | CascadeError::TooLarge {
                 provider,
                 status,
                 message,

@@ -1,15 +1,22 @@
 //! The rest of an answer once its first piece is ready: a small state machine that
 //! turns provider pieces into answer events, ends the request's record exactly
-//! once, and stores an answer that ended whole in the cache. When the serving
-//! provider breaks after text was sent, the next provider is asked to continue
-//! the text already sent, so the customer sees one uninterrupted reply; when none
-//! can, the answer ends with an explicit failure, never as if it were whole.
+//! once, and stores an answer that ended whole in the cache.
+//!
+//! When the serving provider breaks after text was sent (a cut, a stall, a
+//! malformed chunk), the answer is never glued together from pieces:
+//! 1. a provider that can truly continue a partial answer (a prefill) is asked
+//!    to, and only its continuation is streamed on (`spliced`);
+//! 2. otherwise, if the caller can replace what it has ([`OnBreak::Restart`]), the
+//!    answer starts over on another provider behind a `Restarted` event
+//!    (`restarted`);
+//! 3. otherwise it ends with an explicit failure (`stream_failed`).
 
 use super::answer::AnswerEvent;
 use super::cache_key::PendingStore;
 use super::cascade::{Cascade, CascadeRequest, Delivery, Opened};
 use super::provider::{FinishReason, Piece, PieceStream, ProviderError};
 use super::recorder::Recorder;
+use super::request::OnBreak;
 use crate::shared::{AttemptOutcome, AttemptSummary, RequestStatus, Route};
 use futures::{stream::BoxStream, StreamExt};
 use std::collections::VecDeque;
@@ -20,10 +27,17 @@ use std::time::Instant;
 const INTERRUPTED: &str =
     "The answer was interrupted and could not be completed; what you see is incomplete.";
 
+/// The model the gateway names when the cache answered.
+const CACHE_MODEL: &str = "chaosai-cache";
+/// The model the gateway names when the last resort answered.
+const LAST_RESORT_MODEL: &str = "chaosai-last-resort";
+
 /// Where an answer's pieces come from.
 pub(super) struct Source {
     /// Who serves it.
     pub route: Route,
+    /// The model that produces it.
+    pub model: String,
     /// The pieces ready now.
     pub head: Vec<Piece>,
     /// The pieces still to come.
@@ -32,9 +46,10 @@ pub(super) struct Source {
 
 impl Source {
     /// An answer a provider has started.
-    pub fn provider(route: Route, opened: Opened) -> Self {
+    pub fn provider(route: Route, model: &str, opened: Opened) -> Self {
         Self {
             route,
+            model: model.to_string(),
             head: opened.head,
             rest: opened.rest,
         }
@@ -52,8 +67,13 @@ impl Source {
                 .collect(),
         };
         head.push(Piece::Finish(FinishReason::Stop));
+        let model = match route {
+            Route::Cache => CACHE_MODEL,
+            _ => LAST_RESORT_MODEL,
+        };
         Self {
             route,
+            model: model.to_string(),
             head,
             rest: futures::stream::empty().boxed(),
         }
@@ -70,6 +90,10 @@ pub(super) struct Tail {
     deadline: Instant,
     /// Whether a broken answer may be continued elsewhere (not a pinned model).
     may_splice: bool,
+    /// What a break that cannot be continued becomes.
+    on_break: OnBreak,
+    /// Whether the answer already started over once.
+    restarted: bool,
     /// Who served parts of this answer, in order.
     served: Vec<Route>,
     /// Everything sent to the customer so far.
@@ -92,8 +116,7 @@ impl Tail {
     /// The rest of `source`'s answer to `request`.
     pub fn new(
         cascade: Arc<Cascade>,
-        request: CascadeRequest,
-        deadline: Instant,
+        (request, on_break, deadline): (CascadeRequest, OnBreak, Instant),
         source: Source,
         recorder: Recorder,
         pending_store: Option<PendingStore>,
@@ -104,6 +127,8 @@ impl Tail {
             request,
             deadline,
             may_splice,
+            on_break,
+            restarted: false,
             served: vec![source.route],
             sent: String::new(),
             head: source.head.into(),
@@ -142,13 +167,16 @@ impl Tail {
                 None => self.end(),
                 Some(Err(err)) => {
                     tracing::warn!(request_id = %self.recorder.id(), error = %err, "stream broke after tokens were sent");
-                    if self.splice(&err).await {
-                        continue;
-                    }
-                    self.done = true;
-                    self.recorder.finish(RequestStatus::StreamFailed);
-                    AnswerEvent::Failed {
-                        message: INTERRUPTED.into(),
+                    match self.recover(&err).await {
+                        Recovery::Continued => continue,
+                        Recovery::Restarted(event) => event,
+                        Recovery::Lost => {
+                            self.done = true;
+                            self.recorder.finish(RequestStatus::StreamFailed);
+                            AnswerEvent::Failed {
+                                message: INTERRUPTED.into(),
+                            }
+                        }
                     }
                 }
             };
@@ -159,7 +187,9 @@ impl Tail {
     /// The answer ended as its source said it would.
     fn end(&mut self) -> AnswerEvent {
         self.done = true;
-        let status = if self.served.len() > 1 {
+        let status = if self.restarted {
+            RequestStatus::Restarted
+        } else if self.served.len() > 1 {
             RequestStatus::Spliced
         } else {
             RequestStatus::Ok
@@ -184,8 +214,8 @@ impl Tail {
         }
     }
 
-    /// Asks the next provider to continue the answer; `true` once one has started.
-    async fn splice(&mut self, err: &ProviderError) -> bool {
+    /// What follows a break: a true continuation, a restart, or nothing.
+    async fn recover(&mut self, err: &ProviderError) -> Recovery {
         let broken = self
             .served
             .last()
@@ -201,30 +231,70 @@ impl Tail {
             breaker: None,
         }]);
         if !self.may_splice {
-            return false;
+            return Recovery::Lost;
         }
         let mut request = self.request.clone();
-        request.continuation = Some(self.sent.clone());
         request.skip = self
             .served
             .iter()
             .filter_map(|r| r.provider_name().map(str::to_string))
             .collect();
         request.deadline = Some(self.deadline);
+
+        // 1. Only a provider that can truly continue is asked to.
+        request.continuation = Some(self.sent.clone());
         match self.cascade.open(&request, Delivery::Streamed).await {
             Ok(served) => {
-                tracing::info!(request_id = %self.recorder.id(), from = %broken, to = %served.provider.name(), "stream spliced");
+                tracing::info!(request_id = %self.recorder.id(), from = %broken, to = %served.provider.name(), "stream continued");
                 self.recorder.add_attempts(served.attempts);
                 self.served.push(Route::provider(served.provider.name()));
-                self.head = served.answer.head.into();
-                self.rest = served.answer.rest;
-                self.finish_reason = None;
-                true
+                self.take(served.answer);
+                return Recovery::Continued;
+            }
+            Err(err) => self.recorder.add_attempts(err.attempts().iter().cloned()),
+        }
+
+        // 2. Start over, if the caller can replace what it has.
+        if self.on_break != OnBreak::Restart || self.restarted {
+            return Recovery::Lost;
+        }
+        request.continuation = None;
+        match self.cascade.open(&request, Delivery::Streamed).await {
+            Ok(served) => {
+                tracing::info!(request_id = %self.recorder.id(), from = %broken, to = %served.provider.name(), "answer restarted");
+                let route = Route::provider(served.provider.name());
+                self.recorder.add_attempts(served.attempts);
+                self.recorder.restarted(route.clone());
+                self.restarted = true;
+                self.sent.clear();
+                self.served = vec![route.clone()];
+                self.take(served.answer);
+                Recovery::Restarted(AnswerEvent::Restarted {
+                    served_by: route,
+                    model: served.provider.model().to_string(),
+                })
             }
             Err(err) => {
                 self.recorder.add_attempts(err.attempts().iter().cloned());
-                false
+                Recovery::Lost
             }
         }
     }
+
+    /// Makes `answer` the source of what follows.
+    fn take(&mut self, answer: Opened) {
+        self.head = answer.head.into();
+        self.rest = answer.rest;
+        self.finish_reason = None;
+    }
+}
+
+/// What a break became.
+enum Recovery {
+    /// Another provider continues the text already sent.
+    Continued,
+    /// The answer starts over; this event tells the caller.
+    Restarted(AnswerEvent),
+    /// Nobody could do either.
+    Lost,
 }

@@ -157,6 +157,7 @@ async fn build_cascade(
                 ),
                 api_key: provider.api_key.clone().filter(|_| !simulated),
                 limits: (&config.gateway).into(),
+                continuation: provider.continuation(),
             };
             let template = provider
                 .system_template
@@ -168,6 +169,7 @@ async fn build_cascade(
                 max_tokens: provider.max_tokens,
                 breaker: provider.into(),
                 simulated,
+                retries: provider.retries,
             }
         })
         .collect();
@@ -348,6 +350,7 @@ pub async fn start_with_clock(
         .unwrap_or_else(generate_token);
     let (shutdown, shutdown_signal) = watch::channel(false);
     tasks::spawn_fault_expiry(gateway.clone(), shutdown_signal.clone());
+    tasks::spawn_probes(gateway.clone(), shutdown_signal.clone());
     if let Some(audit) = &audit {
         tasks::spawn_retention(
             audit.clone(),

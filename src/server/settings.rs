@@ -41,6 +41,7 @@ impl From<&ProviderConfig> for BreakerConfig {
             failure_threshold: c.failure_threshold.max(1),
             open_for: ms(c.open_for_ms),
             max_open_for: ms(c.max_open_for_ms.max(c.open_for_ms)),
+            probe: c.probe,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The server's background work, each a loop that ends with the shutdown signal:
-//! healing faults whose time is up, applying the audit's retention, and keeping
-//! the cache's hit counts and expiry current.
+//! healing faults whose time is up, probing OPEN providers, applying the audit's
+//! retention, and keeping the cache's hit counts and expiry current.
 
 use super::settings::Retention;
 use crate::cache::SemanticCache;
@@ -80,5 +80,23 @@ pub fn spawn_cache_maintenance(cache: Arc<SemanticCache>, shutdown: watch::Recei
             Box::pin(async move { cache.maintain().await })
         },
         move || Box::pin(async move { last.maintain().await }),
+    );
+}
+
+/// How often OPEN providers are checked for a due background probe: a
+/// recovered provider is found within this of its cool-down.
+const PROBE_TICK: Duration = Duration::from_millis(250);
+
+/// Probes OPEN providers in the background when their cool-down is over, so no
+/// customer's question is spent finding out whether a provider is back.
+pub fn spawn_probes(gateway: Arc<Gateway>, shutdown: watch::Receiver<bool>) {
+    every(
+        PROBE_TICK,
+        shutdown,
+        move || {
+            gateway.probe_due();
+            Box::pin(async {})
+        },
+        || Box::pin(async {}),
     );
 }

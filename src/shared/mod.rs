@@ -5,16 +5,19 @@
 //!
 //! - `events`: the live view (breaker states, faults, traces, transitions).
 //! - `outcome`: the names of what happened (route, request status, attempt outcome).
+//! - `provider`: what a provider is and can do (protocol, continuation, probing).
 //! - `audit`: the rows the audit API and the audit page read.
 //! - `spelling`: the macro that gives each of those names one spelling.
 
 pub mod audit;
 mod events;
 mod outcome;
+mod provider;
 mod spelling;
 
 pub use events::*;
 pub use outcome::*;
+pub use provider::*;
 use serde::{Deserialize, Serialize};
 pub use spelling::UnknownSpelling;
 
@@ -73,6 +76,11 @@ pub enum ChatEvent {
     Delta {
         /// Text to append to the reply.
         text: String,
+    },
+    /// The answer broke and starts over: the text so far is replaced by what follows.
+    Restarted {
+        /// Who serves the new answer.
+        served_by: Route,
     },
     /// The answer is complete.
     Done {

@@ -26,6 +26,9 @@ spelled! {
         Ok => "ok",
         /// A stream broke and another provider continued it seamlessly.
         Spliced => "spliced",
+        /// A stream broke and could not be continued; the answer was started over
+        /// on another provider, and the caller was told to replace what it had.
+        Restarted => "restarted",
         /// A stream broke and could not be continued: it ended with an explicit error.
         StreamFailed => "stream_failed",
         /// The request itself was invalid (the caller's or a provider's verdict).
@@ -56,18 +59,13 @@ spelled! {
         Malformed => "malformed",
         /// Our credentials or model were refused (401, 403, 404).
         Misconfigured => "misconfigured",
-        /// The request was judged invalid (400, 413, 422).
+        /// The request was judged invalid (400, 422).
         InvalidRequest => "invalid_request",
-    }
-}
-
-spelled! {
-    /// Wire protocol an adapter speaks.
-    pub enum Protocol {
-        /// Anthropic Messages API.
-        Anthropic => "anthropic",
-        /// OpenAI Chat Completions (also Groq, Ollama, vLLM).
-        OpenAi => "openai",
+        /// The request is too large for this provider (its context window, 413):
+        /// another provider may take it, and this one is not unwell.
+        TooLarge => "too_large",
+        /// Not asked to continue a broken answer: it cannot do so for real.
+        CannotContinue => "cannot_continue",
     }
 }
 

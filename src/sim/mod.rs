@@ -154,15 +154,9 @@ fn decode(
 }
 
 /// The answer to a conversation. A conversation that ends with a partial
-/// assistant answer (Anthropic prefill, or OpenAI's partial answer followed by
-/// the continue instruction) gets the rest of that answer, as a real model would.
+/// assistant answer (a prefill) gets the rest of that answer, as a model that
+/// continues its own turn would.
 fn answer_text(turns: &[ChatTurn]) -> String {
-    let mut turns = turns;
-    if let [rest @ .., last] = turns {
-        if last.role == Role::User && last.content == crate::gateway::provider::CONTINUE_PROMPT {
-            turns = rest;
-        }
-    }
     if let [rest @ .., last] = turns {
         if last.role == Role::Assistant {
             let full = knowledge::answer(rest);

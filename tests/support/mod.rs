@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod binary;
+pub mod upstream;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -109,6 +110,7 @@ impl Received {
 }
 
 /// A scripted HTTP server on a loopback port.
+#[derive(Clone)]
 pub struct ScriptedServer {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
@@ -119,13 +121,21 @@ pub struct ScriptedServer {
 impl ScriptedServer {
     /// Starts a server replaying `script` to every request.
     pub async fn start(script: Script) -> Self {
+        Self::sequence(vec![script]).await
+    }
+
+    /// Starts a server answering the n-th request with the n-th script, and every
+    /// request after the last with the last.
+    pub async fn sequence(scripts: Vec<Script>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let received = Arc::new(Mutex::new(Vec::new()));
         let log = received.clone();
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let script = script.clone();
+                let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let script = scripts[n.min(scripts.len() - 1)].clone();
                 let log = log.clone();
                 tokio::spawn(async move { handle(stream, script, log).await });
             }

@@ -6,9 +6,9 @@
 use super::sse::{Flow, SseDecoder, Target};
 use super::{
     Completion, FinishReason, Piece, PieceStream, Provider, ProviderError, ProviderRequest,
-    ProviderTarget,
+    ProviderTarget, WireFault,
 };
-use crate::shared::{Protocol, Role};
+use crate::shared::{ContinuationStyle, Protocol, Role};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +19,8 @@ const API_VERSION: &str = "2023-06-01";
 pub struct AnthropicProvider {
     /// Name, model, endpoint, key, pool and limits.
     target: Target,
+    /// `prefill` unless configured off.
+    continuation: ContinuationStyle,
 }
 
 #[derive(Serialize)]
@@ -83,10 +85,13 @@ struct WireErrorBody {
     message: String,
 }
 
-fn error_message(body: &str) -> Option<String> {
-    serde_json::from_str::<WireError>(body)
-        .ok()
-        .map(|e| e.error.message)
+fn error_fault(body: &str) -> Option<WireFault> {
+    let error = serde_json::from_str::<WireError>(body).ok()?.error;
+    Some(WireFault {
+        message: error.message,
+        code: None,
+        kind: Some(error.kind).filter(|k| !k.is_empty()),
+    })
 }
 
 /// Anthropic's stop reasons in OpenAI's vocabulary.
@@ -102,8 +107,10 @@ fn finish_reason(stop_reason: Option<&str>) -> FinishReason {
 impl AnthropicProvider {
     /// Creates the adapter for `target`, whose base URL is e.g. `https://api.anthropic.com`.
     pub fn new(target: ProviderTarget, client: reqwest::Client) -> Self {
+        let continuation = target.continuation;
         Self {
             target: Target::new(target, "/v1/messages", client),
+            continuation,
         }
     }
 
@@ -212,10 +219,14 @@ impl Provider for AnthropicProvider {
         Protocol::Anthropic
     }
 
+    fn continuation(&self) -> ContinuationStyle {
+        self.continuation
+    }
+
     async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {
         let body: WireResponse = self
             .target
-            .fetch_json(self.request(request, false), error_message)
+            .fetch_json(self.request(request, false), error_fault)
             .await?;
         let text = body
             .content
@@ -231,7 +242,7 @@ impl Provider for AnthropicProvider {
 
     async fn stream(&self, request: &ProviderRequest) -> Result<PieceStream, ProviderError> {
         self.target
-            .open_stream(self.request(request, true), error_message, EventDecoder)
+            .open_stream(self.request(request, true), error_fault, EventDecoder)
             .await
     }
 }

@@ -15,7 +15,7 @@ pub use openai::OpenAiProvider;
 pub use sse::WireLimits;
 
 use crate::config::Secret;
-use crate::shared::{AttemptOutcome, Protocol};
+use crate::shared::{AttemptOutcome, ContinuationStyle, Protocol};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use std::sync::Arc;
@@ -34,6 +34,8 @@ pub struct ProviderTarget {
     pub api_key: Option<Secret>,
     /// Limits only the adapter can enforce, since only it sees the bytes arrive.
     pub limits: WireLimits,
+    /// How the provider continues a partial answer, if it can.
+    pub continuation: ContinuationStyle,
 }
 
 /// What the cascade asks of a provider: the conversation with its system prompt already rendered.
@@ -48,15 +50,10 @@ pub struct ProviderRequest {
     /// Sampling temperature, when the caller set one.
     pub temperature: Option<f32>,
     /// The start of the answer already sent to the customer by a provider that
-    /// broke mid-stream; this provider is asked to continue it, not to repeat it.
+    /// broke mid-stream; this provider is asked to continue it, not to repeat it
+    /// (only ever asked of a provider whose continuation style is not `none`).
     pub continuation: Option<String>,
 }
-
-/// What an OpenAI-protocol model is told after the partial answer it must
-/// continue; that protocol has no assistant prefill, unlike Anthropic's.
-pub const CONTINUE_PROMPT: &str =
-    "Your previous answer was cut off. Continue it exactly where it stopped, \
-without repeating anything and without any preamble.";
 
 crate::spelled! {
     /// Why a provider stopped, in OpenAI's vocabulary (each adapter maps its own).
@@ -156,8 +153,9 @@ pub enum ProviderError {
         /// The provider's message.
         message: String,
     },
-    /// The request itself is invalid (400, 413, 422): no provider could serve it,
-    /// so it goes back to the caller instead of falling through.
+    /// The request itself is invalid (400, 422) or refused by a content policy:
+    /// no provider should serve it, so it goes back to the caller instead of
+    /// falling through (a safety filter is not routed around).
     #[error("invalid request ({status}): {message}")]
     InvalidRequest {
         /// HTTP status.
@@ -165,6 +163,51 @@ pub enum ProviderError {
         /// The provider's message.
         message: String,
     },
+    /// The request is too large for this provider (its context window, or a 413):
+    /// another provider with a larger window may serve it, and this one is well.
+    #[error("too large for this provider ({status}): {message}")]
+    TooLarge {
+        /// HTTP status.
+        status: u16,
+        /// The provider's message.
+        message: String,
+    },
+}
+
+/// What a provider's error body says, as its adapter extracted it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WireFault {
+    /// The human-readable message.
+    pub message: String,
+    /// The machine-readable code, when the protocol has one (`context_length_exceeded`).
+    pub code: Option<String>,
+    /// The error's type (`invalid_request_error`, `overloaded_error`, …).
+    pub kind: Option<String>,
+}
+
+impl WireFault {
+    /// Whether the provider says the request does not fit its window: OpenAI's
+    /// and Groq's `context_length_exceeded` code, or the wording Anthropic
+    /// ("prompt is too long"), vLLM and others use without a code.
+    fn is_too_large(&self) -> bool {
+        if matches!(
+            self.code.as_deref(),
+            Some("context_length_exceeded" | "request_too_large" | "tokens_exceeded")
+        ) {
+            return true;
+        }
+        let message = self.message.to_lowercase();
+        [
+            "maximum context length",
+            "context length",
+            "context window",
+            "prompt is too long",
+            "too many tokens",
+            "reduce the length",
+        ]
+        .iter()
+        .any(|phrase| message.contains(phrase))
+    }
 }
 
 impl ProviderError {
@@ -173,12 +216,36 @@ impl ProviderError {
         !matches!(self, ProviderError::InvalidRequest { .. })
     }
 
+    /// Whether the failure says the provider is unwell (and so counts against its
+    /// breaker): a too-large request or the caller's own mistake does not.
+    pub fn counts_against_provider(&self) -> bool {
+        !matches!(
+            self,
+            ProviderError::InvalidRequest { .. } | ProviderError::TooLarge { .. }
+        )
+    }
+
+    /// Whether one immediate retry on the same provider may help: a single
+    /// server error, a connection that failed before any response, or a rate
+    /// limit that asks for at most a second.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProviderError::Server { status, .. } => matches!(status, 500 | 502 | 503),
+            ProviderError::Connection(_) => true,
+            ProviderError::RateLimited { retry_after, .. } => {
+                retry_after.is_some_and(|r| r <= Duration::from_secs(1))
+            }
+            _ => false,
+        }
+    }
+
     /// The HTTP status behind the failure, when the provider answered with one.
     pub fn status(&self) -> Option<u16> {
         match self {
             ProviderError::Server { status, .. }
             | ProviderError::Misconfigured { status, .. }
-            | ProviderError::InvalidRequest { status, .. } => Some(*status),
+            | ProviderError::InvalidRequest { status, .. }
+            | ProviderError::TooLarge { status, .. } => Some(*status),
             ProviderError::RateLimited { .. } => Some(429),
             _ => None,
         }
@@ -202,17 +269,21 @@ impl ProviderError {
             ProviderError::Malformed(_) => AttemptOutcome::Malformed,
             ProviderError::Misconfigured { .. } => AttemptOutcome::Misconfigured,
             ProviderError::InvalidRequest { .. } => AttemptOutcome::InvalidRequest,
+            ProviderError::TooLarge { .. } => AttemptOutcome::TooLarge,
         }
     }
 
-    /// Classifies an HTTP error status with the message the adapter extracted from its body.
-    pub fn from_status(status: u16, message: String, retry_after: Option<Duration>) -> Self {
+    /// Classifies an HTTP error status with what the adapter read from its body.
+    pub fn from_status(status: u16, fault: WireFault, retry_after: Option<Duration>) -> Self {
+        let message = fault.message.clone();
         match status {
             429 => ProviderError::RateLimited {
                 retry_after,
                 message,
             },
             401 | 403 | 404 => ProviderError::Misconfigured { status, message },
+            413 => ProviderError::TooLarge { status, message },
+            400..=499 if fault.is_too_large() => ProviderError::TooLarge { status, message },
             400..=499 => ProviderError::InvalidRequest { status, message },
             _ => ProviderError::Server { status, message },
         }
@@ -256,18 +327,51 @@ pub trait Provider: Send + Sync {
     /// Asks for a streamed answer. Returns once the response head arrived and was
     /// accepted; the pieces follow on the returned stream.
     async fn stream(&self, request: &ProviderRequest) -> Result<PieceStream, ProviderError>;
+    /// How it continues a partial answer; `None` means it is never asked to.
+    fn continuation(&self) -> ContinuationStyle;
 }
 
-/// Parses a `Retry-After` header given in seconds (the form LLM APIs use), or
-/// OpenAI's `retry-after-ms`.
+/// The longest wait a provider can ask for that is taken as said; anything
+/// longer (a year, 10^20 seconds) is read as this, and the breaker caps it
+/// further at its own ceiling.
+const RETRY_AFTER_CEILING: Duration = Duration::from_secs(24 * 3600);
+
+/// A `Retry-After` (or OpenAI's `retry-after-ms`) header, whatever a provider
+/// writes there: seconds, fractions, an HTTP date, or nonsense. Never panics:
+/// `inf`, `NaN`, negatives and unparsable text read as no value, huge values
+/// are capped.
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(ms) = get("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
-        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        return seconds(ms / 1000.0);
     }
-    get("retry-after")
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|secs| Duration::from_secs_f64(secs.max(0.0)))
+    let value = get("retry-after")?;
+    if let Ok(secs) = value.parse::<f64>() {
+        return seconds(secs);
+    }
+    // An HTTP date: the wait is until then.
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+            .min(RETRY_AFTER_CEILING),
+    )
+}
+
+/// A finite, non-negative number of seconds as a capped duration.
+fn seconds(secs: f64) -> Option<Duration> {
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Some(
+        Duration::try_from_secs_f64(secs)
+            .map_or(RETRY_AFTER_CEILING, |d| d.min(RETRY_AFTER_CEILING)),
+    )
 }
 
 /// Builds the adapter that speaks `protocol` to `target`.
@@ -279,5 +383,86 @@ pub fn build(
     match protocol {
         Protocol::OpenAi => Arc::new(OpenAiProvider::new(target, client)),
         Protocol::Anthropic => Arc::new(AnthropicProvider::new(target, client)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    fn parse(name: &'static str, value: &str) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, HeaderValue::from_str(value).unwrap());
+        retry_after(&headers)
+    }
+
+    #[test]
+    fn any_retry_after_a_provider_sends_parses_without_panicking() {
+        assert_eq!(parse("retry-after", "7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse("retry-after", "0.5"),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse("retry-after-ms", "250"),
+            Some(Duration::from_millis(250))
+        );
+        for nonsense in ["inf", "-inf", "NaN", "-3", "soon", ""] {
+            assert_eq!(parse("retry-after", nonsense), None, "{nonsense:?}");
+        }
+        for huge in ["99999999999999999999", "31536000", "1e300"] {
+            assert_eq!(
+                parse("retry-after", huge),
+                Some(RETRY_AFTER_CEILING),
+                "{huge}"
+            );
+        }
+        assert_eq!(parse("retry-after-ms", "inf"), None);
+        // An HTTP date in the past means now; one far ahead is capped.
+        assert_eq!(
+            parse("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(RETRY_AFTER_CEILING)
+        );
+    }
+
+    #[test]
+    fn a_context_window_refusal_is_too_large_not_invalid() {
+        let fault = |code: Option<&str>, message: &str| WireFault {
+            message: message.into(),
+            code: code.map(str::to_string),
+            kind: Some("invalid_request_error".into()),
+        };
+        let openai = fault(
+            Some("context_length_exceeded"),
+            "This model's maximum context length is 8192 tokens.",
+        );
+        let anthropic = fault(None, "prompt is too long: 208310 tokens > 200000 maximum");
+        let policy = fault(
+            Some("content_policy_violation"),
+            "Your request was rejected by the safety system.",
+        );
+        for f in [openai, anthropic] {
+            let err = ProviderError::from_status(400, f, None);
+            assert!(
+                matches!(err, ProviderError::TooLarge { status: 400, .. }),
+                "{err:?}"
+            );
+            assert!(err.falls_through() && !err.counts_against_provider());
+        }
+        let err = ProviderError::from_status(400, policy, None);
+        assert!(
+            matches!(err, ProviderError::InvalidRequest { .. }),
+            "{err:?}"
+        );
+        assert!(!err.falls_through() && !err.counts_against_provider());
+        assert!(matches!(
+            ProviderError::from_status(413, WireFault::default(), None),
+            ProviderError::TooLarge { status: 413, .. }
+        ));
     }
 }

@@ -5,9 +5,9 @@
 use super::sse::{Flow, SseDecoder, Target};
 use super::{
     Completion, FinishReason, Piece, PieceStream, Provider, ProviderError, ProviderRequest,
-    ProviderTarget,
+    ProviderTarget, WireFault,
 };
-use crate::shared::{Protocol, Role};
+use crate::shared::{ContinuationStyle, Protocol, Role};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub struct OpenAiProvider {
     /// Name, model, endpoint, key, pool and limits.
     target: Target,
+    /// How this server continues a partial answer, if it can.
+    continuation: ContinuationStyle,
 }
 
 #[derive(Serialize)]
@@ -25,12 +27,21 @@ struct WireRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
     stream: bool,
+    /// vLLM: continue the trailing assistant message instead of starting a new one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    continue_final_message: Option<bool>,
+    /// vLLM: with `continue_final_message`, no new assistant turn is opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    add_generation_prompt: Option<bool>,
 }
 
 #[derive(Serialize)]
 struct WireMessage<'a> {
     role: &'static str,
     content: &'a str,
+    /// DeepSeek and Mistral: this trailing assistant message is a prefix to continue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefix: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -75,12 +86,24 @@ struct WireError {
 #[derive(Deserialize)]
 struct WireErrorBody {
     message: String,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    /// A string in OpenAI's API; some compatible servers send a number.
+    #[serde(default)]
+    code: Option<serde_json::Value>,
 }
 
-fn error_message(body: &str) -> Option<String> {
-    serde_json::from_str::<WireError>(body)
-        .ok()
-        .map(|e| e.error.message)
+fn error_fault(body: &str) -> Option<WireFault> {
+    let error = serde_json::from_str::<WireError>(body).ok()?.error;
+    Some(WireFault {
+        message: error.message,
+        kind: error.kind,
+        code: error.code.and_then(|c| match c {
+            serde_json::Value::String(s) => Some(s),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        }),
+    })
 }
 
 /// OpenAI's finish reasons; an unknown one is read as a plain stop.
@@ -91,43 +114,46 @@ fn finish_reason(reason: &str) -> FinishReason {
 impl OpenAiProvider {
     /// Creates the adapter for `target`, whose base URL is e.g. `https://api.openai.com/v1`.
     pub fn new(target: ProviderTarget, client: reqwest::Client) -> Self {
+        let continuation = target.continuation;
         Self {
             target: Target::new(target, "/chat/completions", client),
+            continuation,
         }
     }
 
     fn request(&self, request: &ProviderRequest, stream: bool) -> reqwest::RequestBuilder {
-        let mut messages = Vec::with_capacity(request.turns.len() + 1);
+        let mut messages = Vec::with_capacity(request.turns.len() + 2);
         if !request.system.is_empty() {
             messages.push(WireMessage {
                 role: "system",
                 content: &request.system,
+                prefix: None,
             });
         }
         messages.extend(request.turns.iter().map(|turn| WireMessage {
-            role: match turn.role {
-                Role::System => "system",
-                Role::User => "user",
-                Role::Assistant => "assistant",
-            },
+            role: turn.role.as_str(),
             content: &turn.content,
+            prefix: None,
         }));
+        // A partial answer goes last, as the assistant's own, in the server's
+        // dialect; the server's answer is then only what follows it.
+        let continues = request.continuation.is_some();
         if let Some(partial) = &request.continuation {
             messages.push(WireMessage {
-                role: "assistant",
+                role: Role::Assistant.as_str(),
                 content: partial,
-            });
-            messages.push(WireMessage {
-                role: "user",
-                content: super::CONTINUE_PROMPT,
+                prefix: (self.continuation == ContinuationStyle::Prefix).then_some(true),
             });
         }
+        let vllm = continues && self.continuation == ContinuationStyle::ContinueFinalMessage;
         let body = WireRequest {
             model: &self.target.model,
             messages,
             max_tokens: request.max_tokens,
             temperature: request.temperature,
             stream,
+            continue_final_message: vllm.then_some(true),
+            add_generation_prompt: vllm.then_some(false),
         };
         let builder = self
             .target
@@ -157,10 +183,10 @@ impl SseDecoder for ChunkDecoder {
             return Ok(Flow::Continue);
         }
         // Providers report failures inside a 200 stream as an `error` object.
-        if let Some(message) = error_message(data) {
+        if let Some(fault) = error_fault(data) {
             return Err(ProviderError::Server {
                 status: 500,
-                message,
+                message: fault.message,
             });
         }
         let chunk: WireChunk = serde_json::from_str(data)
@@ -191,10 +217,14 @@ impl Provider for OpenAiProvider {
         Protocol::OpenAi
     }
 
+    fn continuation(&self) -> ContinuationStyle {
+        self.continuation
+    }
+
     async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {
         let body: WireResponse = self
             .target
-            .fetch_json(self.request(request, false), error_message)
+            .fetch_json(self.request(request, false), error_fault)
             .await?;
         let choice = body
             .choices
@@ -212,7 +242,7 @@ impl Provider for OpenAiProvider {
 
     async fn stream(&self, request: &ProviderRequest) -> Result<PieceStream, ProviderError> {
         self.target
-            .open_stream(self.request(request, true), error_message, ChunkDecoder)
+            .open_stream(self.request(request, true), error_fault, ChunkDecoder)
             .await
     }
 }

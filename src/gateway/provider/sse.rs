@@ -2,12 +2,22 @@
 //! limit, turning an error response into a [`ProviderError`], and reading an SSE
 //! body under a stall limit until the protocol's end marker.
 
-use super::{retry_after, Piece, PieceStream, ProviderError, ProviderTarget, TimeoutKind};
+use super::{
+    retry_after, Piece, PieceStream, ProviderError, ProviderTarget, TimeoutKind, WireFault,
+};
 use crate::config::Secret;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures::StreamExt;
 use std::collections::VecDeque;
 use std::time::Duration;
+
+/// Reads a protocol's error body.
+pub(crate) type ErrorParser = fn(&str) -> Option<WireFault>;
+
+/// After the provider said why it stopped, trailing events (a usage chunk,
+/// `[DONE]`, `message_stop`) are waited for this long at most: the answer is
+/// already whole, so a server that keeps the connection open costs nothing.
+const TRAILER_WAIT: Duration = Duration::from_millis(500);
 
 /// What every adapter holds, whatever its protocol: who it is, where it sends,
 /// with which credentials, connection pool and limits.
@@ -43,7 +53,7 @@ impl Target {
     pub async fn fetch_json<T: serde::de::DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
-        error_message: fn(&str) -> Option<String>,
+        error_message: ErrorParser,
     ) -> Result<T, ProviderError> {
         let response = send(request, self.limits, error_message).await?;
         read_json(response, self.limits).await
@@ -53,7 +63,7 @@ impl Target {
     pub async fn open_stream<D: SseDecoder>(
         &self,
         request: reqwest::RequestBuilder,
-        error_message: fn(&str) -> Option<String>,
+        error_message: ErrorParser,
         decoder: D,
     ) -> Result<PieceStream, ProviderError> {
         let response = send(request, self.limits, error_message).await?;
@@ -92,7 +102,7 @@ pub(crate) trait SseDecoder: Send + 'static {
 pub(crate) async fn send(
     request: reqwest::RequestBuilder,
     limits: WireLimits,
-    error_message: fn(&str) -> Option<String>,
+    error_message: ErrorParser,
 ) -> Result<reqwest::Response, ProviderError> {
     let response = match tokio::time::timeout(limits.first_byte, request.send()).await {
         Err(_) => return Err(ProviderError::Timeout(TimeoutKind::FirstByte)),
@@ -109,11 +119,14 @@ pub(crate) async fn send(
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
-    let message = error_message(&body).unwrap_or_else(|| {
+    let fault = error_message(&body).unwrap_or_else(|| {
         let reason = status.canonical_reason().unwrap_or("error");
-        format!("HTTP {} {reason}", status.as_u16())
+        WireFault {
+            message: format!("HTTP {} {reason}", status.as_u16()),
+            ..WireFault::default()
+        }
     });
-    Err(ProviderError::from_status(status.as_u16(), message, retry))
+    Err(ProviderError::from_status(status.as_u16(), fault, retry))
 }
 
 /// Reads a whole (non-streamed) body under the stall limit and parses it as JSON.
@@ -137,6 +150,8 @@ struct Reader<D> {
     ready: VecDeque<Piece>,
     /// The protocol's end marker arrived (`Some(Ok)`), or the stream failed.
     ended: Option<Result<(), ProviderError>>,
+    /// The provider said why it stopped: the answer is whole, whatever follows.
+    finished: bool,
     /// Scratch buffer for one event's pieces.
     scratch: Vec<Piece>,
 }
@@ -145,7 +160,12 @@ impl<D: SseDecoder> Reader<D> {
     /// Reads events until a piece is ready or the stream ends.
     async fn fill(&mut self) {
         while self.ready.is_empty() && self.ended.is_none() {
-            let event = match tokio::time::timeout(self.stall, self.events.next()).await {
+            let wait = if self.finished {
+                self.stall.min(TRAILER_WAIT)
+            } else {
+                self.stall
+            };
+            let event = match tokio::time::timeout(wait, self.events.next()).await {
                 Err(_) => Err(ProviderError::Timeout(TimeoutKind::Stall)),
                 Ok(None) => Err(ProviderError::Malformed(
                     "stream ended before its end marker".into(),
@@ -157,15 +177,27 @@ impl<D: SseDecoder> Reader<D> {
                 Ok(Some(Ok(event))) => Ok(event),
             };
             let flow = event.and_then(|event| self.decoder.decode(&event, &mut self.scratch));
-            // Empty text carries nothing; consumers may count on every Text having some.
-            self.ready.extend(
-                self.scratch
-                    .drain(..)
-                    .filter(|p| !matches!(p, Piece::Text(t) if t.is_empty())),
-            );
+            for piece in self.scratch.drain(..) {
+                match piece {
+                    // Empty text carries nothing; consumers count on every Text having some.
+                    Piece::Text(text) if text.is_empty() => {}
+                    // Text after the finish reason would make the "whole" answer a lie.
+                    Piece::Text(_) if self.finished => {}
+                    Piece::Finish(_) if self.finished => {}
+                    Piece::Finish(reason) => {
+                        self.finished = true;
+                        self.ready.push_back(Piece::Finish(reason));
+                    }
+                    piece => self.ready.push_back(piece),
+                }
+            }
             match flow {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::End) => self.ended = Some(Ok(())),
+                // The provider already said the answer is complete (some
+                // OpenAI-compatible servers close without `[DONE]`): what comes
+                // after it cannot break the answer.
+                Err(_) if self.finished => self.ended = Some(Ok(())),
                 Err(err) => self.ended = Some(Err(err)),
             }
         }
@@ -184,6 +216,7 @@ pub(crate) fn piece_stream<D: SseDecoder>(
         stall,
         ready: VecDeque::new(),
         ended: None,
+        finished: false,
         scratch: Vec::new(),
     };
     futures::stream::unfold(reader, |mut reader| async move {
