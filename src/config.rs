@@ -39,6 +39,9 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Shortest admin token accepted: a short one is guessed.
+const MIN_TOKEN_CHARS: usize = 16;
+
 /// Everything a server needs to start.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +81,22 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// How long in-flight answers may run after a shutdown signal before the server exits.
     pub shutdown_grace_ms: u64,
+    /// A request's headers (and the next request on a kept-alive connection) must
+    /// arrive within this, or the connection is closed: slow clients cannot hold
+    /// connections open.
+    pub header_timeout_ms: u64,
+    /// A request's body must arrive within this.
+    pub body_timeout_ms: u64,
+    /// Connections served at once; beyond that new ones are closed at once.
+    pub max_connections: usize,
+    /// Most messages in one request.
+    pub max_messages: usize,
+    /// Most characters in one message.
+    pub max_message_chars: usize,
+    /// The address browsers reach the server at when it is not the listening
+    /// address (behind a proxy): admin requests from that origin are accepted,
+    /// and an `https://` address makes the admin cookie `Secure`.
+    pub public_url: Option<String>,
     /// Token the chaos and admin APIs require; from `CHAOSAI_ADMIN_TOKEN` only (a
     /// secret never lives in the config file). Generated at start-up when unset.
     #[serde(skip)]
@@ -90,6 +109,12 @@ impl Default for ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
             body_limit_bytes: 64 * 1024,
             shutdown_grace_ms: 10_000,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            max_connections: 2_048,
+            max_messages: 200,
+            max_message_chars: 32_000,
+            public_url: None,
             admin_token: None,
         }
     }
@@ -125,8 +150,20 @@ pub struct GatewayConfig {
     pub stall_timeout_ms: u64,
     /// Limit on one whole attempt (a non-streamed answer, or a stream up to its first token).
     pub attempt_timeout_ms: u64,
-    /// Budget of one whole request across every attempt.
+    /// Budget of one whole request across every attempt, up to its first token
+    /// (the cache lookup included).
     pub deadline_ms: u64,
+    /// Budget of a whole streamed answer, from the request to its last token: a
+    /// provider that keeps sending cannot hold a stream open beyond it.
+    pub answer_budget_ms: u64,
+    /// Most bytes of a provider's error body that are read.
+    pub max_error_body_bytes: usize,
+    /// Most bytes of a provider's whole (non-streamed) answer.
+    pub max_response_bytes: usize,
+    /// Most bytes of one SSE line or event from a provider.
+    pub max_event_bytes: usize,
+    /// Most bytes of a provider's whole streamed answer, every event counted.
+    pub max_answer_bytes: usize,
     /// The support assistant's instructions, used for providers without their own template.
     pub system_prompt: String,
     /// Whether providers with API keys reach the real APIs (`auto`) or every provider is simulated.
@@ -142,6 +179,11 @@ impl Default for GatewayConfig {
             stall_timeout_ms: 4_000,
             attempt_timeout_ms: 15_000,
             deadline_ms: 25_000,
+            answer_budget_ms: 120_000,
+            max_error_body_bytes: 1 << 20,
+            max_response_bytes: 8 << 20,
+            max_event_bytes: 1 << 20,
+            max_answer_bytes: 8 << 20,
             system_prompt: "You are the support assistant of an online shop. Answer briefly and \
                             kindly. {system}"
                 .into(),
@@ -172,6 +214,9 @@ pub struct CacheConfig {
     pub ttl_hours: u64,
     /// Most entries kept; the least recently hit are evicted first.
     pub max_entries: usize,
+    /// Embeddings running or waiting for the model at most; a lookup beyond that
+    /// skips the cache and goes to the providers.
+    pub max_waiting_embeddings: usize,
 }
 
 impl Default for CacheConfig {
@@ -181,6 +226,7 @@ impl Default for CacheConfig {
             threshold: 0.85,
             ttl_hours: 24,
             max_entries: 10_000,
+            max_waiting_embeddings: 16,
         }
     }
 }
@@ -513,6 +559,13 @@ impl Config {
                 return Err(ConfigError::Invalid(format!(
                     "duplicate provider name {:?}",
                     p.name
+                )));
+            }
+        }
+        if let Some(token) = &self.server.admin_token {
+            if token.expose().chars().count() < MIN_TOKEN_CHARS {
+                return Err(ConfigError::Invalid(format!(
+                    "CHAOSAI_ADMIN_TOKEN must be at least {MIN_TOKEN_CHARS} characters"
                 )));
             }
         }

@@ -32,14 +32,26 @@ async fn main() -> anyhow::Result<()> {
     let mut server = chaosai::server::start(config, leptos_options)
         .await
         .context("starting the server")?;
+    // Printed to the terminal only, never logged: the board link carries a
+    // one-time code, not the token, and a token from the environment is never
+    // printed at all.
     println!("ChaosAI is answering on http://{}", server.addr);
-    println!(
-        "Chaos board: http://{addr}/chaos/login?token={token}\n\
-         Chaos API:   curl -H 'Authorization: Bearer {token}' http://{addr}/api/providers\n\
-         (set CHAOSAI_ADMIN_TOKEN to choose the token)",
-        addr = server.addr,
-        token = server.admin_token.expose()
-    );
+    if let Some(link) = server.board_link() {
+        println!("Chaos board: {link}  (one-time link; or log in with the admin token)");
+    }
+    if server.token_generated {
+        println!(
+            "Chaos API:   curl -H 'Authorization: Bearer {token}' http://{addr}/api/providers\n\
+             (a fresh token each start; set CHAOSAI_ADMIN_TOKEN, 16+ characters, to choose one)",
+            addr = server.addr,
+            token = server.admin_token.expose()
+        );
+    } else {
+        println!(
+            "Chaos API:   curl -H \"Authorization: Bearer $CHAOSAI_ADMIN_TOKEN\" http://{}/api/providers",
+            server.addr
+        );
+    }
 
     tokio::select! {
         _ = shutdown_signal() => {

@@ -8,7 +8,7 @@ use rand::seq::SliceRandom;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 /// Questions the synthetic customers ask: mostly known topics, some odd ones.
 const QUESTIONS: &[&str] = &[
@@ -41,6 +41,8 @@ struct Counts {
 pub struct Traffic {
     /// The running generator, if any.
     task: Mutex<Option<JoinHandle<()>>>,
+    /// The questions in flight, so a shutdown can end them.
+    questions: Arc<Mutex<JoinSet<()>>>,
     /// Shared with the questions in flight.
     counts: Arc<Counts>,
 }
@@ -72,6 +74,7 @@ impl Traffic {
         }
         let every = Duration::from_millis(1000 / u64::from(per_second.max(1)));
         let counts = self.counts.clone();
+        let questions = self.questions.clone();
         *task = Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
@@ -85,7 +88,9 @@ impl Traffic {
                 counts.in_flight.fetch_add(1, Ordering::AcqRel);
                 counts.asked.fetch_add(1, Ordering::AcqRel);
                 // Each question runs on its own, so a slow provider never slows the rate.
-                tokio::spawn(async move {
+                let mut questions = questions.lock().unwrap_or_else(|e| e.into_inner());
+                while questions.try_join_next().is_some() {}
+                questions.spawn(async move {
                     let mut request = GatewayRequest::question(Surface::Traffic, question);
                     // Half the questions skip the cache, so the providers behind
                     // it keep seeing traffic and the cascade stays visible.
@@ -102,5 +107,14 @@ impl Traffic {
         if let Some(task) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
             task.abort();
         }
+    }
+
+    /// Ends the questions still in flight (at shutdown, once the grace period is
+    /// over); each keeps its audit row, as a disconnected caller's.
+    pub fn abort_in_flight(&self) {
+        self.questions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .abort_all();
     }
 }

@@ -162,10 +162,8 @@ fn wires() -> Vec<Wire> {
     vec![openai(), anthropic()]
 }
 
-const LIMITS: WireLimits = WireLimits {
-    first_byte: Duration::from_millis(300),
-    stall: Duration::from_millis(300),
-};
+const LIMITS: WireLimits =
+    WireLimits::with_timeouts(Duration::from_millis(300), Duration::from_millis(300));
 
 fn adapter(wire: &Wire, server: &ScriptedServer) -> Arc<dyn Provider> {
     adapter_continuing(wire, server, ContinuationStyle::default_for(wire.protocol))

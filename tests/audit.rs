@@ -419,52 +419,118 @@ async fn retention_prunes_the_oldest_rows_beyond_the_cap() {
     );
 }
 
-#[tokio::test]
-async fn a_full_queue_counts_the_overflow_and_still_writes_every_record() {
-    use chaosai::store::audit::{AuditRecord, AuditSettings, AuditWriter};
-    use chaosai::store::{RequestRecord, Store};
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!(
-        "sqlite://{}",
-        dir.path().join("full.db").display()
-    ))
-    .await
-    .unwrap();
-    // A queue of 4 records against 2,000 arriving at once.
+fn request_record(i: i64) -> chaosai::store::audit::AuditRecord {
+    chaosai::store::audit::AuditRecord::Request(Box::new(chaosai::store::RequestRecord {
+        id: format!("r{i}"),
+        created_at_ms: i,
+        surface: chaosai::shared::Surface::Api,
+        stream: false,
+        served_by: Some("gpt".into()),
+        status: chaosai::shared::RequestStatus::Ok,
+        latency_ms: 1,
+        overhead_ms: 0.1,
+        question_chars: 1,
+        answer_chars: 1,
+        attempts: vec![],
+        conversation_id: None,
+        cache_similarity: None,
+    }))
+}
+
+async fn writer_on(
+    dir: &std::path::Path,
+    queue: usize,
+) -> (chaosai::store::Store, chaosai::store::audit::AuditWriter) {
+    use chaosai::store::audit::{AuditSettings, AuditWriter};
+    let store = chaosai::store::Store::open(&format!("sqlite://{}", dir.join("a.db").display()))
+        .await
+        .unwrap();
     let settings = AuditSettings {
-        queue: 4,
+        queue,
         batch: 64,
         flush_interval: Duration::from_millis(5),
     };
     let (writer, _task) = AuditWriter::start(store.pool().clone(), settings);
-    for i in 0..2_000 {
-        writer.enqueue(AuditRecord::Request(Box::new(RequestRecord {
-            id: format!("r{i}"),
-            created_at_ms: i,
-            surface: chaosai::shared::Surface::Api,
-            stream: false,
-            served_by: Some("gpt".into()),
-            status: chaosai::shared::RequestStatus::Ok,
-            latency_ms: 1,
-            overhead_ms: 0.1,
-            question_chars: 1,
-            answer_chars: 1,
-            attempts: vec![],
-            conversation_id: None,
-            cache_similarity: None,
-        })));
+    (store, writer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_records_against_a_queue_of_a_hundred_all_arrive_in_bounded_memory() {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = writer_on(dir.path(), 100).await;
+    // Whatever waits to be written, sampled all along: the queue and the
+    // overflow list, never the records themselves piling up in tasks.
+    let peak = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (writer, peak) = (writer.clone(), peak.clone());
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(writer.backlog(), Relaxed);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    const TOTAL: i64 = 100_000;
+    let producers: Vec<_> = (0..8)
+        .map(|p| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                for i in (p..TOTAL).step_by(8) {
+                    // The request path's way: wait for room (backpressure).
+                    writer.write(request_record(i)).await;
+                }
+            })
+        })
+        .collect();
+    for producer in producers {
+        producer.await.unwrap();
     }
     writer.flush().await;
-    let overflow = writer
-        .counters()
-        .overflow
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(overflow > 0, "the queue did overflow");
+    sampler.abort();
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests")
         .fetch_one(store.pool())
         .await
         .unwrap();
-    assert_eq!(rows, 2_000, "overflowed records were kept, not dropped");
+    assert_eq!(rows, TOTAL, "every record arrived");
+    let c = writer.counters();
+    assert_eq!(
+        c.written.load(Relaxed),
+        TOTAL as u64,
+        "written counts committed rows"
+    );
+    assert_eq!(c.dropped.load(Relaxed), 0);
+    // At most the queue plus the overflow list (the same size) waits at any time.
+    assert!(
+        peak.load(Relaxed) <= 200,
+        "peak backlog {}",
+        peak.load(Relaxed)
+    );
+}
+
+#[tokio::test]
+async fn code_that_cannot_wait_overflows_into_a_bounded_list_and_drops_only_beyond_it_loudly() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = writer_on(dir.path(), 4).await;
+    // 1,000 records at once from code that cannot wait (a drop handler).
+    for i in 0..1_000 {
+        writer.enqueue(request_record(i));
+    }
+    writer.flush().await;
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let c = writer.counters();
+    assert!(c.overflow.load(Relaxed) > 0, "the queue did overflow");
+    assert!(
+        rows >= 8,
+        "the queue and the overflow list were kept: {rows}"
+    );
+    // Nothing vanished unaccounted: each record was written or counted as dropped.
+    assert_eq!(rows as u64 + c.dropped.load(Relaxed), 1_000);
+    assert_eq!(c.written.load(Relaxed), rows as u64);
 }
 
 #[tokio::test]

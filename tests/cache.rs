@@ -371,6 +371,7 @@ const SETTINGS: CacheSettings = CacheSettings {
     threshold: 0.85,
     ttl: Duration::from_secs(3600),
     max_entries: 100,
+    max_embeddings: 16,
 };
 
 #[tokio::test]

@@ -27,6 +27,7 @@ const TIMEOUTS: Timeouts = Timeouts {
     stall: Duration::from_millis(400),
     attempt: Duration::from_secs(3),
     deadline: Duration::from_secs(6),
+    answer: Duration::from_secs(30),
 };
 
 fn entry(name: &str, protocol: Protocol, base_url: &str) -> CascadeEntry {
@@ -35,10 +36,7 @@ fn entry(name: &str, protocol: Protocol, base_url: &str) -> CascadeEntry {
         model: format!("{name}-model"),
         base: Endpoint::direct(base_url),
         api_key: None,
-        limits: WireLimits {
-            first_byte: TIMEOUTS.first_byte,
-            stall: TIMEOUTS.stall,
-        },
+        limits: WireLimits::with_timeouts(TIMEOUTS.first_byte, TIMEOUTS.stall),
         continuation: ContinuationStyle::default_for(protocol),
     };
     CascadeEntry {
@@ -491,10 +489,7 @@ async fn a_continuation_is_asked_only_of_providers_that_can_continue() {
             model: "llama-model".into(),
             base: Endpoint::direct(format!("{}/v1", capable.url)),
             api_key: None,
-            limits: WireLimits {
-                first_byte: TIMEOUTS.first_byte,
-                stall: TIMEOUTS.stall,
-            },
+            limits: WireLimits::with_timeouts(TIMEOUTS.first_byte, TIMEOUTS.stall),
             continuation: ContinuationStyle::Prefill,
         },
         reqwest::Client::new(),

@@ -38,6 +38,7 @@ pub async fn list(
             "refused": c.refused.load(Relaxed),
             "stored": c.stored.load(Relaxed),
             "not_stored": c.not_stored.load(Relaxed),
+            "bypassed_busy": c.bypassed_busy.load(Relaxed),
         }
     })))
 }

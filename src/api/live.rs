@@ -10,6 +10,7 @@ use axum::{
     http::header,
     response::{IntoResponse, Response},
 };
+use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
 /// `GET /metrics`: Prometheus text format.
@@ -21,10 +22,32 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// The board sends nothing but pings and closes: incoming frames stay small.
+const MAX_INCOMING: usize = 4 * 1024;
+
+/// Unsent outgoing bytes a socket may hold before it counts as too slow.
+const MAX_UNSENT: usize = 256 * 1024;
+
+/// A send that takes longer than this means the client is not reading: it is
+/// dropped rather than buffered for.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// `GET /ws/events` (admin): a snapshot of every provider, then every event as
 /// JSON, and a fresh snapshot every second so durations and counts stay current.
 pub async fn events(_: Admin, ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
-    ws.on_upgrade(move |socket| forward(socket, state))
+    ws.max_message_size(MAX_INCOMING)
+        .max_frame_size(MAX_INCOMING)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_UNSENT)
+        .on_upgrade(move |socket| forward(socket, state))
+}
+
+/// Sends within the timeout; `false` if the client is gone or too slow.
+async fn send(socket: &mut WebSocket, message: Message) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await,
+        Ok(Ok(()))
+    )
 }
 
 fn snapshot(state: &AppState) -> Message {
@@ -39,7 +62,7 @@ async fn forward(mut socket: WebSocket, state: AppState) {
     // Subscribe before the snapshot, so nothing between the two is missed.
     let mut events = state.gateway.events().subscribe();
     let mut shutdown = state.shutdown.clone();
-    if socket.send(snapshot(&state)).await.is_err() {
+    if !send(&mut socket, snapshot(&state)).await {
         return;
     }
     let mut refresh = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -59,9 +82,9 @@ async fn forward(mut socket: WebSocket, state: AppState) {
             },
             _ = shutdown.changed() => break,
         };
-        if socket.send(message).await.is_err() {
+        if !send(&mut socket, message).await {
             break;
         }
     }
-    let _ = socket.send(Message::Close(None)).await;
+    let _ = send(&mut socket, Message::Close(None)).await;
 }

@@ -9,6 +9,7 @@ mod chaos;
 mod error;
 mod live;
 mod openai;
+mod origin;
 mod params;
 
 use crate::gateway::Gateway;
@@ -34,6 +35,10 @@ pub struct AppState {
     pub store: Store,
     /// The token the admin endpoints require.
     pub admin_token: Arc<str>,
+    /// The one-time code of the board link printed at start-up.
+    pub login_code: Arc<admin::LoginCode>,
+    /// Whether the admin cookie is `Secure` (the server is reached over https).
+    pub secure_cookies: bool,
     /// The demo's synthetic customer traffic.
     pub traffic: Arc<crate::traffic::Traffic>,
     /// Turns `true` when the server shuts down, so long-lived connections (the
@@ -46,6 +51,8 @@ impl FromRef<AppState> for LeptosOptions {
         state.leptos_options.clone()
     }
 }
+
+pub use origin::same_origin_only;
 
 /// The routes that are not Leptos pages.
 pub fn routes() -> Router<AppState> {
@@ -65,7 +72,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/audit/requests/{id}", get(audit::request))
         .route("/api/audit/transitions", get(audit::transitions))
         .route("/api/tickets", get(audit::tickets))
-        .route("/chaos/login", get(admin::login))
+        .route("/chaos/login", get(admin::login_link).post(admin::login))
         .route("/api/cache", get(cache::list).delete(cache::clear))
         .route("/api/cache/{id}", delete(cache::remove))
 }

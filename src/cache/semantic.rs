@@ -17,8 +17,14 @@ use serde::Serialize;
 use sqlx::SqlitePool;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+
+/// A vector and the entry id it stands for, as the graph takes them.
+type Point = (Vec<f32>, usize);
+
+/// An entry's id and stored embedding, as the database returns them.
+type StoredVector = (i64, Option<Vec<u8>>);
 
 /// How the cache behaves.
 #[derive(Clone, Copy, Debug)]
@@ -29,6 +35,9 @@ pub struct CacheSettings {
     pub ttl: Duration,
     /// Most entries kept; the least recently hit go first.
     pub max_entries: usize,
+    /// Embeddings running or waiting at most; a lookup beyond that skips the
+    /// cache (counted as `bypassed_busy`) rather than queue behind the model.
+    pub max_embeddings: usize,
 }
 
 /// A cached answer that may answer the question asked.
@@ -72,8 +81,10 @@ pub struct CacheCounters {
     pub refused: AtomicU64,
     /// Answers stored.
     pub stored: AtomicU64,
-    /// Answers offered but kept out (personal data, empty).
+    /// Answers offered but kept out (personal data, empty, the model busy).
     pub not_stored: AtomicU64,
+    /// Lookups that skipped the similarity search because the model was busy.
+    pub bypassed_busy: AtomicU64,
 }
 
 /// A row of `cache_entries`.
@@ -102,8 +113,11 @@ pub struct SemanticCache {
     settings: CacheSettings,
     /// The sentence embedder; `None` degrades to exact matches.
     embedder: Option<Arc<Embedder>>,
-    /// Vectors of entries by id.
-    index: VectorIndex,
+    /// Vectors of entries by id. HNSW cannot delete: removed and expired entries
+    /// stay in the graph until it is rebuilt (see [`SemanticCache::maintain`]).
+    index: RwLock<Arc<VectorIndex>>,
+    /// While a rebuild runs: the vectors stored meanwhile, for the new graph.
+    rebuilding: Mutex<Option<Vec<Point>>>,
     /// Live entries by id.
     entries: RwLock<HashMap<i64, Entry>>,
     /// `(scope, normalised question)` → id, for exact repeats.
@@ -114,6 +128,8 @@ pub struct SemanticCache {
     counters: CacheCounters,
     /// The time TTLs and hit times are measured by.
     clock: SharedClock,
+    /// Embeddings running or waiting for the model, bounded.
+    embedding_slots: tokio::sync::Semaphore,
 }
 
 /// Why the cache could not start.
@@ -201,24 +217,18 @@ impl SemanticCache {
         }
         // Rebuilding the graph is CPU work: keep it off the executor.
         let capacity = settings.max_entries.max(views.len());
-        let index = tokio::task::spawn_blocking(move || {
-            let index = VectorIndex::new(capacity);
-            if !vectors.is_empty() {
-                index.insert_many(&vectors);
-            }
-            index
-        })
-        .await
-        .unwrap_or_else(|_| VectorIndex::new(capacity));
+        let index = build_index(capacity, vectors).await;
         let cache = Self {
             settings,
             embedder,
-            index,
+            index: RwLock::new(Arc::new(index)),
+            rebuilding: Mutex::new(None),
             entries: RwLock::new(HashMap::new()),
             exact: RwLock::new(HashMap::new()),
             pool,
             counters: CacheCounters::default(),
             clock,
+            embedding_slots: tokio::sync::Semaphore::new(settings.max_embeddings.max(1)),
         };
         for (view, normalized) in views {
             cache.add_entry(view, normalized);
@@ -321,11 +331,22 @@ impl SemanticCache {
                 return self.record_hit(id, 1.0);
             }
         }
+        if self.embedder.is_none() {
+            self.counters.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        // The model is a shared, slow resource: a lookup never queues behind a
+        // long line for it; the question goes to the providers instead.
+        let Ok(_slot) = self.embedding_slots.try_acquire() else {
+            self.counters.bypassed_busy.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
         let Some(vector) = self.embed(question).await else {
             self.counters.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        let candidates = self.index.search(&vector, 8);
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let candidates = index.search(&vector, 8);
         let mut refused = false;
         let best = {
             let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
@@ -398,7 +419,15 @@ impl SemanticCache {
         {
             return;
         }
-        let vector = self.embed(question).await;
+        let vector = match (&self.embedder, self.embedding_slots.try_acquire()) {
+            (None, _) => None,
+            (Some(_), Ok(_slot)) => self.embed(question).await,
+            // Storing can wait for a quieter moment; it never queues for the model.
+            (Some(_), Err(_)) => {
+                self.counters.not_stored.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
         let created_at_ms = self.clock.unix_ms();
         let inserted = sqlx::query_scalar::<_, i64>(
             "INSERT INTO cache_entries (scope, question, normalized, answer, embedding, created_at_ms, hits, last_hit_ms) \
@@ -419,8 +448,17 @@ impl SemanticCache {
                 return;
             }
         };
-        if let Some(vector) = &vector {
-            self.index.insert(id as usize, vector);
+        if let Some(vector) = vector {
+            let index = self.index.read().unwrap_or_else(|e| e.into_inner()).clone();
+            index.insert(id as usize, &vector);
+            if let Some(pending) = self
+                .rebuilding
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+            {
+                pending.push((vector, id as usize));
+            }
         }
         self.counters.stored.fetch_add(1, Ordering::Relaxed);
         self.add_entry(
@@ -455,6 +493,8 @@ impl SemanticCache {
         for (_, id) in victims.into_iter().take(over) {
             self.remove(id).await;
         }
+        // Stale points pile up under steady eviction; keep the graph lean.
+        self.compact().await;
     }
 
     /// Deletes one entry; returns whether it existed.
@@ -521,7 +561,70 @@ impl SemanticCache {
         views
     }
 
-    /// Writes hit counts to the store and drops expired entries; run periodically.
+    /// Points in the similarity graph, live or removed (for tests and metrics).
+    pub fn index_len(&self) -> usize {
+        self.index.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Rebuilds the graph from the live entries when removed or expired ones make
+    /// up more than a third of it: it never grows past 1.5× the live entries (so
+    /// at most 1.5× `max_entries`), and stale points never crowd out real hits.
+    /// The build runs off the executor; answers stored meanwhile join the new graph.
+    async fn compact(&self) {
+        let live = self.entries.read().unwrap_or_else(|e| e.into_inner()).len();
+        let points = self.index_len();
+        if points <= live + live / 2 + 16 {
+            return;
+        }
+        {
+            let mut rebuilding = self.rebuilding.lock().unwrap_or_else(|e| e.into_inner());
+            if rebuilding.is_some() {
+                return; // one rebuild at a time
+            }
+            *rebuilding = Some(Vec::new());
+        }
+        let rows: Result<Vec<StoredVector>, sqlx::Error> =
+            sqlx::query_as("SELECT id, embedding FROM cache_entries")
+                .fetch_all(&self.pool)
+                .await;
+        let vectors: Vec<Point> = match rows {
+            Ok(rows) => {
+                let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+                rows.into_iter()
+                    .filter(|(id, _)| entries.contains_key(id))
+                    .filter_map(|(id, blob)| {
+                        let blob = blob.filter(|b| b.len() == super::embedder::DIMENSIONS * 4)?;
+                        Some((from_blob(&blob), id as usize))
+                    })
+                    .collect()
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cache index not rebuilt");
+                *self.rebuilding.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                return;
+            }
+        };
+        let capacity = self.settings.max_entries.max(vectors.len());
+        let fresh = build_index(capacity, vectors).await;
+        let pending = self
+            .rebuilding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_default();
+        for (vector, id) in &pending {
+            fresh.insert(*id, vector);
+        }
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        tracing::info!(
+            before = points,
+            after = self.index_len(),
+            "cache index rebuilt"
+        );
+    }
+
+    /// Writes hit counts to the store, drops expired entries and compacts the
+    /// similarity graph; run periodically.
     pub async fn maintain(&self) {
         let now = self.clock.unix_ms();
         let (dirty, expired): (Vec<(i64, u64, i64)>, Vec<i64>) = {
@@ -554,5 +657,19 @@ impl SemanticCache {
         for id in expired {
             self.remove(id).await;
         }
+        self.compact().await;
     }
+}
+
+/// Builds a graph of `vectors` off the executor (it is CPU work).
+async fn build_index(capacity: usize, vectors: Vec<Point>) -> VectorIndex {
+    tokio::task::spawn_blocking(move || {
+        let index = VectorIndex::new(capacity);
+        if !vectors.is_empty() {
+            index.insert_many(&vectors);
+        }
+        index
+    })
+    .await
+    .unwrap_or_else(|_| VectorIndex::new(capacity))
 }

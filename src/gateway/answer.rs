@@ -6,6 +6,10 @@ use super::provider::FinishReason;
 use crate::shared::{AttemptSummary, Route};
 use futures::{stream::BoxStream, StreamExt};
 use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Events read ahead of a slow reader before it counts as not reading.
+const READ_AHEAD: usize = 32;
 
 /// One event of an answer.
 #[derive(Clone, Debug, PartialEq)]
@@ -82,6 +86,25 @@ pub struct Completed {
 }
 
 impl Answer {
+    /// The same answer for a reader that may stop reading (a client whose socket
+    /// is full): if it takes no event for `within`, the answer is abandoned, so the
+    /// provider's connection is released instead of held as long as the client
+    /// likes. The record then ends as a disconnected client's.
+    pub fn abandon_if_unread(mut self, within: Duration) -> Self {
+        let (tx, mut rx) = mpsc::channel(READ_AHEAD);
+        let mut events = std::mem::replace(&mut self.events, futures::stream::empty().boxed());
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                // Dropping `events` here ends the provider's stream and the record.
+                if tx.send_timeout(event, within).await.is_err() {
+                    return;
+                }
+            }
+        });
+        self.events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
+        self
+    }
+
     /// Reads the answer to its end.
     pub async fn collect(self) -> Completed {
         let mut text = String::new();

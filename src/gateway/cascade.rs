@@ -33,8 +33,10 @@ pub struct Timeouts {
     pub stall: Duration,
     /// One whole attempt (a non-streamed answer, or a stream up to its first token).
     pub attempt: Duration,
-    /// One whole request across all attempts.
+    /// One whole request across all attempts, up to its first token.
     pub deadline: Duration,
+    /// One whole streamed answer, from the request to its last token.
+    pub answer: Duration,
 }
 
 /// How the caller wants the answer: the provider is asked the same way.

@@ -6,7 +6,13 @@
 use super::recorder::REDACTED;
 use crate::knowledge;
 use crate::shared::{AttemptSummary, ChatTurn};
+use crate::store::audit::AuditWriter;
 use crate::store::{Store, Ticket};
+
+/// The apology when no ticket could be stored.
+const APOLOGY_WITHOUT_TICKET: &str = "I'm sorry: our assistants can't answer right now, and I \
+could not open a ticket for you either. Please try again in a few minutes, or contact our \
+support team by email.";
 
 /// Keyword score a knowledge-base topic needs to be offered; one stray common
 /// word is not enough to risk a wrong answer.
@@ -34,15 +40,21 @@ pub enum LastResortReply {
         /// The full reply.
         text: String,
     },
+    /// An apology without a ticket: one could not be stored, and a number that
+    /// leads nowhere must not be given.
+    ApologyWithoutTicket {
+        /// The full reply.
+        text: String,
+    },
 }
 
 impl LastResortReply {
     /// The reply's text.
     pub fn text(&self) -> &str {
         match self {
-            LastResortReply::KnownAnswer { text, .. } | LastResortReply::Apology { text, .. } => {
-                text
-            }
+            LastResortReply::KnownAnswer { text, .. }
+            | LastResortReply::Apology { text, .. }
+            | LastResortReply::ApologyWithoutTicket { text } => text,
         }
     }
 
@@ -50,7 +62,9 @@ impl LastResortReply {
     pub fn ticket_id(&self) -> Option<&str> {
         match self {
             LastResortReply::Apology { ticket_id, .. } => Some(ticket_id),
-            LastResortReply::KnownAnswer { .. } => None,
+            LastResortReply::KnownAnswer { .. } | LastResortReply::ApologyWithoutTicket { .. } => {
+                None
+            }
         }
     }
 }
@@ -84,7 +98,9 @@ need to repeat anything; quoting {ticket_id} helps if you contact us another way
 
 /// The last resort of one gateway, with where its tickets go.
 pub(super) struct LastResort {
-    /// Where tickets are stored; `None` in tests that do not need them.
+    /// The audit's writer, through which tickets are stored and acknowledged.
+    pub audit: Option<AuditWriter>,
+    /// Where tickets go when the audit is off (only to measure its cost).
     pub store: Option<Store>,
     /// Store `[redacted]` instead of customer text.
     pub redact: bool,
@@ -114,10 +130,10 @@ impl LastResort {
         let reply = reply(question);
         let topic = match &reply {
             LastResortReply::KnownAnswer { topic, .. } => Some(*topic),
-            LastResortReply::Apology { .. } => None,
+            _ => None,
         };
         tracing::warn!(request_id = %context.request_id, ?topic, ticket = ?reply.ticket_id(), "every provider failed: last resort");
-        if let (Some(ticket_id), Some(store)) = (reply.ticket_id(), &self.store) {
+        if let Some(ticket_id) = reply.ticket_id() {
             let ticket = Ticket {
                 id: ticket_id.to_string(),
                 created_at_ms: context.created_at_ms,
@@ -134,9 +150,17 @@ impl LastResort {
                 },
                 failure_json: serde_json::to_string(context.attempts).unwrap_or_default(),
             };
-            if let Err(err) = store.insert_ticket(&ticket).await {
-                // The customer still gets the reply; the failure is loud in the logs.
-                tracing::error!(ticket = %ticket.id, error = %err, "could not store ticket");
+            let id = ticket.id.clone();
+            let durable = match (&self.audit, &self.store) {
+                (Some(audit), _) => audit.ticket(ticket).await,
+                (None, Some(store)) => store.insert_ticket(&ticket).await.is_ok(),
+                (None, None) => false,
+            };
+            if !durable {
+                tracing::error!(ticket = %id, "could not store the ticket: the customer is not given its number");
+                return LastResortReply::ApologyWithoutTicket {
+                    text: APOLOGY_WITHOUT_TICKET.into(),
+                };
             }
         }
         reply

@@ -30,7 +30,7 @@ mod splice;
 
 pub use answer::{Answer, AnswerEvent, Completed};
 pub use cascade::Delivery;
-pub use request::{GatewayError, GatewayRequest, OnBreak, DEFAULT_TENANT};
+pub use request::{GatewayError, GatewayRequest, OnBreak, RequestLimits, DEFAULT_TENANT};
 
 use crate::cache::SemanticCache;
 use crate::clock::SharedClock;
@@ -67,6 +67,11 @@ pub struct GatewayParts {
     pub metrics: Arc<Metrics>,
     /// The time policy reads.
     pub clock: SharedClock,
+    /// Turns true when the server's grace period is over: answers still
+    /// streaming end with their explicit error ending, and their rows are written.
+    pub ending: tokio::sync::watch::Receiver<bool>,
+    /// How big a conversation may be.
+    pub limits: RequestLimits,
 }
 
 /// The gateway: a cascade of providers, the cache, the last resort, and the
@@ -82,6 +87,10 @@ pub struct Gateway {
     last_resort: LastResort,
     /// Where each request's record goes.
     sinks: RecordSinks,
+    /// The end of the grace period at shutdown.
+    ending: tokio::sync::watch::Receiver<bool>,
+    /// How big a conversation may be.
+    limits: RequestLimits,
 }
 
 impl Gateway {
@@ -92,6 +101,7 @@ impl Gateway {
             faults: parts.faults,
             cache: AnswerCache::new(parts.cache),
             last_resort: LastResort {
+                audit: parts.audit.clone(),
                 store: parts.store,
                 redact: parts.redact,
             },
@@ -102,6 +112,8 @@ impl Gateway {
                 clock: parts.clock,
                 redact: parts.redact,
             },
+            ending: parts.ending,
+            limits: parts.limits,
         }
     }
 
@@ -163,9 +175,15 @@ impl Gateway {
         Ok(self.answer(request, Delivery::Whole).await?.collect().await)
     }
 
-    /// Answers as a stream; returns once the first piece is ready.
+    /// Answers as a stream; returns once the first piece is ready. A reader that
+    /// stops reading for longer than the stall limit loses the answer, so it
+    /// never holds a provider's connection open.
     pub async fn stream(&self, request: GatewayRequest) -> Result<Answer, GatewayError> {
-        self.answer(request, Delivery::Streamed).await
+        let stall = self.cascade.timeouts().stall;
+        Ok(self
+            .answer(request, Delivery::Streamed)
+            .await?
+            .abandon_if_unread(stall))
     }
 
     /// The one path of every question: cache, cascade or last resort, then the
@@ -177,8 +195,13 @@ impl Gateway {
         request: GatewayRequest,
         delivery: Delivery,
     ) -> Result<Answer, GatewayError> {
-        let cascade_request =
-            request::validate(&request, |name| self.cascade.provider(name).is_some())?;
+        let started = Instant::now();
+        let mut cascade_request = request::validate(&request, self.limits, |name| {
+            self.cascade.provider(name).is_some()
+        })?;
+        // The cache lookup counts toward the deadline, as everything else does.
+        let timeouts = self.cascade.timeouts();
+        cascade_request.deadline = Some(started + timeouts.deadline);
         let question = cascade_request
             .turns
             .last()
@@ -190,7 +213,6 @@ impl Gateway {
             question,
             request.conversation_id.clone(),
         );
-        let deadline = Instant::now() + self.cascade.timeouts().deadline;
         let key = self.cache.key(&request, &cascade_request);
         let hit = match &key {
             Some(key) => self.cache.lookup(key).await,
@@ -225,7 +247,7 @@ impl Gateway {
                     (source, attempts, Duration::from_millis(waited))
                 }
                 Err(err) => {
-                    recorder.rejected(err.attempts());
+                    recorder.rejected(err.attempts()).await;
                     return Err(GatewayError::from_cascade(err));
                 }
             }
@@ -241,9 +263,9 @@ impl Gateway {
         let cache_similarity = recorder.cache_similarity();
         let tail = Tail::new(
             self.cascade.clone(),
-            (cascade_request, request.on_break, deadline),
+            (cascade_request, request.on_break, started + timeouts.answer),
             source,
-            recorder,
+            (recorder, self.ending.clone()),
             pending_store,
         );
         Ok(Answer {

@@ -54,6 +54,9 @@ pub(super) struct Recorder {
     started: Instant,
     finished: bool,
     record: RequestRecord,
+    /// Rows closed but not yet queued: if the answer's task is dropped while it
+    /// waits for room, they are queued on the way out, never lost.
+    unsent: Vec<AuditRecord>,
 }
 
 impl Recorder {
@@ -91,6 +94,7 @@ impl Recorder {
             started: Instant::now(),
             finished: false,
             record,
+            unsent: Vec::new(),
         }
     }
 
@@ -161,11 +165,25 @@ impl Recorder {
         self.record.attempts.extend(attempts);
     }
 
-    /// Ends the record: counts the request, publishes its trace, queues its rows.
-    /// Only the first call counts.
-    pub fn finish(&mut self, status: RequestStatus) {
-        if std::mem::replace(&mut self.finished, true) {
+    /// Ends the record: counts the request, publishes its trace, and writes its
+    /// rows, waiting for room in the audit queue (backpressure) if it is full.
+    /// Only the first ending counts.
+    pub async fn finish(&mut self, status: RequestStatus) {
+        let (Some(audit), Some(rows)) = (self.sinks.audit.clone(), self.close(status)) else {
             return;
+        };
+        self.unsent = rows;
+        while let Some(row) = self.unsent.first().cloned() {
+            audit.write(row).await;
+            self.unsent.remove(0);
+        }
+    }
+
+    /// Counts the request and publishes its trace; returns its audit rows, or
+    /// `None` if it was already closed.
+    fn close(&mut self, status: RequestStatus) -> Option<Vec<AuditRecord>> {
+        if std::mem::replace(&mut self.finished, true) {
+            return None;
         }
         let latency = self.started.elapsed();
         self.record.status = status;
@@ -182,11 +200,12 @@ impl Recorder {
             status,
             at_ms: sinks.clock.unix_ms(),
         }));
-        let Some(audit) = &sinks.audit else { return };
+        sinks.audit.as_ref()?;
+        let mut rows = Vec::with_capacity(3);
         if let Some(t) = self.transcript.take() {
             let answer = sinks.storable(&t.answer);
             for turn in [ChatTurn::user(t.question), ChatTurn::assistant(answer)] {
-                audit.enqueue(AuditRecord::Message(MessageRecord {
+                rows.push(AuditRecord::Message(MessageRecord {
                     at_ms: self.record.created_at_ms,
                     conversation_id: t.conversation_id.clone(),
                     request_id: self.record.id.clone(),
@@ -194,18 +213,32 @@ impl Recorder {
                 }));
             }
         }
-        audit.enqueue(AuditRecord::Request(Box::new(self.record.clone())));
+        rows.push(AuditRecord::Request(Box::new(self.record.clone())));
+        Some(rows)
     }
 
     /// Ends the record of a request the cascade refused, with its attempts.
-    pub fn rejected(mut self, attempts: &[AttemptSummary]) {
+    pub async fn rejected(mut self, attempts: &[AttemptSummary]) {
         self.record.attempts = attempts.to_vec();
-        self.finish(RequestStatus::InvalidRequest);
+        self.finish(RequestStatus::InvalidRequest).await;
     }
 }
 
 impl Drop for Recorder {
+    /// The caller went away before the answer ended: the record is still kept,
+    /// queued without waiting (a drop cannot wait).
     fn drop(&mut self) {
-        self.finish(RequestStatus::ClientDisconnected);
+        let Some(audit) = self.sinks.audit.clone() else {
+            return;
+        };
+        let mut rows = std::mem::take(&mut self.unsent);
+        rows.extend(
+            self.close(RequestStatus::ClientDisconnected)
+                .into_iter()
+                .flatten(),
+        );
+        for row in rows {
+            audit.enqueue(row);
+        }
     }
 }

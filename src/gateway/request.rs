@@ -8,6 +8,24 @@ use crate::shared::{ChatTurn, Role, Surface};
 /// The tenant of requests that name none.
 pub const DEFAULT_TENANT: &str = "default";
 
+/// How big a conversation may be.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLimits {
+    /// Most messages in one request.
+    pub max_messages: usize,
+    /// Most characters in one message.
+    pub max_message_chars: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            max_messages: 200,
+            max_message_chars: 32_000,
+        }
+    }
+}
+
 /// What happens when a stream breaks after text was sent and no provider can
 /// truly continue it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +147,7 @@ impl GatewayError {
 /// cascade) and splits off the caller's system text.
 pub(super) fn validate(
     request: &GatewayRequest,
+    limits: RequestLimits,
     known: impl Fn(&str) -> bool,
 ) -> Result<CascadeRequest, GatewayError> {
     if let Some(name) = &request.pinned {
@@ -139,9 +158,30 @@ pub(super) fn validate(
     if request.turns.is_empty() {
         return Err(GatewayError::bad("messages", "messages must not be empty"));
     }
+    if request.turns.len() > limits.max_messages {
+        return Err(GatewayError::bad(
+            "messages",
+            format!(
+                "messages holds {} messages; at most {} are allowed",
+                request.turns.len(),
+                limits.max_messages
+            ),
+        ));
+    }
     let mut caller_system = Vec::new();
     let mut turns = Vec::with_capacity(request.turns.len());
     for (index, turn) in request.turns.iter().enumerate() {
+        let chars = turn.content.chars().count();
+        if chars > limits.max_message_chars {
+            let param = format!("messages[{index}].content");
+            return Err(GatewayError::bad(
+                param.clone(),
+                format!(
+                    "{param} has {chars} characters; at most {} are allowed",
+                    limits.max_message_chars
+                ),
+            ));
+        }
         if turn.content.trim().is_empty() && turn.role != Role::Assistant {
             let param = format!("messages[{index}].content");
             return Err(GatewayError::bad(
@@ -192,7 +232,7 @@ mod tests {
     use super::*;
 
     fn param_of(request: &GatewayRequest) -> String {
-        match validate(request, |_| true) {
+        match validate(request, RequestLimits::default(), |_| true) {
             Err(GatewayError::BadRequest { param, .. }) => param,
             other => panic!("expected a bad request, got {other:?}"),
         }
@@ -214,6 +254,30 @@ mod tests {
     }
 
     #[test]
+    fn a_conversation_beyond_the_limits_names_the_limit() {
+        let limits = RequestLimits {
+            max_messages: 3,
+            max_message_chars: 10,
+        };
+        let mut request = GatewayRequest::question(Surface::Api, "x".repeat(11));
+        match validate(&request, limits, |_| true) {
+            Err(GatewayError::BadRequest { param, message }) => {
+                assert_eq!(param, "messages[0].content");
+                assert!(message.contains("at most 10"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        request.turns = vec![ChatTurn::user("hi"); 4];
+        match validate(&request, limits, |_| true) {
+            Err(GatewayError::BadRequest { param, message }) => {
+                assert_eq!(param, "messages");
+                assert!(message.contains("at most 3"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn system_turns_become_the_callers_system_text() {
         let mut request = GatewayRequest::question(Surface::Chat, "hi");
         request.turns.insert(
@@ -223,10 +287,10 @@ mod tests {
                 content: " Reply in French. ".into(),
             },
         );
-        let cascade = validate(&request, |_| true).unwrap();
+        let cascade = validate(&request, RequestLimits::default(), |_| true).unwrap();
         request.pinned = Some("nobody".into());
         assert!(matches!(
-            validate(&request, |name| name == "gpt"),
+            validate(&request, RequestLimits::default(), |name| name == "gpt"),
             Err(GatewayError::UnknownModel(_))
         ));
         assert_eq!(cascade.caller_system, "Reply in French.");

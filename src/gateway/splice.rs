@@ -14,7 +14,7 @@
 use super::answer::AnswerEvent;
 use super::cache_key::PendingStore;
 use super::cascade::{Cascade, CascadeRequest, Delivery, Opened};
-use super::provider::{FinishReason, Piece, PieceStream, ProviderError};
+use super::provider::{FinishReason, Piece, PieceStream, ProviderError, TimeoutKind};
 use super::recorder::Recorder;
 use super::request::OnBreak;
 use crate::shared::{AttemptOutcome, AttemptSummary, RequestStatus, Route};
@@ -26,6 +26,10 @@ use std::time::Instant;
 /// What the customer is told when a broken answer cannot be completed.
 const INTERRUPTED: &str =
     "The answer was interrupted and could not be completed; what you see is incomplete.";
+
+/// What the customer is told when the server stops before the answer ends.
+const SHUTTING_DOWN: &str =
+    "The service is restarting, so this answer was cut short; what you see is incomplete.";
 
 /// The model the gateway names when the cache answered.
 const CACHE_MODEL: &str = "chaosai-cache";
@@ -86,8 +90,9 @@ pub(super) struct Tail {
     cascade: Arc<Cascade>,
     /// The request, to ask the next provider with.
     request: CascadeRequest,
-    /// The request's overall deadline, which a splice must keep too.
-    deadline: Instant,
+    /// When the whole answer must be over: a provider that keeps sending cannot
+    /// hold the stream open beyond it, and a splice must keep it too.
+    answer_deadline: Instant,
     /// Whether a broken answer may be continued elsewhere (not a pinned model).
     may_splice: bool,
     /// What a break that cannot be continued becomes.
@@ -106,6 +111,8 @@ pub(super) struct Tail {
     finish_reason: Option<FinishReason>,
     /// The request's record, ended when the answer ends.
     recorder: Recorder,
+    /// Turns true when the server's grace period is over.
+    ending: tokio::sync::watch::Receiver<bool>,
     /// Stores the answer if it ends whole from one source.
     pending_store: Option<PendingStore>,
     /// Set once the final event is out.
@@ -116,16 +123,16 @@ impl Tail {
     /// The rest of `source`'s answer to `request`.
     pub fn new(
         cascade: Arc<Cascade>,
-        (request, on_break, deadline): (CascadeRequest, OnBreak, Instant),
+        (request, on_break, answer_deadline): (CascadeRequest, OnBreak, Instant),
         source: Source,
-        recorder: Recorder,
+        (recorder, ending): (Recorder, tokio::sync::watch::Receiver<bool>),
         pending_store: Option<PendingStore>,
     ) -> Self {
         let may_splice = request.pinned.is_none() && source.route.provider_name().is_some();
         Self {
             cascade,
             request,
-            deadline,
+            answer_deadline,
             may_splice,
             on_break,
             restarted: false,
@@ -135,6 +142,7 @@ impl Tail {
             rest: source.rest,
             finish_reason: None,
             recorder,
+            ending,
             pending_store,
             done: false,
         }
@@ -152,7 +160,24 @@ impl Tail {
         loop {
             let piece = match self.head.pop_front() {
                 Some(piece) => Some(Ok(piece)),
-                None => self.rest.next().await,
+                None => {
+                    let deadline = tokio::time::Instant::from_std(self.answer_deadline);
+                    let next = tokio::select! {
+                        next = tokio::time::timeout_at(deadline, self.rest.next()) => {
+                            Some(next.unwrap_or(Some(Err(ProviderError::Timeout(TimeoutKind::Total)))))
+                        }
+                        _ = self.ending.wait_for(|ending| *ending) => None,
+                    };
+                    let Some(next) = next else {
+                        self.done = true;
+                        self.recorder.finish(RequestStatus::StreamFailed).await;
+                        let ended = AnswerEvent::Failed {
+                            message: SHUTTING_DOWN.into(),
+                        };
+                        return Some((ended, self));
+                    };
+                    next
+                }
             };
             let event = match piece {
                 Some(Ok(Piece::Text(text))) => {
@@ -164,7 +189,7 @@ impl Tail {
                     self.finish_reason = Some(reason);
                     continue;
                 }
-                None => self.end(),
+                None => self.end().await,
                 Some(Err(err)) => {
                     tracing::warn!(request_id = %self.recorder.id(), error = %err, "stream broke after tokens were sent");
                     match self.recover(&err).await {
@@ -172,7 +197,7 @@ impl Tail {
                         Recovery::Restarted(event) => event,
                         Recovery::Lost => {
                             self.done = true;
-                            self.recorder.finish(RequestStatus::StreamFailed);
+                            self.recorder.finish(RequestStatus::StreamFailed).await;
                             AnswerEvent::Failed {
                                 message: INTERRUPTED.into(),
                             }
@@ -185,7 +210,7 @@ impl Tail {
     }
 
     /// The answer ended as its source said it would.
-    fn end(&mut self) -> AnswerEvent {
+    async fn end(&mut self) -> AnswerEvent {
         self.done = true;
         let status = if self.restarted {
             RequestStatus::Restarted
@@ -200,7 +225,7 @@ impl Tail {
                 pending.store(self.sent.clone());
             }
         }
-        self.recorder.finish(status);
+        self.recorder.finish(status).await;
         AnswerEvent::Done {
             finish_reason: self.finish_reason.unwrap_or(FinishReason::Stop),
             served_by: self
@@ -239,7 +264,10 @@ impl Tail {
             .iter()
             .filter_map(|r| r.provider_name().map(str::to_string))
             .collect();
-        request.deadline = Some(self.deadline);
+        // A continuation gets the usual time to its first token, within the
+        // answer's own budget.
+        let budget = Instant::now() + self.cascade.timeouts().deadline;
+        request.deadline = Some(budget.min(self.answer_deadline));
 
         // 1. Only a provider that can truly continue is asked to.
         request.continuation = Some(self.sent.clone());

@@ -3,8 +3,10 @@
 //! tests both start the product through [`start`], so tests exercise what ships.
 //!
 //! - `settings`: configuration turned into the core's settings, once.
-//! - `tasks`: the background work (fault expiry, retention, cache upkeep).
+//! - `tasks`: the background work (fault expiry, probes, retention, cache upkeep).
+//! - `listen`: the accept loop, with the limits slow or greedy clients need.
 
+mod listen;
 mod settings;
 mod tasks;
 
@@ -22,7 +24,7 @@ use crate::gateway::provider::{self, Endpoint, ProviderTarget};
 use crate::gateway::{Gateway, GatewayParts};
 use crate::store::audit::AuditWriter;
 use crate::store::{Store, StoreError};
-use axum::{extract::DefaultBodyLimit, serve::ListenerExt, Router};
+use axum::{extract::DefaultBodyLimit, Router};
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use std::collections::HashMap;
@@ -54,14 +56,22 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The token the admin endpoints require (generated when not configured).
     pub admin_token: Secret,
+    /// Whether the token was generated (and may be printed), not configured.
+    pub token_generated: bool,
+    /// The one-time code of the board link.
+    login_code: Arc<crate::api::admin::LoginCode>,
     /// The gateway, for tests that inspect it.
     pub gateway: Arc<Gateway>,
     /// The store, for tests that inspect rows.
     pub store: Store,
     /// The audit writer, flushed on shutdown.
     pub audit: Option<AuditWriter>,
+    /// The synthetic traffic, stopped on shutdown.
+    traffic: Arc<crate::traffic::Traffic>,
     /// Fires the graceful shutdown.
     shutdown: watch::Sender<bool>,
+    /// Fires when the grace period is over: answers still running end now.
+    ending: watch::Sender<bool>,
     /// The serving task.
     task: JoinHandle<()>,
     /// How long in-flight answers may take after shutdown starts.
@@ -69,23 +79,28 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Stops accepting connections, lets in-flight answers finish within the grace
-    /// period, writes every queued audit record, then returns. Returns `false` if
-    /// the grace period ran out.
+    /// Shuts down in order: stop accepting connections and asking synthetic
+    /// questions; let in-flight answers finish within the grace period; then end
+    /// those still running with their error ending (their rows written) and the
+    /// synthetic questions in flight; last, write every queued audit record.
+    /// Returns `false` if the grace period ran out.
     pub async fn shutdown(self) -> bool {
         let _ = self.shutdown.send(true);
+        self.traffic.stop();
         let mut task = self.task;
-        let finished = match tokio::time::timeout(self.grace, &mut task).await {
-            Ok(_) => true,
-            Err(_) => {
-                tracing::warn!(
-                    grace_ms = self.grace.as_millis() as u64,
-                    "in-flight answers cut off after the grace period"
-                );
+        let finished = tokio::time::timeout(self.grace, &mut task).await.is_ok();
+        if !finished {
+            tracing::warn!(
+                grace_ms = self.grace.as_millis() as u64,
+                "grace period over: ending the answers still running"
+            );
+            let _ = self.ending.send(true);
+            // A moment for the error endings to reach their clients.
+            if tokio::time::timeout(ENDING_FLUSH, &mut task).await.is_err() {
                 task.abort();
-                false
             }
-        };
+        }
+        self.traffic.abort_in_flight();
         // Every answered request is in the queue by now: write it all before exiting.
         if let Some(audit) = &self.audit {
             audit.flush().await;
@@ -93,11 +108,21 @@ impl RunningServer {
         finished
     }
 
+    /// The one-time board link (`/chaos/login?code=…`), while unused.
+    pub fn board_link(&self) -> Option<String> {
+        self.login_code
+            .peek()
+            .map(|code| format!("http://{}/chaos/login?code={code}", self.addr))
+    }
+
     /// Waits until the server stops by itself (it does not, unless shut down).
     pub async fn wait(&mut self) {
         let _ = (&mut self.task).await;
     }
 }
+
+/// After the grace period, how long ended answers get to reach their clients.
+const ENDING_FLUSH: Duration = Duration::from_secs(1);
 
 /// A random admin token for a server started without one.
 fn generate_token() -> Secret {
@@ -113,9 +138,13 @@ async fn build_cascade(
     metrics: Arc<Metrics>,
     clock: SharedClock,
 ) -> Result<Cascade, StartError> {
+    // Redirects are not followed: an LLM API does not redirect, and following one
+    // would carry the provider's key (`x-api-key` is not a header reqwest strips)
+    // to whatever host the redirect names. A 3xx fails over like any failure.
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(config.gateway.connect_timeout_ms))
         .pool_idle_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let mut bases = Vec::new();
     let mut upstreams = HashMap::new();
@@ -140,8 +169,17 @@ async fn build_cascade(
         bases.push((base_url, simulated));
     }
     // The proxy forwards with its own client: it must not share the adapters'
-    // timeouts, since it stands in for the provider, not for the gateway.
-    let proxy = FaultProxy::start(plan.clone(), upstreams, reqwest::Client::new()).await?;
+    // timeouts, since it stands in for the provider, not for the gateway. Its own
+    // limits only keep an upstream that never answers from holding a task and a
+    // socket forever (the adapter gives up much earlier and drops the request).
+    let proxy_client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(config.gateway.connect_timeout_ms))
+        .read_timeout(Duration::from_millis(
+            config.gateway.attempt_timeout_ms.max(1_000),
+        ))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let proxy = FaultProxy::start(plan.clone(), upstreams, proxy_client).await?;
     let entries = config
         .providers
         .iter()
@@ -256,12 +294,13 @@ fn mirror_counts(
                     "miss" => c.misses.load(Relaxed),
                     "refused" => c.refused.load(Relaxed),
                     "stored" => c.stored.load(Relaxed),
+                    "bypassed_busy" => c.bypassed_busy.load(Relaxed),
                     _ => c.not_stored.load(Relaxed),
                 }
             }
         };
         let mut mirrored = Mirrored::default();
-        for result in ["hit", "miss", "refused"] {
+        for result in ["hit", "miss", "refused", "bypassed_busy"] {
             mirrored = mirrored.counter(
                 "chaosai_cache_lookups_total",
                 "Cache lookups by result",
@@ -332,6 +371,7 @@ pub async fn start_with_clock(
         None
     };
     mirror_counts(&metrics, audit.as_ref(), cache.as_ref());
+    let (ending, ending_signal) = watch::channel(false);
     let gateway = Arc::new(Gateway::new(GatewayParts {
         cascade,
         faults: FaultControl::new(plan, events.clone(), metrics.clone(), clock.clone()),
@@ -342,7 +382,10 @@ pub async fn start_with_clock(
         events,
         metrics,
         clock: clock.clone(),
+        ending: ending_signal,
+        limits: (&config.server).into(),
     }));
+    let token_generated = config.server.admin_token.is_none();
     let admin_token = config
         .server
         .admin_token
@@ -362,45 +405,62 @@ pub async fn start_with_clock(
     if let Some(cache) = &cache {
         tasks::spawn_cache_maintenance(cache.clone(), shutdown_signal.clone());
     }
+    let traffic = Arc::new(crate::traffic::Traffic::default());
+    let login_code = Arc::new(crate::api::admin::LoginCode::new());
     let state = AppState {
         store: store.clone(),
-        traffic: Arc::new(crate::traffic::Traffic::default()),
+        traffic: traffic.clone(),
         leptos_options: leptos_options.clone(),
         gateway: gateway.clone(),
         admin_token: admin_token.expose().into(),
+        login_code: login_code.clone(),
+        secure_cookies: config
+            .server
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://")),
         shutdown: shutdown_signal.clone(),
     };
-    let app = router(state, config.server.body_limit_bytes);
+    let allowed_origins: Arc<[String]> = config.server.public_url.iter().cloned().collect();
+    let app = router(
+        state,
+        config.server.body_limit_bytes,
+        Duration::from_millis(config.server.body_timeout_ms),
+    )
+    .layer(axum::middleware::from_fn(move |request, next| {
+        crate::api::same_origin_only(allowed_origins.clone(), request, next)
+    }));
     let listener = tokio::net::TcpListener::bind(config.server.addr).await?;
     let addr = listener.local_addr()?;
-    let mut signal = shutdown_signal;
-    let task = tokio::spawn(async move {
-        // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm
-        // and delayed ACKs hold tokens back for ~40 ms.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = signal.wait_for(|stop| *stop).await;
-        });
-        if let Err(err) = serve.await {
-            tracing::error!(error = %err, "server stopped with an error");
-        }
-    });
+    let limits = listen::ConnectionLimits {
+        header_read: Duration::from_millis(config.server.header_timeout_ms.max(100)),
+        max_connections: config.server.max_connections,
+    };
+    let task = tokio::spawn(listen::serve(
+        listener,
+        app,
+        limits,
+        Default::default(),
+        shutdown_signal,
+    ));
     Ok(RunningServer {
         addr,
         admin_token,
+        token_generated,
+        login_code,
         gateway,
         store,
         audit,
+        traffic,
         shutdown,
+        ending,
         task,
         grace: Duration::from_millis(config.server.shutdown_grace_ms),
     })
 }
 
 /// The full router: API routes, Leptos pages and server functions, static files.
-fn router(state: AppState, body_limit: usize) -> Router {
+fn router(state: AppState, body_limit: usize, body_timeout: Duration) -> Router {
     let leptos_options = state.leptos_options.clone();
     let routes = generate_route_list(crate::app::App);
     Router::new()
@@ -413,6 +473,10 @@ fn router(state: AppState, body_limit: usize) -> Router {
             crate::app::shell,
         ))
         .layer(DefaultBodyLimit::max(body_limit))
+        // A body trickled in slower than this is cut off (a 408).
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -3,10 +3,11 @@
 //! unit, floor and default are decided once.
 
 use crate::cache::CacheSettings;
-use crate::config::{AuditConfig, CacheConfig, GatewayConfig, ProviderConfig};
+use crate::config::{AuditConfig, CacheConfig, GatewayConfig, ProviderConfig, ServerConfig};
 use crate::gateway::breaker::BreakerConfig;
 use crate::gateway::cascade::Timeouts;
 use crate::gateway::provider::WireLimits;
+use crate::gateway::RequestLimits;
 use crate::store::audit::AuditSettings;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ impl From<&GatewayConfig> for Timeouts {
             stall: ms(c.stall_timeout_ms),
             attempt: ms(c.attempt_timeout_ms),
             deadline: ms(c.deadline_ms),
+            answer: ms(c.answer_budget_ms.max(c.deadline_ms)),
         }
     }
 }
@@ -31,6 +33,19 @@ impl From<&GatewayConfig> for WireLimits {
         WireLimits {
             first_byte: ms(c.first_byte_timeout_ms),
             stall: ms(c.stall_timeout_ms),
+            max_error_body: c.max_error_body_bytes.max(1024),
+            max_body: c.max_response_bytes.max(1024),
+            max_event: c.max_event_bytes.max(1024),
+            max_stream: c.max_answer_bytes.max(1024),
+        }
+    }
+}
+
+impl From<&ServerConfig> for RequestLimits {
+    fn from(c: &ServerConfig) -> Self {
+        RequestLimits {
+            max_messages: c.max_messages.max(1),
+            max_message_chars: c.max_message_chars.max(1),
         }
     }
 }
@@ -52,6 +67,7 @@ impl From<&CacheConfig> for CacheSettings {
             threshold: c.threshold,
             ttl: Duration::from_secs(c.ttl_hours * 3600),
             max_entries: c.max_entries.max(1),
+            max_embeddings: c.max_waiting_embeddings.max(1),
         }
     }
 }

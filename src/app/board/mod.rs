@@ -108,14 +108,26 @@ pub fn BoardPage() -> impl IntoView {
     }
 }
 
-/// Asks for the admin token (the board link printed at start-up carries it).
+/// Asks for the admin token, sent in a POST body so it never sits in a URL
+/// (the one-time board link printed at start-up logs in without it).
 #[component]
 fn Login() -> impl IntoView {
+    let query = leptos_router::hooks::use_query_map();
+    let problem = move || {
+        query.with(|q| match q.get("login").as_deref() {
+            Some("failed") => Some("That token is not the admin token."),
+            Some("expired") => {
+                Some("That board link was already used or has expired: enter the admin token.")
+            }
+            _ => None,
+        })
+    };
     view! {
         <section class="panel login">
             <h1>"Chaos board"</h1>
-            <p>"Open the board link printed when the server started, or enter the admin token."</p>
-            <form method="get" action="/chaos/login">
+            <p>"Open the one-time board link printed when the server started, or enter the admin token."</p>
+            {move || problem().map(|p| view! { <p class="notice" role="alert">{p}</p> })}
+            <form method="post" action="/chaos/login">
                 <label for="token">"Admin token"</label>
                 <input id="token" name="token" type="password" autocomplete="off" required/>
                 <button type="submit">"Open the board"</button>

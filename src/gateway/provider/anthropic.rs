@@ -3,7 +3,8 @@
 //! `message_start` … `content_block_delta` … `message_stop`, errors as
 //! `{"type":"error","error":{"type","message"}}` (status 529 when overloaded).
 
-use super::sse::{Flow, SseDecoder, Target};
+use super::sse::{Flow, SseDecoder};
+use super::wire::Target;
 use super::{
     Completion, FinishReason, Piece, PieceStream, Provider, ProviderError, ProviderRequest,
     ProviderTarget, WireFault,

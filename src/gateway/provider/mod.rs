@@ -8,11 +8,12 @@ mod anthropic;
 mod endpoint;
 mod openai;
 mod sse;
+mod wire;
 
 pub use anthropic::AnthropicProvider;
 pub use endpoint::Endpoint;
 pub use openai::OpenAiProvider;
-pub use sse::WireLimits;
+pub use wire::WireLimits;
 
 use crate::config::Secret;
 use crate::shared::{AttemptOutcome, ContinuationStyle, Protocol};
@@ -281,7 +282,9 @@ impl ProviderError {
                 retry_after,
                 message,
             },
-            401 | 403 | 404 => ProviderError::Misconfigured { status, message },
+            // A redirect is not followed (it could carry the key elsewhere): the
+            // provider is configured at the wrong address.
+            300..=399 | 401 | 403 | 404 => ProviderError::Misconfigured { status, message },
             413 => ProviderError::TooLarge { status, message },
             400..=499 if fault.is_too_large() => ProviderError::TooLarge { status, message },
             400..=499 => ProviderError::InvalidRequest { status, message },

@@ -2,7 +2,8 @@
 //! with `data: [DONE]`, errors as `{"error":{"message","type","code"}}`.
 //! Groq, Ollama and vLLM speak the same protocol under another base URL.
 
-use super::sse::{Flow, SseDecoder, Target};
+use super::sse::{Flow, SseDecoder};
+use super::wire::Target;
 use super::{
     Completion, FinishReason, Piece, PieceStream, Provider, ProviderError, ProviderRequest,
     ProviderTarget, WireFault,

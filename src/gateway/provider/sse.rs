@@ -1,84 +1,22 @@
-//! What both protocols share on the wire: sending a request under a first-byte
-//! limit, turning an error response into a [`ProviderError`], and reading an SSE
-//! body under a stall limit until the protocol's end marker.
+//! Reading an SSE body into answer pieces, whatever the protocol: under a stall
+//! limit, until the protocol's end marker or its finish reason, and within size
+//! caps (one line or event, the whole stream), so a hostile provider can neither
+//! stall nor bloat the gateway.
 
-use super::{
-    retry_after, Piece, PieceStream, ProviderError, ProviderTarget, TimeoutKind, WireFault,
-};
-use crate::config::Secret;
+use super::wire::WireLimits;
+use super::{Piece, PieceStream, ProviderError, TimeoutKind};
+use bytes::Bytes;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
-
-/// Reads a protocol's error body.
-pub(crate) type ErrorParser = fn(&str) -> Option<WireFault>;
 
 /// After the provider said why it stopped, trailing events (a usage chunk,
 /// `[DONE]`, `message_stop`) are waited for this long at most: the answer is
 /// already whole, so a server that keeps the connection open costs nothing.
 const TRAILER_WAIT: Duration = Duration::from_millis(500);
-
-/// What every adapter holds, whatever its protocol: who it is, where it sends,
-/// with which credentials, connection pool and limits.
-pub(crate) struct Target {
-    /// Configured name, reported in routes and attempts.
-    pub name: String,
-    /// Model id sent in every request.
-    pub model: String,
-    /// The protocol's endpoint, direct or through the fault proxy.
-    pub endpoint: super::Endpoint,
-    /// The API key; absent for simulated or keyless local servers (Ollama, vLLM).
-    pub api_key: Option<Secret>,
-    /// Shared connection pool.
-    pub client: reqwest::Client,
-    /// First-byte and stall limits.
-    pub limits: WireLimits,
-}
-
-impl Target {
-    /// The protocol's endpoint at `path` below the provider's base URL.
-    pub fn new(target: ProviderTarget, path: &str, client: reqwest::Client) -> Self {
-        Self {
-            name: target.name,
-            model: target.model,
-            endpoint: target.base.join(path),
-            api_key: target.api_key,
-            client,
-            limits: target.limits,
-        }
-    }
-
-    /// Sends a non-streamed request and parses its whole JSON answer.
-    pub async fn fetch_json<T: serde::de::DeserializeOwned>(
-        &self,
-        request: reqwest::RequestBuilder,
-        error_message: ErrorParser,
-    ) -> Result<T, ProviderError> {
-        let response = send(request, self.limits, error_message).await?;
-        read_json(response, self.limits).await
-    }
-
-    /// Sends a streamed request and decodes its SSE body with `decoder`.
-    pub async fn open_stream<D: SseDecoder>(
-        &self,
-        request: reqwest::RequestBuilder,
-        error_message: ErrorParser,
-        decoder: D,
-    ) -> Result<PieceStream, ProviderError> {
-        let response = send(request, self.limits, error_message).await?;
-        Ok(piece_stream(response, self.limits.stall, decoder))
-    }
-}
-
-/// Limits an adapter enforces itself, because only it sees the response arrive.
-#[derive(Clone, Copy, Debug)]
-pub struct WireLimits {
-    /// From sending the request to the response head.
-    pub first_byte: Duration,
-    /// Longest silence between two chunks of a body.
-    pub stall: Duration,
-}
 
 /// Whether a stream goes on after an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,53 +35,94 @@ pub(crate) trait SseDecoder: Send + 'static {
     fn decode(&mut self, event: &Event, out: &mut Vec<Piece>) -> Result<Flow, ProviderError>;
 }
 
-/// Sends the request and returns the response if its status is a success. An error
-/// status is classified with the message `error_message` extracts from the body.
-pub(crate) async fn send(
-    request: reqwest::RequestBuilder,
-    limits: WireLimits,
-    error_message: ErrorParser,
-) -> Result<reqwest::Response, ProviderError> {
-    let response = match tokio::time::timeout(limits.first_byte, request.send()).await {
-        Err(_) => return Err(ProviderError::Timeout(TimeoutKind::FirstByte)),
-        Ok(Err(err)) => return Err(ProviderError::from_transport(&err)),
-        Ok(Ok(response)) => response,
-    };
-    let status = response.status();
-    if status.is_success() {
-        return Ok(response);
-    }
-    let retry = retry_after(response.headers());
-    let body = tokio::time::timeout(limits.stall, response.text())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    let fault = error_message(&body).unwrap_or_else(|| {
-        let reason = status.canonical_reason().unwrap_or("error");
-        WireFault {
-            message: format!("HTTP {} {reason}", status.as_u16()),
-            ..WireFault::default()
-        }
-    });
-    Err(ProviderError::from_status(status.as_u16(), fault, retry))
+/// Why the bytes of a stream stopped.
+#[derive(Debug, thiserror::Error)]
+enum BytesError {
+    /// The connection failed.
+    #[error(transparent)]
+    Transport(#[from] reqwest::Error),
+    /// A cap was reached.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
-/// Reads a whole (non-streamed) body under the stall limit and parses it as JSON.
-pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
-    response: reqwest::Response,
+/// Counts a stream's bytes as they pass: the whole stream, the current line and
+/// the current event (up to a blank line), failing the stream past a cap. The
+/// SSE parser buffers a line until its end, so without this an endless line
+/// would grow without bound.
+struct Capped<S> {
+    inner: S,
     limits: WireLimits,
-) -> Result<T, ProviderError> {
-    let bytes = match tokio::time::timeout(limits.stall, response.bytes()).await {
-        Err(_) => return Err(ProviderError::Timeout(TimeoutKind::Stall)),
-        Ok(Err(err)) => return Err(ProviderError::from_transport(&err)),
-        Ok(Ok(bytes)) => bytes,
-    };
-    serde_json::from_slice(&bytes).map_err(|err| ProviderError::Malformed(err.to_string()))
+    total: usize,
+    line: usize,
+    event: usize,
+    /// The previous byte ended a line (`\n`, ignoring `\r`).
+    after_newline: bool,
+    failed: bool,
+}
+
+impl<S> Capped<S> {
+    fn tally(&mut self, chunk: &[u8]) -> Result<(), BytesError> {
+        self.total += chunk.len();
+        if self.total > self.limits.max_stream {
+            return Err(BytesError::TooLarge(format!(
+                "the stream is larger than {} bytes",
+                self.limits.max_stream
+            )));
+        }
+        for &byte in chunk {
+            match byte {
+                b'\n' => {
+                    if self.after_newline {
+                        self.event = 0;
+                    }
+                    self.after_newline = true;
+                    self.line = 0;
+                }
+                b'\r' => {}
+                _ => {
+                    self.after_newline = false;
+                    self.line += 1;
+                    self.event += 1;
+                }
+            }
+            if self.line > self.limits.max_event || self.event > self.limits.max_event {
+                return Err(BytesError::TooLarge(format!(
+                    "an event is larger than {} bytes",
+                    self.limits.max_event
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<S> Stream for Capped<S>
+where
+    S: Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
+{
+    type Item = Result<Bytes, BytesError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.failed {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => match self.tally(&chunk) {
+                Ok(()) => Poll::Ready(Some(Ok(chunk))),
+                Err(err) => {
+                    self.failed = true;
+                    Poll::Ready(Some(Err(err)))
+                }
+            },
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err.into()))),
+            other => other.map(|o| o.map(|r| r.map_err(Into::into))),
+        }
+    }
 }
 
 struct Reader<D> {
-    events: futures::stream::BoxStream<'static, Result<Event, EventStreamError<reqwest::Error>>>,
+    events: futures::stream::BoxStream<'static, Result<Event, EventStreamError<BytesError>>>,
     decoder: D,
     stall: Duration,
     /// Pieces decoded but not yet handed out.
@@ -170,8 +149,11 @@ impl<D: SseDecoder> Reader<D> {
                 Ok(None) => Err(ProviderError::Malformed(
                     "stream ended before its end marker".into(),
                 )),
-                Ok(Some(Err(EventStreamError::Transport(err)))) => {
+                Ok(Some(Err(EventStreamError::Transport(BytesError::Transport(err))))) => {
                     Err(ProviderError::from_transport(&err))
+                }
+                Ok(Some(Err(EventStreamError::Transport(BytesError::TooLarge(why))))) => {
+                    Err(ProviderError::Malformed(why))
                 }
                 Ok(Some(Err(err))) => Err(ProviderError::Malformed(err.to_string())),
                 Ok(Some(Ok(event))) => Ok(event),
@@ -207,13 +189,22 @@ impl<D: SseDecoder> Reader<D> {
 /// Turns an SSE response into a [`PieceStream`] using `decoder` for the protocol.
 pub(crate) fn piece_stream<D: SseDecoder>(
     response: reqwest::Response,
-    stall: Duration,
+    limits: WireLimits,
     decoder: D,
 ) -> PieceStream {
+    let bytes = Capped {
+        inner: response.bytes_stream(),
+        limits,
+        total: 0,
+        line: 0,
+        event: 0,
+        after_newline: false,
+        failed: false,
+    };
     let reader = Reader {
-        events: response.bytes_stream().eventsource().boxed(),
+        events: bytes.eventsource().boxed(),
         decoder,
-        stall,
+        stall: limits.stall,
         ready: VecDeque::new(),
         ended: None,
         finished: false,

@@ -1,0 +1,170 @@
+//! What both protocols share on the wire: where an adapter sends and with which
+//! limits, sending a request under a first-byte limit, and reading a body whole
+//! within a size cap, turning an error response into a [`ProviderError`].
+//!
+//! Every byte a provider sends is bounded: an error body is read up to
+//! `max_error_body` (the rest is ignored), a whole answer up to `max_body`
+//! (beyond it the attempt is malformed), and a stream as `sse.rs` says.
+
+use super::sse::{piece_stream, SseDecoder};
+use super::{retry_after, PieceStream, ProviderError, ProviderTarget, TimeoutKind, WireFault};
+use crate::config::Secret;
+use futures::StreamExt;
+use std::time::Duration;
+
+/// Reads a protocol's error body.
+pub(crate) type ErrorParser = fn(&str) -> Option<WireFault>;
+
+/// Limits an adapter enforces itself, because only it sees the response arrive.
+#[derive(Clone, Copy, Debug)]
+pub struct WireLimits {
+    /// From sending the request to the response head.
+    pub first_byte: Duration,
+    /// Longest silence between two chunks of a body.
+    pub stall: Duration,
+    /// Most bytes of an error body read for its message.
+    pub max_error_body: usize,
+    /// Most bytes of a whole (non-streamed) answer.
+    pub max_body: usize,
+    /// Most bytes of one SSE line or event.
+    pub max_event: usize,
+    /// Most bytes of a whole streamed answer, every event counted.
+    pub max_stream: usize,
+}
+
+impl WireLimits {
+    /// Limits with these timeouts and the default size caps (1 MiB error bodies,
+    /// 8 MiB answers, 1 MiB events, 8 MiB streams).
+    pub const fn with_timeouts(first_byte: Duration, stall: Duration) -> Self {
+        Self {
+            first_byte,
+            stall,
+            max_error_body: 1 << 20,
+            max_body: 8 << 20,
+            max_event: 1 << 20,
+            max_stream: 8 << 20,
+        }
+    }
+}
+
+/// What every adapter holds, whatever its protocol: who it is, where it sends,
+/// with which credentials, connection pool and limits.
+pub(crate) struct Target {
+    /// Configured name, reported in routes and attempts.
+    pub name: String,
+    /// Model id sent in every request.
+    pub model: String,
+    /// The protocol's endpoint, direct or through the fault proxy.
+    pub endpoint: super::Endpoint,
+    /// The API key; absent for simulated or keyless local servers (Ollama, vLLM).
+    pub api_key: Option<Secret>,
+    /// Shared connection pool.
+    pub client: reqwest::Client,
+    /// Timeouts and size caps.
+    pub limits: WireLimits,
+}
+
+impl Target {
+    /// The protocol's endpoint at `path` below the provider's base URL.
+    pub fn new(target: ProviderTarget, path: &str, client: reqwest::Client) -> Self {
+        Self {
+            name: target.name,
+            model: target.model,
+            endpoint: target.base.join(path),
+            api_key: target.api_key,
+            client,
+            limits: target.limits,
+        }
+    }
+
+    /// Sends a non-streamed request and parses its whole JSON answer.
+    pub async fn fetch_json<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        error_message: ErrorParser,
+    ) -> Result<T, ProviderError> {
+        let response = send(request, self.limits, error_message).await?;
+        let bytes = read_capped(response, self.limits.stall, self.limits.max_body)
+            .await?
+            .map_err(|(cap, _)| {
+                ProviderError::Malformed(format!("the answer is larger than {cap} bytes"))
+            })?;
+        serde_json::from_slice(&bytes).map_err(|err| ProviderError::Malformed(err.to_string()))
+    }
+
+    /// Sends a streamed request and decodes its SSE body with `decoder`.
+    pub async fn open_stream<D: SseDecoder>(
+        &self,
+        request: reqwest::RequestBuilder,
+        error_message: ErrorParser,
+        decoder: D,
+    ) -> Result<PieceStream, ProviderError> {
+        let response = send(request, self.limits, error_message).await?;
+        Ok(piece_stream(response, self.limits, decoder))
+    }
+}
+
+/// Sends the request and returns the response if its status is a success. An error
+/// status is classified with what `error_message` extracts from the body.
+async fn send(
+    request: reqwest::RequestBuilder,
+    limits: WireLimits,
+    error_message: ErrorParser,
+) -> Result<reqwest::Response, ProviderError> {
+    let response = match tokio::time::timeout(limits.first_byte, request.send()).await {
+        Err(_) => return Err(ProviderError::Timeout(TimeoutKind::FirstByte)),
+        Ok(Err(err)) => return Err(ProviderError::from_transport(&err)),
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry = retry_after(response.headers());
+    // The message is read from the first bytes only; a huge or endless error
+    // body costs at most the cap and one stall.
+    let body = match read_capped(response, limits.stall, limits.max_error_body).await {
+        Ok(Ok(bytes)) | Ok(Err((_, bytes))) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => String::new(),
+    };
+    let fault = error_message(&body).unwrap_or_else(|| {
+        let reason = status.canonical_reason().unwrap_or("error");
+        WireFault {
+            message: format!("HTTP {} {reason}", status.as_u16()),
+            ..WireFault::default()
+        }
+    });
+    Err(ProviderError::from_status(status.as_u16(), fault, retry))
+}
+
+/// A body that went past its cap: the cap, and the bytes read up to it.
+type OverCap = (usize, Vec<u8>);
+
+/// Reads a whole body, each chunk within the stall limit, keeping at most `cap`
+/// bytes: `Ok(Err(..))` when it was larger (reading stops there).
+async fn read_capped(
+    response: reqwest::Response,
+    stall: Duration,
+    cap: usize,
+) -> Result<Result<Vec<u8>, OverCap>, ProviderError> {
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Ok(Err((cap, Vec::new())));
+    }
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    loop {
+        match tokio::time::timeout(stall, chunks.next()).await {
+            Err(_) => return Err(ProviderError::Timeout(TimeoutKind::Stall)),
+            Ok(None) => return Ok(Ok(body)),
+            Ok(Some(Err(err))) => return Err(ProviderError::from_transport(&err)),
+            Ok(Some(Ok(chunk))) => {
+                let room = cap - body.len();
+                if chunk.len() > room {
+                    body.extend_from_slice(&chunk[..room]);
+                    return Ok(Err((cap, body)));
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
