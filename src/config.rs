@@ -510,6 +510,9 @@ impl Config {
                 }
             };
         }
+        if let Some(v) = get("CHAOSAI_SHUTDOWN_GRACE_MS") {
+            self.server.shutdown_grace_ms = parse("CHAOSAI_SHUTDOWN_GRACE_MS", v)?;
+        }
         if let Some(v) = get("CHAOSAI_BREAKER_OPEN_FOR_MS") {
             let ms: u64 = parse("CHAOSAI_BREAKER_OPEN_FOR_MS", v)?;
             for provider in &mut self.providers {

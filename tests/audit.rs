@@ -590,3 +590,258 @@ async fn a_lone_record_is_written_when_the_flush_interval_ends_and_a_full_batch_
     }
     assert_eq!(tokio::time::Instant::now(), before, "no time passed");
 }
+
+/// Makes the database itself refuse some rows, as a constraint would: the
+/// request `poison`, and every ticket when `tickets` is set.
+async fn refuse_rows(pool: &sqlx::SqlitePool, tickets: bool) {
+    sqlx::query(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON requests WHEN NEW.id = 'poison' \
+         BEGIN SELECT RAISE(ABORT, 'this row is refused'); END",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    if tickets {
+        sqlx::query(
+            "CREATE TRIGGER refuse_tickets BEFORE INSERT ON tickets \
+             BEGIN SELECT RAISE(ABORT, 'tickets are refused'); END",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn one_bad_row_never_takes_its_batch_with_it() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = writer_on(dir.path(), 100).await;
+    refuse_rows(store.pool(), false).await;
+    for i in 0..20 {
+        writer.write(request_record(i)).await;
+        if i == 10 {
+            let chaosai::store::audit::AuditRecord::Request(mut poison) = request_record(0) else {
+                unreachable!()
+            };
+            poison.id = "poison".into();
+            writer
+                .write(chaosai::store::audit::AuditRecord::Request(poison))
+                .await;
+        }
+    }
+    writer.flush().await;
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 20, "every good row of the batch was committed");
+    let c = writer.counters();
+    assert_eq!(
+        c.rejected.load(Relaxed),
+        1,
+        "only the bad row was set aside"
+    );
+    assert_eq!(
+        c.written.load(Relaxed),
+        rows as u64,
+        "written counts what is in the table"
+    );
+}
+
+#[tokio::test]
+async fn a_writer_that_dies_is_restarted_and_its_records_still_arrive() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = writer_on(dir.path(), 100).await;
+    for i in 0..50 {
+        writer.write(request_record(i)).await;
+    }
+    writer.crash_writer().await;
+    for i in 50..100 {
+        writer.write(request_record(i)).await;
+    }
+    writer.flush().await;
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 100);
+    assert_eq!(
+        writer.counters().restarts.load(Relaxed),
+        1,
+        "the death was counted"
+    );
+}
+
+#[tokio::test]
+async fn a_ticket_number_is_shown_only_once_the_ticket_is_stored() {
+    // Durable: the number is given, and the row is there when the reply is.
+    let s = TestServer::start_with(busy).await;
+    for provider in ["claude", "gpt", "llama"] {
+        s.inject(provider, json!({"kind": "outage"})).await;
+    }
+    let res = s
+        .chat("chaosai", "My blender makes a strange noise", false)
+        .await;
+    let ticket = res.headers()["x-chaosai-ticket"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tickets WHERE id = ?")
+        .bind(&ticket)
+        .fetch_one(s.server.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "committed before the customer saw its number");
+
+    // Not durable (the database refuses tickets): no number that leads nowhere.
+    let s = TestServer::start_with(busy).await;
+    refuse_rows(s.server.store.pool(), true).await;
+    for provider in ["claude", "gpt", "llama"] {
+        s.inject(provider, json!({"kind": "outage"})).await;
+    }
+    let res = s
+        .chat("chaosai", "My blender makes a strange noise", false)
+        .await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("x-chaosai-ticket").is_none());
+    let body: Value = res.json().await.unwrap();
+    let text = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!text.contains("T-"), "{text}");
+    assert!(text.contains("could not open a ticket"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_writes_tickets_and_audit_at_once_never_lock_the_database() {
+    let s = TestServer::start_with(|c| {
+        busy(c);
+        c.cache.enabled = true;
+    })
+    .await;
+    // Half the traffic opens tickets (every provider down for these questions'
+    // pinned model), half is answered and cached, all of it audited.
+    s.inject("llama", json!({"kind": "outage"})).await;
+    let mut workers = Vec::new();
+    for w in 0..16 {
+        let (client, url) = (s.client.clone(), s.url("/v1/chat/completions"));
+        workers.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let body = if (w + i) % 2 == 0 {
+                    ask(
+                        "llama",
+                        &format!("My blender makes noise number {w}-{i}"),
+                        false,
+                    )
+                } else {
+                    ask(
+                        "chaosai",
+                        &format!("Question {w} {i}: how much is shipping?"),
+                        false,
+                    )
+                };
+                let res = client.post(&url).json(&body).send().await.unwrap();
+                assert_eq!(res.status(), 200);
+                res.bytes().await.unwrap();
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    s.server.audit.as_ref().unwrap().flush().await;
+    assert_eq!(count(&s, "SELECT COUNT(*) FROM requests").await, 400);
+    assert!(count(&s, "SELECT COUNT(*) FROM tickets").await > 0);
+    assert_eq!(
+        s.metric("chaosai_audit_retries_total").await,
+        0.0,
+        "no database error, locked or otherwise"
+    );
+    assert_eq!(s.metric("chaosai_audit_rejected_total").await, 0.0);
+}
+
+#[tokio::test]
+async fn retention_reaches_every_table() {
+    let s = TestServer::start_with(|c| {
+        busy(c);
+        c.audit.retention_days = 1;
+        c.audit.prune_interval_s = 1;
+    })
+    .await;
+    let pool = s.server.store.pool();
+    let old = chaosai::clock::unix_ms_now() - 3 * 86_400_000;
+    for sql in [
+        "INSERT INTO requests (id, created_at_ms, surface, stream, status, latency_ms, overhead_ms, question_chars, answer_chars) VALUES ('old', ?, 'api', 0, 'ok', 1, 0, 1, 1)",
+        "INSERT INTO messages (at_ms, conversation_id, request_id, role, content) VALUES (?, 'c', 'old', 'user', 'hi')",
+        "INSERT INTO tickets (id, created_at_ms, request_id, question, conversation_json, failure_json) VALUES ('T-OLD', ?, 'old', 'q', '[]', '[]')",
+        "INSERT INTO breaker_transitions (at_ms, provider, from_state, to_state, reason) VALUES (?, 'gpt', 'closed', 'open', 'r')",
+        "INSERT INTO fault_changes (at_ms, provider, action, changed_by) VALUES (?, 'gpt', 'set', 'admin')",
+    ] {
+        sqlx::query(sql).bind(old).execute(pool).await.unwrap();
+    }
+    s.chat("chaosai", "refund?", false).await;
+    for table in [
+        "messages",
+        "tickets",
+        "breaker_transitions",
+        "fault_changes",
+    ] {
+        s.rows(&format!("SELECT COUNT(*) FROM {table}"), |n| n == 0)
+            .await;
+    }
+    s.rows("SELECT COUNT(*) FROM requests WHERE id = 'old'", |n| n == 0)
+        .await;
+    // The fresh row is written and stays.
+    s.rows("SELECT COUNT(*) FROM requests WHERE id != 'old'", |n| {
+        n == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_still_running_at_sigterm_ends_with_its_error_and_keeps_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("term.db").display());
+    let server = Binary::start(
+        &[
+            ("CHAOSAI_DATABASE_URL", db.clone()),
+            // Slow enough that the answer is still streaming when the grace ends.
+            ("CHAOSAI_SIM_CHUNK_DELAY_MS", "150".to_string()),
+            ("CHAOSAI_SHUTDOWN_GRACE_MS", "300".to_string()),
+            ("CHAOSAI_CACHE", "off".to_string()),
+        ],
+        std::process::Stdio::null(),
+    )
+    .await;
+    let mut res = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", server.base))
+        .json(&ask("chaosai", "Where is my order?", true))
+        .send()
+        .await
+        .unwrap();
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    let mut body = String::from_utf8(res.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    let status = tokio::task::spawn_blocking(move || server.stop());
+    while let Ok(Some(chunk)) = res.chunk().await {
+        body.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(status.await.unwrap().success(), "exit 0 after SIGTERM");
+    let data = support::app::sse_data(&body);
+    assert_ne!(
+        data.last().map(String::as_str),
+        Some("[DONE]"),
+        "not taken as whole"
+    );
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "stream_interrupted", "{last}");
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let status: String = sqlx::query_scalar("SELECT status FROM requests WHERE id = ?")
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        status, "stream_failed",
+        "the interrupted stream has its row"
+    );
+}

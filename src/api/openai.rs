@@ -389,4 +389,60 @@ mod tests {
             decode(br#"{"model":"gpt","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
         assert_eq!(pinned.gateway.pinned.as_deref(), Some("gpt"));
     }
+
+    mod properties {
+        use super::super::decode;
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            #[test]
+            fn arbitrary_bytes_get_an_answer_or_an_error_never_a_panic(
+                body in proptest::collection::vec(any::<u8>(), 0..400)
+            ) {
+                let _ = decode(&body);
+            }
+
+            #[test]
+            fn arbitrary_json_gets_an_answer_or_an_error_naming_the_problem(
+                model in proptest::option::of("[a-z]{0,8}"),
+                roles in proptest::collection::vec("(user|assistant|system|developer|tool|x)", 0..5),
+                texts in proptest::collection::vec(".{0,30}", 0..5),
+                stream in proptest::option::of(any::<bool>()),
+                temperature in proptest::option::of(-5.0f64..5.0),
+            ) {
+                let messages: Vec<_> = roles
+                    .iter()
+                    .zip(texts.iter().chain(std::iter::repeat(&String::new())))
+                    .map(|(role, text)| json!({"role": role, "content": text}))
+                    .collect();
+                let body = json!({"model": model, "messages": messages, "stream": stream,
+                    "temperature": temperature});
+                if let Err(err) = decode(body.to_string().as_bytes()) {
+                    prop_assert!(!err.message.is_empty());
+                }
+            }
+
+            #[test]
+            fn valid_requests_round_trip_into_the_gateways_request(
+                texts in proptest::collection::vec("[^\\x00]{1,40}", 1..6),
+                stream in any::<bool>(),
+            ) {
+                let messages: Vec<_> = texts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": t}))
+                    .collect();
+                let body = json!({"model": "chaosai", "messages": messages, "stream": stream});
+                let decoded = decode(body.to_string().as_bytes()).unwrap();
+                prop_assert_eq!(decoded.stream, stream);
+                let contents: Vec<&str> =
+                    decoded.gateway.turns.iter().map(|t| t.content.as_str()).collect();
+                let expected: Vec<&str> = texts.iter().map(String::as_str).collect();
+                prop_assert_eq!(contents, expected);
+            }
+        }
+    }
 }

@@ -260,29 +260,50 @@ fn mirror_counts(
     cache: Option<&Arc<SemanticCache>>,
 ) {
     if let Some(audit) = audit {
-        let c = audit.counters();
-        let (overflow, written, retries) = (c.clone(), c.clone(), c.clone());
-        metrics.mirror(
-            Mirrored::default()
-                .counter(
-                    "chaosai_audit_overflow_total",
-                    "Audit records that found the queue full (kept, not dropped)",
-                    &[],
-                    Box::new(move || overflow.overflow.load(Relaxed)),
-                )
-                .counter(
-                    "chaosai_audit_written_total",
-                    "Audit records written",
-                    &[],
-                    Box::new(move || written.written.load(Relaxed)),
-                )
-                .counter(
-                    "chaosai_audit_retries_total",
-                    "Audit batches retried after a database error",
-                    &[],
-                    Box::new(move || retries.retries.load(Relaxed)),
-                ),
-        );
+        type Field = fn(&crate::store::audit::AuditCounters) -> &std::sync::atomic::AtomicU64;
+        let counts: [(&str, &str, Field); 6] = [
+            (
+                "chaosai_audit_overflow_total",
+                "Audit records that found the queue full (kept on the overflow list)",
+                |c| &c.overflow,
+            ),
+            (
+                "chaosai_audit_written_total",
+                "Audit records committed",
+                |c| &c.written,
+            ),
+            (
+                "chaosai_audit_retries_total",
+                "Audit writes retried after a database error",
+                |c| &c.retries,
+            ),
+            (
+                "chaosai_audit_rejected_total",
+                "Audit rows the database refused for good (set aside, logged)",
+                |c| &c.rejected,
+            ),
+            (
+                "chaosai_audit_dropped_total",
+                "Audit records dropped: queue and overflow list full (logged)",
+                |c| &c.dropped,
+            ),
+            (
+                "chaosai_audit_restarts_total",
+                "Times the audit writer died and was restarted",
+                |c| &c.restarts,
+            ),
+        ];
+        let mut mirrored = Mirrored::default();
+        for (name, help, field) in counts {
+            let counters = audit.counters().clone();
+            mirrored = mirrored.counter(
+                name,
+                help,
+                &[],
+                Box::new(move || field(&counters).load(Relaxed)),
+            );
+        }
+        metrics.mirror(mirrored);
     }
     if let Some(cache) = cache {
         let counts = |result: &'static str| {

@@ -164,7 +164,7 @@ struct EventDecoder;
 impl SseDecoder for EventDecoder {
     fn decode(
         &mut self,
-        event: &eventsource_stream::Event,
+        event: &super::sse::Event,
         out: &mut Vec<Piece>,
     ) -> Result<Flow, ProviderError> {
         if event.data.trim().is_empty() {

@@ -173,7 +173,7 @@ struct ChunkDecoder;
 impl SseDecoder for ChunkDecoder {
     fn decode(
         &mut self,
-        event: &eventsource_stream::Event,
+        event: &super::sse::Event,
         out: &mut Vec<Piece>,
     ) -> Result<Flow, ProviderError> {
         let data = event.data.trim();

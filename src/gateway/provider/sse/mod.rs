@@ -1,0 +1,268 @@
+//! Reading an SSE body into answer pieces, whatever the protocol: under a stall
+//! limit, until the protocol's end marker or its finish reason, and within size
+//! caps (one line or event, the whole stream), so a hostile provider can neither
+//! stall nor bloat the gateway.
+//!
+//! - `parser`: the bounded, incremental `text/event-stream` parser.
+
+mod parser;
+
+use super::wire::WireLimits;
+use super::{Piece, PieceStream, ProviderError, TimeoutKind};
+use futures::StreamExt;
+pub(crate) use parser::Event;
+use parser::Parser;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// After the provider said why it stopped, trailing events (a usage chunk,
+/// `[DONE]`, `message_stop`) are waited for this long at most: the answer is
+/// already whole, so a server that keeps the connection open costs nothing.
+const TRAILER_WAIT: Duration = Duration::from_millis(500);
+
+/// Whether a stream goes on after an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// More events follow.
+    Continue,
+    /// The protocol's explicit end of the answer.
+    End,
+}
+
+/// Decodes one protocol's SSE events.
+pub(crate) trait SseDecoder: Send + 'static {
+    /// Interprets one event, appending what it carries to `out` (an event may carry
+    /// text and the finish reason at once, or nothing); an `Err` ends the stream
+    /// with that failure.
+    fn decode(&mut self, event: &Event, out: &mut Vec<Piece>) -> Result<Flow, ProviderError>;
+}
+
+struct Reader<D> {
+    /// The body's bytes as they arrive.
+    bytes: futures::stream::BoxStream<'static, Result<bytes::Bytes, reqwest::Error>>,
+    /// Bytes into events.
+    parser: Parser,
+    decoder: D,
+    limits: WireLimits,
+    /// Bytes received so far, for the whole stream's cap.
+    received: usize,
+    /// Pieces decoded but not yet handed out.
+    ready: VecDeque<Piece>,
+    /// The protocol's end marker arrived (`Some(Ok)`), or the stream failed.
+    ended: Option<Result<(), ProviderError>>,
+    /// The provider said why it stopped: the answer is whole, whatever follows.
+    finished: bool,
+    /// Scratch buffer for one event's pieces.
+    scratch: Vec<Piece>,
+}
+
+impl<D: SseDecoder> Reader<D> {
+    /// The next event: parsed from what arrived already, or after reading more.
+    async fn next_event(&mut self) -> Result<Event, ProviderError> {
+        loop {
+            if let Some(event) = self.parser.next_event() {
+                return Ok(event);
+            }
+            let wait = if self.finished {
+                self.limits.stall.min(TRAILER_WAIT)
+            } else {
+                self.limits.stall
+            };
+            let chunk = match tokio::time::timeout(wait, self.bytes.next()).await {
+                Err(_) => return Err(ProviderError::Timeout(TimeoutKind::Stall)),
+                Ok(None) => {
+                    return Err(ProviderError::Malformed(
+                        "stream ended before its end marker".into(),
+                    ))
+                }
+                Ok(Some(Err(err))) => return Err(ProviderError::from_transport(&err)),
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            self.received += chunk.len();
+            if self.received > self.limits.max_stream {
+                return Err(ProviderError::Malformed(format!(
+                    "the stream is larger than {} bytes",
+                    self.limits.max_stream
+                )));
+            }
+            self.parser
+                .push(&chunk)
+                .map_err(|err| ProviderError::Malformed(err.to_string()))?;
+        }
+    }
+
+    /// Reads events until a piece is ready or the stream ends.
+    async fn fill(&mut self) {
+        while self.ready.is_empty() && self.ended.is_none() {
+            let event = self.next_event().await;
+            let flow = event.and_then(|event| self.decoder.decode(&event, &mut self.scratch));
+            for piece in self.scratch.drain(..) {
+                match piece {
+                    // Empty text carries nothing; consumers count on every Text having some.
+                    Piece::Text(text) if text.is_empty() => {}
+                    // Text after the finish reason would make the "whole" answer a lie.
+                    Piece::Text(_) if self.finished => {}
+                    Piece::Finish(_) if self.finished => {}
+                    Piece::Finish(reason) => {
+                        self.finished = true;
+                        self.ready.push_back(Piece::Finish(reason));
+                    }
+                    piece => self.ready.push_back(piece),
+                }
+            }
+            match flow {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::End) => self.ended = Some(Ok(())),
+                // The provider already said the answer is complete (some
+                // OpenAI-compatible servers close without `[DONE]`): what comes
+                // after it cannot break the answer.
+                Err(_) if self.finished => self.ended = Some(Ok(())),
+                Err(err) => self.ended = Some(Err(err)),
+            }
+        }
+    }
+}
+
+/// Turns an SSE response into a [`PieceStream`] using `decoder` for the protocol.
+pub(crate) fn piece_stream<D: SseDecoder>(
+    response: reqwest::Response,
+    limits: WireLimits,
+    decoder: D,
+) -> PieceStream {
+    let reader = Reader {
+        bytes: response.bytes_stream().boxed(),
+        parser: Parser::new(limits.max_event),
+        decoder,
+        limits,
+        received: 0,
+        ready: VecDeque::new(),
+        ended: None,
+        finished: false,
+        scratch: Vec::new(),
+    };
+    futures::stream::unfold(reader, |mut reader| async move {
+        reader.fill().await;
+        if let Some(piece) = reader.ready.pop_front() {
+            return Some((Ok(piece), reader));
+        }
+        match reader.ended.take() {
+            Some(Err(err)) => {
+                // Report the failure once; the next poll ends the stream.
+                reader.ended = Some(Ok(()));
+                Some((Err(err), reader))
+            }
+            _ => None,
+        }
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::provider::FinishReason;
+    use proptest::prelude::*;
+
+    /// OpenAI's chunks, the simplest decoder, over the shared reader.
+    struct Chunks;
+
+    impl SseDecoder for Chunks {
+        fn decode(&mut self, event: &Event, out: &mut Vec<Piece>) -> Result<Flow, ProviderError> {
+            if event.data == "[DONE]" {
+                return Ok(Flow::End);
+            }
+            let value: serde_json::Value = serde_json::from_str(&event.data)
+                .map_err(|e| ProviderError::Malformed(e.to_string()))?;
+            if let Some(text) = value["t"].as_str() {
+                out.push(Piece::Text(text.to_string()));
+            }
+            if value["f"].as_bool() == Some(true) {
+                out.push(Piece::Finish(FinishReason::Stop));
+            }
+            Ok(Flow::Continue)
+        }
+    }
+
+    fn limits() -> WireLimits {
+        let mut limits = WireLimits::with_timeouts(Duration::from_secs(5), Duration::from_secs(5));
+        limits.max_event = 4096;
+        limits.max_stream = 64 * 1024;
+        limits
+    }
+
+    /// Decodes `chunks` as one response body, arriving in those pieces.
+    fn decode(chunks: Vec<Vec<u8>>) -> Vec<Result<Piece, ProviderError>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let body = reqwest::Body::wrap_stream(futures::stream::iter(
+                chunks.into_iter().map(Ok::<_, std::io::Error>),
+            ));
+            let response = reqwest::Response::from(axum::http::Response::new(body));
+            piece_stream(response, limits(), Chunks).collect().await
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_and_end_in_one_failure_at_most(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..600), 0..12)
+        ) {
+            let items = decode(chunks);
+            let failures = items.iter().filter(|i| i.is_err()).count();
+            prop_assert!(failures <= 1);
+            if failures == 1 {
+                prop_assert!(items.last().unwrap().is_err(), "a failure ends the stream");
+            }
+        }
+
+        #[test]
+        fn valid_streams_round_trip_however_they_are_split(
+            texts in proptest::collection::vec("[a-zA-Z0-9 .,!?]{1,20}", 1..20),
+            splits in proptest::collection::vec(1usize..64, 1..20),
+        ) {
+            let mut body = String::new();
+            for text in &texts {
+                body.push_str(&format!("data: {}\n\n", serde_json::json!({"t": text})));
+            }
+            body.push_str("data: {\"f\": true}\n\ndata: [DONE]\n\n");
+            let bytes = body.into_bytes();
+            let mut chunks = Vec::new();
+            let mut at = 0;
+            for size in splits.iter().cycle() {
+                if at >= bytes.len() {
+                    break;
+                }
+                let end = (at + size).min(bytes.len());
+                chunks.push(bytes[at..end].to_vec());
+                at = end;
+            }
+            let pieces: Vec<Piece> = decode(chunks).into_iter().map(Result::unwrap).collect();
+            let mut expected: Vec<Piece> = texts.iter().cloned().map(Piece::Text).collect();
+            expected.push(Piece::Finish(FinishReason::Stop));
+            prop_assert_eq!(pieces, expected);
+        }
+    }
+
+    #[test]
+    fn an_endless_line_or_stream_is_cut_at_its_cap() {
+        // A line that never ends.
+        let line = vec![b'x'; 10_000];
+        let items = decode(vec![b"data: ".to_vec(), line]);
+        assert!(
+            matches!(items.last(), Some(Err(ProviderError::Malformed(m))) if m.contains("event")),
+            "{items:?}"
+        );
+        // Many small valid events past the stream's cap.
+        let event = format!("data: {}\n\n", serde_json::json!({"t": "word"}));
+        let items = decode(vec![event.repeat(4_000).into_bytes()]);
+        assert!(
+            matches!(items.last(), Some(Err(ProviderError::Malformed(m))) if m.contains("stream")),
+            "{items:?}"
+        );
+    }
+}
