@@ -69,6 +69,8 @@ async fn main() {
                 format!("sqlite://{}", dir.path().join("bench.db").display()),
             ),
             ("CHAOSAI_BENCH_KEY", "sk-bench".into()),
+            // The providers are this process's simulators, reached as "real" ones.
+            ("CHAOSAI_SIMULATE", "auto".into()),
         ],
         Stdio::null(),
     )

@@ -6,8 +6,14 @@
 //! 20% of RSS after warm-up. Exits non-zero when a check fails.
 //!
 //! `SOAK_SECONDS` (default 300) and `SOAK_RPS` (default 20) set the length and rate.
+//! `SOAK_HOSTILE=1` puts a hostile provider second in the cascade: a raw-TCP
+//! server that cycles through nonsense `Retry-After`, endless error bodies,
+//! endless answers and lines, and pings forever after the first token.
 
 mod support;
+
+#[path = "../tests/support/hostile.rs"]
+mod hostile;
 
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -33,6 +39,26 @@ const PROVIDERS: &[&str] = &["claude", "gpt", "llama"];
 /// The gateway's overall deadline in the shipped config.
 const DEADLINE_MS: f64 = 25_000.0;
 
+/// The shipped configuration with the hostile provider second in the cascade.
+fn with_hostile_provider(base_url: &str) -> String {
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/chaosai.toml"))
+        .expect("the shipped config");
+    let hostile = format!(
+        "\n[[providers]]\nname = \"hostile\"\nprotocol = \"openai\"\nmodel = \"hostile-model\"\n\
+         base_url = \"{base_url}\"\napi_key_env = \"HOSTILE_KEY\"\n"
+    );
+    // After the first provider's table, before the second's.
+    let second = shipped
+        .match_indices("[[providers]]")
+        .nth(1)
+        .map(|(at, _)| at)
+        .unwrap_or(shipped.len());
+    // A stream the hostile keeps alive with pings ends at the answer budget;
+    // within the soak's deadline check, not the shipped two minutes.
+    let shipped = format!("{}{hostile}\n{}", &shipped[..second], &shipped[second..]);
+    shipped.replacen("[gateway]\n", "[gateway]\nanswer_budget_ms = 20000\n", 1)
+}
+
 #[tokio::main]
 async fn main() {
     let seconds: u64 = std::env::var("SOAK_SECONDS")
@@ -47,16 +73,45 @@ async fn main() {
     let db = format!("sqlite://{}", dir.path().join("soak.db").display());
     let log_path = dir.path().join("gateway.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let gateway = Gateway::start(
-        &[
-            ("CHAOSAI_DATABASE_URL", db.clone()),
-            ("CHAOSAI_SIMULATE", "always".into()),
-            ("CHAOSAI_SIM_CHUNK_DELAY_MS", "5".into()),
-            ("CHAOSAI_BREAKER_OPEN_FOR_MS", "3000".into()),
-        ],
-        Stdio::from(log),
-    )
-    .await;
+    let mut env = vec![
+        ("CHAOSAI_DATABASE_URL", db.clone()),
+        ("CHAOSAI_SIMULATE", "always".to_string()),
+        ("CHAOSAI_SIM_CHUNK_DELAY_MS", "5".to_string()),
+        ("CHAOSAI_BREAKER_OPEN_FOR_MS", "3000".to_string()),
+    ];
+    let hostile = if std::env::var("SOAK_HOSTILE").is_ok_and(|v| v == "1") {
+        let hostile = hostile::Hostile::start(hostile::Attack::EndlessAnswer).await;
+        let config = dir.path().join("hostile.toml");
+        std::fs::write(&config, with_hostile_provider(&hostile.base_url)).unwrap();
+        env.extend([
+            ("CHAOSAI_CONFIG", config.display().to_string()),
+            // The hostile provider has a key, so it is "real"; the others have
+            // none here (the binary helper clears the real ones) and stay simulated.
+            ("CHAOSAI_SIMULATE", "auto".to_string()),
+            ("HOSTILE_KEY", "key".to_string()),
+        ]);
+        Some(hostile)
+    } else {
+        None
+    };
+    let gateway = Gateway::start(&env, Stdio::from(log)).await;
+    if let Some(hostile) = hostile.clone() {
+        // A new attack every few seconds, for the whole soak.
+        tokio::spawn(async move {
+            let attacks = [
+                hostile::Attack::RetryAfter("inf".into()),
+                hostile::Attack::EndlessErrorBody,
+                hostile::Attack::EndlessAnswer,
+                hostile::Attack::EndlessLine,
+                hostile::Attack::PingsForever,
+                hostile::Attack::RetryAfter("99999999999999999999".into()),
+            ];
+            for attack in attacks.iter().cycle() {
+                hostile.set(attack.clone());
+                tokio::time::sleep(Duration::from_secs(7)).await;
+            }
+        });
+    }
     let base = gateway.base.clone();
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
@@ -275,6 +330,13 @@ async fn main() {
         );
     }
     println!("\nRoutes: {}", by_route.join(", "));
+    if let Some(hostile) = &hostile {
+        println!(
+            "Hostile provider: {} requests, {:.0} MiB pushed at the gateway",
+            hostile.requests.load(std::sync::atomic::Ordering::Relaxed),
+            hostile.sent_mib()
+        );
+    }
     if checks.iter().any(|(_, ok, _)| !ok) {
         std::process::exit(1);
     }

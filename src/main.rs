@@ -8,7 +8,9 @@ async fn main() -> anyhow::Result<()> {
     use chaosai::config::Config;
     use tracing_subscriber::EnvFilter;
 
+    // Logs go to stderr; stdout carries only the start-up banner.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn,hnsw_rs=warn")),

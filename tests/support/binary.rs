@@ -42,6 +42,10 @@ impl Binary {
             .env("CHAOSAI_ADDR", format!("127.0.0.1:{port}"))
             .env("CHAOSAI_ADMIN_TOKEN", TOKEN)
             .env("CHAOSAI_SIMULATE", "always")
+            // Whatever keys this machine holds, a test never reaches a real provider.
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("GROQ_API_KEY")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(stderr);
