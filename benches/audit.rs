@@ -1,7 +1,7 @@
 //! Audit writer throughput: records queued as fast as possible, written in
 //! batched multi-row transactions to a real SQLite file. Prints rows per second.
 
-use chaosai::shared::{AttemptOutcome, AttemptSummary, RequestStatus, Surface};
+use chaosai::shared::{AttemptOutcome, AttemptSummary, RequestStatus, Surface, Usage, UsageSource};
 use chaosai::store::audit::{AuditRecord, AuditSettings, AuditWriter};
 use chaosai::store::{RequestRecord, Store};
 use std::time::{Duration, Instant};
@@ -13,6 +13,10 @@ fn record(i: usize) -> AuditRecord {
         status: Some(200),
         latency_ms: 12,
         breaker: None,
+        usage: (outcome == AttemptOutcome::Ok).then_some(Usage {
+            prompt_tokens: 40,
+            completion_tokens: 70,
+        }),
     };
     AuditRecord::Request(Box::new(RequestRecord {
         id: format!("bench-{i}"),
@@ -31,6 +35,12 @@ fn record(i: usize) -> AuditRecord {
         ],
         conversation_id: None,
         cache_similarity: None,
+        tenant: "default".into(),
+        usage: Usage {
+            prompt_tokens: 40,
+            completion_tokens: 70,
+        },
+        usage_source: Some(UsageSource::Provider),
     }))
 }
 

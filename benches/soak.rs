@@ -41,8 +41,9 @@ const DEADLINE_MS: f64 = 25_000.0;
 
 /// The shipped configuration with the hostile provider second in the cascade.
 fn with_hostile_provider(base_url: &str) -> String {
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/chaosai.toml"))
-        .expect("the shipped config");
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/chaosai.toml"))
+            .expect("the shipped config");
     let hostile = format!(
         "\n[[providers]]\nname = \"hostile\"\nprotocol = \"openai\"\nmodel = \"hostile-model\"\n\
          base_url = \"{base_url}\"\napi_key_env = \"HOSTILE_KEY\"\n"

@@ -69,6 +69,28 @@ pub struct Config {
     pub cache: CacheConfig,
     /// The cascade, in priority order: the first entry is tried first.
     pub providers: Vec<ProviderConfig>,
+    /// Client keys of `/v1`; with none (here or made through the admin API),
+    /// `/v1` is open and single-tenant.
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+}
+
+/// One client key, as `[[clients]]` names it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Who the client is (shown in metrics and the admin API).
+    pub name: String,
+    /// The tenant its requests belong to; the cache never crosses tenants.
+    pub tenant: String,
+    /// The SHA-256 of its key, as lower-case hex (`printf %s "$KEY" | sha256sum`).
+    pub key_sha256: String,
+    /// Requests per minute it may make; none means no limit.
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    /// Tokens (prompt and completion) per minute it may spend; none means no limit.
+    #[serde(default)]
+    pub tpm: Option<u32>,
 }
 
 /// HTTP server settings.
@@ -569,6 +591,37 @@ impl Config {
             if token.expose().chars().count() < MIN_TOKEN_CHARS {
                 return Err(ConfigError::Invalid(format!(
                     "CHAOSAI_ADMIN_TOKEN must be at least {MIN_TOKEN_CHARS} characters"
+                )));
+            }
+        }
+        let mut clients = std::collections::HashSet::new();
+        for c in &self.clients {
+            let hex = c.key_sha256.len() == 64
+                && c.key_sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hex {
+                return Err(ConfigError::Invalid(format!(
+                    "client {:?}: key_sha256 must be 64 lower-case hex digits",
+                    c.name
+                )));
+            }
+            if c.name.is_empty() || c.tenant.is_empty() || c.tenant.len() > 128 {
+                return Err(ConfigError::Invalid(format!(
+                    "client {:?}: name and tenant (at most 128 characters) are required",
+                    c.name
+                )));
+            }
+            if c.rpm == Some(0) || c.tpm == Some(0) {
+                return Err(ConfigError::Invalid(format!(
+                    "client {:?}: a limit of 0 lets nothing through; leave it out for none",
+                    c.name
+                )));
+            }
+            if !clients.insert(c.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "duplicate client name {:?}",
+                    c.name
                 )));
             }
         }

@@ -13,6 +13,8 @@
 //!   events, the audit rows) and the names of outcomes, each with one spelling.
 //! - `config` (server): one typed [`Config`](config::Config) loaded from TOML with
 //!   `CHAOSAI_*` environment overrides; a leaf that imports nothing of the core.
+//! - `clients` (server): client keys of `/v1` (hashed), their tenants and their
+//!   requests- and tokens-per-minute limits.
 //! - `cache` (server): layer 0, the semantic cache: local embeddings (ONNX Runtime),
 //!   an HNSW index, the guards that keep a wrong answer out, persistence, TTL.
 //! - `store` (server): the SQLite pool (sqlx), its migrations, the batched
@@ -67,6 +69,8 @@ mod api;
 pub mod cache;
 #[cfg(feature = "ssr")]
 mod chaos;
+#[cfg(feature = "ssr")]
+pub mod clients;
 #[cfg(feature = "ssr")]
 pub mod clock;
 #[cfg(feature = "ssr")]

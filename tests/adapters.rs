@@ -6,8 +6,8 @@ mod support;
 
 use chaosai::config::{Protocol, Secret};
 use chaosai::gateway::provider::{
-    self, Endpoint, FinishReason, Piece, Provider, ProviderError, ProviderRequest, ProviderTarget,
-    TimeoutKind, WireLimits,
+    self, Endpoint, FinishReason, Options, Piece, Provider, ProviderError, ProviderRequest,
+    ProviderTarget, Sampling, TimeoutKind, Tool, ToolCallDelta, ToolChoice, WireLimits,
 };
 use chaosai::shared::ChatTurn;
 use chaosai::shared::ContinuationStyle;
@@ -36,6 +36,49 @@ struct Wire {
     too_long: fn() -> String,
     /// An error body with this message.
     error: fn(&str) -> String,
+    /// A whole answer that calls these tools, reporting 21 prompt and 9 completion tokens.
+    tool_answer: fn(&[Call]) -> String,
+    /// A stream that calls these tools, each call's arguments cut into pieces of
+    /// `piece` characters, ending with the usage (21 and 9 tokens) unless `cut`.
+    tool_stream: fn(&[Call], usize, bool) -> Vec<String>,
+}
+
+/// A tool call as a test scripts it.
+struct Call {
+    id: &'static str,
+    name: &'static str,
+    arguments: &'static str,
+}
+
+const CALLS: &[Call] = &[
+    Call {
+        id: "call_a1",
+        name: "order_status",
+        arguments: r#"{"order_id":"1111"}"#,
+    },
+    Call {
+        id: "call_b2",
+        name: "order_status",
+        arguments: r#"{"order_id":"2222"}"#,
+    },
+];
+
+/// A message's text, whether its content is a string or text blocks.
+fn text_of(content: &serde_json::Value) -> String {
+    match content {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(blocks) => blocks
+            .iter()
+            .filter(|b| b["type"] == "text")
+            .filter_map(|b| b["text"].as_str())
+            .collect(),
+        other => panic!("content is neither text nor blocks: {other}"),
+    }
+}
+
+fn pieces(text: &str, size: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars.chunks(size).map(|c| c.iter().collect()).collect()
 }
 
 fn openai() -> Wire {
@@ -86,6 +129,58 @@ fn openai() -> Wire {
             serde_json::json!({"error": {"message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.",
                 "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}})
             .to_string()
+        },
+        tool_answer: |calls| {
+            let calls: Vec<_> = calls
+                .iter()
+                .map(|c| {
+                    serde_json::json!({"id": c.id, "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments}})
+                })
+                .collect();
+            serde_json::json!({"id": "x", "object": "chat.completion", "model": "test-model-0613",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": calls},
+                    "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": 21, "completion_tokens": 9, "total_tokens": 30}})
+            .to_string()
+        },
+        tool_stream: |calls, size, cut| {
+            let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+                sse_event(
+                    None,
+                    &serde_json::json!({"model": "test-model-0613", "choices": [{"index": 0,
+                        "delta": delta, "finish_reason": finish}], "usage": null})
+                    .to_string(),
+                )
+            };
+            let mut events = vec![chunk(
+                serde_json::json!({"role": "assistant", "content": null}),
+                None,
+            )];
+            for (index, call) in calls.iter().enumerate() {
+                events.push(chunk(
+                    serde_json::json!({"tool_calls": [{"index": index, "id": call.id, "type": "function",
+                        "function": {"name": call.name, "arguments": ""}}]}),
+                    None,
+                ));
+                for piece in pieces(call.arguments, size) {
+                    events.push(chunk(
+                        serde_json::json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}),
+                        None,
+                    ));
+                }
+            }
+            if cut {
+                events.truncate(events.len() - 2);
+                return events;
+            }
+            events.push(chunk(serde_json::json!({}), Some("tool_calls")));
+            events.push(sse_event(
+                None,
+                r#"{"choices":[],"usage":{"prompt_tokens":21,"completion_tokens":9,"total_tokens":30}}"#,
+            ));
+            events.push(sse_event(None, "[DONE]"));
+            events
         },
     }
 }
@@ -155,6 +250,60 @@ fn anthropic() -> Wire {
                 "message": "prompt is too long: 208310 tokens > 200000 maximum"}})
             .to_string()
         },
+        tool_answer: |calls| {
+            let blocks: Vec<_> = calls
+                .iter()
+                .map(|c| {
+                    serde_json::json!({"type": "tool_use", "id": c.id, "name": c.name,
+                    "input": serde_json::from_str::<serde_json::Value>(c.arguments).unwrap()})
+                })
+                .collect();
+            serde_json::json!({"id": "msg", "type": "message", "role": "assistant", "model": "test-model-0613",
+                "content": blocks, "stop_reason": "tool_use",
+                "usage": {"input_tokens": 21, "output_tokens": 9}})
+            .to_string()
+        },
+        tool_stream: |calls, size, cut| {
+            let event =
+                |name: &str, data: serde_json::Value| sse_event(Some(name), &data.to_string());
+            let mut events = vec![event(
+                "message_start",
+                serde_json::json!({"type": "message_start", "message": {"id": "msg", "model": "test-model-0613",
+                    "content": [], "usage": {"input_tokens": 21, "output_tokens": 1}}}),
+            )];
+            for (index, call) in calls.iter().enumerate() {
+                events.push(event(
+                    "content_block_start",
+                    serde_json::json!({"type": "content_block_start", "index": index,
+                        "content_block": {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}}),
+                ));
+                for piece in pieces(call.arguments, size) {
+                    events.push(event(
+                        "content_block_delta",
+                        serde_json::json!({"type": "content_block_delta", "index": index,
+                            "delta": {"type": "input_json_delta", "partial_json": piece}}),
+                    ));
+                }
+                events.push(event(
+                    "content_block_stop",
+                    serde_json::json!({"type": "content_block_stop", "index": index}),
+                ));
+            }
+            if cut {
+                events.truncate(events.len() - 3);
+                return events;
+            }
+            events.push(event(
+                "message_delta",
+                serde_json::json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                    "usage": {"output_tokens": 9}}),
+            ));
+            events.push(event(
+                "message_stop",
+                serde_json::json!({"type": "message_stop"}),
+            ));
+            events
+        },
     }
 }
 
@@ -194,8 +343,37 @@ fn request() -> ProviderRequest {
             ChatTurn::user("The last one."),
         ],
         max_tokens: 64,
-        temperature: Some(0.2),
+        options: Options {
+            sampling: Sampling {
+                temperature: Some(0.2),
+                ..Sampling::default()
+            },
+            ..Options::default()
+        },
         continuation: None,
+    }
+}
+
+/// The plain request with an order-status tool any call must use.
+fn tool_request() -> ProviderRequest {
+    let mut request = request();
+    request.options.tools = vec![Tool {
+        name: "order_status".into(),
+        description: Some("Looks an order up".into()),
+        parameters: serde_json::json!({"type": "object", "properties": {"order_id": {"type": "string"}}}),
+    }];
+    request.options.tool_choice = Some(ToolChoice::Required);
+    request
+}
+
+/// Everything a stream yields, the error that ended it last.
+async fn pieces_of(
+    adapter: &Arc<dyn Provider>,
+    request: &ProviderRequest,
+) -> Vec<Result<Piece, ProviderError>> {
+    match adapter.stream(request).await {
+        Ok(stream) => stream.collect().await,
+        Err(err) => vec![Err(err)],
     }
 }
 
@@ -209,7 +387,7 @@ async fn drain(adapter: &Arc<dyn Provider>) -> (Vec<String>, Option<ProviderErro
     while let Some(item) = stream.next().await {
         match item {
             Ok(Piece::Text(text)) => deltas.push(text),
-            Ok(Piece::Finish(_)) => {}
+            Ok(_) => {}
             Err(err) => return (deltas, Some(err)),
         }
     }
@@ -250,7 +428,10 @@ async fn non_streamed_answers_and_the_wire_request() {
                 assert_eq!(messages[0]["role"], "user");
             }
         }
-        assert_eq!(messages.last().unwrap()["content"], "The last one.");
+        assert_eq!(
+            text_of(&messages.last().unwrap()["content"]),
+            "The last one."
+        );
     }
 }
 
@@ -535,8 +716,8 @@ async fn a_continuation_is_a_true_prefill_in_each_servers_dialect() {
         assert_eq!(last["role"], "assistant", "{style:?}");
         match (wire.protocol, style) {
             // Anthropic rejects trailing whitespace in a prefill.
-            (Protocol::Anthropic, _) => assert_eq!(last["content"], "Your order"),
-            (Protocol::OpenAi, _) => assert_eq!(last["content"], "Your order "),
+            (Protocol::Anthropic, _) => assert_eq!(text_of(&last["content"]), "Your order"),
+            (Protocol::OpenAi, _) => assert_eq!(text_of(&last["content"]), "Your order "),
         }
         assert_eq!(
             last.get("prefix").is_some(),
@@ -627,5 +808,119 @@ async fn a_nonsensical_retry_after_is_no_retry_after() {
                 "{value}: {retry_after:?}"
             );
         }
+    }
+}
+
+#[tokio::test]
+async fn parallel_tool_calls_come_back_whole_with_usage_and_the_tools_go_out_translated() {
+    for wire in wires() {
+        let server = ScriptedServer::start(Script::respond(
+            200,
+            "application/json",
+            &(wire.tool_answer)(CALLS),
+        ))
+        .await;
+        let completion = adapter(&wire, &server)
+            .complete(&tool_request())
+            .await
+            .unwrap();
+        let who = wire.protocol;
+        assert_eq!(completion.finish_reason, FinishReason::ToolCalls, "{who:?}");
+        assert_eq!(completion.tool_calls.len(), 2, "{who:?}");
+        assert_eq!(completion.tool_calls[0].id, "call_a1");
+        assert_eq!(completion.tool_calls[1].name, "order_status");
+        let args: serde_json::Value =
+            serde_json::from_str(&completion.tool_calls[1].arguments).unwrap();
+        assert_eq!(args["order_id"], "2222", "{who:?}");
+        let usage = completion.usage.expect("usage reported");
+        assert_eq!(
+            (usage.prompt_tokens, usage.completion_tokens),
+            (21, 9),
+            "{who:?}"
+        );
+        assert_eq!(completion.served.unwrap().model, "test-model-0613");
+
+        let body = &server.received.lock().unwrap()[0].body;
+        match wire.protocol {
+            Protocol::OpenAi => {
+                assert_eq!(body["tools"][0]["type"], "function");
+                assert_eq!(body["tools"][0]["function"]["name"], "order_status");
+                assert_eq!(body["tool_choice"], "required");
+            }
+            Protocol::Anthropic => {
+                assert_eq!(body["tools"][0]["name"], "order_status");
+                assert_eq!(body["tools"][0]["input_schema"]["type"], "object");
+                assert_eq!(body["tool_choice"]["type"], "any");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn streamed_tool_arguments_split_across_many_chunks_assemble_into_whole_calls() {
+    for wire in wires() {
+        for size in [1, 4] {
+            let server = ScriptedServer::start(Script::sse(
+                (wire.tool_stream)(CALLS, size, false),
+                Duration::ZERO,
+                End::Close,
+            ))
+            .await;
+            let items = pieces_of(&adapter(&wire, &server), &tool_request()).await;
+            let who = (wire.protocol, size);
+            let mut fragments = Vec::new();
+            let mut usage = None;
+            let mut finish = None;
+            for item in items {
+                match item.unwrap_or_else(|err| panic!("{who:?}: {err}")) {
+                    Piece::ToolCall(fragment) => fragments.push(fragment),
+                    Piece::Usage(u) => usage = Some(u),
+                    Piece::Finish(reason) => finish = Some(reason),
+                    Piece::Text(text) => panic!("{who:?}: unexpected text {text:?}"),
+                    Piece::Served(_) => {}
+                }
+            }
+            assert!(
+                fragments.len() > 2 * 19 / size,
+                "{who:?}: {} fragments",
+                fragments.len()
+            );
+            let calls = ToolCallDelta::assemble(&fragments).unwrap();
+            assert_eq!(calls.len(), 2, "{who:?}");
+            for (call, expected) in calls.iter().zip(CALLS) {
+                assert_eq!(
+                    (call.id.as_str(), call.arguments.as_str()),
+                    (expected.id, expected.arguments),
+                    "{who:?}"
+                );
+            }
+            assert_eq!(finish, Some(FinishReason::ToolCalls), "{who:?}");
+            let usage = usage.expect("usage");
+            assert_eq!(
+                (usage.prompt_tokens, usage.completion_tokens),
+                (21, 9),
+                "{who:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stream_cut_inside_tool_arguments_ends_in_an_error_not_a_call() {
+    for wire in wires() {
+        let server = ScriptedServer::start(Script::sse(
+            (wire.tool_stream)(CALLS, 3, true),
+            Duration::ZERO,
+            End::Close,
+        ))
+        .await;
+        let items = pieces_of(&adapter(&wire, &server), &tool_request()).await;
+        assert!(
+            matches!(items.last(), Some(Err(_))),
+            "{:?}: a cut tool call must end in an error: {:?}",
+            wire.protocol,
+            items.last()
+        );
+        assert!(!items.iter().any(|i| matches!(i, Ok(Piece::Finish(_)))));
     }
 }

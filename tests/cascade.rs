@@ -78,7 +78,7 @@ fn whole_text(served: &Served) -> String {
         .iter()
         .filter_map(|p| match p {
             Piece::Text(t) => Some(t.as_str()),
-            Piece::Finish(_) => None,
+            _ => None,
         })
         .collect()
 }
@@ -161,7 +161,7 @@ async fn a_stream_failing_before_its_first_token_falls_over_invisibly() {
         .filter_map(|p| async move {
             match p.unwrap() {
                 Piece::Text(t) => Some(t),
-                Piece::Finish(_) => None,
+                _ => None,
             }
         })
         .collect()

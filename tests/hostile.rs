@@ -303,7 +303,7 @@ base_url = "http://127.0.0.1:1/v1"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_cannot_hold_the_server_and_are_closed_on_its_own() {
     let s = TestServer::start_with(|c| {
-        c.server.header_timeout_ms = 1_000;
+        c.server.header_timeout_ms = 3_000;
     })
     .await;
     // 300 sockets trickle a request head, a byte at a time.
@@ -337,12 +337,13 @@ async fn slow_clients_cannot_hold_the_server_and_are_closed_on_its_own() {
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    // Meanwhile, a real client is served at once.
+    // Meanwhile, a real client is served well before any trickle is cut off
+    // (the margin is for a busy 2-core machine, not a speed target).
     let started = Instant::now();
     let res = reqwest::get(s.url("/healthz")).await.unwrap();
     assert_eq!(res.status(), 200);
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
     );
@@ -353,7 +354,7 @@ async fn slow_clients_cannot_hold_the_server_and_are_closed_on_its_own() {
             .unwrap()
             .unwrap();
         assert!(
-            held < Duration::from_secs(4),
+            held < Duration::from_secs(6),
             "a slow socket was held for {held:?}"
         );
     }

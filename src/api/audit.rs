@@ -1,14 +1,16 @@
 //! The audit read API (admin token): requests with their attempts, breaker
-//! transitions and tickets, newest first, paged by cursor.
+//! transitions and tickets, newest first, paged by cursor; and what the answers
+//! cost, by provider or by tenant.
 
 use super::{admin::Admin, error::ApiError, params::Params, AppState};
-use crate::shared::audit::{Page, RequestRow, TicketRow, TransitionRow};
+use crate::shared::audit::{Page, RequestRow, TicketRow, TransitionRow, UsageBy, UsageRow};
 use crate::shared::{RequestStatus, Route};
 use crate::store::queries::RequestFilter;
 use axum::{
     extract::{rejection::QueryRejection, Path, Query, State},
     Json,
 };
+use serde::Serialize;
 use std::collections::HashMap;
 
 type QueryMap = Result<Query<HashMap<String, String>>, QueryRejection>;
@@ -71,4 +73,36 @@ pub async fn tickets(
             .tickets(params.before()?, params.limit()?)
             .await?,
     ))
+}
+
+/// Tokens spent over a period, grouped as asked.
+#[derive(Serialize)]
+pub struct UsageReport {
+    /// How the rows are grouped.
+    by: UsageBy,
+    /// The period's start (Unix ms).
+    since_ms: i64,
+    /// One row per provider or tenant, the costliest first.
+    rows: Vec<UsageRow>,
+}
+
+/// `GET /api/audit/usage?by=provider|tenant&since=<unix ms>`.
+pub async fn usage(
+    _: Admin,
+    State(state): State<AppState>,
+    query: QueryMap,
+) -> Result<Json<UsageReport>, ApiError> {
+    let params = Params::new(query, &["by", "since"])?;
+    let by = params.parsed::<UsageBy>("by")?.unwrap_or(UsageBy::Provider);
+    let since_ms = match params.parsed::<i64>("since")? {
+        Some(ms) if ms < 0 => {
+            return Err(ApiError::invalid(
+                Some("since"),
+                "since must be a Unix time in milliseconds",
+            ))
+        }
+        since => since.unwrap_or(0),
+    };
+    let rows = state.store.usage(by, since_ms).await?;
+    Ok(Json(UsageReport { by, since_ms, rows }))
 }

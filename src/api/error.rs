@@ -1,7 +1,7 @@
 //! Errors of the HTTP API, rendered in OpenAI's error shape so SDKs surface them.
 
 use axum::{
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -20,6 +20,9 @@ pub struct ApiError {
     pub param: Option<String>,
     /// What went wrong, naming the problem.
     pub message: String,
+    /// Headers the answer carries besides its body (`Retry-After`,
+    /// `WWW-Authenticate`); boxed, as almost no error has any.
+    pub headers: Option<Box<HeaderMap>>,
 }
 
 impl ApiError {
@@ -31,6 +34,7 @@ impl ApiError {
             code: None,
             param: param.map(str::to_string),
             message: message.into(),
+            headers: None,
         }
     }
 }
@@ -44,6 +48,7 @@ impl ApiError {
             code: Some("invalid_admin_token"),
             param: None,
             message: message.into(),
+            headers: None,
         }
     }
 
@@ -55,6 +60,7 @@ impl ApiError {
             code: Some("not_found"),
             param: None,
             message: message.into(),
+            headers: None,
         }
     }
 
@@ -66,6 +72,7 @@ impl ApiError {
             code: Some("invalid_value"),
             param: field.map(str::to_string),
             message: message.into(),
+            headers: None,
         }
     }
 }
@@ -78,7 +85,11 @@ impl IntoResponse for ApiError {
             "param": self.param,
             "code": self.code,
         }});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(headers) = self.headers {
+            response.headers_mut().extend(*headers);
+        }
+        response
     }
 }
 
@@ -96,6 +107,7 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
             code: (status == StatusCode::PAYLOAD_TOO_LARGE).then_some("request_too_large"),
             param: None,
             message,
+            headers: None,
         }
     }
 }
@@ -119,6 +131,7 @@ impl From<crate::store::StoreError> for ApiError {
             code: None,
             param: None,
             message: "the audit store could not be read".into(),
+            headers: None,
         }
     }
 }
@@ -136,6 +149,7 @@ impl From<crate::gateway::GatewayError> for ApiError {
                 message: format!(
                     "The model {model:?} does not exist; GET /v1/models lists the models"
                 ),
+                headers: None,
             },
             GatewayError::Rejected {
                 provider,
@@ -150,6 +164,7 @@ impl From<crate::gateway::GatewayError> for ApiError {
                 code: None,
                 param: None,
                 message: format!("{provider} rejected the request: {message}"),
+                headers: None,
             },
         }
     }

@@ -6,7 +6,9 @@ pub(crate) mod admin;
 mod audit;
 mod cache;
 mod chaos;
+mod clients;
 mod error;
+mod keys;
 mod live;
 mod openai;
 mod origin;
@@ -39,6 +41,8 @@ pub struct AppState {
     pub login_code: Arc<admin::LoginCode>,
     /// Whether the admin cookie is `Secure` (the server is reached over https).
     pub secure_cookies: bool,
+    /// Client keys of `/v1`.
+    pub clients: Arc<crate::clients::Clients>,
     /// The demo's synthetic customer traffic.
     pub traffic: Arc<crate::traffic::Traffic>,
     /// Turns `true` when the server shuts down, so long-lived connections (the
@@ -71,6 +75,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/audit/requests", get(audit::requests))
         .route("/api/audit/requests/{id}", get(audit::request))
         .route("/api/audit/transitions", get(audit::transitions))
+        .route("/api/audit/usage", get(audit::usage))
+        .route("/api/clients", get(clients::list).post(clients::create))
+        .route("/api/clients/{name}", delete(clients::remove))
         .route("/api/tickets", get(audit::tickets))
         .route("/chaos/login", get(admin::login_link).post(admin::login))
         .route("/api/cache", get(cache::list).delete(cache::clear))

@@ -22,6 +22,7 @@ const ADMIN_PATHS: &[&str] = &[
     "/api/chaos",
     "/api/audit",
     "/api/tickets",
+    "/api/clients",
     "/api/cache",
     "/api/board/",
     "/ws/events",
@@ -70,6 +71,7 @@ pub async fn same_origin_only(
                 code: Some("cross_site_request"),
                 param: None,
                 message: format!("admin surfaces accept requests from this site only ({why})"),
+                headers: None,
             }
             .into_response();
         }

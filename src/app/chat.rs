@@ -38,20 +38,26 @@ pub async fn ask(
                 served_by: answer.served_by.clone(),
                 conversation_id,
             };
-            let events = answer.events.map(|event| match event {
-                AnswerEvent::Text(text) => ChatEvent::Delta { text },
-                AnswerEvent::Restarted { served_by, .. } => ChatEvent::Restarted { served_by },
-                AnswerEvent::Done {
-                    served_by,
-                    elapsed_ms,
-                    attempts,
-                    ..
-                } => ChatEvent::Done {
-                    served_by,
-                    elapsed_ms,
-                    attempts,
-                },
-                AnswerEvent::Failed { message } => ChatEvent::Failed { message },
+            // The chat page offers the model no tools, so no tool call can come.
+            let events = answer.events.filter_map(|event| {
+                futures::future::ready(match event {
+                    AnswerEvent::Text(text) => Some(ChatEvent::Delta { text }),
+                    AnswerEvent::ToolCall(_) => None,
+                    AnswerEvent::Restarted { served_by, .. } => {
+                        Some(ChatEvent::Restarted { served_by })
+                    }
+                    AnswerEvent::Done {
+                        served_by,
+                        elapsed_ms,
+                        attempts,
+                        ..
+                    } => Some(ChatEvent::Done {
+                        served_by,
+                        elapsed_ms,
+                        attempts,
+                    }),
+                    AnswerEvent::Failed { message } => Some(ChatEvent::Failed { message }),
+                })
             });
             let lines = futures::stream::once(async move { line(&started) })
                 .chain(events.map(|event| line(&event)))
@@ -159,10 +165,7 @@ pub fn ChatPage() -> impl IntoView {
             .get_untracked()
             .iter()
             .filter(|b| b.state != ReplyState::Failed && !b.text.is_empty())
-            .map(|b| ChatTurn {
-                role: b.role,
-                content: b.text.clone(),
-            })
+            .map(|b| ChatTurn::new(b.role, b.text.clone()))
             .collect();
         turns.push(ChatTurn::user(question.clone()));
         bubbles.update(|list| {

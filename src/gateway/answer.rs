@@ -2,8 +2,8 @@
 //! as a stream of events; and the same answer collected whole. Both API shapes
 //! and the chat page are thin ends of this one type.
 
-use super::provider::FinishReason;
-use crate::shared::{AttemptSummary, Route};
+use super::provider::{FinishReason, ToolCallDelta};
+use crate::shared::{AttemptSummary, Route, ToolCall, Usage, UsageSource};
 use futures::{stream::BoxStream, StreamExt};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -16,6 +16,9 @@ const READ_AHEAD: usize = 32;
 pub enum AnswerEvent {
     /// The next piece of the answer's text.
     Text(String),
+    /// A fragment of a tool call. A call's fragments are only ever sent once the
+    /// provider has finished the answer, so a call cut short is never passed on.
+    ToolCall(ToolCallDelta),
     /// The answer broke and is starting over: everything sent so far must be
     /// replaced by the text that follows.
     Restarted {
@@ -34,6 +37,10 @@ pub enum AnswerEvent {
         elapsed_ms: u64,
         /// Every provider attempt the request made, in order.
         attempts: Vec<AttemptSummary>,
+        /// What the answer cost.
+        usage: Usage,
+        /// Who counted it.
+        usage_source: UsageSource,
     },
     /// The answer broke and could not be completed: what was sent is not whole.
     Failed {
@@ -49,9 +56,12 @@ pub struct Answer {
     pub id: String,
     /// Who serves it.
     pub served_by: Route,
-    /// The model that serves it (a provider's model id, or what the gateway
-    /// itself answered with: `chaosai-cache`, `chaosai-last-resort`).
+    /// The model that serves it (as the provider named it when it did, else the
+    /// configured model id; or what the gateway itself answered with:
+    /// `chaosai-cache`, `chaosai-last-resort`).
     pub model: String,
+    /// OpenAI's `system_fingerprint` of the serving model, when it sent one.
+    pub fingerprint: Option<String>,
     /// Time spent in the gateway itself up to this point, excluding waits on providers.
     pub overhead: Duration,
     /// The ticket the last resort opened, if it did.
@@ -71,10 +81,16 @@ pub struct Completed {
     pub served_by: Route,
     /// The model that served it.
     pub model: String,
+    /// OpenAI's `system_fingerprint`, when the provider sent one.
+    pub fingerprint: Option<String>,
     /// The answer's text.
     pub text: String,
+    /// The tools the model called.
+    pub tool_calls: Vec<ToolCall>,
     /// Why it ended; `None` if it broke (never for a whole answer from one source).
     pub finish_reason: Option<FinishReason>,
+    /// What it cost, and who counted it.
+    pub usage: (Usage, UsageSource),
     /// Every attempt, the serving one last.
     pub attempts: Vec<AttemptSummary>,
     /// Time spent in the gateway itself, excluding waits on providers.
@@ -108,20 +124,29 @@ impl Answer {
     /// Reads the answer to its end.
     pub async fn collect(self) -> Completed {
         let mut text = String::new();
+        let mut fragments = Vec::new();
         let mut finish_reason = None;
         let mut attempts = Vec::new();
+        let mut usage = (Usage::default(), UsageSource::Estimated);
         let mut events = self.events;
         while let Some(event) = events.next().await {
             match event {
                 AnswerEvent::Text(piece) => text.push_str(&piece),
-                AnswerEvent::Restarted { .. } => text.clear(),
+                AnswerEvent::ToolCall(fragment) => fragments.push(fragment),
+                AnswerEvent::Restarted { .. } => {
+                    text.clear();
+                    fragments.clear();
+                }
                 AnswerEvent::Done {
                     finish_reason: reason,
                     attempts: all,
+                    usage: cost,
+                    usage_source,
                     ..
                 } => {
                     finish_reason = Some(reason);
                     attempts = all;
+                    usage = (cost, usage_source);
                 }
                 AnswerEvent::Failed { .. } => {}
             }
@@ -130,8 +155,12 @@ impl Answer {
             id: self.id,
             served_by: self.served_by,
             model: self.model,
+            fingerprint: self.fingerprint,
             text,
+            // The fragments were checked whole before they were sent.
+            tool_calls: ToolCallDelta::assemble(&fragments).unwrap_or_default(),
             finish_reason,
+            usage,
             attempts,
             overhead: self.overhead,
             ticket: self.ticket,

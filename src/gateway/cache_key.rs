@@ -2,10 +2,16 @@
 //! answer may be stored: the gateway's side of layer 0. The key scopes a question
 //! by tenant, model, the caller's system prompt and the whole conversation before
 //! it, so a cached answer never crosses tenants, prompts or contexts.
+//!
+//! Only a request whose answer is free text from default sampling may use the
+//! cache at all: tools, tool results, a JSON form, a seed, a stop sequence or any
+//! other sampling parameter make the answer one that a cached one is not. A
+//! request that caps the answer below a cached answer's size is not served it.
 
 use super::cascade::CascadeRequest;
 use super::request::GatewayRequest;
 use crate::cache::{semantic, Hit, SemanticCache};
+use crate::shared::{Role, Usage};
 use std::sync::Arc;
 
 /// The model name a request that runs the whole cascade is cached under.
@@ -16,6 +22,8 @@ const CASCADE_SCOPE: &str = "chaosai";
 pub(super) struct CacheKey {
     scope: String,
     question: String,
+    /// The caller's cap on the answer, in tokens.
+    max_tokens: Option<u32>,
 }
 
 /// An answer that may be stored once it has ended whole.
@@ -54,7 +62,14 @@ impl AnswerCache {
     /// Where this request's answer would live, if it may use the cache at all.
     pub fn key(&self, request: &GatewayRequest, cascade: &CascadeRequest) -> Option<CacheKey> {
         self.cache.as_ref()?;
-        if !request.use_cache {
+        if !request.use_cache || !cascade.options.cacheable() {
+            return None;
+        }
+        let tools_involved = cascade
+            .turns
+            .iter()
+            .any(|t| t.role == Role::Tool || !t.tool_calls.is_empty());
+        if tools_involved {
             return None;
         }
         let (question, before) = cascade.turns.split_last()?;
@@ -66,12 +81,21 @@ impl AnswerCache {
                 before,
             ),
             question: question.content.clone(),
+            max_tokens: cascade.max_tokens,
         })
     }
 
     /// The cached answer for `key`, if one may answer.
     pub async fn lookup(&self, key: &CacheKey) -> Option<Hit> {
-        self.cache.as_ref()?.lookup(&key.scope, &key.question).await
+        let hit = self
+            .cache
+            .as_ref()?
+            .lookup(&key.scope, &key.question)
+            .await?;
+        let fits = key
+            .max_tokens
+            .is_none_or(|cap| Usage::estimate(&hit.answer) <= u64::from(cap));
+        fits.then_some(hit)
     }
 
     /// The handle that stores the answer to `key` once it ended whole.

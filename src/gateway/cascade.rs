@@ -12,7 +12,10 @@ use super::breaker::{Admission, Breaker, BreakerConfig, Transition};
 use super::events::EventBus;
 use super::metrics::Metrics;
 use super::prompt::PromptTemplate;
-use super::provider::{Piece, PieceStream, Provider, ProviderError, ProviderRequest, TimeoutKind};
+use super::provider::{
+    Options, Piece, PieceStream, Provider, ProviderError, ProviderRequest, TimeoutKind,
+    ToolCallDelta,
+};
 use crate::clock::SharedClock;
 use crate::shared::{
     AttemptOutcome, AttemptSummary, BreakerState, ChatTurn, ContinuationStyle, GatewayEvent,
@@ -73,8 +76,8 @@ pub struct CascadeRequest {
     pub turns: Vec<ChatTurn>,
     /// Caller's answer size limit, capped by each provider's configured maximum.
     pub max_tokens: Option<u32>,
-    /// Caller's sampling temperature.
-    pub temperature: Option<f32>,
+    /// Sampling, tools and the answer's form.
+    pub options: Options,
     /// Only this provider may serve (the caller named it as the model).
     pub pinned: Option<String>,
     /// Text already sent to the customer, for a provider to continue.
@@ -122,6 +125,16 @@ pub enum CascadeError {
     /// The caller pinned a provider that is not configured.
     #[error("unknown provider {0:?}")]
     UnknownProvider(String),
+    /// No provider it could go to can honour a parameter of the request.
+    #[error("no provider can honour {param} (tried {providers})")]
+    Unsupported {
+        /// The parameter.
+        param: &'static str,
+        /// Who was asked, comma-separated.
+        providers: String,
+        /// Attempts made (each `unsupported`).
+        attempts: Vec<AttemptSummary>,
+    },
 }
 
 impl CascadeError {
@@ -130,6 +143,7 @@ impl CascadeError {
         match self {
             CascadeError::InvalidRequest { attempts, .. }
             | CascadeError::TooLarge { attempts, .. }
+            | CascadeError::Unsupported { attempts, .. }
             | CascadeError::Exhausted { attempts } => attempts,
             CascadeError::UnknownProvider(_) => &[],
         }
@@ -371,7 +385,7 @@ impl Cascade {
             max_tokens: request
                 .max_tokens
                 .map_or(entry.max_tokens, |m| m.min(entry.max_tokens)),
-            temperature: request.temperature,
+            options: request.options.clone(),
             continuation: request.continuation.clone(),
         }
     }
@@ -402,7 +416,7 @@ impl Cascade {
                             None => return Err(ProviderError::Malformed("empty answer".into())),
                             Some(Err(err)) => return Err(err),
                             Some(Ok(piece)) => {
-                                let content = matches!(piece, Piece::Text(_));
+                                let content = piece.is_content();
                                 head.push(piece);
                                 if content {
                                     return Ok(());
@@ -415,6 +429,28 @@ impl Cascade {
                 match first_token {
                     Err(_) => Err(ProviderError::Timeout(TimeoutKind::FirstToken)),
                     Ok(Err(err)) => Err(err),
+                    Ok(Ok(())) if matches!(head.last(), Some(Piece::ToolCall(_))) => {
+                        // A tool call is useless to the caller until its arguments
+                        // are whole, so the answer is held back to its end: a cut in
+                        // the middle of the arguments is then an ordinary failed
+                        // attempt, and the next provider gets the same tools. (The
+                        // attempt's own limit still bounds the wait.)
+                        while let Some(piece) = rest.next().await {
+                            head.push(piece?);
+                        }
+                        let fragments: Vec<ToolCallDelta> = head
+                            .iter()
+                            .filter_map(|piece| match piece {
+                                Piece::ToolCall(fragment) => Some(fragment.clone()),
+                                _ => None,
+                            })
+                            .collect();
+                        ToolCallDelta::assemble(&fragments)?;
+                        Ok(Opened {
+                            head,
+                            rest: futures::stream::empty().boxed(),
+                        })
+                    }
                     Ok(Ok(())) => Ok(Opened { head, rest }),
                 }
             }
@@ -438,6 +474,7 @@ impl Cascade {
             provider_wait: Duration::ZERO,
             too_large: None,
             refused_by_all: true,
+            unsupported: None,
         };
         for slot in self.candidates(request)? {
             let name = slot.name();
@@ -452,6 +489,17 @@ impl Cascade {
                 continue;
             }
             let provider_request = Self::provider_request(&slot.entry, request);
+            if let Some(param) = slot.entry.provider.cannot_honour(&provider_request) {
+                run.record(
+                    name,
+                    AttemptOutcome::Unsupported,
+                    None,
+                    Duration::ZERO,
+                    None,
+                );
+                run.unsupported.get_or_insert(param);
+                continue;
+            }
             let mut retries_left = slot.entry.retries;
             loop {
                 let Some(left) = deadline
@@ -600,7 +648,7 @@ impl Cascade {
             system: String::new(),
             turns: vec![ChatTurn::user("ping")],
             max_tokens: 1,
-            temperature: None,
+            options: Options::default(),
             continuation: None,
         };
         let result = tokio::time::timeout(
@@ -631,6 +679,8 @@ struct Run {
     too_large: Option<(String, u16, String)>,
     /// Whether every provider tried refused as too large (none skipped or failed).
     refused_by_all: bool,
+    /// The parameter a provider could not honour, if one could not.
+    unsupported: Option<&'static str>,
 }
 
 impl Run {
@@ -649,11 +699,31 @@ impl Run {
             status,
             latency_ms: elapsed.as_millis() as u64,
             breaker,
+            usage: None,
         });
     }
 
-    /// Why nobody answered: too large for every window, or exhausted.
+    /// Why nobody answered: nobody could honour the request, it is too large
+    /// for every window, or the cascade is exhausted.
     fn give_up(self) -> CascadeError {
+        let all_unsupported = !self.attempts.is_empty()
+            && self
+                .attempts
+                .iter()
+                .all(|a| a.outcome == AttemptOutcome::Unsupported);
+        if let (Some(param), true) = (self.unsupported, all_unsupported) {
+            let providers = self
+                .attempts
+                .iter()
+                .map(|a| a.provider.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return CascadeError::Unsupported {
+                param,
+                providers,
+                attempts: self.attempts,
+            };
+        }
         match self.too_large {
             Some((provider, status, message)) if self.refused_by_all => CascadeError::TooLarge {
                 provider,

@@ -5,7 +5,7 @@
 //! changed through methods; counts kept elsewhere (the audit writer's, the
 //! cache's) are mirrored onto the registry when it is gathered.
 
-use crate::shared::{AttemptOutcome, BreakerState, RequestStatus, Route};
+use crate::shared::{AttemptOutcome, BreakerState, RequestStatus, Route, Usage};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
@@ -39,6 +39,10 @@ pub struct Metrics {
     faults_active: IntGaugeVec,
     /// Background probes of OPEN providers by outcome.
     probes: IntCounterVec,
+    /// Tokens spent by route and kind (`prompt`, `completion`).
+    tokens: IntCounterVec,
+    /// Requests a client's rate limit refused, by client and limit.
+    rate_limited: IntCounterVec,
 }
 
 /// A count kept elsewhere, read when the registry is gathered.
@@ -176,6 +180,16 @@ impl Metrics {
                 "Background probes of OPEN providers by outcome",
                 &["provider", "outcome"],
             ),
+            tokens: counter(
+                "chaosai_tokens_total",
+                "Tokens spent by serving route and kind",
+                &["route", "kind"],
+            ),
+            rate_limited: counter(
+                "chaosai_client_rate_limited_total",
+                "Requests refused by a client's rate limit",
+                &["client", "limit"],
+            ),
             registry,
         };
         for name in providers {
@@ -206,6 +220,22 @@ impl Metrics {
                 .with_label_values(&[provider])
                 .observe(elapsed.as_secs_f64());
         }
+    }
+
+    /// Counts the tokens a finished request spent.
+    pub fn tokens(&self, route: Option<&Route>, usage: Usage) {
+        let route = route.map_or("none", Route::as_str);
+        self.tokens
+            .with_label_values(&[route, "prompt"])
+            .inc_by(usage.prompt_tokens);
+        self.tokens
+            .with_label_values(&[route, "completion"])
+            .inc_by(usage.completion_tokens);
+    }
+
+    /// Counts a request that `client`'s `limit` refused.
+    pub fn rate_limited(&self, client: &str, limit: &str) {
+        self.rate_limited.with_label_values(&[client, limit]).inc();
     }
 
     /// Counts one background probe.

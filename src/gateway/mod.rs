@@ -4,7 +4,8 @@
 //! OpenAI-compatible API, the chat page, the synthetic traffic) and however the
 //! answer is delivered (whole or streamed):
 //!
-//! 1. `request`: validate the conversation, refuse an unknown model;
+//! 1. `request`, `validate`: check the conversation and its options, refuse an
+//!    unknown model;
 //! 2. `cache_key`: look the question up in layer 0;
 //! 3. [`cascade`]: otherwise ask the providers in order, each behind its
 //!    [`breaker`], through its [`provider`] adapter;
@@ -27,6 +28,7 @@ pub mod provider;
 mod recorder;
 mod request;
 mod splice;
+mod validate;
 
 pub use answer::{Answer, AnswerEvent, Completed};
 pub use cascade::Delivery;
@@ -196,7 +198,7 @@ impl Gateway {
         delivery: Delivery,
     ) -> Result<Answer, GatewayError> {
         let started = Instant::now();
-        let mut cascade_request = request::validate(&request, self.limits, |name| {
+        let mut cascade_request = validate::validate(&request, self.limits, |name| {
             self.cascade.provider(name).is_some()
         })?;
         // The cache lookup counts toward the deadline, as everything else does.
@@ -208,10 +210,10 @@ impl Gateway {
             .map_or("", |t| t.content.as_str());
         let mut recorder = Recorder::start(
             self.sinks.clone(),
-            request.surface,
-            delivery == Delivery::Streamed,
+            (request.surface, delivery == Delivery::Streamed),
             question,
             request.conversation_id.clone(),
+            &request.tenant,
         );
         let key = self.cache.key(&request, &cascade_request);
         let hit = match &key {
@@ -254,6 +256,7 @@ impl Gateway {
         };
         let served_by = source.route.clone();
         let model = source.model.clone();
+        let fingerprint = source.fingerprint.clone();
         let overhead = recorder.serving(served_by.clone(), attempts, provider_wait);
         let pending_store = match (&served_by, key) {
             (Route::Provider(_), Some(key)) => self.cache.pending(key),
@@ -272,6 +275,7 @@ impl Gateway {
             id,
             served_by,
             model,
+            fingerprint,
             overhead,
             ticket,
             cache_similarity,

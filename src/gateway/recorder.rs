@@ -5,7 +5,10 @@
 use super::events::EventBus;
 use super::metrics::Metrics;
 use crate::clock::SharedClock;
-use crate::shared::{AttemptSummary, ChatTurn, GatewayEvent, RequestStatus, Route, Surface, Trace};
+use crate::shared::{
+    AttemptOutcome, AttemptSummary, ChatTurn, GatewayEvent, RequestStatus, Route, Surface, Trace,
+    Usage, UsageSource,
+};
 use crate::store::audit::{AuditRecord, AuditWriter, MessageRecord};
 use crate::store::RequestRecord;
 use std::sync::Arc;
@@ -60,13 +63,13 @@ pub(super) struct Recorder {
 }
 
 impl Recorder {
-    /// Starts the record of a request from `surface` asking `question`.
+    /// Starts the record of `tenant`'s request from `surface` asking `question`.
     pub fn start(
         sinks: RecordSinks,
-        surface: Surface,
-        stream: bool,
+        (surface, stream): (Surface, bool),
         question: &str,
         conversation_id: Option<String>,
+        tenant: &str,
     ) -> Self {
         let transcript = conversation_id.clone().map(|id| Transcript {
             conversation_id: id,
@@ -87,6 +90,9 @@ impl Recorder {
             attempts: Vec::new(),
             conversation_id,
             cache_similarity: None,
+            tenant: tenant.to_string(),
+            usage: Usage::default(),
+            usage_source: None,
         };
         Self {
             sinks,
@@ -155,6 +161,26 @@ impl Recorder {
         }
     }
 
+    /// Records what the provider that served (the last of its successful
+    /// attempts) cost.
+    pub fn attempt_usage(&mut self, provider: &str, usage: Usage) {
+        if let Some(attempt) = self
+            .record
+            .attempts
+            .iter_mut()
+            .rev()
+            .find(|a| a.provider == provider && a.outcome == AttemptOutcome::Ok)
+        {
+            attempt.usage = Some(usage);
+        }
+    }
+
+    /// Records what the whole answer cost, and who counted it.
+    pub fn usage(&mut self, usage: Usage, source: UsageSource) {
+        self.record.usage = usage;
+        self.record.usage_source = Some(source);
+    }
+
     /// Every attempt so far.
     pub fn attempts(&self) -> &[AttemptSummary] {
         &self.record.attempts
@@ -192,6 +218,9 @@ impl Recorder {
         sinks
             .metrics
             .request(self.record.served_by.as_ref(), status, latency);
+        sinks
+            .metrics
+            .tokens(self.record.served_by.as_ref(), self.record.usage);
         sinks.events.publish(GatewayEvent::RequestTrace(Trace {
             id: self.record.id.clone(),
             served_by: self.record.served_by.clone(),

@@ -1,9 +1,10 @@
-//! A question as the gateway receives it, the checks it must pass, and the only
-//! errors a caller can get back: their own mistakes. Whatever the providers do,
+//! A question as the gateway receives it, and the only errors a caller can get
+//! back: their own mistakes (`validate` holds the checks). Whatever the providers do,
 //! the gateway answers; an invalid conversation is the one thing it refuses.
 
-use super::cascade::{CascadeError, CascadeRequest};
-use crate::shared::{ChatTurn, Role, Surface};
+use super::cascade::CascadeError;
+use super::provider::Options;
+use crate::shared::{ChatTurn, Surface};
 
 /// The tenant of requests that name none.
 pub const DEFAULT_TENANT: &str = "default";
@@ -46,8 +47,8 @@ pub struct GatewayRequest {
     pub pinned: Option<String>,
     /// Caller's answer size limit.
     pub max_tokens: Option<u32>,
-    /// Caller's sampling temperature.
-    pub temperature: Option<f32>,
+    /// Sampling, tools and the answer's form.
+    pub options: Options,
     /// Where the request came from.
     pub surface: Surface,
     /// The chat page's conversation id; its turns are kept for the chat history.
@@ -67,7 +68,7 @@ impl GatewayRequest {
             turns: vec![ChatTurn::user(question)],
             pinned: None,
             max_tokens: None,
-            temperature: None,
+            options: Options::default(),
             surface,
             conversation_id: None,
             tenant: DEFAULT_TENANT.into(),
@@ -108,7 +109,7 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    fn bad(param: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(super) fn bad(param: impl Into<String>, message: impl Into<String>) -> Self {
         GatewayError::BadRequest {
             param: param.into(),
             message: message.into(),
@@ -135,165 +136,18 @@ impl GatewayError {
                 message,
             },
             CascadeError::UnknownProvider(name) => GatewayError::UnknownModel(name),
+            CascadeError::Unsupported {
+                param, providers, ..
+            } => GatewayError::bad(
+                param,
+                format!(
+                    "no provider of this gateway can honour {param} as given (tried {providers})"
+                ),
+            ),
             // The gateway answers an exhausted cascade itself; it never gets here.
             CascadeError::Exhausted { .. } => {
                 GatewayError::bad("model", "no provider could answer")
             }
         }
-    }
-}
-
-/// Checks a conversation (and that a pinned model is one `known` to the
-/// cascade) and splits off the caller's system text.
-pub(super) fn validate(
-    request: &GatewayRequest,
-    limits: RequestLimits,
-    known: impl Fn(&str) -> bool,
-) -> Result<CascadeRequest, GatewayError> {
-    if let Some(name) = &request.pinned {
-        if !known(name) {
-            return Err(GatewayError::UnknownModel(name.clone()));
-        }
-    }
-    if request.turns.is_empty() {
-        return Err(GatewayError::bad("messages", "messages must not be empty"));
-    }
-    if request.turns.len() > limits.max_messages {
-        return Err(GatewayError::bad(
-            "messages",
-            format!(
-                "messages holds {} messages; at most {} are allowed",
-                request.turns.len(),
-                limits.max_messages
-            ),
-        ));
-    }
-    let mut caller_system = Vec::new();
-    let mut turns = Vec::with_capacity(request.turns.len());
-    for (index, turn) in request.turns.iter().enumerate() {
-        let chars = turn.content.chars().count();
-        if chars > limits.max_message_chars {
-            let param = format!("messages[{index}].content");
-            return Err(GatewayError::bad(
-                param.clone(),
-                format!(
-                    "{param} has {chars} characters; at most {} are allowed",
-                    limits.max_message_chars
-                ),
-            ));
-        }
-        if turn.content.trim().is_empty() && turn.role != Role::Assistant {
-            let param = format!("messages[{index}].content");
-            return Err(GatewayError::bad(
-                param.clone(),
-                format!("{param} must not be empty"),
-            ));
-        }
-        match turn.role {
-            Role::System => caller_system.push(turn.content.trim()),
-            _ => turns.push(turn.clone()),
-        }
-    }
-    match turns.last() {
-        Some(last) if last.role == Role::User => {}
-        _ => {
-            return Err(GatewayError::bad(
-                "messages",
-                "the last message must come from the user",
-            ))
-        }
-    }
-    if request.max_tokens == Some(0) {
-        return Err(GatewayError::bad(
-            "max_tokens",
-            "max_tokens must be at least 1",
-        ));
-    }
-    if let Some(t) = request.temperature {
-        if !(0.0..=2.0).contains(&t) {
-            return Err(GatewayError::bad(
-                "temperature",
-                "temperature must be between 0 and 2",
-            ));
-        }
-    }
-    Ok(CascadeRequest {
-        caller_system: caller_system.join("\n"),
-        turns,
-        max_tokens: request.max_tokens,
-        temperature: request.temperature,
-        pinned: request.pinned.clone(),
-        ..Default::default()
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn param_of(request: &GatewayRequest) -> String {
-        match validate(request, RequestLimits::default(), |_| true) {
-            Err(GatewayError::BadRequest { param, .. }) => param,
-            other => panic!("expected a bad request, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn each_bad_request_names_its_parameter() {
-        let mut request = GatewayRequest::question(Surface::Api, "hi");
-        request.temperature = Some(3.0);
-        assert_eq!(param_of(&request), "temperature");
-        request.temperature = None;
-        request.max_tokens = Some(0);
-        assert_eq!(param_of(&request), "max_tokens");
-        request.max_tokens = None;
-        request.turns.push(ChatTurn::user("  "));
-        assert_eq!(param_of(&request), "messages[1].content");
-        request.turns[1] = ChatTurn::assistant("hello");
-        assert_eq!(param_of(&request), "messages");
-    }
-
-    #[test]
-    fn a_conversation_beyond_the_limits_names_the_limit() {
-        let limits = RequestLimits {
-            max_messages: 3,
-            max_message_chars: 10,
-        };
-        let mut request = GatewayRequest::question(Surface::Api, "x".repeat(11));
-        match validate(&request, limits, |_| true) {
-            Err(GatewayError::BadRequest { param, message }) => {
-                assert_eq!(param, "messages[0].content");
-                assert!(message.contains("at most 10"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
-        request.turns = vec![ChatTurn::user("hi"); 4];
-        match validate(&request, limits, |_| true) {
-            Err(GatewayError::BadRequest { param, message }) => {
-                assert_eq!(param, "messages");
-                assert!(message.contains("at most 3"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn system_turns_become_the_callers_system_text() {
-        let mut request = GatewayRequest::question(Surface::Chat, "hi");
-        request.turns.insert(
-            0,
-            ChatTurn {
-                role: Role::System,
-                content: " Reply in French. ".into(),
-            },
-        );
-        let cascade = validate(&request, RequestLimits::default(), |_| true).unwrap();
-        request.pinned = Some("nobody".into());
-        assert!(matches!(
-            validate(&request, RequestLimits::default(), |name| name == "gpt"),
-            Err(GatewayError::UnknownModel(_))
-        ));
-        assert_eq!(cascade.caller_system, "Reply in French.");
-        assert_eq!(cascade.turns, vec![ChatTurn::user("hi")]);
     }
 }

@@ -10,14 +10,20 @@
 //!    answer starts over on another provider behind a `Restarted` event
 //!    (`restarted`);
 //! 3. otherwise it ends with an explicit failure (`stream_failed`).
+//!
+//! Tool-call fragments are held until their source has finished the answer and
+//! the calls add up, so a call is only ever passed on whole. Each source's usage
+//! is the provider's own report or, failing that, the gateway's estimate.
 
 use super::answer::AnswerEvent;
 use super::cache_key::PendingStore;
 use super::cascade::{Cascade, CascadeRequest, Delivery, Opened};
-use super::provider::{FinishReason, Piece, PieceStream, ProviderError, TimeoutKind};
+use super::provider::{
+    FinishReason, Piece, PieceStream, ProviderError, ServedModel, TimeoutKind, ToolCallDelta,
+};
 use super::recorder::Recorder;
 use super::request::OnBreak;
-use crate::shared::{AttemptOutcome, AttemptSummary, RequestStatus, Route};
+use crate::shared::{AttemptOutcome, AttemptSummary, RequestStatus, Route, Usage, UsageSource};
 use futures::{stream::BoxStream, StreamExt};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -42,6 +48,8 @@ pub(super) struct Source {
     pub route: Route,
     /// The model that produces it.
     pub model: String,
+    /// Its `system_fingerprint`, when the provider sent one.
+    pub fingerprint: Option<String>,
     /// The pieces ready now.
     pub head: Vec<Piece>,
     /// The pieces still to come.
@@ -51,9 +59,11 @@ pub(super) struct Source {
 impl Source {
     /// An answer a provider has started.
     pub fn provider(route: Route, model: &str, opened: Opened) -> Self {
+        let served = served_model(&opened.head);
         Self {
             route,
-            model: model.to_string(),
+            model: served.map_or_else(|| model.to_string(), |s| s.model.clone()),
+            fingerprint: served.and_then(|s| s.fingerprint.clone()),
             head: opened.head,
             rest: opened.rest,
         }
@@ -78,9 +88,75 @@ impl Source {
         Self {
             route,
             model: model.to_string(),
+            fingerprint: None,
             head,
             rest: futures::stream::empty().boxed(),
         }
+    }
+}
+
+/// The model a provider said answers, if its first pieces named one.
+fn served_model(head: &[Piece]) -> Option<&ServedModel> {
+    head.iter().find_map(|piece| match piece {
+        Piece::Served(served) => Some(served),
+        _ => None,
+    })
+}
+
+/// What the current source of an answer has cost so far.
+#[derive(Default)]
+struct SourceCost {
+    /// The provider's own report, if it sent one.
+    reported: Option<Usage>,
+    /// Characters it produced (text and tool-call arguments), for an estimate.
+    chars: usize,
+}
+
+/// The usage of a whole answer, summed over its sources.
+struct Bill {
+    /// The estimate of the prompt, for sources that report none.
+    prompt_estimate: u64,
+    /// The sources that ended so far.
+    total: Usage,
+    /// Who counted them.
+    source: Option<UsageSource>,
+    /// The current source.
+    current: SourceCost,
+}
+
+impl Bill {
+    /// Ends the current source's count: its report, else the estimate, charged
+    /// as `kind` says (a local answer sent no prompt anywhere).
+    fn close(&mut self, route: &Route) -> Usage {
+        let current = std::mem::take(&mut self.current);
+        let completion = (current.chars as u64).div_ceil(4);
+        let (usage, kind) = match (route, current.reported) {
+            (Route::Cache, _) => (
+                Usage {
+                    prompt_tokens: 0,
+                    completion_tokens: completion,
+                },
+                UsageSource::Cache,
+            ),
+            (Route::LastResort, _) => (
+                Usage {
+                    prompt_tokens: 0,
+                    completion_tokens: completion,
+                },
+                UsageSource::LastResort,
+            ),
+            (Route::Provider(_), Some(reported)) => (reported, UsageSource::Provider),
+            (Route::Provider(_), None) => (
+                Usage {
+                    prompt_tokens: self.prompt_estimate,
+                    completion_tokens: completion,
+                },
+                UsageSource::Estimated,
+            ),
+        };
+        self.total = self.total.plus(usage);
+        self.source = Some(self.source.map_or(kind, |s| s.and(kind)));
+        usage
     }
 }
 
@@ -109,6 +185,15 @@ pub(super) struct Tail {
     rest: PieceStream,
     /// The finish reason the current source gave.
     finish_reason: Option<FinishReason>,
+    /// The current source's tool-call fragments, held until it finishes.
+    fragments: Vec<ToolCallDelta>,
+    /// Events ready to hand out before anything else (a finished answer's
+    /// tool calls and its `Done`).
+    queued: VecDeque<AnswerEvent>,
+    /// What the answer cost so far.
+    bill: Bill,
+    /// Whether the cost is on the record.
+    settled: bool,
     /// The request's record, ended when the answer ends.
     recorder: Recorder,
     /// Turns true when the server's grace period is over.
@@ -129,6 +214,18 @@ impl Tail {
         pending_store: Option<PendingStore>,
     ) -> Self {
         let may_splice = request.pinned.is_none() && source.route.provider_name().is_some();
+        let prompt_chars: usize = request.caller_system.chars().count()
+            + request
+                .turns
+                .iter()
+                .map(|t| {
+                    t.content.chars().count()
+                        + t.tool_calls
+                            .iter()
+                            .map(|c| c.arguments.len())
+                            .sum::<usize>()
+                })
+                .sum::<usize>();
         Self {
             cascade,
             request,
@@ -141,6 +238,15 @@ impl Tail {
             head: source.head.into(),
             rest: source.rest,
             finish_reason: None,
+            fragments: Vec::new(),
+            queued: VecDeque::new(),
+            bill: Bill {
+                prompt_estimate: (prompt_chars as u64).div_ceil(4),
+                total: Usage::default(),
+                source: None,
+                current: SourceCost::default(),
+            },
+            settled: false,
             recorder,
             ending,
             pending_store,
@@ -154,6 +260,9 @@ impl Tail {
     }
 
     async fn next(mut self) -> Option<(AnswerEvent, Self)> {
+        if let Some(event) = self.queued.pop_front() {
+            return Some((event, self));
+        }
         if self.done {
             return None;
         }
@@ -170,6 +279,7 @@ impl Tail {
                     };
                     let Some(next) = next else {
                         self.done = true;
+                        self.settle();
                         self.recorder.finish(RequestStatus::StreamFailed).await;
                         let ended = AnswerEvent::Failed {
                             message: SHUTTING_DOWN.into(),
@@ -179,12 +289,31 @@ impl Tail {
                     next
                 }
             };
+            // A source whose tool calls do not add up has broken like any other.
+            let piece = match piece {
+                None => match ToolCallDelta::assemble(&self.fragments) {
+                    Ok(_) => None,
+                    Err(err) => Some(Err(err)),
+                },
+                piece => piece,
+            };
             let event = match piece {
                 Some(Ok(Piece::Text(text))) => {
                     self.sent.push_str(&text);
+                    self.bill.current.chars += text.chars().count();
                     self.recorder.answered(&text);
                     AnswerEvent::Text(text)
                 }
+                Some(Ok(Piece::ToolCall(fragment))) => {
+                    self.bill.current.chars += fragment.arguments.chars().count();
+                    self.fragments.push(fragment);
+                    continue;
+                }
+                Some(Ok(Piece::Usage(usage))) => {
+                    self.bill.current.reported = Some(usage);
+                    continue;
+                }
+                Some(Ok(Piece::Served(_))) => continue,
                 Some(Ok(Piece::Finish(reason))) => {
                     self.finish_reason = Some(reason);
                     continue;
@@ -197,6 +326,7 @@ impl Tail {
                         Recovery::Restarted(event) => event,
                         Recovery::Lost => {
                             self.done = true;
+                            self.settle();
                             self.recorder.finish(RequestStatus::StreamFailed).await;
                             AnswerEvent::Failed {
                                 message: INTERRUPTED.into(),
@@ -209,7 +339,8 @@ impl Tail {
         }
     }
 
-    /// The answer ended as its source said it would.
+    /// The answer ended as its source said it would: its tool calls (if any)
+    /// go out, then `Done` (queued behind the first of them).
     async fn end(&mut self) -> AnswerEvent {
         self.done = true;
         let status = if self.restarted {
@@ -219,15 +350,29 @@ impl Tail {
         } else {
             RequestStatus::Ok
         };
-        // Only an answer one source completed whole is worth sharing.
+        self.close_source();
+        self.settle();
+        let usage_source = self.bill.source.unwrap_or(UsageSource::Estimated);
+        let finish_reason = self.finish_reason.unwrap_or(FinishReason::Stop);
+        // Only an answer one source completed whole, as plain text that ended of
+        // itself, is worth sharing: a cut (`length`, a stop sequence is caught by
+        // the options) or a tool call would be wrong for the next asker.
         if let Some(pending) = self.pending_store.take() {
-            if status == RequestStatus::Ok {
+            if status == RequestStatus::Ok
+                && finish_reason == FinishReason::Stop
+                && self.fragments.is_empty()
+            {
                 pending.store(self.sent.clone());
             }
         }
         self.recorder.finish(status).await;
-        AnswerEvent::Done {
-            finish_reason: self.finish_reason.unwrap_or(FinishReason::Stop),
+        self.queued.extend(
+            std::mem::take(&mut self.fragments)
+                .into_iter()
+                .map(AnswerEvent::ToolCall),
+        );
+        self.queued.push_back(AnswerEvent::Done {
+            finish_reason,
             served_by: self
                 .served
                 .iter()
@@ -236,7 +381,34 @@ impl Tail {
                 .join(" → "),
             elapsed_ms: self.recorder.elapsed().as_millis() as u64,
             attempts: self.recorder.attempts().to_vec(),
+            usage: self.bill.total,
+            usage_source,
+        });
+        self.queued.pop_front().expect("Done was just queued")
+    }
+
+    /// Ends the current source's count and puts it on its attempt.
+    fn close_source(&mut self) {
+        let Some(route) = self.served.last().cloned() else {
+            return;
+        };
+        let usage = self.bill.close(&route);
+        if let Some(provider) = route.provider_name() {
+            self.recorder.attempt_usage(provider, usage);
         }
+    }
+
+    /// Puts the answer's cost on its record, once, however it ended: what a
+    /// source produced before a shutdown or a disconnect was paid for too.
+    fn settle(&mut self) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        if self.bill.current.chars > 0 || self.bill.current.reported.is_some() {
+            self.close_source();
+        }
+        let source = self.bill.source.unwrap_or(UsageSource::Estimated);
+        self.recorder.usage(self.bill.total, source);
     }
 
     /// What follows a break: a true continuation, a restart, or nothing.
@@ -248,12 +420,16 @@ impl Tail {
             .unwrap_or_default()
             .to_string();
         self.cascade.report_broken(&broken, err);
+        // What the broken source produced was paid for; its calls were never sent.
+        let usage = self.bill.close(&Route::provider(&broken));
+        self.fragments.clear();
         self.recorder.add_attempts([AttemptSummary {
             provider: broken.clone(),
             outcome: AttemptOutcome::StreamBroken,
             status: None,
             latency_ms: self.recorder.elapsed().as_millis() as u64,
             breaker: None,
+            usage: Some(usage),
         }]);
         if !self.may_splice {
             return Recovery::Lost;
@@ -296,10 +472,12 @@ impl Tail {
                 self.restarted = true;
                 self.sent.clear();
                 self.served = vec![route.clone()];
+                let model = served_model(&served.answer.head)
+                    .map_or_else(|| served.provider.model().to_string(), |s| s.model.clone());
                 self.take(served.answer);
                 Recovery::Restarted(AnswerEvent::Restarted {
                     served_by: route,
-                    model: served.provider.model().to_string(),
+                    model,
                 })
             }
             Err(err) => {
@@ -314,6 +492,14 @@ impl Tail {
         self.head = answer.head.into();
         self.rest = answer.rest;
         self.finish_reason = None;
+    }
+}
+
+impl Drop for Tail {
+    /// The caller went away mid-answer: the record (written as the recorder
+    /// drops, right after) still carries what was spent.
+    fn drop(&mut self) {
+        self.settle();
     }
 }
 

@@ -428,7 +428,19 @@ pub async fn start_with_clock(
     }
     let traffic = Arc::new(crate::traffic::Traffic::default());
     let login_code = Arc::new(crate::api::admin::LoginCode::new());
+    // Keys of the config file first: a database row cannot shadow one.
+    let client_specs = config
+        .clients
+        .iter()
+        .map(crate::clients::ClientSpec::from)
+        .chain(store.clients().await?)
+        .collect::<Vec<_>>();
+    let clients = Arc::new(crate::clients::Clients::new(client_specs, clock.clone()));
+    if !clients.is_open() {
+        tracing::info!(clients = clients.list().len(), "/v1 requires a client key");
+    }
     let state = AppState {
+        clients,
         store: store.clone(),
         traffic: traffic.clone(),
         leptos_options: leptos_options.clone(),

@@ -1,7 +1,7 @@
 //! The audit trail as its readers see it: the rows the audit API returns and the
 //! audit page renders, read from the store in one query each.
 
-use super::{AttemptOutcome, BreakerState, RequestStatus, Route, Surface, Transition};
+use super::{AttemptOutcome, BreakerState, RequestStatus, Route, Surface, Transition, UsageSource};
 use serde::{Deserialize, Serialize};
 
 /// One request as the audit shows it.
@@ -32,6 +32,14 @@ pub struct RequestRow {
     pub conversation_id: Option<String>,
     /// Similarity of a cache hit.
     pub cache_similarity: Option<f64>,
+    /// Whose request it was.
+    pub tenant: String,
+    /// Prompt tokens of the answer.
+    pub prompt_tokens: i64,
+    /// Completion tokens of the answer.
+    pub completion_tokens: i64,
+    /// Who counted them; absent when nothing answered.
+    pub usage_source: Option<UsageSource>,
     /// Its attempts, in order, when they were asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "ssr", sqlx(skip))]
@@ -54,6 +62,10 @@ pub struct AttemptRow {
     pub latency_ms: i64,
     /// Breaker state before the attempt.
     pub breaker_before: Option<BreakerState>,
+    /// Prompt tokens it cost, when it produced an answer (or part of one).
+    pub prompt_tokens: Option<i64>,
+    /// Completion tokens it cost.
+    pub completion_tokens: Option<i64>,
 }
 
 /// A breaker transition as the audit keeps it, with its cursor.
@@ -111,4 +123,30 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `before` for the next page; `None` on the last page.
     pub next_cursor: Option<i64>,
+}
+
+crate::spelled! {
+    /// How usage is grouped.
+    pub enum UsageBy {
+        /// Per provider attempt (and the cache and the last resort).
+        Provider => "provider",
+        /// Per request's tenant.
+        Tenant => "tenant",
+    }
+}
+
+/// What one provider or tenant cost over a period, as `GET /api/audit/usage` reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+pub struct UsageRow {
+    /// The provider (or `cache`, `last-resort`) or the tenant.
+    pub key: String,
+    /// Requests (by tenant) or attempts that produced tokens (by provider).
+    pub requests: i64,
+    /// Prompt tokens.
+    pub prompt_tokens: i64,
+    /// Completion tokens.
+    pub completion_tokens: i64,
+    /// Both.
+    pub total_tokens: i64,
 }

@@ -7,6 +7,7 @@
 //! - `outcome`: the names of what happened (route, request status, attempt outcome).
 //! - `provider`: what a provider is and can do (protocol, continuation, probing).
 //! - `audit`: the rows the audit API and the audit page read.
+//! - `usage`: what an answer cost in tokens, and who counted it.
 //! - `spelling`: the macro that gives each of those names one spelling.
 
 pub mod audit;
@@ -14,12 +15,14 @@ mod events;
 mod outcome;
 mod provider;
 mod spelling;
+mod usage;
 
 pub use events::*;
 pub use outcome::*;
 pub use provider::*;
 use serde::{Deserialize, Serialize};
 pub use spelling::UnknownSpelling;
+pub use usage::{Usage, UsageSource};
 
 crate::spelled! {
     /// Who said a turn of a conversation.
@@ -30,7 +33,20 @@ crate::spelled! {
         User => "user",
         /// The support assistant (a provider, the cache or the last resort).
         Assistant => "assistant",
+        /// The result of a tool the assistant called (a support bot's order lookup).
+        Tool => "tool",
     }
+}
+
+/// A call of one of the caller's tools, as the model asked for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The call's id, which the tool's result names.
+    pub id: String,
+    /// The function called.
+    pub name: String,
+    /// Its arguments, a JSON object as text.
+    pub arguments: String,
 }
 
 /// One message of a conversation, as the customer and the providers see it.
@@ -38,25 +54,35 @@ crate::spelled! {
 pub struct ChatTurn {
     /// Who said it.
     pub role: Role,
-    /// What was said, as plain text.
+    /// What was said, as plain text (may be empty beside tool calls).
     pub content: String,
+    /// An assistant turn's tool calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A tool turn: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatTurn {
+    /// A turn of `role` saying `content`.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+
     /// A turn said by the customer.
     pub fn user(content: impl Into<String>) -> Self {
-        Self {
-            role: Role::User,
-            content: content.into(),
-        }
+        Self::new(Role::User, content)
     }
 
     /// A turn said by the assistant.
     pub fn assistant(content: impl Into<String>) -> Self {
-        Self {
-            role: Role::Assistant,
-            content: content.into(),
-        }
+        Self::new(Role::Assistant, content)
     }
 }
 

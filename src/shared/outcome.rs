@@ -66,6 +66,9 @@ spelled! {
         TooLarge => "too_large",
         /// Not asked to continue a broken answer: it cannot do so for real.
         CannotContinue => "cannot_continue",
+        /// Not asked at all: it cannot honour a parameter of the request that
+        /// may not be dropped (Anthropic and a temperature above 1).
+        Unsupported => "unsupported",
     }
 }
 
@@ -211,6 +214,9 @@ pub struct AttemptSummary {
     /// The provider's breaker state when the attempt was decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<super::BreakerState>,
+    /// What the attempt cost, once its answer ended (or broke).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<super::Usage>,
 }
 
 #[cfg(test)]

@@ -2,24 +2,30 @@
 //! Messages and OpenAI Chat Completions protocols, answer from a built-in support
 //! knowledge base and pace their tokens like a real model.
 //!
-//! They let the whole real path (HTTP, SSE, error bodies, timeouts) run without
-//! API keys. Each simulated provider validates requests as strictly as the real
-//! API would, so an adapter bug shows up here first.
+//! They let the whole real path (HTTP, SSE, tool calls, usage, error bodies,
+//! timeouts) run without API keys. Each validates requests as strictly as the
+//! real API would, so an adapter bug shows up here first.
+//!
+//! - `model`: what the simulated model answers: text from the knowledge base, a
+//!   call of an offered tool that fits the question, an answer from a tool's
+//!   result, JSON in a wanted shape.
+//! - `openai`, `anthropic`: each protocol's decoding, answers, streams and errors.
+
+mod anthropic;
+mod model;
+mod openai;
 
 use crate::config::{Protocol, SimConfig};
-use crate::knowledge;
-use crate::shared::{ChatTurn, Role};
+use crate::shared::ChatTurn;
 use axum::{
-    extract::State,
-    http::{HeaderMap, StatusCode},
-    response::{sse::Event, IntoResponse, Response, Sse},
+    response::{sse::Event, Sse},
     routing::post,
     serve::ListenerExt,
-    Json, Router,
+    Router,
 };
 use futures::StreamExt;
 use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 /// Token pacing of a simulated model.
@@ -38,8 +44,8 @@ impl Pacing {
     }
 }
 
+/// What every handler of one simulated provider shares.
 struct SimState {
-    protocol: Protocol,
     pacing: Pacing,
 }
 
@@ -58,7 +64,6 @@ pub async fn start(protocol: Protocol, config: &SimConfig) -> std::io::Result<Si
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(SimState {
-        protocol,
         pacing: Pacing {
             min: Duration::from_millis(config.chunk_delay_min_ms),
             max: Duration::from_millis(config.chunk_delay_max_ms),
@@ -66,11 +71,11 @@ pub async fn start(protocol: Protocol, config: &SimConfig) -> std::io::Result<Si
     });
     let (router, base_url) = match protocol {
         Protocol::Anthropic => (
-            Router::new().route("/v1/messages", post(anthropic_messages)),
+            Router::new().route("/v1/messages", post(anthropic::messages)),
             format!("http://{addr}"),
         ),
         Protocol::OpenAi => (
-            Router::new().route("/v1/chat/completions", post(openai_completions)),
+            Router::new().route("/v1/chat/completions", post(openai::completions)),
             format!("http://{addr}/v1"),
         ),
     };
@@ -87,93 +92,63 @@ pub async fn start(protocol: Protocol, config: &SimConfig) -> std::io::Result<Si
     Ok(SimServer { addr, base_url })
 }
 
+/// A tool the caller offered, in either protocol's terms.
+#[derive(Clone, Debug)]
+struct OfferedTool {
+    name: String,
+    description: String,
+    /// Its arguments' JSON schema.
+    parameters: Value,
+}
+
+/// Whether and which tool the model must call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ToolUse {
+    /// As it sees fit.
+    Auto,
+    /// Never.
+    Never,
+    /// Some tool.
+    Required,
+    /// This one.
+    Named(String),
+}
+
 /// A request both protocols share once decoded.
 struct SimRequest {
     model: String,
+    /// The system prompt (for the prompt's token count).
+    system: String,
     turns: Vec<ChatTurn>,
     max_tokens: usize,
     stream: bool,
+    tools: Vec<OfferedTool>,
+    tool_use: ToolUse,
+    /// Whether several tools may be called at once.
+    parallel: bool,
+    /// The JSON schema the answer must follow (OpenAI's `response_format`).
+    json: Option<Value>,
+    /// Texts that end the answer where they would appear.
+    stop: Vec<String>,
 }
 
-fn text_of(content: &Value) -> Option<String> {
-    match content {
-        Value::String(s) => Some(s.clone()),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| p.get("text").and_then(Value::as_str).map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .map(|v| v.concat()),
-        _ => None,
+impl SimRequest {
+    /// The prompt's size in the model's tokens (words, as `knowledge::tokens` cuts them).
+    fn prompt_tokens(&self) -> usize {
+        let words = |text: &str| crate::knowledge::tokens(text).len();
+        words(&self.system)
+            + self
+                .turns
+                .iter()
+                .map(|t| {
+                    words(&t.content)
+                        + t.tool_calls
+                            .iter()
+                            .map(|c| words(&c.arguments))
+                            .sum::<usize>()
+                })
+                .sum::<usize>()
     }
-}
-
-/// Decodes the fields both protocols share; `Err` carries the message the real API would give.
-fn decode(
-    body: &Value,
-    allow_system_role: bool,
-    max_tokens_required: bool,
-) -> Result<SimRequest, String> {
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .ok_or("model: field required")?
-        .to_string();
-    let max_tokens = match body.get("max_tokens").and_then(Value::as_u64) {
-        Some(0) => return Err("max_tokens: must be at least 1".into()),
-        Some(n) => n as usize,
-        None if max_tokens_required => return Err("max_tokens: field required".into()),
-        None => usize::MAX,
-    };
-    let messages = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or("messages: field required")?;
-    if messages.is_empty() {
-        return Err("messages: at least one message is required".into());
-    }
-    let mut turns = Vec::new();
-    for (i, m) in messages.iter().enumerate() {
-        let role = match m.get("role").and_then(Value::as_str) {
-            Some("user") => Role::User,
-            Some("assistant") => Role::Assistant,
-            Some("system") | Some("developer") if allow_system_role => Role::System,
-            other => return Err(format!("messages.{i}.role: unexpected role {other:?}")),
-        };
-        let content = m
-            .get("content")
-            .and_then(text_of)
-            .ok_or_else(|| format!("messages.{i}.content: field required"))?;
-        turns.push(ChatTurn { role, content });
-    }
-    Ok(SimRequest {
-        model,
-        turns,
-        max_tokens,
-        stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
-    })
-}
-
-/// The answer to a conversation. A conversation that ends with a partial
-/// assistant answer (a prefill) gets the rest of that answer, as a model that
-/// continues its own turn would.
-fn answer_text(turns: &[ChatTurn]) -> String {
-    if let [rest @ .., last] = turns {
-        if last.role == Role::Assistant {
-            let full = knowledge::answer(rest);
-            return match full.strip_prefix(last.content.trim_end()) {
-                Some(remainder) => remainder.to_string(),
-                None => full,
-            };
-        }
-    }
-    knowledge::answer(turns)
-}
-
-fn answer_tokens(request: &SimRequest) -> (Vec<String>, bool) {
-    let mut tokens = knowledge::tokens(&answer_text(&request.turns));
-    let truncated = tokens.len() > request.max_tokens;
-    tokens.truncate(request.max_tokens);
-    (tokens, truncated)
 }
 
 /// A non-streamed answer takes about as long as generating it, capped so demos stay brisk.
@@ -201,146 +176,17 @@ fn paced(
     Sse::new(stream)
 }
 
-fn anthropic_error(status: StatusCode, kind: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"type": "error", "error": {"type": kind, "message": message}})),
+/// Text pieces of a tool call's arguments as a model streams them: a few
+/// characters at a time.
+fn argument_pieces(arguments: &str) -> Vec<String> {
+    let chars: Vec<char> = arguments.chars().collect();
+    chars.chunks(6).map(|c| c.iter().collect()).collect()
+}
+
+/// A fresh id with `prefix`, as each protocol spells its ids.
+fn fresh_id(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..24]
     )
-        .into_response()
-}
-
-async fn anthropic_messages(
-    State(state): State<Arc<SimState>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    debug_assert_eq!(state.protocol, Protocol::Anthropic);
-    if !headers.contains_key("anthropic-version") {
-        return anthropic_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "anthropic-version: header is required",
-        );
-    }
-    let request = match serde_json::from_slice::<Value>(&body)
-        .map_err(|e| format!("invalid JSON body: {e}"))
-        .and_then(|body| decode(&body, false, true))
-    {
-        Ok(request) => request,
-        Err(message) => {
-            return anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", &message)
-        }
-    };
-    let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-    let (tokens, truncated) = answer_tokens(&request);
-    let stop_reason = if truncated { "max_tokens" } else { "end_turn" };
-    let input_tokens: usize = request
-        .turns
-        .iter()
-        .map(|t| knowledge::tokens(&t.content).len())
-        .sum();
-    if !request.stream {
-        think(state.pacing, tokens.len()).await;
-        return Json(json!({
-            "id": id, "type": "message", "role": "assistant", "model": request.model,
-            "content": [{"type": "text", "text": tokens.concat()}],
-            "stop_reason": stop_reason, "stop_sequence": null,
-            "usage": {"input_tokens": input_tokens, "output_tokens": tokens.len()}
-        }))
-        .into_response();
-    }
-    let event = |name: &str, data: Value| Event::default().event(name).data(data.to_string());
-    let mut events = vec![
-        event(
-            "message_start",
-            json!({"type": "message_start", "message": {
-            "id": id, "type": "message", "role": "assistant", "model": request.model,
-            "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
-        ),
-        event(
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0,
-            "content_block": {"type": "text", "text": ""}}),
-        ),
-        event("ping", json!({"type": "ping"})),
-    ];
-    let count = tokens.len();
-    events.extend(tokens.into_iter().map(|text| {
-        event(
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0,
-            "delta": {"type": "text_delta", "text": text}}),
-        )
-    }));
-    events.push(event(
-        "content_block_stop",
-        json!({"type": "content_block_stop", "index": 0}),
-    ));
-    events.push(event(
-        "message_delta",
-        json!({"type": "message_delta",
-        "delta": {"stop_reason": stop_reason, "stop_sequence": null},
-        "usage": {"output_tokens": count}}),
-    ));
-    events.push(event("message_stop", json!({"type": "message_stop"})));
-    paced(state.pacing, events).into_response()
-}
-
-fn openai_error(status: StatusCode, message: &str, param: Option<&str>) -> Response {
-    (
-        status,
-        Json(
-            json!({"error": {"message": message, "type": "invalid_request_error",
-            "param": param, "code": null}}),
-        ),
-    )
-        .into_response()
-}
-
-async fn openai_completions(
-    State(state): State<Arc<SimState>>,
-    body: axum::body::Bytes,
-) -> Response {
-    debug_assert_eq!(state.protocol, Protocol::OpenAi);
-    let request = match serde_json::from_slice::<Value>(&body)
-        .map_err(|e| format!("We could not parse the JSON body of your request: {e}"))
-        .and_then(|body| decode(&body, true, false))
-    {
-        Ok(request) => request,
-        Err(message) => return openai_error(StatusCode::BAD_REQUEST, &message, None),
-    };
-    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (tokens, truncated) = answer_tokens(&request);
-    let finish_reason = if truncated { "length" } else { "stop" };
-    if !request.stream {
-        think(state.pacing, tokens.len()).await;
-        return Json(json!({
-            "id": id, "object": "chat.completion", "created": created, "model": request.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": tokens.concat()},
-                "finish_reason": finish_reason}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": tokens.len(), "total_tokens": tokens.len()}
-        }))
-        .into_response();
-    }
-    let chunk = |delta: Value, finish: Option<&str>| {
-        Event::default().data(
-            json!({"id": id, "object": "chat.completion.chunk", "created": created,
-                "model": request.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-            .to_string(),
-        )
-    };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
-    events.extend(
-        tokens
-            .into_iter()
-            .map(|text| chunk(json!({"content": text}), None)),
-    );
-    events.push(chunk(json!({}), Some(finish_reason)));
-    events.push(Event::default().data("[DONE]"));
-    paced(state.pacing, events).into_response()
 }

@@ -1,12 +1,14 @@
-//! The SQLite store: pool, migrations, the audit writer, and the read queries.
+//! The SQLite store: pool, migrations, the audit writer, the read queries, and
+//! the client keys made through the admin API.
 //!
 //! SQLite runs in WAL mode with `synchronous=NORMAL` and a busy timeout, so
 //! readers never block the writer and a crash loses at most the last commit.
 
 pub mod audit;
+mod clients;
 pub mod queries;
 
-use crate::shared::{AttemptSummary, RequestStatus, Route, Surface};
+use crate::shared::{AttemptSummary, RequestStatus, Route, Surface, Usage, UsageSource};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 use std::str::FromStr;
@@ -52,6 +54,12 @@ pub struct RequestRecord {
     pub conversation_id: Option<String>,
     /// Similarity of the cache entry that answered, when the cache did.
     pub cache_similarity: Option<f64>,
+    /// Whose request it was (a client key's tenant, or the default).
+    pub tenant: String,
+    /// What the answer cost, summed over its sources.
+    pub usage: Usage,
+    /// Who counted it; `None` when nothing answered.
+    pub usage_source: Option<UsageSource>,
 }
 
 /// A ticket for a human agent.

@@ -2,7 +2,9 @@
 //! cursor, each list in one query.
 
 use super::{Store, StoreError};
-use crate::shared::audit::{AttemptRow, Page, RequestRow, TicketRow, TransitionRow};
+use crate::shared::audit::{
+    AttemptRow, Page, RequestRow, TicketRow, TransitionRow, UsageBy, UsageRow,
+};
 use crate::shared::{RequestStatus, Route};
 use sqlx::{QueryBuilder, Sqlite};
 
@@ -32,12 +34,14 @@ fn page<T>(mut items: Vec<T>, limit: i64, cursor: impl Fn(&T) -> i64) -> Page<T>
 
 const REQUEST_COLUMNS: &str =
     "SELECT rowid AS cursor, id, created_at_ms, surface, stream, served_by, status, \
-     latency_ms, overhead_ms, question_chars, conversation_id, cache_similarity FROM requests r";
+     latency_ms, overhead_ms, question_chars, conversation_id, cache_similarity, tenant, \
+     prompt_tokens, completion_tokens, usage_source FROM requests r";
 
 /// The attempt columns of the joined request list, renamed so they cannot
 /// collide with the request's own.
 const ATTEMPT_COLUMNS: &str = "a.seq AS a_seq, a.provider AS a_provider, a.outcome AS a_outcome, \
-     a.http_status AS a_http_status, a.latency_ms AS a_latency_ms, a.breaker_before AS a_breaker_before";
+     a.http_status AS a_http_status, a.latency_ms AS a_latency_ms, a.breaker_before AS a_breaker_before, \
+     a.prompt_tokens AS a_prompt_tokens, a.completion_tokens AS a_completion_tokens";
 
 fn joined_attempt(row: &sqlx::sqlite::SqliteRow) -> Result<Option<AttemptRow>, sqlx::Error> {
     use sqlx::Row;
@@ -51,6 +55,8 @@ fn joined_attempt(row: &sqlx::sqlite::SqliteRow) -> Result<Option<AttemptRow>, s
         http_status: row.try_get("a_http_status")?,
         latency_ms: row.try_get("a_latency_ms")?,
         breaker_before: row.try_get("a_breaker_before")?,
+        prompt_tokens: row.try_get("a_prompt_tokens")?,
+        completion_tokens: row.try_get("a_completion_tokens")?,
     }))
 }
 
@@ -115,8 +121,8 @@ impl Store {
         };
         request.attempts = Some(
             sqlx::query_as::<_, AttemptRow>(
-                "SELECT seq, provider, outcome, http_status, latency_ms, breaker_before \
-                 FROM attempts WHERE request_id = ? ORDER BY seq",
+                "SELECT seq, provider, outcome, http_status, latency_ms, breaker_before, \
+                 prompt_tokens, completion_tokens FROM attempts WHERE request_id = ? ORDER BY seq",
             )
             .bind(id)
             .fetch_all(self.pool())
@@ -157,5 +163,36 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         Ok(page(rows, limit, |r| r.cursor))
+    }
+
+    /// Tokens spent since `since_ms` (Unix ms), by provider or by tenant, the
+    /// costliest first. By provider, each attempt counts what it produced (a
+    /// broken stream's part included), and the cache and the last resort appear
+    /// under their own names; by tenant, each request counts its whole answer.
+    pub async fn usage(&self, by: UsageBy, since_ms: i64) -> Result<Vec<UsageRow>, StoreError> {
+        let sql = match by {
+            UsageBy::Provider => {
+                "SELECT key, COUNT(*) AS requests, SUM(p) AS prompt_tokens, \
+                 SUM(c) AS completion_tokens, SUM(p + c) AS total_tokens FROM ( \
+                   SELECT a.provider AS key, a.prompt_tokens AS p, a.completion_tokens AS c \
+                   FROM attempts a JOIN requests r ON r.id = a.request_id \
+                   WHERE r.created_at_ms >= ?1 AND a.prompt_tokens IS NOT NULL \
+                   UNION ALL \
+                   SELECT served_by, prompt_tokens, completion_tokens FROM requests \
+                   WHERE created_at_ms >= ?1 AND served_by IN ('cache', 'last-resort') \
+                 ) GROUP BY key ORDER BY total_tokens DESC, key"
+            }
+            UsageBy::Tenant => {
+                "SELECT tenant AS key, COUNT(*) AS requests, SUM(prompt_tokens) AS prompt_tokens, \
+                 SUM(completion_tokens) AS completion_tokens, \
+                 SUM(prompt_tokens + completion_tokens) AS total_tokens \
+                 FROM requests WHERE created_at_ms >= ?1 GROUP BY tenant \
+                 ORDER BY total_tokens DESC, key"
+            }
+        };
+        Ok(sqlx::query_as::<_, UsageRow>(sql)
+            .bind(since_ms)
+            .fetch_all(self.pool())
+            .await?)
     }
 }

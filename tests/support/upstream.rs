@@ -210,8 +210,17 @@ async fn answer(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let prefill = messages
         .last()
         .filter(|m| m["role"] == "assistant")
-        .and_then(|m| m["content"].as_str())
-        .map(str::to_string);
+        .and_then(|m| match &m["content"] {
+            Value::String(text) => Some(text.clone()),
+            // Anthropic's content blocks.
+            Value::Array(blocks) => Some(
+                blocks
+                    .iter()
+                    .filter_map(|b| b["text"].as_str())
+                    .collect::<String>(),
+            ),
+            _ => None,
+        });
     let text = match prefill {
         None => CANNED.to_string(),
         Some(_) if *shared.prefill.lock().unwrap() == Prefill::Reject => {

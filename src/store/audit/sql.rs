@@ -7,6 +7,12 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 /// SQLite allows 32 766 bound parameters per statement; rows per INSERT stay well below.
 const ROWS_PER_STATEMENT: usize = 400;
 
+/// A count as SQLite stores it; a provider reporting more than `i64::MAX` tokens
+/// is not worth an error.
+fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Rows deleted per statement: small, so a prune never holds the write lock long.
 const PRUNE_BATCH: i64 = 500;
 
@@ -98,10 +104,11 @@ pub(super) async fn write_batch(
         }
     }
     let mut tx = pool.begin().await?;
-    for chunk in requests.chunks(ROWS_PER_STATEMENT / 8) {
+    for chunk in requests.chunks(ROWS_PER_STATEMENT / 16) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT OR IGNORE INTO requests (id, created_at_ms, surface, stream, served_by, status, \
-             latency_ms, overhead_ms, question_chars, answer_chars, conversation_id, cache_similarity) ",
+             latency_ms, overhead_ms, question_chars, answer_chars, conversation_id, cache_similarity, \
+             tenant, prompt_tokens, completion_tokens, usage_source) ",
         );
         q.push_values(chunk, |mut row, r| {
             row.push_bind(&r.id)
@@ -115,7 +122,11 @@ pub(super) async fn write_batch(
                 .push_bind(r.question_chars as i64)
                 .push_bind(r.answer_chars as i64)
                 .push_bind(&r.conversation_id)
-                .push_bind(r.cache_similarity);
+                .push_bind(r.cache_similarity)
+                .push_bind(&r.tenant)
+                .push_bind(saturating_i64(r.usage.prompt_tokens))
+                .push_bind(saturating_i64(r.usage.completion_tokens))
+                .push_bind(r.usage_source);
         });
         q.build().execute(&mut *tx).await?;
     }
@@ -128,9 +139,10 @@ pub(super) async fn write_batch(
                 .map(move |(seq, a)| (r.id.as_str(), seq, a))
         })
         .collect();
-    for chunk in attempts.chunks(ROWS_PER_STATEMENT / 7) {
+    for chunk in attempts.chunks(ROWS_PER_STATEMENT / 9) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT OR IGNORE INTO attempts (request_id, seq, provider, outcome, http_status, latency_ms, breaker_before) ",
+            "INSERT OR IGNORE INTO attempts (request_id, seq, provider, outcome, http_status, latency_ms, \
+             breaker_before, prompt_tokens, completion_tokens) ",
         );
         q.push_values(chunk, |mut row, (id, seq, a)| {
             row.push_bind(*id)
@@ -139,7 +151,9 @@ pub(super) async fn write_batch(
                 .push_bind(a.outcome)
                 .push_bind(a.status.map(i64::from))
                 .push_bind(a.latency_ms as i64)
-                .push_bind(a.breaker);
+                .push_bind(a.breaker)
+                .push_bind(a.usage.map(|u| saturating_i64(u.prompt_tokens)))
+                .push_bind(a.usage.map(|u| saturating_i64(u.completion_tokens)));
         });
         q.build().execute(&mut *tx).await?;
     }

@@ -100,9 +100,9 @@ impl<D: SseDecoder> Reader<D> {
                 match piece {
                     // Empty text carries nothing; consumers count on every Text having some.
                     Piece::Text(text) if text.is_empty() => {}
-                    // Text after the finish reason would make the "whole" answer a lie.
+                    // Content after the finish reason would make the "whole" answer a lie.
                     Piece::Text(_) if self.finished => {}
-                    Piece::Finish(_) if self.finished => {}
+                    Piece::Finish(_) | Piece::ToolCall(_) if self.finished => {}
                     Piece::Finish(reason) => {
                         self.finished = true;
                         self.ready.push_back(Piece::Finish(reason));

@@ -1,0 +1,269 @@
+//! The OpenAI-compatible surface: `POST /v1/chat/completions` (streamed or not)
+//! and `GET /v1/models`, so existing SDKs use the gateway unchanged: tools,
+//! usage, sampling parameters, JSON answers and errors in OpenAI's shapes.
+//!
+//! `model: "chaosai"` runs the cascade; a provider's name pins that provider.
+//!
+//! - `decode`: the request body, every field used, dropped harmlessly or refused.
+//! - `encode`: the completion and its stream's chunks.
+
+mod decode;
+mod encode;
+
+use super::keys::Caller;
+use super::{error::ApiError, AppState};
+use crate::gateway::{AnswerEvent, OnBreak};
+use crate::shared::{Route, Usage, UsageSource};
+use axum::{
+    body::Bytes,
+    extract::{rejection::BytesRejection, State},
+    http::{header, HeaderMap, HeaderName, HeaderValue},
+    response::{sse::Event, IntoResponse, Response, Sse},
+    Json,
+};
+use encode::{ChunkWriter, CompletionBody};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use std::{convert::Infallible, time::Duration};
+
+/// The model name that runs the whole cascade.
+pub const CASCADE_MODEL: &str = "chaosai";
+
+/// Names the route that served a response.
+pub const SERVED_BY: HeaderName = HeaderName::from_static("x-chaosai-served-by");
+/// Time spent in the gateway itself, excluding waits on providers.
+pub const OVERHEAD_MS: HeaderName = HeaderName::from_static("x-chaosai-overhead-ms");
+/// The request's id, also the completion's `id`.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The tenant a request belongs to; cached answers never cross tenants.
+pub const TENANT: HeaderName = HeaderName::from_static("x-chaosai-tenant");
+/// `bypass` skips the cache for one request.
+pub const CACHE_CONTROL: HeaderName = HeaderName::from_static("x-chaosai-cache");
+/// `restart`: a stream that breaks and cannot be continued starts over on
+/// another provider, behind a chunk marked `"chaosai": {"restarted": true}`;
+/// `error` (the default): it ends with an explicit error event.
+pub const ON_BREAK: HeaderName = HeaderName::from_static("x-chaosai-on-break");
+/// The similarity of the cache entry that answered.
+pub const SIMILARITY: HeaderName = HeaderName::from_static("x-chaosai-cache-similarity");
+
+/// The ticket the last resort opened for a human agent.
+pub const TICKET: HeaderName = HeaderName::from_static("x-chaosai-ticket");
+/// Who counted the answer's `usage`: `provider`, `estimated`, `cache` or
+/// `last_resort` (for a stream, known up front only for the last two; the usage
+/// chunk says it for every stream).
+pub const USAGE: HeaderName = HeaderName::from_static("x-chaosai-usage");
+
+/// `GET /v1/models`: the cascade plus every provider that can be pinned.
+pub async fn models(State(state): State<AppState>, _caller: Caller) -> Json<Value> {
+    let mut data =
+        vec![json!({"id": CASCADE_MODEL, "object": "model", "created": 0, "owned_by": "chaosai"})];
+    data.extend(state.gateway.cascade().providers().map(|p| {
+        json!({"id": p.name(), "object": "model", "created": 0,
+            "owned_by": p.protocol().as_str(), "upstream_model": p.model()})
+    }));
+    Json(json!({"object": "list", "data": data}))
+}
+
+fn route_headers(
+    headers: &mut HeaderMap,
+    id: &str,
+    served_by: &Route,
+    overhead: Duration,
+    (ticket, similarity): (Option<&str>, Option<f64>),
+    usage: Option<UsageSource>,
+) {
+    let overhead_ms = format!("{:.3}", overhead.as_secs_f64() * 1000.0);
+    let pairs = [
+        (SERVED_BY, served_by.as_str()),
+        (REQUEST_ID, id),
+        (OVERHEAD_MS, overhead_ms.as_str()),
+    ];
+    let similarity = similarity.map(|s| format!("{s:.4}"));
+    let optional = [
+        ticket.map(|t| (TICKET, t)),
+        similarity.as_deref().map(|s| (SIMILARITY, s)),
+        usage.map(|u| (USAGE, u.as_str())),
+    ];
+    for (name, value) in pairs.into_iter().chain(optional.into_iter().flatten()) {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The usage source a stream can name before its end: only a local answer's.
+fn known_usage(route: &Route) -> Option<UsageSource> {
+    match route {
+        Route::Cache => Some(UsageSource::Cache),
+        Route::LastResort => Some(UsageSource::LastResort),
+        Route::Provider(_) => None,
+    }
+}
+
+fn header_choice<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers.get(name).map(|v| v.to_str().unwrap_or_default())
+}
+
+/// Applies ChaosAI's own request headers: the tenant (only without keys; with
+/// keys it comes from the key), the cache bypass, what a broken stream becomes.
+fn apply_headers(
+    request: &mut crate::gateway::GatewayRequest,
+    headers: &HeaderMap,
+    caller: &Caller,
+) -> Result<(), ApiError> {
+    request.tenant = caller.tenant().to_string();
+    if let Some(tenant) = headers.get(&TENANT) {
+        let tenant = tenant
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 128)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    Some("x-chaosai-tenant"),
+                    "x-chaosai-tenant must be 1-128 visible characters",
+                )
+            })?;
+        if caller.keyed() && tenant != caller.tenant() {
+            return Err(ApiError::invalid(
+                Some("x-chaosai-tenant"),
+                "the tenant comes from your API key; x-chaosai-tenant may not name another",
+            ));
+        }
+        request.tenant = tenant.to_string();
+    }
+    match header_choice(headers, &CACHE_CONTROL) {
+        None => {}
+        Some("bypass") => request.use_cache = false,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                Some("x-chaosai-cache"),
+                "x-chaosai-cache must be \"bypass\" when given",
+            ))
+        }
+    }
+    request.on_break = match header_choice(headers, &ON_BREAK) {
+        None | Some("error") => OnBreak::Fail,
+        Some("restart") => OnBreak::Restart,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                Some("x-chaosai-on-break"),
+                "x-chaosai-on-break must be \"restart\" or \"error\"",
+            ))
+        }
+    };
+    Ok(())
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut request = decode::decode(&body?)?;
+    apply_headers(&mut request.gateway, &headers, &caller)?;
+    let prompt_estimate: u64 = request
+        .gateway
+        .turns
+        .iter()
+        .map(|t| Usage::estimate(&t.content))
+        .sum();
+    let charge = caller.admit(&state, prompt_estimate)?;
+    let created = unix_now();
+    if !request.stream {
+        let answer = state.gateway.complete(request.gateway).await?;
+        let (usage, usage_source) = answer.usage;
+        charge.settle(usage.total());
+        let body = CompletionBody {
+            id: &answer.id,
+            created,
+            model: &answer.model,
+            fingerprint: answer.fingerprint.as_deref(),
+            text: &answer.text,
+            tool_calls: &answer.tool_calls,
+            finish_reason: answer.finish_reason,
+            usage,
+        }
+        .to_json();
+        let mut response = (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response();
+        route_headers(
+            response.headers_mut(),
+            &answer.id,
+            &answer.served_by,
+            answer.overhead,
+            (answer.ticket.as_deref(), answer.cache_similarity),
+            Some(usage_source),
+        );
+        return Ok(response);
+    }
+
+    let streaming = state.gateway.stream(request.gateway).await?;
+    let mut writer = ChunkWriter {
+        id: streaming.id.clone(),
+        created,
+        model: streaming.model.clone(),
+        fingerprint: streaming.fingerprint.clone(),
+        include_usage: request.include_usage,
+    };
+    let opening = Event::default().data(writer.opening());
+    let mut charge = Some(charge);
+    let events = streaming.events.flat_map(move |answer_event| {
+        let data = |text: String| Event::default().data(text);
+        let out: Vec<Event> = match answer_event {
+            AnswerEvent::Text(text) => vec![data(writer.text(&text))],
+            AnswerEvent::ToolCall(fragment) => vec![data(writer.tool_call(&fragment))],
+            // Only callers that asked for restarts get one; the marker tells them
+            // to drop the text they have and take what follows instead.
+            AnswerEvent::Restarted { served_by, model } => {
+                writer.model = model;
+                vec![data(writer.restarted(served_by.as_str()))]
+            }
+            AnswerEvent::Done {
+                finish_reason,
+                usage,
+                usage_source,
+                ..
+            } => {
+                if let Some(charge) = charge.take() {
+                    charge.settle(usage.total());
+                }
+                let mut out = vec![data(writer.finish(finish_reason))];
+                out.extend(writer.usage(usage, usage_source).map(data));
+                out.push(Event::default().data("[DONE]"));
+                out
+            }
+            // An explicit error event and no [DONE]: SDKs raise instead of taking a cut answer as whole.
+            AnswerEvent::Failed { message } => vec![Event::default().data(
+                json!({"error": {"message": message, "type": "server_error", "code": "stream_interrupted"}})
+                    .to_string(),
+            )],
+        };
+        futures::stream::iter(out.into_iter().map(Ok::<_, Infallible>))
+    });
+    let stream = futures::stream::once(async move { Ok::<_, Infallible>(opening) }).chain(events);
+    let mut response = Sse::new(stream).into_response();
+    route_headers(
+        response.headers_mut(),
+        &streaming.id,
+        &streaming.served_by,
+        streaming.overhead,
+        (streaming.ticket.as_deref(), streaming.cache_similarity),
+        known_usage(&streaming.served_by),
+    );
+    Ok(response)
+}

@@ -1,0 +1,277 @@
+//! Client keys: who may call `/v1`, as which tenant, and how fast.
+//!
+//! A key is only ever kept as its SHA-256, so neither the config file nor the
+//! database holds one. The tenant comes from the key, never from a header, so one
+//! client can neither read nor fill another's cache. With no key at all (the
+//! demo), `/v1` is open and single-tenant.
+//!
+//! - `limiter`: the requests- and tokens-per-minute buckets, on an injected clock.
+
+mod limiter;
+
+pub use limiter::{Limit, Limited, Limiter};
+
+use crate::clock::SharedClock;
+use crate::config::ClientConfig;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+crate::spelled! {
+    /// Where a client key was defined.
+    pub enum KeyOrigin {
+        /// `[[clients]]` in the config file: changed only there.
+        Config => "config",
+        /// Made through the admin API and kept in the database.
+        Admin => "admin",
+    }
+}
+
+/// What a client is allowed, as configured or made.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ClientSpec {
+    /// Who the client is.
+    pub name: String,
+    /// The tenant its requests belong to.
+    pub tenant: String,
+    /// The SHA-256 of its key, lower-case hex.
+    #[serde(skip)]
+    pub key_sha256: String,
+    /// Requests per minute; `None` for no limit.
+    pub rpm: Option<u32>,
+    /// Tokens per minute; `None` for no limit.
+    pub tpm: Option<u32>,
+    /// Where it was defined.
+    pub origin: KeyOrigin,
+}
+
+impl From<&ClientConfig> for ClientSpec {
+    fn from(config: &ClientConfig) -> Self {
+        Self {
+            name: config.name.clone(),
+            tenant: config.tenant.clone(),
+            key_sha256: config.key_sha256.clone(),
+            rpm: config.rpm,
+            tpm: config.tpm,
+            origin: KeyOrigin::Config,
+        }
+    }
+}
+
+/// Why a client could not be added or removed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ClientError {
+    /// The name is taken.
+    #[error("a client named {0:?} exists")]
+    Duplicate(String),
+    /// No such client.
+    #[error("no client is named {0:?}")]
+    Unknown(String),
+    /// It is defined in the config file.
+    #[error("client {0:?} is defined in the config file; remove it there")]
+    FromConfig(String),
+}
+
+/// One client with its limits' state.
+pub struct Client {
+    spec: ClientSpec,
+    limiter: Mutex<Limiter>,
+    clock: SharedClock,
+}
+
+impl Client {
+    /// Who it is.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Its tenant.
+    pub fn tenant(&self) -> &str {
+        &self.spec.tenant
+    }
+
+    fn limiter(&self) -> std::sync::MutexGuard<'_, Limiter> {
+        self.limiter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits one request, or says which limit refuses it.
+    pub fn admit(&self) -> Result<(), Limited> {
+        self.limiter().admit(self.clock.now())
+    }
+
+    /// Charges what an answer spent.
+    pub fn charge(&self, tokens: u64) {
+        self.limiter().charge(self.clock.now(), tokens);
+    }
+
+    /// What is left of its limits now: (requests, tokens).
+    pub fn remaining(&self) -> (Option<u64>, Option<u64>) {
+        self.limiter().remaining(self.clock.now())
+    }
+
+    /// What it is allowed.
+    pub fn spec(&self) -> &ClientSpec {
+        &self.spec
+    }
+}
+
+/// The SHA-256 of a key, lower-case hex.
+pub fn hash_key(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A new random key (256 bits), shown once to whoever made it.
+pub fn new_key() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sk-chaosai-{hex}")
+}
+
+/// Every client, found by its key's hash.
+pub struct Clients {
+    by_hash: RwLock<HashMap<String, Arc<Client>>>,
+    clock: SharedClock,
+}
+
+impl Clients {
+    /// The clients of `specs`, their buckets full.
+    pub fn new(specs: impl IntoIterator<Item = ClientSpec>, clock: SharedClock) -> Self {
+        let clients = Self {
+            by_hash: RwLock::new(HashMap::new()),
+            clock,
+        };
+        for spec in specs {
+            // Config validation already refused duplicates; a database row that
+            // repeats a config name loses to the file.
+            let _ = clients.add(spec);
+        }
+        clients
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Client>>> {
+        self.by_hash.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Client>>> {
+        self.by_hash.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether no key exists: `/v1` is then open.
+    pub fn is_open(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    /// The client whose key this is.
+    pub fn find(&self, key: &str) -> Option<Arc<Client>> {
+        self.read().get(&hash_key(key)).cloned()
+    }
+
+    /// Adds a client.
+    pub fn add(&self, spec: ClientSpec) -> Result<(), ClientError> {
+        let mut clients = self.write();
+        if clients.values().any(|c| c.spec.name == spec.name)
+            || clients.contains_key(&spec.key_sha256)
+        {
+            return Err(ClientError::Duplicate(spec.name));
+        }
+        let limiter = Limiter::new(spec.rpm, spec.tpm, self.clock.now());
+        clients.insert(
+            spec.key_sha256.clone(),
+            Arc::new(Client {
+                spec,
+                limiter: Mutex::new(limiter),
+                clock: self.clock.clone(),
+            }),
+        );
+        Ok(())
+    }
+
+    /// Removes a client made through the admin API.
+    pub fn remove(&self, name: &str) -> Result<ClientSpec, ClientError> {
+        let mut clients = self.write();
+        let hash = clients
+            .iter()
+            .find(|(_, c)| c.spec.name == name)
+            .map(|(hash, c)| (hash.clone(), c.spec.origin))
+            .ok_or_else(|| ClientError::Unknown(name.to_string()))?;
+        if hash.1 == KeyOrigin::Config {
+            return Err(ClientError::FromConfig(name.to_string()));
+        }
+        Ok(clients
+            .remove(&hash.0)
+            .map(|c| c.spec.clone())
+            .expect("found above"))
+    }
+
+    /// Every client, by name.
+    pub fn list(&self) -> Vec<ClientSpec> {
+        let mut specs: Vec<ClientSpec> = self.read().values().map(|c| c.spec.clone()).collect();
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        specs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::time::Duration;
+
+    fn spec(name: &str, key: &str, origin: KeyOrigin) -> ClientSpec {
+        ClientSpec {
+            name: name.into(),
+            tenant: format!("{name}-tenant"),
+            key_sha256: hash_key(key),
+            rpm: Some(1),
+            tpm: None,
+            origin,
+        }
+    }
+
+    #[test]
+    fn a_key_finds_its_client_and_only_the_hash_is_kept() {
+        let clock = ManualClock::new();
+        let clients = Clients::new(
+            [spec("acme", "key-a", KeyOrigin::Config)],
+            clock.clone() as SharedClock,
+        );
+        assert!(!clients.is_open());
+        let acme = clients.find("key-a").unwrap();
+        assert_eq!(acme.tenant(), "acme-tenant");
+        assert!(clients.find("key-b").is_none());
+        assert_eq!(
+            hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(acme.admit().is_ok());
+        assert!(acme.admit().is_err());
+        clock.advance(Duration::from_secs(60));
+        assert!(acme.admit().is_ok());
+    }
+
+    #[test]
+    fn config_keys_are_not_removed_through_the_api() {
+        let clients = Clients::new(
+            [spec("acme", "a", KeyOrigin::Config)],
+            ManualClock::new() as SharedClock,
+        );
+        assert_eq!(
+            clients.add(spec("acme", "b", KeyOrigin::Admin)),
+            Err(ClientError::Duplicate("acme".into()))
+        );
+        clients.add(spec("beta", "b", KeyOrigin::Admin)).unwrap();
+        assert_eq!(
+            clients.remove("acme"),
+            Err(ClientError::FromConfig("acme".into()))
+        );
+        assert_eq!(clients.remove("beta").unwrap().name, "beta");
+        assert!(clients.find("b").is_none());
+        assert!(new_key().starts_with("sk-chaosai-"));
+        assert_ne!(new_key(), new_key());
+    }
+}

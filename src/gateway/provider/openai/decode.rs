@@ -1,0 +1,371 @@
+//! Reading what an OpenAI-compatible server sends: a whole `chat.completion`, the
+//! `chat.completion.chunk`s of a stream (text, `delta.tool_calls` fragments, the
+//! finish reason, and the usage chunk with empty `choices` that
+//! `stream_options.include_usage` asks for), and error bodies.
+
+use super::super::sse::{Event, Flow, SseDecoder};
+use super::super::{
+    Completion, FinishReason, Piece, ProviderError, ServedModel, ToolCallDelta, WireFault,
+    MAX_TOOL_CALLS,
+};
+use crate::shared::{ToolCall, Usage};
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Deserialize)]
+pub(super) struct WireResponse {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    system_fingerprint: Option<String>,
+    choices: Vec<WireChoice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    message: WireAnswer,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireAnswer {
+    #[serde(default)]
+    content: Option<String>,
+    /// A model's refusal arrives here instead of in `content`.
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireToolCall>>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall {
+    id: String,
+    function: WireFunction,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    name: String,
+    /// A JSON text in OpenAI's API; some compatible servers send the object itself.
+    #[serde(default)]
+    arguments: Value,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(usage: WireUsage) -> Self {
+        Usage {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WireChunk {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    system_fingerprint: Option<String>,
+    #[serde(default)]
+    choices: Vec<WireChunkChoice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChunkChoice {
+    #[serde(default)]
+    index: u32,
+    #[serde(default)]
+    delta: WireDelta,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireDelta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireToolCallDelta>>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCallDelta {
+    index: u32,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<WireFunctionDelta>,
+}
+
+#[derive(Deserialize)]
+struct WireFunctionDelta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireError {
+    error: WireErrorBody,
+}
+
+#[derive(Deserialize)]
+struct WireErrorBody {
+    message: String,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    /// A string in OpenAI's API; some compatible servers send a number.
+    #[serde(default)]
+    code: Option<Value>,
+}
+
+/// The fault an error body describes, if it is OpenAI's error shape.
+pub(super) fn error_fault(body: &str) -> Option<WireFault> {
+    let error = serde_json::from_str::<WireError>(body).ok()?.error;
+    Some(WireFault {
+        message: error.message,
+        kind: error.kind,
+        code: error.code.and_then(|c| match c {
+            Value::String(s) => Some(s),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        }),
+    })
+}
+
+/// OpenAI's finish reasons; an unknown one is read as a plain stop.
+fn finish_reason(reason: &str) -> FinishReason {
+    match reason {
+        // The deprecated `functions` API's name for the same thing.
+        "function_call" => FinishReason::ToolCalls,
+        reason => reason.parse().unwrap_or(FinishReason::Stop),
+    }
+}
+
+fn arguments_text(arguments: Value) -> String {
+    match arguments {
+        Value::String(text) => text,
+        Value::Null => "{}".into(),
+        other => other.to_string(),
+    }
+}
+
+fn served(model: Option<String>, fingerprint: Option<String>) -> Option<ServedModel> {
+    model.filter(|m| !m.is_empty()).map(|model| ServedModel {
+        model,
+        fingerprint: fingerprint.filter(|f| !f.is_empty()),
+    })
+}
+
+impl WireResponse {
+    /// The completion this response holds.
+    pub(super) fn into_completion(self) -> Result<Completion, ProviderError> {
+        let choice = self
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| ProviderError::Malformed("no choices in response".into()))?;
+        let calls = choice.message.tool_calls.unwrap_or_default();
+        if calls.len() > MAX_TOOL_CALLS as usize {
+            return Err(ProviderError::Malformed(format!(
+                "{} tool calls in one answer; at most {MAX_TOOL_CALLS} are read",
+                calls.len()
+            )));
+        }
+        let tool_calls: Vec<ToolCall> = calls
+            .into_iter()
+            .map(|call| ToolCall {
+                id: call.id,
+                name: call.function.name,
+                arguments: arguments_text(call.function.arguments),
+            })
+            .collect();
+        let finish_reason = match choice.finish_reason.as_deref() {
+            Some(reason) => finish_reason(reason),
+            // Some compatible servers omit it beside tool calls.
+            None if !tool_calls.is_empty() => FinishReason::ToolCalls,
+            None => FinishReason::Stop,
+        };
+        Ok(Completion {
+            served: served(self.model, self.system_fingerprint),
+            text: choice
+                .message
+                .content
+                .or(choice.message.refusal)
+                .unwrap_or_default(),
+            tool_calls,
+            finish_reason,
+            usage: self.usage.map(Usage::from),
+        })
+    }
+}
+
+/// Decodes a stream's chunks; remembers whether the serving model was named yet.
+#[derive(Default)]
+pub(super) struct ChunkDecoder {
+    named: bool,
+}
+
+impl SseDecoder for ChunkDecoder {
+    fn decode(&mut self, event: &Event, out: &mut Vec<Piece>) -> Result<Flow, ProviderError> {
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            return Ok(Flow::End);
+        }
+        if data.is_empty() {
+            return Ok(Flow::Continue);
+        }
+        // Providers report failures inside a 200 stream as an `error` object.
+        if let Some(fault) = error_fault(data) {
+            return Err(ProviderError::Server {
+                status: 500,
+                message: fault.message,
+            });
+        }
+        let chunk: WireChunk = serde_json::from_str(data)
+            .map_err(|err| ProviderError::Malformed(format!("bad chunk: {err}")))?;
+        if !self.named {
+            if let Some(model) = served(chunk.model, chunk.system_fingerprint) {
+                self.named = true;
+                out.push(Piece::Served(model));
+            }
+        }
+        // Only the first choice is ever asked for (`n` is 1).
+        for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
+            let delta = choice.delta;
+            if let Some(text) = delta.content.or(delta.refusal) {
+                out.push(Piece::Text(text));
+            }
+            for call in delta.tool_calls.unwrap_or_default() {
+                if call.index >= MAX_TOOL_CALLS {
+                    return Err(ProviderError::Malformed(format!(
+                        "tool call index {} is beyond {MAX_TOOL_CALLS}",
+                        call.index
+                    )));
+                }
+                let function = call.function.unwrap_or(WireFunctionDelta {
+                    name: None,
+                    arguments: None,
+                });
+                out.push(Piece::ToolCall(ToolCallDelta {
+                    index: call.index,
+                    id: call.id,
+                    name: function.name,
+                    arguments: function.arguments.unwrap_or_default(),
+                }));
+            }
+            if let Some(reason) = choice.finish_reason {
+                out.push(Piece::Finish(finish_reason(&reason)));
+            }
+        }
+        if let Some(usage) = chunk.usage {
+            out.push(Piece::Usage(usage.into()));
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(chunks: &[&str]) -> Result<Vec<Piece>, ProviderError> {
+        let mut decoder = ChunkDecoder::default();
+        let mut out = Vec::new();
+        for data in chunks {
+            let event = Event {
+                event: String::new(),
+                data: (*data).to_string(),
+            };
+            decoder.decode(&event, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn tool_call_fragments_keep_their_index_id_name_and_argument_pieces() {
+        let pieces = decode_all(&[
+            r#"{"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"order_status","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"order"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","function":{"name":"refund","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}],"usage":null}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}"#,
+        ])
+        .unwrap();
+        assert_eq!(
+            pieces[0],
+            Piece::Served(ServedModel {
+                model: "gpt-4o-2024-08-06".into(),
+                fingerprint: Some("fp_1".into())
+            })
+        );
+        assert_eq!(
+            pieces[1],
+            Piece::ToolCall(ToolCallDelta {
+                index: 0,
+                id: Some("call_a".into()),
+                name: Some("order_status".into()),
+                arguments: String::new(),
+            })
+        );
+        assert_eq!(
+            pieces[2],
+            Piece::ToolCall(ToolCallDelta {
+                index: 0,
+                id: None,
+                name: None,
+                arguments: "{\"order".into(),
+            })
+        );
+        assert!(matches!(&pieces[3], Piece::ToolCall(d) if d.index == 1));
+        assert_eq!(pieces[4], Piece::Finish(FinishReason::ToolCalls));
+        assert_eq!(
+            pieces[5],
+            Piece::Usage(Usage {
+                prompt_tokens: 12,
+                completion_tokens: 9
+            })
+        );
+    }
+
+    #[test]
+    fn a_hostile_tool_call_index_is_malformed() {
+        let err = decode_all(&[
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":4000000000,"function":{"arguments":"x"}}]}}]}"#,
+        ])
+        .unwrap_err();
+        assert!(matches!(err, ProviderError::Malformed(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_whole_answer_with_tool_calls_and_usage() {
+        let body: WireResponse = serde_json::from_str(
+            r#"{"id":"x","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":null,
+            "tool_calls":[{"id":"call_1","type":"function","function":{"name":"order_status","arguments":"{\"order_id\":\"1234\"}"}}]},
+            "finish_reason":"tool_calls"}],"usage":{"prompt_tokens":50,"completion_tokens":20,"total_tokens":70}}"#,
+        )
+        .unwrap();
+        let completion = body.into_completion().unwrap();
+        assert_eq!(completion.finish_reason, FinishReason::ToolCalls);
+        assert_eq!(completion.tool_calls[0].arguments, r#"{"order_id":"1234"}"#);
+        assert_eq!(completion.usage.unwrap().total(), 70);
+        assert_eq!(completion.served.unwrap().model, "gpt-4o-mini");
+        assert_eq!(completion.text, "");
+    }
+}
