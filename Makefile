@@ -16,7 +16,7 @@ WASM_BINDGEN_VERSION := 0.2.130
 # same flags so they reuse those artifacts instead of compiling everything twice.
 DEBUG_RUSTFLAGS := --cfg erase_components
 
-.PHONY: run test check rust-test bench soak tools models browser e2e-deps e2e site-debug site-release clean-data
+.PHONY: run test check rust-test bench soak tools node models browser e2e-deps e2e site-debug site-release clean-data
 
 run: tools models site-release
 	LEPTOS_SITE_ROOT=target/site LEPTOS_OUTPUT_NAME=chaosai target/release/chaosai
@@ -52,7 +52,7 @@ e2e: browser e2e-deps site-debug
 
 # --- installs (each step is skipped when already done) ---
 
-tools:
+tools: node
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	@wasm-bindgen --version 2>/dev/null | grep -q " $(WASM_BINDGEN_VERSION)" || \
 		cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION)
@@ -60,6 +60,12 @@ tools:
 
 models:
 	@./scripts/install-models.sh
+
+# Node runs wasm-opt (npm), Playwright and the OpenAI SDK test; Debian's is enough.
+node:
+	@command -v npm >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; }
 
 browser:
 	@command -v chromium >/dev/null || { \

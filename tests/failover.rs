@@ -10,7 +10,7 @@ use chaosai::shared::{ContinuationStyle, Protocol};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::app::{sse_data, TestServer};
-use support::upstream::{words, Mode, Prefill, Upstream, CANNED};
+use support::upstream::{self, words, Mode, Prefill, Upstream, CANNED};
 
 /// One provider of a test cascade.
 struct Slot<'a> {
@@ -131,27 +131,6 @@ async fn ask(s: &TestServer, restart: bool) -> Received {
     received
 }
 
-/// The audit row of a request: its status and its attempts as (provider, outcome).
-async fn audited(s: &TestServer, id: &str) -> (String, Vec<(String, String)>) {
-    s.rows(
-        &format!("SELECT COUNT(*) FROM requests WHERE id = '{id}'"),
-        |n| n == 1,
-    )
-    .await;
-    let status: String = sqlx::query_scalar("SELECT status FROM requests WHERE id = ?")
-        .bind(id)
-        .fetch_one(s.server.store.pool())
-        .await
-        .unwrap();
-    let attempts: Vec<(String, String)> =
-        sqlx::query_as("SELECT provider, outcome FROM attempts WHERE request_id = ? ORDER BY seq")
-            .bind(id)
-            .fetch_all(s.server.store.pool())
-            .await
-            .unwrap();
-    (status, attempts)
-}
-
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -196,7 +175,7 @@ async fn a_stream_that_finishes_without_its_final_marker_is_whole_on_both_protoc
             0,
             "nobody was asked to continue a whole answer"
         );
-        let (status, attempts) = audited(&s, &r.id).await;
+        let (status, attempts) = s.audited(&r.id).await;
         assert_eq!(status, "ok");
         assert_eq!(attempts, pairs(&[("alpha", "ok")]));
         report(
@@ -249,7 +228,7 @@ async fn a_cut_stall_or_garbled_stream_is_continued_for_real_by_a_provider_that_
             prefilled.len() > 20 && CANNED.starts_with(prefilled),
             "{prefilled:?}"
         );
-        let (status, attempts) = audited(&s, &r.id).await;
+        let (status, attempts) = s.audited(&r.id).await;
         assert_eq!(status, "spliced", "{case}");
         assert_eq!(
             attempts,
@@ -290,7 +269,7 @@ async fn a_break_nobody_can_continue_is_an_explicit_error_or_a_marked_restart() 
         r.text
     );
     assert!(r.error && !r.done);
-    let (status, attempts) = audited(&s, &r.id).await;
+    let (status, attempts) = s.audited(&r.id).await;
     assert_eq!(status, "stream_failed");
     assert_eq!(
         attempts,
@@ -316,7 +295,7 @@ async fn a_break_nobody_can_continue_is_an_explicit_error_or_a_marked_restart() 
         "the restarted answer replaces the partial one"
     );
     assert_eq!(r.model, "beta-model");
-    let (status, attempts) = audited(&s, &r.id).await;
+    let (status, attempts) = s.audited(&r.id).await;
     assert_eq!(status, "restarted");
     assert_eq!(
         attempts.last().unwrap(),
@@ -352,7 +331,7 @@ async fn a_provider_that_rejects_the_prefill_never_yields_a_success_made_of_piec
     let r = ask(&s, false).await;
     assert!(r.error && !r.done);
     assert!(CANNED.starts_with(&r.text) && r.text.len() < CANNED.len());
-    let (status, attempts) = audited(&s, &r.id).await;
+    let (status, attempts) = s.audited(&r.id).await;
     // The original failure stays the story; the 400 is one more attempt.
     assert_eq!(status, "stream_failed");
     assert_eq!(
@@ -396,7 +375,7 @@ async fn a_conversation_too_long_for_one_window_is_answered_by_the_next() {
         let r = ask(&s, false).await;
         assert_eq!(r.text, CANNED);
         assert_eq!(r.served_by, "gamma");
-        let (status, attempts) = audited(&s, &r.id).await;
+        let (status, attempts) = s.audited(&r.id).await;
         assert_eq!(status, "ok");
         assert_eq!(attempts, pairs(&[("alpha", "too_large"), ("gamma", "ok")]));
     }
@@ -504,4 +483,103 @@ async fn a_provider_back_from_a_minute_long_outage_serves_within_fifteen_seconds
         spent,
         primary.probes() - 1
     );
+}
+
+/// A streamed question that offers the order-status tool.
+async fn ask_with_tool(s: &TestServer, restart: bool) -> (support::app::Streamed, String) {
+    let mut request = s.client.post(s.url("/v1/chat/completions")).json(&json!({
+        "model": "chaosai", "stream": true, "stream_options": {"include_usage": true},
+        "tools": [{"type": "function", "function": {"name": "order_status",
+            "description": "Looks up an order by its number",
+            "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}}}}],
+        "messages": [{"role": "user", "content": "Where is my order 1234?"}]
+    }));
+    if restart {
+        request = request.header("x-chaosai-on-break", "restart");
+    }
+    let res = request.send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    (support::app::read_stream(&res.text().await.unwrap()), id)
+}
+
+#[tokio::test]
+async fn a_stream_cut_inside_a_tool_calls_arguments_is_retried_whole_on_the_next_provider() {
+    for (first, second) in [
+        (Protocol::OpenAi, Protocol::Anthropic),
+        (Protocol::Anthropic, Protocol::OpenAi),
+    ] {
+        let cut = Upstream::start(first, Mode::ToolCallCutAfter(2)).await;
+        let whole = Upstream::start(second, Mode::ToolCall).await;
+        let s = gateway(
+            &[
+                slot("alpha", &cut, ContinuationStyle::None),
+                slot("beta", &whole, ContinuationStyle::None),
+            ],
+            |_| {},
+        )
+        .await;
+        let (r, id) = ask_with_tool(&s, false).await;
+        let case = format!("{first:?} cut, {second:?} next");
+        assert!(r.done && !r.error, "{case}: {r:?}");
+        assert_eq!(r.text, "", "{case}: no text around the call");
+        // Only the whole call from the next provider, never the cut one's fragments.
+        assert_eq!(r.tool_calls.len(), 1, "{case}: {:?}", r.tool_calls);
+        assert_eq!(r.tool_calls[0].id, upstream::tool_call_id(second), "{case}");
+        assert_eq!(r.tool_calls[0].name, "order_status");
+        assert_eq!(r.tool_calls[0].arguments, upstream::TOOL_ARGUMENTS, "{case}");
+        assert_eq!(r.finish_reason.as_deref(), Some("tool_calls"));
+        // The next provider was asked with the same tool, in its own protocol.
+        let asked = &whole.requests()[0];
+        let tool_name = match second {
+            Protocol::OpenAi => &asked["tools"][0]["function"]["name"],
+            Protocol::Anthropic => &asked["tools"][0]["name"],
+        };
+        assert_eq!(tool_name, "order_status", "{case}");
+        // The usage is the serving provider's own.
+        assert_eq!(r.usage.as_ref().unwrap()["total_tokens"], 42, "{case}");
+        let (status, attempts) = s.audited(&id).await;
+        assert_eq!(status, "ok", "{case}");
+        // A dropped connection reads as a reset or as a body that ended early.
+        assert!(
+            ["connection_error", "malformed"].contains(&attempts[0].1.as_str()),
+            "{case}: {attempts:?}"
+        );
+        assert_eq!(attempts[0].0, "alpha");
+        assert_eq!(attempts[1..], pairs(&[("beta", "ok")]), "{case}");
+        // The cut counts against the provider that cut.
+        assert_eq!(s.provider("alpha").await["consecutive_failures"], 1, "{case}");
+    }
+}
+
+#[tokio::test]
+async fn a_tool_call_cut_after_text_was_sent_ends_in_the_error_event_or_restarts() {
+    let cut = Upstream::start(Protocol::OpenAi, Mode::TextThenToolCallCutAfter(3)).await;
+    let whole = Upstream::start(Protocol::Anthropic, Mode::ToolCall).await;
+    let s = gateway(
+        &[
+            slot("alpha", &cut, ContinuationStyle::None),
+            slot("beta", &whole, ContinuationStyle::None),
+        ],
+        |_| {},
+    )
+    .await;
+    // By default: what was sent stays, the broken call is never passed on, and
+    // the stream ends with the explicit error event.
+    let (r, id) = ask_with_tool(&s, false).await;
+    assert_eq!(r.text, upstream::PREAMBLE);
+    assert!(r.tool_calls.is_empty(), "a cut call is never sent: {:?}", r.tool_calls);
+    assert!(r.error && !r.done, "{r:?}");
+    let (status, attempts) = s.audited(&id).await;
+    assert_eq!(status, "stream_failed");
+    assert_eq!(attempts[..2], pairs(&[("alpha", "ok"), ("alpha", "stream_broken")]));
+    // A caller that can replace what it has gets the whole call from the next provider.
+    let (r, id) = ask_with_tool(&s, true).await;
+    assert!(r.done && !r.error, "{r:?}");
+    assert_eq!(r.text, "", "the restart drops the text of the broken answer");
+    assert_eq!(r.tool_calls.len(), 1);
+    assert_eq!(r.tool_calls[0].id, upstream::tool_call_id(Protocol::Anthropic));
+    assert_eq!(r.tool_calls[0].arguments, upstream::TOOL_ARGUMENTS);
+    let (status, _) = s.audited(&id).await;
+    assert_eq!(status, "restarted");
 }

@@ -198,3 +198,124 @@ pub fn streamed_text(body: &str) -> (String, bool) {
         .collect();
     (text, done)
 }
+
+/// A tool call as a client assembles it from a stream's fragments.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StreamedCall {
+    /// The call's id.
+    pub id: String,
+    /// The function's name.
+    pub name: String,
+    /// Its arguments, every fragment joined.
+    pub arguments: String,
+}
+
+/// What an OpenAI SDK makes of a streamed completion.
+#[derive(Debug, Default)]
+pub struct Streamed {
+    /// The text (a restart marker drops what came before it).
+    pub text: String,
+    /// The tool calls, by index.
+    pub tool_calls: Vec<StreamedCall>,
+    /// The finish reason, if a chunk gave one.
+    pub finish_reason: Option<String>,
+    /// The usage chunk's usage.
+    pub usage: Option<Value>,
+    /// The usage chunk's `chaosai.usage_source`.
+    pub usage_source: Option<String>,
+    /// Whether the stream ended with `[DONE]`.
+    pub done: bool,
+    /// Whether an error event came.
+    pub error: bool,
+    /// Every JSON chunk, in order.
+    pub chunks: Vec<Value>,
+}
+
+/// Reads a streamed completion as a client does: text deltas, tool-call
+/// fragments by index (the first names the call), the finish, the usage chunk.
+pub fn read_stream(body: &str) -> Streamed {
+    let mut out = Streamed::default();
+    for data in sse_data(body) {
+        if data == "[DONE]" {
+            out.done = true;
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(&data).unwrap();
+        if chunk.get("error").is_some() {
+            out.error = true;
+        }
+        if chunk["chaosai"]["restarted"] == true {
+            out.text.clear();
+            out.tool_calls.clear();
+        }
+        if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
+            out.usage = Some(usage.clone());
+            out.usage_source = chunk["chaosai"]["usage_source"].as_str().map(str::to_string);
+        }
+        if let Some(choice) = chunk["choices"].get(0) {
+            let delta = &choice["delta"];
+            if let Some(text) = delta["content"].as_str() {
+                out.text.push_str(text);
+            }
+            for call in delta["tool_calls"].as_array().into_iter().flatten() {
+                let index = call["index"].as_u64().unwrap() as usize;
+                if out.tool_calls.len() <= index {
+                    out.tool_calls.resize(index + 1, StreamedCall::default());
+                }
+                let entry = &mut out.tool_calls[index];
+                if let Some(id) = call["id"].as_str() {
+                    entry.id = id.to_string();
+                }
+                if let Some(name) = call["function"]["name"].as_str() {
+                    entry.name = name.to_string();
+                }
+                if let Some(piece) = call["function"]["arguments"].as_str() {
+                    entry.arguments.push_str(piece);
+                }
+            }
+            if let Some(reason) = choice["finish_reason"].as_str() {
+                out.finish_reason = Some(reason.to_string());
+            }
+        }
+        out.chunks.push(chunk);
+    }
+    out
+}
+
+impl TestServer {
+    /// The audit row of a request once it is written: its status and its
+    /// attempts as (provider, outcome).
+    pub async fn audited(&self, id: &str) -> (String, Vec<(String, String)>) {
+        self.rows(
+            &format!("SELECT COUNT(*) FROM requests WHERE id = '{id}'"),
+            |n| n == 1,
+        )
+        .await;
+        let pool = self.server.store.pool();
+        let status: String = sqlx::query_scalar("SELECT status FROM requests WHERE id = ?")
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        let attempts: Vec<(String, String)> = sqlx::query_as(
+            "SELECT provider, outcome FROM attempts WHERE request_id = ? ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        (status, attempts)
+    }
+
+    /// A request's recorded usage once it is written: (prompt, completion, source).
+    pub async fn audited_usage(&self, id: &str) -> (i64, i64, Option<String>) {
+        self.audited(id).await;
+        sqlx::query_as(
+            "SELECT prompt_tokens, completion_tokens, usage_source FROM requests WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_one(self.server.store.pool())
+        .await
+        .unwrap()
+    }
+}

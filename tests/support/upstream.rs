@@ -63,7 +63,20 @@ pub enum Mode {
     TooLong,
     /// 503 until [`Upstream::recover`].
     Down,
+    /// A call of `order_status` for order 1234 ([`TOOL_ARGUMENTS`]), its
+    /// arguments streamed a few characters a chunk, properly ended.
+    ToolCall,
+    /// The same call cut (the connection dropped) after `n` pieces of its arguments.
+    ToolCallCutAfter(usize),
+    /// A sentence of text, then the call cut after `n` pieces of its arguments.
+    TextThenToolCallCutAfter(usize),
 }
+
+/// The arguments of the scripted tool call.
+pub const TOOL_ARGUMENTS: &str = r#"{"order_id":"1234"}"#;
+
+/// The sentence a provider says before its scripted tool call.
+pub const PREAMBLE: &str = "Let me check that order.";
 
 /// What the provider does with a trailing assistant message (a prefill).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -246,10 +259,121 @@ async fn answer(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             }
         },
     };
+    if let Mode::ToolCall | Mode::ToolCallCutAfter(_) | Mode::TextThenToolCallCutAfter(_) = mode {
+        if request["stream"] != true {
+            return whole_tool_call(protocol);
+        }
+        return tool_stream(protocol, mode);
+    }
     if request["stream"] != true {
         return whole(protocol, &text);
     }
     stream(protocol, mode, tokens(&text))
+}
+
+/// The scripted call's id in `protocol`'s spelling.
+pub fn tool_call_id(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::OpenAi => "call_up1",
+        Protocol::Anthropic => "toolu_up1",
+    }
+}
+
+fn whole_tool_call(protocol: Protocol) -> Response {
+    let id = tool_call_id(protocol);
+    let body = match protocol {
+        Protocol::OpenAi => json!({"id": "u", "object": "chat.completion", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [
+                {"id": id, "type": "function", "function": {"name": "order_status", "arguments": TOOL_ARGUMENTS}}]},
+             "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42}}),
+        Protocol::Anthropic => json!({"id": "m", "type": "message", "role": "assistant",
+            "content": [{"type": "tool_use", "id": id, "name": "order_status",
+                "input": serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap()}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 30, "output_tokens": 12}}),
+    };
+    Json(body).into_response()
+}
+
+fn tool_stream(protocol: Protocol, mode: Mode) -> Response {
+    let id = tool_call_id(protocol);
+    let pieces: Vec<String> = TOOL_ARGUMENTS
+        .chars()
+        .collect::<Vec<_>>()
+        .chunks(3)
+        .map(|c| c.iter().collect())
+        .collect();
+    let (cut, preamble) = match mode {
+        Mode::ToolCallCutAfter(n) => (Some(n), false),
+        Mode::TextThenToolCallCutAfter(n) => (Some(n), true),
+        _ => (None, false),
+    };
+    let mut parts = Vec::new();
+    let call_index = usize::from(preamble);
+    match protocol {
+        Protocol::OpenAi => {
+            let chunk = |delta: Value, finish: Option<&str>| {
+                event(protocol, "", json!({"id": "u", "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+            };
+            parts.push(chunk(json!({"role": "assistant", "content": null}), None));
+            if preamble {
+                parts.extend(tokens(PREAMBLE).iter().map(|t| delta(protocol, t)));
+            }
+            parts.push(chunk(json!({"tool_calls": [{"index": 0, "id": id, "type": "function",
+                "function": {"name": "order_status", "arguments": ""}}]}), None));
+            for piece in pieces.iter().take(cut.unwrap_or(usize::MAX)) {
+                parts.push(chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}), None));
+            }
+            if cut.is_none() {
+                parts.push(chunk(json!({}), Some("tool_calls")));
+                parts.push(event(protocol, "", json!({"choices": [],
+                    "usage": {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42}})));
+                parts.push("data: [DONE]\n\n".to_string());
+            }
+        }
+        Protocol::Anthropic => {
+            parts.push(event(protocol, "message_start", json!({"type": "message_start",
+                "message": {"id": "m", "content": [], "usage": {"input_tokens": 30, "output_tokens": 1}}})));
+            if preamble {
+                parts.push(event(protocol, "content_block_start", json!({"type": "content_block_start",
+                    "index": 0, "content_block": {"type": "text", "text": ""}})));
+                parts.extend(tokens(PREAMBLE).iter().map(|t| delta(protocol, t)));
+                parts.push(event(protocol, "content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+            }
+            parts.push(event(protocol, "content_block_start", json!({"type": "content_block_start",
+                "index": call_index, "content_block": {"type": "tool_use", "id": id, "name": "order_status", "input": {}}})));
+            for piece in pieces.iter().take(cut.unwrap_or(usize::MAX)) {
+                parts.push(event(protocol, "content_block_delta", json!({"type": "content_block_delta",
+                    "index": call_index, "delta": {"type": "input_json_delta", "partial_json": piece}})));
+            }
+            if cut.is_none() {
+                parts.push(event(protocol, "content_block_stop", json!({"type": "content_block_stop", "index": call_index})));
+                parts.push(event(protocol, "message_delta", json!({"type": "message_delta",
+                    "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 12}})));
+                parts.push(event(protocol, "message_stop", json!({"type": "message_stop"})));
+            }
+        }
+    }
+    let head = futures::stream::iter(parts)
+        .then(|part| async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok::<_, std::io::Error>(Bytes::from(part))
+        })
+        .chain(futures::stream::once(async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Ok(Bytes::new())
+        }));
+    let body = match cut {
+        None => Body::from_stream(head),
+        Some(_) => Body::from_stream(head.chain(futures::stream::once(async {
+            Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut"))
+        }))),
+    };
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(body)
+        .unwrap()
 }
 
 fn whole(protocol: Protocol, text: &str) -> Response {

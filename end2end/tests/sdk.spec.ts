@@ -1,0 +1,160 @@
+import { test, expect } from "@playwright/test";
+import OpenAI from "openai";
+import { TOKEN, reset } from "./helpers";
+
+// The official OpenAI Node SDK against the gateway, changed only in its base
+// URL: what a support bot written against the OpenAI API sees. No browser.
+
+const base = process.env.CHAOSAI_URL ?? "http://127.0.0.1:3000";
+const admin = { authorization: `Bearer ${TOKEN}` };
+
+function sdk(apiKey = "unused-without-client-keys") {
+  // No retries: a test must see the gateway's own answer, not the SDK's second try.
+  return new OpenAI({ baseURL: `${base}/v1`, apiKey, maxRetries: 0 });
+}
+
+const orderTool: OpenAI.Chat.Completions.ChatCompletionTool = {
+  type: "function",
+  function: {
+    name: "get_order_status",
+    description: "Looks up the status of a customer's order by its number",
+    parameters: {
+      type: "object",
+      properties: { order_id: { type: "string", description: "The order number" } },
+      required: ["order_id"],
+    },
+  },
+};
+
+test.beforeEach(async ({ request }) => {
+  await reset(request);
+});
+
+test("a plain question, whole and streamed, with usage", async () => {
+  const client = sdk();
+  const whole = await client.chat.completions.create({
+    model: "chaosai",
+    messages: [{ role: "user", content: "How do I reset my password?" }],
+  });
+  expect(whole.id).toMatch(/^chatcmpl-/);
+  expect(whole.choices[0].message.content).toContain("reset link");
+  expect(whole.choices[0].finish_reason).toBe("stop");
+  expect(whole.usage!.total_tokens).toBe(whole.usage!.prompt_tokens + whole.usage!.completion_tokens);
+  expect(whole.usage!.completion_tokens).toBeGreaterThan(10);
+
+  const stream = await client.chat.completions.create({
+    model: "gpt",
+    messages: [{ role: "user", content: "Can I get a refund?" }],
+    stream: true,
+    stream_options: { include_usage: true },
+  });
+  let text = "";
+  let finish: string | null = null;
+  let usage: OpenAI.CompletionUsage | null | undefined;
+  let chunks = 0;
+  for await (const chunk of stream) {
+    chunks++;
+    if (chunk.choices.length > 0) {
+      text += chunk.choices[0].delta.content ?? "";
+      finish = chunk.choices[0].finish_reason ?? finish;
+      expect(chunk.usage ?? null).toBeNull();
+    } else {
+      usage = chunk.usage;
+    }
+  }
+  expect(chunks).toBeGreaterThan(5);
+  expect(text).toContain("refund");
+  expect(finish).toBe("stop");
+  expect(usage!.prompt_tokens).toBeGreaterThan(0);
+  expect(usage!.completion_tokens).toBeGreaterThan(10);
+});
+
+test("a tool-call round trip, streamed and assembled by the SDK's own helper", async () => {
+  const client = sdk();
+  const question: OpenAI.Chat.Completions.ChatCompletionMessageParam = {
+    role: "user",
+    content: "Where is my order 12345?",
+  };
+  for (const model of ["claude", "gpt"]) {
+    // The SDK's stream runner assembles tool-call fragments itself: if our
+    // fragments were not OpenAI's, its final message would be wrong.
+    const runner = client.chat.completions.stream({
+      model,
+      messages: [question],
+      tools: [orderTool],
+      stream_options: { include_usage: true },
+    });
+    const completion = await runner.finalChatCompletion();
+    const message = completion.choices[0].message;
+    expect(completion.choices[0].finish_reason).toBe("tool_calls");
+    expect(message.tool_calls).toHaveLength(1);
+    const call = message.tool_calls![0] as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall;
+    expect(call.function.name).toBe("get_order_status");
+    expect(JSON.parse(call.function.arguments)).toEqual({ order_id: "12345" });
+    expect(completion.usage!.total_tokens).toBeGreaterThan(0);
+
+    const answer = await client.chat.completions.create({
+      model,
+      tools: [orderTool],
+      messages: [
+        question,
+        message,
+        { role: "tool", tool_call_id: call.id, content: JSON.stringify({ status: "shipped", eta: "Friday" }) },
+      ],
+    });
+    expect(answer.choices[0].finish_reason).toBe("stop");
+    expect(answer.choices[0].message.content).toContain("status shipped");
+  }
+});
+
+test("errors are the SDK's own error classes, naming the parameter", async () => {
+  const client = sdk();
+  const bad = await client.chat.completions
+    .create({ model: "chaosai", temperature: 5, messages: [{ role: "user", content: "hi" }] })
+    .catch((e) => e);
+  expect(bad).toBeInstanceOf(OpenAI.BadRequestError);
+  expect(bad.status).toBe(400);
+  expect(bad.param).toBe("temperature");
+
+  const unknown = await client.chat.completions
+    .create({ model: "no-such-model", messages: [{ role: "user", content: "hi" }] })
+    .catch((e) => e);
+  expect(unknown).toBeInstanceOf(OpenAI.NotFoundError);
+  expect(unknown.code).toBe("model_not_found");
+
+  const many = await client.chat.completions
+    .create({ model: "chaosai", n: 2, messages: [{ role: "user", content: "hi" }] })
+    .catch((e) => e);
+  expect(many).toBeInstanceOf(OpenAI.BadRequestError);
+  expect(many.param).toBe("n");
+});
+
+test("client keys: a wrong key is an AuthenticationError, a spent limit a RateLimitError", async ({ request }) => {
+  const made = await request.post("/api/clients", {
+    headers: admin,
+    data: { name: "sdk-bot", tenant: "sdk-shop", rpm: 1 },
+  });
+  expect(made.status()).toBe(201);
+  const { key } = await made.json();
+  try {
+    const wrong = await sdk("sk-wrong")
+      .chat.completions.create({ model: "chaosai", messages: [{ role: "user", content: "hi" }] })
+      .catch((e) => e);
+    expect(wrong).toBeInstanceOf(OpenAI.AuthenticationError);
+
+    const client = sdk(key);
+    const first = await client.chat.completions.create({
+      model: "chaosai",
+      messages: [{ role: "user", content: "How do I reset my password?" }],
+    });
+    expect(first.choices[0].message.content).toContain("reset link");
+    const limited = await client.chat.completions
+      .create({ model: "chaosai", messages: [{ role: "user", content: "And my email?" }] })
+      .catch((e) => e);
+    expect(limited).toBeInstanceOf(OpenAI.RateLimitError);
+    expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(0);
+  } finally {
+    // With no key left, /v1 is open again for the other suites.
+    expect((await request.delete("/api/clients/sdk-bot", { headers: admin })).status()).toBe(204);
+  }
+});

@@ -1,0 +1,450 @@
+//! `/v1/chat/completions` as the bots support teams run call it: a tool-call
+//! round trip through the cascade on both protocols, usage in both delivery
+//! modes and for every route, JSON answers, and every common parameter either
+//! honoured or refused with the parameter named. Against the whole server and
+//! its simulated providers, over real HTTP.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::app::{read_stream, TestServer};
+
+/// An order-status tool as a support bot offers it.
+fn order_tool() -> Value {
+    json!({"type": "function", "function": {
+        "name": "get_order_status",
+        "description": "Looks up the status of a customer's order by its number",
+        "parameters": {"type": "object", "properties": {"order_id": {"type": "string",
+            "description": "The order number"}}, "required": ["order_id"]}}})
+}
+
+async fn post(s: &TestServer, body: &Value) -> reqwest::Response {
+    s.client
+        .post(s.url("/v1/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The answer's tool calls and text, whole or streamed, as a client sees them.
+struct Turn {
+    text: String,
+    calls: Vec<(String, String, String)>,
+    finish: String,
+    usage: Value,
+    id: String,
+    headers: reqwest::header::HeaderMap,
+}
+
+async fn turn(s: &TestServer, mut body: Value, stream: bool) -> Turn {
+    body["stream"] = json!(stream);
+    if stream {
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    let res = post(s, &body).await;
+    assert_eq!(res.status(), 200);
+    let headers = res.headers().clone();
+    let id = headers["x-request-id"].to_str().unwrap().to_string();
+    if stream {
+        let r = read_stream(&res.text().await.unwrap());
+        assert!(r.done && !r.error, "{r:?}");
+        return Turn {
+            text: r.text,
+            calls: r
+                .tool_calls
+                .into_iter()
+                .map(|c| (c.id, c.name, c.arguments))
+                .collect(),
+            finish: r.finish_reason.unwrap(),
+            usage: r.usage.expect("a usage chunk"),
+            id,
+            headers,
+        };
+    }
+    let body: Value = res.json().await.unwrap();
+    let message = &body["choices"][0]["message"];
+    Turn {
+        text: message["content"].as_str().unwrap_or_default().to_string(),
+        calls: message["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                assert_eq!(c["type"], "function");
+                (
+                    c["id"].as_str().unwrap().to_string(),
+                    c["function"]["name"].as_str().unwrap().to_string(),
+                    c["function"]["arguments"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect(),
+        finish: body["choices"][0]["finish_reason"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        usage: body["usage"].clone(),
+        id,
+        headers,
+    }
+}
+
+#[tokio::test]
+async fn a_tool_round_trip_works_on_both_protocols_and_across_them() {
+    let s = TestServer::start().await;
+    // The call comes from one protocol, the result goes to the other: the
+    // conversation is translated both ways.
+    for (caller, answerer, id_prefix) in [("claude", "gpt", "toolu_"), ("gpt", "claude", "call_")] {
+        for stream in [false, true] {
+            let case = format!("{caller} → {answerer}, stream {stream}");
+            let question = json!({"role": "user", "content": "Where is my order 12345?"});
+            let first = turn(
+                &s,
+                json!({"model": caller, "tools": [order_tool()], "messages": [question]}),
+                stream,
+            )
+            .await;
+            assert_eq!(first.finish, "tool_calls", "{case}");
+            assert_eq!(first.calls.len(), 1, "{case}");
+            let (call_id, name, arguments) = first.calls[0].clone();
+            assert!(call_id.starts_with(id_prefix), "{case}: {call_id}");
+            assert_eq!(name, "get_order_status");
+            let arguments: Value = serde_json::from_str(&arguments).unwrap();
+            assert_eq!(arguments, json!({"order_id": "12345"}), "{case}");
+            assert!(first.usage["completion_tokens"].as_u64().unwrap() > 0, "{case}");
+
+            let mut calling = json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": call_id, "type": "function",
+                 "function": {"name": name, "arguments": arguments.to_string()}}]});
+            if !first.text.is_empty() {
+                calling["content"] = json!(first.text);
+            }
+            let result = json!({"role": "tool", "tool_call_id": call_id,
+                "content": "{\"order_id\":\"12345\",\"status\":\"shipped\",\"eta\":\"Friday\"}"});
+            let second = turn(
+                &s,
+                json!({"model": answerer, "tools": [order_tool()],
+                    "messages": [question, calling, result]}),
+                stream,
+            )
+            .await;
+            assert_eq!(second.finish, "stop", "{case}");
+            assert!(second.calls.is_empty(), "{case}");
+            assert!(
+                second.text.contains("status shipped") && second.text.contains("Friday"),
+                "{case}: the answer comes from the tool's result: {}",
+                second.text
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_tool_call_through_the_cascade_is_the_breakers_success_and_is_never_cached() {
+    let s = TestServer::start_with(|c| c.cache.enabled = true).await;
+    let body = json!({"model": "chaosai", "tools": [order_tool()],
+        "tool_choice": "required", "parallel_tool_calls": true,
+        "messages": [{"role": "user", "content": "Where are orders 1111 and 2222?"}]});
+    for _ in 0..2 {
+        let answer = turn(&s, body.clone(), true).await;
+        assert_eq!(answer.headers["x-chaosai-served-by"], "claude");
+        assert_eq!(answer.calls.len(), 2, "parallel calls, one per order");
+        assert!(answer.calls[1].2.contains("2222"));
+        let (status, attempts) = s.audited(&answer.id).await;
+        assert_eq!(status, "ok");
+        assert_eq!(attempts, vec![("claude".to_string(), "ok".to_string())]);
+    }
+    assert_eq!(s.metric("chaosai_cache_hits_total").await, 0.0);
+    let (entries,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM cache_entries")
+        .fetch_one(s.server.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(entries, 0, "a tool call is never stored");
+}
+
+#[tokio::test]
+async fn usage_is_true_in_both_modes_and_says_who_counted_it() {
+    let s = TestServer::start_with(|c| c.cache.enabled = true).await;
+    let question = |model: &str| {
+        json!({"model": model, "messages": [{"role": "user", "content": "How do I reset my password?"}]})
+    };
+    for (stream, asked) in [(false, "Can I get a refund?"), (true, "How much is shipping?")] {
+        for model in ["claude", "gpt"] {
+            let mut body = question(model);
+            // A different topic per round (and the model scopes the cache), so
+            // none of these is a cache hit.
+            body["messages"][0]["content"] = json!(asked);
+            let answer = turn(&s, body, stream).await;
+            let usage = &answer.usage;
+            let (prompt, completion) = (
+                usage["prompt_tokens"].as_i64().unwrap(),
+                usage["completion_tokens"].as_i64().unwrap(),
+            );
+            assert!(prompt > 5 && completion > 10, "{model}: {usage}");
+            assert_eq!(usage["total_tokens"].as_i64().unwrap(), prompt + completion);
+            if !stream {
+                assert_eq!(answer.headers["x-chaosai-usage"], "provider");
+            }
+            let recorded = s.audited_usage(&answer.id).await;
+            assert_eq!(recorded, (prompt, completion, Some("provider".into())), "{model}");
+        }
+    }
+    // A cache hit costs no prompt and says so; its completion is the answer's size.
+    let first = turn(&s, question("chaosai"), false).await;
+    // The answer is stored off the request path.
+    s.rows("SELECT COUNT(*) FROM cache_entries", |n| n >= 1).await;
+    let hit = turn(&s, question("chaosai"), false).await;
+    assert_eq!(hit.headers["x-chaosai-served-by"], "cache");
+    assert_eq!(hit.headers["x-chaosai-usage"], "cache");
+    assert_eq!(hit.usage["prompt_tokens"], 0);
+    let hit_completion = hit.usage["completion_tokens"].as_u64().unwrap();
+    assert_eq!(hit_completion, (hit.text.chars().count() as u64).div_ceil(4));
+    assert!(first.usage["prompt_tokens"].as_u64().unwrap() > 0);
+    // The last resort: every provider down.
+    for provider in ["claude", "gpt", "llama"] {
+        s.inject(provider, json!({"kind": "outage"})).await;
+    }
+    let mut body = question("chaosai");
+    body["messages"][0]["content"] = json!("Where is my parcel, it is late?");
+    let resort = turn(&s, body, true).await;
+    assert_eq!(resort.headers["x-chaosai-served-by"], "last-resort");
+    assert_eq!(resort.headers["x-chaosai-usage"], "last_resort");
+    assert_eq!(resort.usage["prompt_tokens"], 0);
+    assert!(resort.usage["completion_tokens"].as_u64().unwrap() > 0);
+
+    // Cost by provider and by tenant, from the audit.
+    s.request_rows(7).await;
+    let by_provider: Value = s
+        .admin(reqwest::Method::GET, "/api/audit/usage?by=provider&since=0")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rows = by_provider["rows"].as_array().unwrap();
+    let row = |key: &str| rows.iter().find(|r| r["key"] == key).cloned();
+    // Two pinned questions and the first cascade one; failed attempts cost nothing.
+    assert_eq!(row("claude").unwrap()["requests"], 3, "{by_provider}");
+    assert!(row("gpt").unwrap()["total_tokens"].as_i64().unwrap() > 0);
+    assert_eq!(row("cache").unwrap()["prompt_tokens"], 0);
+    assert!(row("last-resort").is_some(), "{by_provider}");
+    let by_tenant: Value = s
+        .admin(reqwest::Method::GET, "/api/audit/usage?by=tenant")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let total: i64 = rows.iter().map(|r| r["total_tokens"].as_i64().unwrap()).sum();
+    assert_eq!(by_tenant["rows"][0]["key"], "default");
+    assert_eq!(by_tenant["rows"][0]["total_tokens"], total, "both views add up");
+    let bad = s
+        .admin(reqwest::Method::GET, "/api/audit/usage?by=weekday")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let bad: Value = bad.json().await.unwrap();
+    assert_eq!(bad["error"]["param"], "by");
+}
+
+#[tokio::test]
+async fn json_answers_are_valid_json_on_both_protocols() {
+    let s = TestServer::start().await;
+    for model in ["claude", "gpt"] {
+        for stream in [false, true] {
+            let body = json!({"model": model,
+                "response_format": {"type": "json_schema", "json_schema": {"name": "reply",
+                    "schema": {"type": "object", "properties": {"answer": {"type": "string"},
+                        "needs_agent": {"type": "boolean"}}, "required": ["answer", "needs_agent"]}}},
+                "messages": [{"role": "user", "content": "How do I reset my password? Reply in JSON."}]});
+            let answer = turn(&s, body, stream).await;
+            let parsed: Value = serde_json::from_str(&answer.text)
+                .unwrap_or_else(|e| panic!("{model}: not JSON ({e}): {}", answer.text));
+            assert!(parsed["answer"].as_str().unwrap().contains("reset link"), "{model}: {parsed}");
+            assert!(parsed["needs_agent"].is_boolean());
+            assert_eq!(answer.finish, "stop", "{model}: a JSON answer is not a tool call");
+            assert!(answer.calls.is_empty());
+        }
+        let body = json!({"model": model, "response_format": {"type": "json_object"},
+            "messages": [{"role": "user", "content": "Where is my order? Answer in JSON."}]});
+        let answer = turn(&s, body, false).await;
+        assert!(serde_json::from_str::<Value>(&answer.text).unwrap().is_object());
+    }
+}
+
+#[tokio::test]
+async fn parameters_reach_the_providers_and_a_stop_sequence_cuts_the_answer() {
+    let s = TestServer::start().await;
+    for model in ["claude", "gpt"] {
+        let body = json!({"model": model, "stop": ["spam"], "top_p": 0.5, "seed": 7,
+            "user": "customer-42", "max_completion_tokens": 200,
+            "messages": [{"role": "user", "content": "How do I reset my password?"}]});
+        let answer = turn(&s, body, true).await;
+        assert!(answer.text.contains("reset link"), "{model}: {}", answer.text);
+        assert!(!answer.text.contains("spam"), "{model}: cut at the stop sequence");
+        assert!(answer.text.trim_end().ends_with("check your"), "{model}: {}", answer.text);
+        assert_eq!(answer.finish, "stop");
+        let capped = json!({"model": model, "max_tokens": 3,
+            "messages": [{"role": "user", "content": "How do I reset my password?"}]});
+        let answer = turn(&s, capped, false).await;
+        assert_eq!(answer.finish, "length", "{model}");
+        assert_eq!(answer.usage["completion_tokens"], 3, "{model}");
+    }
+    // Anthropic cannot sample above temperature 1: such a request passes it by…
+    let hot = json!({"model": "chaosai", "temperature": 1.5,
+        "messages": [{"role": "user", "content": "How do I reset my password?"}]});
+    let answer = turn(&s, hot.clone(), false).await;
+    assert_eq!(answer.headers["x-chaosai-served-by"], "gpt");
+    let (_, attempts) = s.audited(&answer.id).await;
+    assert_eq!(attempts[0], ("claude".to_string(), "unsupported".to_string()));
+    // …and pinned to it, is refused with the parameter named, not silently changed.
+    let mut pinned = hot;
+    pinned["model"] = json!("claude");
+    let res = post(&s, &pinned).await;
+    assert_eq!(res.status(), 400);
+    let error: Value = res.json().await.unwrap();
+    assert_eq!(error["error"]["param"], "temperature", "{error}");
+}
+
+#[tokio::test]
+async fn every_parameter_is_validated_with_the_right_param_in_the_error() {
+    let s = TestServer::start().await;
+    let user = json!({"role": "user", "content": "Where is my order 12345?"});
+    let with = |extra: Value| {
+        let mut body = json!({"model": "chaosai", "messages": [user.clone()]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let cases = [
+        (with(json!({"temperature": 2.5})), "temperature"),
+        (with(json!({"temperature": "warm"})), "temperature"),
+        (with(json!({"top_p": 1.2})), "top_p"),
+        (with(json!({"presence_penalty": -3})), "presence_penalty"),
+        (with(json!({"frequency_penalty": 9})), "frequency_penalty"),
+        (with(json!({"stop": ["a", "b", "c", "d", "e"]})), "stop"),
+        (with(json!({"stop": 12})), "stop"),
+        (with(json!({"seed": "x"})), "seed"),
+        (with(json!({"max_tokens": 0})), "max_tokens"),
+        (with(json!({"max_completion_tokens": -5})), "max_completion_tokens"),
+        (with(json!({"n": 3})), "n"),
+        (with(json!({"logprobs": true})), "logprobs"),
+        (with(json!({"logit_bias": {"1": 5}})), "logit_bias"),
+        (with(json!({"functions": [{"name": "f"}]})), "functions"),
+        (with(json!({"user": 7})), "user"),
+        (with(json!({"response_format": {"type": "yaml"}})), "response_format.type"),
+        (
+            with(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "bad name", "schema": {}}}})),
+            "response_format.json_schema.name",
+        ),
+        (with(json!({"tools": [{"type": "function", "function": {"name": "no spaces allowed"}}]})), "tools[0].function.name"),
+        (with(json!({"tools": [order_tool()], "tool_choice": {"type": "function", "function": {"name": "refund"}}})), "tool_choice"),
+        (with(json!({"tool_choice": "required"})), "tool_choice"),
+        (with(json!({"stream_options": {"include_usage": true}})), "stream_options"),
+        (
+            json!({"model": "chaosai", "messages": [user.clone(),
+                {"role": "tool", "tool_call_id": "call_nobody", "content": "x"}]}),
+            "messages[1].tool_call_id",
+        ),
+        (
+            json!({"model": "chaosai", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "What is in this photo?"},
+                {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/a.png"}}]}]}),
+            "messages[0].content[1]",
+        ),
+    ];
+    for (body, param) in cases {
+        let res = post(&s, &body).await;
+        assert_eq!(res.status(), 400, "{param}: {body}");
+        let error: Value = res.json().await.unwrap();
+        assert_eq!(error["error"]["param"], param, "{error}");
+        assert_eq!(error["error"]["type"], "invalid_request_error");
+        assert!(!error["error"]["message"].as_str().unwrap().is_empty());
+    }
+    // Harmless extras and unknown fields are accepted, as OpenAI-compatible servers do.
+    let res = post(
+        &s,
+        &with(json!({"n": 1, "store": false, "metadata": {"ticket": "9"}, "logprobs": false,
+            "service_tier": "auto", "some_new_field": {"x": 1}})),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["created"].as_u64().unwrap() > 1_700_000_000);
+    assert_eq!(body["object"], "chat.completion");
+    assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
+}
+
+#[tokio::test]
+async fn the_answer_names_the_model_that_really_answered_and_its_fingerprint() {
+    let s = TestServer::start().await;
+    let ask = json!({"model": "gpt", "messages": [{"role": "user", "content": "How do I reset my password?"}]});
+    let body: Value = post(&s, &ask).await.json().await.unwrap();
+    // The configured model id, as the provider reported it back.
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(body["system_fingerprint"], "fp_chaosai_sim");
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let r = read_stream(&post(&s, &streamed).await.text().await.unwrap());
+    assert!(r.chunks.iter().all(|c| c["model"] == "gpt-4o-mini"));
+    assert!(r.chunks.iter().all(|c| c["system_fingerprint"] == "fp_chaosai_sim"));
+    assert!(r.usage.is_none(), "no usage chunk unless asked for");
+    assert!(r.chunks.iter().all(|c| c.get("usage").is_none()));
+}
+
+#[tokio::test]
+async fn the_cache_answers_only_where_the_same_request_would_have_produced_it() {
+    let s = TestServer::start_with(|c| c.cache.enabled = true).await;
+    let question = "How do I reset my password?";
+    let ask = |extra: Value| {
+        let mut body = json!({"model": "chaosai", "messages": [{"role": "user", "content": question}]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    // An answer cut short by its size is never stored…
+    let cut = turn(&s, ask(json!({"max_tokens": 4})), false).await;
+    assert_eq!(cut.finish, "length");
+    // …nor one cut by a stop sequence, nor one sampled or shaped differently.
+    for extra in [
+        json!({"stop": ["spam"]}),
+        json!({"seed": 1}),
+        json!({"temperature": 0.2}),
+        json!({"response_format": {"type": "json_object"}}),
+    ] {
+        let answer = turn(&s, ask(extra.clone()), false).await;
+        assert_ne!(answer.headers["x-chaosai-served-by"], "cache", "{extra}");
+    }
+    let (entries,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM cache_entries")
+        .fetch_one(s.server.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(entries, 0, "none of those answers was stored");
+    // A plain request is stored, and then serves plain repeats only.
+    turn(&s, ask(json!({})), false).await;
+    s.rows("SELECT COUNT(*) FROM cache_entries", |n| n == 1).await;
+    assert_eq!(turn(&s, ask(json!({})), false).await.headers["x-chaosai-served-by"], "cache");
+    for extra in [
+        json!({"seed": 1}),
+        json!({"top_p": 0.3}),
+        json!({"stop": "spam"}),
+        json!({"max_tokens": 4}),
+        json!({"tools": [order_tool()]}),
+    ] {
+        let answer = turn(&s, ask(extra.clone()), false).await;
+        assert_ne!(answer.headers["x-chaosai-served-by"], "cache", "{extra}");
+    }
+    // A conversation carrying a tool's result never reads the cache.
+    let body = json!({"model": "chaosai", "messages": [
+        {"role": "user", "content": "Where is my order 12345?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "get_order_status", "arguments": "{\"order_id\":\"12345\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "shipped"},
+        {"role": "user", "content": question}]});
+    assert_ne!(turn(&s, body, false).await.headers["x-chaosai-served-by"], "cache");
+}
