@@ -111,7 +111,10 @@ async fn a_tool_round_trip_works_on_both_protocols_and_across_them() {
             assert_eq!(name, "get_order_status");
             let arguments: Value = serde_json::from_str(&arguments).unwrap();
             assert_eq!(arguments, json!({"order_id": "12345"}), "{case}");
-            assert!(first.usage["completion_tokens"].as_u64().unwrap() > 0, "{case}");
+            assert!(
+                first.usage["completion_tokens"].as_u64().unwrap() > 0,
+                "{case}"
+            );
 
             let mut calling = json!({"role": "assistant", "content": null, "tool_calls": [
                 {"id": call_id, "type": "function",
@@ -165,10 +168,11 @@ async fn a_tool_call_through_the_cascade_is_the_breakers_success_and_is_never_ca
 #[tokio::test]
 async fn usage_is_true_in_both_modes_and_says_who_counted_it() {
     let s = TestServer::start_with(|c| c.cache.enabled = true).await;
-    let question = |model: &str| {
-        json!({"model": model, "messages": [{"role": "user", "content": "How do I reset my password?"}]})
-    };
-    for (stream, asked) in [(false, "Can I get a refund?"), (true, "How much is shipping?")] {
+    let question = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "How do I reset my password?"}]});
+    for (stream, asked) in [
+        (false, "Can I get a refund?"),
+        (true, "How much is shipping?"),
+    ] {
         for model in ["claude", "gpt"] {
             let mut body = question(model);
             // A different topic per round (and the model scopes the cache), so
@@ -186,19 +190,27 @@ async fn usage_is_true_in_both_modes_and_says_who_counted_it() {
                 assert_eq!(answer.headers["x-chaosai-usage"], "provider");
             }
             let recorded = s.audited_usage(&answer.id).await;
-            assert_eq!(recorded, (prompt, completion, Some("provider".into())), "{model}");
+            assert_eq!(
+                recorded,
+                (prompt, completion, Some("provider".into())),
+                "{model}"
+            );
         }
     }
     // A cache hit costs no prompt and says so; its completion is the answer's size.
     let first = turn(&s, question("chaosai"), false).await;
     // The answer is stored off the request path.
-    s.rows("SELECT COUNT(*) FROM cache_entries", |n| n >= 1).await;
+    s.rows("SELECT COUNT(*) FROM cache_entries", |n| n >= 1)
+        .await;
     let hit = turn(&s, question("chaosai"), false).await;
     assert_eq!(hit.headers["x-chaosai-served-by"], "cache");
     assert_eq!(hit.headers["x-chaosai-usage"], "cache");
     assert_eq!(hit.usage["prompt_tokens"], 0);
     let hit_completion = hit.usage["completion_tokens"].as_u64().unwrap();
-    assert_eq!(hit_completion, (hit.text.chars().count() as u64).div_ceil(4));
+    assert_eq!(
+        hit_completion,
+        (hit.text.chars().count() as u64).div_ceil(4)
+    );
     assert!(first.usage["prompt_tokens"].as_u64().unwrap() > 0);
     // The last resort: every provider down.
     for provider in ["claude", "gpt", "llama"] {
@@ -237,9 +249,15 @@ async fn usage_is_true_in_both_modes_and_says_who_counted_it() {
         .json()
         .await
         .unwrap();
-    let total: i64 = rows.iter().map(|r| r["total_tokens"].as_i64().unwrap()).sum();
+    let total: i64 = rows
+        .iter()
+        .map(|r| r["total_tokens"].as_i64().unwrap())
+        .sum();
     assert_eq!(by_tenant["rows"][0]["key"], "default");
-    assert_eq!(by_tenant["rows"][0]["total_tokens"], total, "both views add up");
+    assert_eq!(
+        by_tenant["rows"][0]["total_tokens"], total,
+        "both views add up"
+    );
     let bad = s
         .admin(reqwest::Method::GET, "/api/audit/usage?by=weekday")
         .send()
@@ -263,15 +281,23 @@ async fn json_answers_are_valid_json_on_both_protocols() {
             let answer = turn(&s, body, stream).await;
             let parsed: Value = serde_json::from_str(&answer.text)
                 .unwrap_or_else(|e| panic!("{model}: not JSON ({e}): {}", answer.text));
-            assert!(parsed["answer"].as_str().unwrap().contains("reset link"), "{model}: {parsed}");
+            assert!(
+                parsed["answer"].as_str().unwrap().contains("reset link"),
+                "{model}: {parsed}"
+            );
             assert!(parsed["needs_agent"].is_boolean());
-            assert_eq!(answer.finish, "stop", "{model}: a JSON answer is not a tool call");
+            assert_eq!(
+                answer.finish, "stop",
+                "{model}: a JSON answer is not a tool call"
+            );
             assert!(answer.calls.is_empty());
         }
         let body = json!({"model": model, "response_format": {"type": "json_object"},
             "messages": [{"role": "user", "content": "Where is my order? Answer in JSON."}]});
         let answer = turn(&s, body, false).await;
-        assert!(serde_json::from_str::<Value>(&answer.text).unwrap().is_object());
+        assert!(serde_json::from_str::<Value>(&answer.text)
+            .unwrap()
+            .is_object());
     }
 }
 
@@ -283,9 +309,20 @@ async fn parameters_reach_the_providers_and_a_stop_sequence_cuts_the_answer() {
             "user": "customer-42", "max_completion_tokens": 200,
             "messages": [{"role": "user", "content": "How do I reset my password?"}]});
         let answer = turn(&s, body, true).await;
-        assert!(answer.text.contains("reset link"), "{model}: {}", answer.text);
-        assert!(!answer.text.contains("spam"), "{model}: cut at the stop sequence");
-        assert!(answer.text.trim_end().ends_with("check your"), "{model}: {}", answer.text);
+        assert!(
+            answer.text.contains("reset link"),
+            "{model}: {}",
+            answer.text
+        );
+        assert!(
+            !answer.text.contains("spam"),
+            "{model}: cut at the stop sequence"
+        );
+        assert!(
+            answer.text.trim_end().ends_with("check your"),
+            "{model}: {}",
+            answer.text
+        );
         assert_eq!(answer.finish, "stop");
         let capped = json!({"model": model, "max_tokens": 3,
             "messages": [{"role": "user", "content": "How do I reset my password?"}]});
@@ -299,7 +336,10 @@ async fn parameters_reach_the_providers_and_a_stop_sequence_cuts_the_answer() {
     let answer = turn(&s, hot.clone(), false).await;
     assert_eq!(answer.headers["x-chaosai-served-by"], "gpt");
     let (_, attempts) = s.audited(&answer.id).await;
-    assert_eq!(attempts[0], ("claude".to_string(), "unsupported".to_string()));
+    assert_eq!(
+        attempts[0],
+        ("claude".to_string(), "unsupported".to_string())
+    );
     // …and pinned to it, is refused with the parameter named, not silently changed.
     let mut pinned = hot;
     pinned["model"] = json!("claude");
@@ -330,21 +370,42 @@ async fn every_parameter_is_validated_with_the_right_param_in_the_error() {
         (with(json!({"stop": 12})), "stop"),
         (with(json!({"seed": "x"})), "seed"),
         (with(json!({"max_tokens": 0})), "max_tokens"),
-        (with(json!({"max_completion_tokens": -5})), "max_completion_tokens"),
+        (
+            with(json!({"max_completion_tokens": -5})),
+            "max_completion_tokens",
+        ),
         (with(json!({"n": 3})), "n"),
         (with(json!({"logprobs": true})), "logprobs"),
         (with(json!({"logit_bias": {"1": 5}})), "logit_bias"),
         (with(json!({"functions": [{"name": "f"}]})), "functions"),
         (with(json!({"user": 7})), "user"),
-        (with(json!({"response_format": {"type": "yaml"}})), "response_format.type"),
         (
-            with(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "bad name", "schema": {}}}})),
+            with(json!({"response_format": {"type": "yaml"}})),
+            "response_format.type",
+        ),
+        (
+            with(
+                json!({"response_format": {"type": "json_schema", "json_schema": {"name": "bad name", "schema": {}}}}),
+            ),
             "response_format.json_schema.name",
         ),
-        (with(json!({"tools": [{"type": "function", "function": {"name": "no spaces allowed"}}]})), "tools[0].function.name"),
-        (with(json!({"tools": [order_tool()], "tool_choice": {"type": "function", "function": {"name": "refund"}}})), "tool_choice"),
+        (
+            with(
+                json!({"tools": [{"type": "function", "function": {"name": "no spaces allowed"}}]}),
+            ),
+            "tools[0].function.name",
+        ),
+        (
+            with(
+                json!({"tools": [order_tool()], "tool_choice": {"type": "function", "function": {"name": "refund"}}}),
+            ),
+            "tool_choice",
+        ),
         (with(json!({"tool_choice": "required"})), "tool_choice"),
-        (with(json!({"stream_options": {"include_usage": true}})), "stream_options"),
+        (
+            with(json!({"stream_options": {"include_usage": true}})),
+            "stream_options",
+        ),
         (
             json!({"model": "chaosai", "messages": [user.clone(),
                 {"role": "tool", "tool_call_id": "call_nobody", "content": "x"}]}),
@@ -368,8 +429,10 @@ async fn every_parameter_is_validated_with_the_right_param_in_the_error() {
     // Harmless extras and unknown fields are accepted, as OpenAI-compatible servers do.
     let res = post(
         &s,
-        &with(json!({"n": 1, "store": false, "metadata": {"ticket": "9"}, "logprobs": false,
-            "service_tier": "auto", "some_new_field": {"x": 1}})),
+        &with(
+            json!({"n": 1, "store": false, "metadata": {"ticket": "9"}, "logprobs": false,
+            "service_tier": "auto", "some_new_field": {"x": 1}}),
+        ),
     )
     .await;
     assert_eq!(res.status(), 200);
@@ -391,7 +454,10 @@ async fn the_answer_names_the_model_that_really_answered_and_its_fingerprint() {
     streamed["stream"] = json!(true);
     let r = read_stream(&post(&s, &streamed).await.text().await.unwrap());
     assert!(r.chunks.iter().all(|c| c["model"] == "gpt-4o-mini"));
-    assert!(r.chunks.iter().all(|c| c["system_fingerprint"] == "fp_chaosai_sim"));
+    assert!(r
+        .chunks
+        .iter()
+        .all(|c| c["system_fingerprint"] == "fp_chaosai_sim"));
     assert!(r.usage.is_none(), "no usage chunk unless asked for");
     assert!(r.chunks.iter().all(|c| c.get("usage").is_none()));
 }
@@ -401,7 +467,8 @@ async fn the_cache_answers_only_where_the_same_request_would_have_produced_it() 
     let s = TestServer::start_with(|c| c.cache.enabled = true).await;
     let question = "How do I reset my password?";
     let ask = |extra: Value| {
-        let mut body = json!({"model": "chaosai", "messages": [{"role": "user", "content": question}]});
+        let mut body =
+            json!({"model": "chaosai", "messages": [{"role": "user", "content": question}]});
         for (k, v) in extra.as_object().unwrap() {
             body[k] = v.clone();
         }
@@ -427,8 +494,12 @@ async fn the_cache_answers_only_where_the_same_request_would_have_produced_it() 
     assert_eq!(entries, 0, "none of those answers was stored");
     // A plain request is stored, and then serves plain repeats only.
     turn(&s, ask(json!({})), false).await;
-    s.rows("SELECT COUNT(*) FROM cache_entries", |n| n == 1).await;
-    assert_eq!(turn(&s, ask(json!({})), false).await.headers["x-chaosai-served-by"], "cache");
+    s.rows("SELECT COUNT(*) FROM cache_entries", |n| n == 1)
+        .await;
+    assert_eq!(
+        turn(&s, ask(json!({})), false).await.headers["x-chaosai-served-by"],
+        "cache"
+    );
     for extra in [
         json!({"seed": 1}),
         json!({"top_p": 0.3}),
@@ -446,5 +517,8 @@ async fn the_cache_answers_only_where_the_same_request_would_have_produced_it() 
             "function": {"name": "get_order_status", "arguments": "{\"order_id\":\"12345\"}"}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "shipped"},
         {"role": "user", "content": question}]});
-    assert_ne!(turn(&s, body, false).await.headers["x-chaosai-served-by"], "cache");
+    assert_ne!(
+        turn(&s, body, false).await.headers["x-chaosai-served-by"],
+        "cache"
+    );
 }

@@ -527,7 +527,11 @@ async fn a_stream_cut_inside_a_tool_calls_arguments_is_retried_whole_on_the_next
         assert_eq!(r.tool_calls.len(), 1, "{case}: {:?}", r.tool_calls);
         assert_eq!(r.tool_calls[0].id, upstream::tool_call_id(second), "{case}");
         assert_eq!(r.tool_calls[0].name, "order_status");
-        assert_eq!(r.tool_calls[0].arguments, upstream::TOOL_ARGUMENTS, "{case}");
+        assert_eq!(
+            r.tool_calls[0].arguments,
+            upstream::TOOL_ARGUMENTS,
+            "{case}"
+        );
         assert_eq!(r.finish_reason.as_deref(), Some("tool_calls"));
         // The next provider was asked with the same tool, in its own protocol.
         let asked = &whole.requests()[0];
@@ -548,7 +552,11 @@ async fn a_stream_cut_inside_a_tool_calls_arguments_is_retried_whole_on_the_next
         assert_eq!(attempts[0].0, "alpha");
         assert_eq!(attempts[1..], pairs(&[("beta", "ok")]), "{case}");
         // The cut counts against the provider that cut.
-        assert_eq!(s.provider("alpha").await["consecutive_failures"], 1, "{case}");
+        assert_eq!(
+            s.provider("alpha").await["consecutive_failures"],
+            1,
+            "{case}"
+        );
     }
 }
 
@@ -568,17 +576,30 @@ async fn a_tool_call_cut_after_text_was_sent_ends_in_the_error_event_or_restarts
     // the stream ends with the explicit error event.
     let (r, id) = ask_with_tool(&s, false).await;
     assert_eq!(r.text, upstream::PREAMBLE);
-    assert!(r.tool_calls.is_empty(), "a cut call is never sent: {:?}", r.tool_calls);
+    assert!(
+        r.tool_calls.is_empty(),
+        "a cut call is never sent: {:?}",
+        r.tool_calls
+    );
     assert!(r.error && !r.done, "{r:?}");
     let (status, attempts) = s.audited(&id).await;
     assert_eq!(status, "stream_failed");
-    assert_eq!(attempts[..2], pairs(&[("alpha", "ok"), ("alpha", "stream_broken")]));
+    assert_eq!(
+        attempts[..2],
+        pairs(&[("alpha", "ok"), ("alpha", "stream_broken")])
+    );
     // A caller that can replace what it has gets the whole call from the next provider.
     let (r, id) = ask_with_tool(&s, true).await;
     assert!(r.done && !r.error, "{r:?}");
-    assert_eq!(r.text, "", "the restart drops the text of the broken answer");
+    assert_eq!(
+        r.text, "",
+        "the restart drops the text of the broken answer"
+    );
     assert_eq!(r.tool_calls.len(), 1);
-    assert_eq!(r.tool_calls[0].id, upstream::tool_call_id(Protocol::Anthropic));
+    assert_eq!(
+        r.tool_calls[0].id,
+        upstream::tool_call_id(Protocol::Anthropic)
+    );
     assert_eq!(r.tool_calls[0].arguments, upstream::TOOL_ARGUMENTS);
     let (status, _) = s.audited(&id).await;
     assert_eq!(status, "restarted");

@@ -72,7 +72,8 @@ async fn the_tenant_comes_from_the_key_so_clients_never_share_a_cache() {
     let first = chat(&s, Some(BETA), question).await;
     assert_eq!(first.headers()["x-chaosai-served-by"], "claude");
     // The answer is stored off the request path.
-    s.rows("SELECT COUNT(*) FROM cache_entries", |n| n >= 1).await;
+    s.rows("SELECT COUNT(*) FROM cache_entries", |n| n >= 1)
+        .await;
     let again = chat(&s, Some(BETA), question).await;
     assert_eq!(again.headers()["x-chaosai-served-by"], "cache");
     // Another client asking the same is answered by a provider, not beta's cache.
@@ -91,7 +92,10 @@ async fn the_tenant_comes_from_the_key_so_clients_never_share_a_cache() {
     assert_eq!(claim.status(), 400);
     let body: Value = claim.json().await.unwrap();
     assert_eq!(body["error"]["param"], "x-chaosai-tenant");
-    let id = other.headers()["x-request-id"].to_str().unwrap().to_string();
+    let id = other.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     s.audited(&id).await;
     let tenant: String = sqlx::query_scalar("SELECT tenant FROM requests WHERE id = ?")
         .bind(&id)
@@ -105,7 +109,12 @@ async fn the_tenant_comes_from_the_key_so_clients_never_share_a_cache() {
 async fn requests_per_minute_refuse_with_retry_after_and_recover() {
     let s = keyed().await;
     for n in 0..3 {
-        let res = chat(&s, Some(ACME), &format!("Question {n}: where is my parcel?")).await;
+        let res = chat(
+            &s,
+            Some(ACME),
+            &format!("Question {n}: where is my parcel?"),
+        )
+        .await;
         assert_eq!(res.status(), 200, "request {n} is within the limit");
     }
     let refused = chat(&s, Some(ACME), "One more: where is my parcel?").await;
@@ -121,11 +130,19 @@ async fn requests_per_minute_refuse_with_retry_after_and_recover() {
         1.0
     );
     // Other clients are not held back by acme's limit.
-    assert_eq!(chat(&s, Some(BETA), "Where is my parcel?").await.status(), 200);
+    assert_eq!(
+        chat(&s, Some(BETA), "Where is my parcel?").await.status(),
+        200
+    );
     s.clock.advance(Duration::from_secs(19));
     assert_eq!(chat(&s, Some(ACME), "Still waiting?").await.status(), 429);
     s.clock.advance(Duration::from_secs(1));
-    assert_eq!(chat(&s, Some(ACME), "Where is my parcel now?").await.status(), 200);
+    assert_eq!(
+        chat(&s, Some(ACME), "Where is my parcel now?")
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -135,10 +152,17 @@ async fn tokens_per_minute_are_charged_with_the_answers_true_usage() {
     assert_eq!(first.status(), 200);
     let body: Value = first.json().await.unwrap();
     let spent = body["usage"]["total_tokens"].as_u64().unwrap();
-    assert!(spent > 60, "one answer spends more than the minute's 60 tokens: {spent}");
+    assert!(
+        spent > 60,
+        "one answer spends more than the minute's 60 tokens: {spent}"
+    );
     let refused = chat(&s, Some(THRIFTY), "And my email?").await;
     assert_eq!(refused.status(), 429);
-    let wait: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["type"], "tokens");
     // At one token a second, the debt takes as many seconds as it is large.
@@ -160,7 +184,10 @@ async fn keys_made_through_the_admin_api_work_at_once_and_survive_only_as_hashes
     let made: Value = made.json().await.unwrap();
     let key = made["key"].as_str().unwrap().to_string();
     assert!(key.starts_with("sk-chaosai-"));
-    assert_eq!(chat(&s, Some(&key), "Where is my parcel?").await.status(), 200);
+    assert_eq!(
+        chat(&s, Some(&key), "Where is my parcel?").await.status(),
+        200
+    );
     let stored: String = sqlx::query_scalar("SELECT key_sha256 FROM clients WHERE name = 'gamma'")
         .fetch_one(s.server.store.pool())
         .await
@@ -175,7 +202,10 @@ async fn keys_made_through_the_admin_api_work_at_once_and_survive_only_as_hashes
         .await
         .unwrap();
     assert!(listed.to_string().contains("gamma-shop"));
-    assert!(!listed.to_string().contains(&key), "a key is never shown again");
+    assert!(
+        !listed.to_string().contains(&key),
+        "a key is never shown again"
+    );
     // A config key cannot be removed here; gamma can, and its key stops working.
     let config = s
         .admin(reqwest::Method::DELETE, "/api/clients/acme")
@@ -189,7 +219,10 @@ async fn keys_made_through_the_admin_api_work_at_once_and_survive_only_as_hashes
         .await
         .unwrap();
     assert_eq!(removed.status(), 204);
-    assert_eq!(chat(&s, Some(&key), "Where is my parcel?").await.status(), 401);
+    assert_eq!(
+        chat(&s, Some(&key), "Where is my parcel?").await.status(),
+        401
+    );
     let bad = s
         .admin(reqwest::Method::POST, "/api/clients")
         .json(&json!({"name": "has space", "tenant": "t"}))

@@ -250,7 +250,9 @@ pub fn read_stream(body: &str) -> Streamed {
         }
         if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
             out.usage = Some(usage.clone());
-            out.usage_source = chunk["chaosai"]["usage_source"].as_str().map(str::to_string);
+            out.usage_source = chunk["chaosai"]["usage_source"]
+                .as_str()
+                .map(str::to_string);
         }
         if let Some(choice) = chunk["choices"].get(0) {
             let delta = &choice["delta"];

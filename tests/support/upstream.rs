@@ -313,22 +313,36 @@ fn tool_stream(protocol: Protocol, mode: Mode) -> Response {
     match protocol {
         Protocol::OpenAi => {
             let chunk = |delta: Value, finish: Option<&str>| {
-                event(protocol, "", json!({"id": "u", "object": "chat.completion.chunk",
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+                event(
+                    protocol,
+                    "",
+                    json!({"id": "u", "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+                )
             };
             parts.push(chunk(json!({"role": "assistant", "content": null}), None));
             if preamble {
                 parts.extend(tokens(PREAMBLE).iter().map(|t| delta(protocol, t)));
             }
-            parts.push(chunk(json!({"tool_calls": [{"index": 0, "id": id, "type": "function",
-                "function": {"name": "order_status", "arguments": ""}}]}), None));
+            parts.push(chunk(
+                json!({"tool_calls": [{"index": 0, "id": id, "type": "function",
+                "function": {"name": "order_status", "arguments": ""}}]}),
+                None,
+            ));
             for piece in pieces.iter().take(cut.unwrap_or(usize::MAX)) {
-                parts.push(chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}), None));
+                parts.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+                    None,
+                ));
             }
             if cut.is_none() {
                 parts.push(chunk(json!({}), Some("tool_calls")));
-                parts.push(event(protocol, "", json!({"choices": [],
-                    "usage": {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42}})));
+                parts.push(event(
+                    protocol,
+                    "",
+                    json!({"choices": [],
+                    "usage": {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42}}),
+                ));
                 parts.push("data: [DONE]\n\n".to_string());
             }
         }
@@ -336,10 +350,18 @@ fn tool_stream(protocol: Protocol, mode: Mode) -> Response {
             parts.push(event(protocol, "message_start", json!({"type": "message_start",
                 "message": {"id": "m", "content": [], "usage": {"input_tokens": 30, "output_tokens": 1}}})));
             if preamble {
-                parts.push(event(protocol, "content_block_start", json!({"type": "content_block_start",
-                    "index": 0, "content_block": {"type": "text", "text": ""}})));
+                parts.push(event(
+                    protocol,
+                    "content_block_start",
+                    json!({"type": "content_block_start",
+                    "index": 0, "content_block": {"type": "text", "text": ""}}),
+                ));
                 parts.extend(tokens(PREAMBLE).iter().map(|t| delta(protocol, t)));
-                parts.push(event(protocol, "content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+                parts.push(event(
+                    protocol,
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": 0}),
+                ));
             }
             parts.push(event(protocol, "content_block_start", json!({"type": "content_block_start",
                 "index": call_index, "content_block": {"type": "tool_use", "id": id, "name": "order_status", "input": {}}})));
@@ -348,10 +370,22 @@ fn tool_stream(protocol: Protocol, mode: Mode) -> Response {
                     "index": call_index, "delta": {"type": "input_json_delta", "partial_json": piece}})));
             }
             if cut.is_none() {
-                parts.push(event(protocol, "content_block_stop", json!({"type": "content_block_stop", "index": call_index})));
-                parts.push(event(protocol, "message_delta", json!({"type": "message_delta",
-                    "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 12}})));
-                parts.push(event(protocol, "message_stop", json!({"type": "message_stop"})));
+                parts.push(event(
+                    protocol,
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": call_index}),
+                ));
+                parts.push(event(
+                    protocol,
+                    "message_delta",
+                    json!({"type": "message_delta",
+                    "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 12}}),
+                ));
+                parts.push(event(
+                    protocol,
+                    "message_stop",
+                    json!({"type": "message_stop"}),
+                ));
             }
         }
     }
@@ -367,7 +401,10 @@ fn tool_stream(protocol: Protocol, mode: Mode) -> Response {
     let body = match cut {
         None => Body::from_stream(head),
         Some(_) => Body::from_stream(head.chain(futures::stream::once(async {
-            Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut"))
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "cut",
+            ))
         }))),
     };
     Response::builder()
