@@ -2,16 +2,19 @@
 //! enough, in the same scope, was answered before.
 //!
 //! - [`embedder`]: all-MiniLM-L6-v2 through ONNX Runtime, 384-d unit vectors.
+//! - [`batcher`]: the questions waiting for the model at one moment go into one run.
 //! - [`index`]: HNSW over those vectors (`hnsw_rs`).
 //! - [`guard`]: what may be cached, and which near-identical questions must not
 //!   share an answer (numbers, negation, contrasting key terms, personal data).
 //! - [`semantic`]: the cache itself: exact repeats first, then similarity,
 //!   persistence in SQLite, TTL and least-recently-hit eviction.
 
+pub mod batcher;
 pub mod embedder;
 pub mod guard;
 pub mod index;
 pub mod semantic;
 
+pub use batcher::{BatchError, BatchSettings, Batcher};
 pub use embedder::{Embedder, EmbedderError};
 pub use semantic::{CacheSettings, Hit, SemanticCache};

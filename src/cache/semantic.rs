@@ -8,6 +8,7 @@
 //! index is rebuilt from them at start-up. Without the embedding model the cache
 //! still answers exact repeats.
 
+use super::batcher::{BatchError, BatchSettings, Batcher};
 use super::guard;
 use super::index::VectorIndex;
 use super::Embedder;
@@ -111,8 +112,9 @@ struct Entry {
 pub struct SemanticCache {
     /// Threshold, TTL, size.
     settings: CacheSettings,
-    /// The sentence embedder; `None` degrades to exact matches.
-    embedder: Option<Arc<Embedder>>,
+    /// The sentence embedder behind its micro-batcher; `None` degrades to
+    /// exact matches.
+    batcher: Option<Batcher>,
     /// Vectors of entries by id. HNSW cannot delete: removed and expired entries
     /// stay in the graph until it is rebuilt (see [`SemanticCache::maintain`]).
     index: RwLock<Arc<VectorIndex>>,
@@ -128,8 +130,6 @@ pub struct SemanticCache {
     counters: CacheCounters,
     /// The time TTLs and hit times are measured by.
     clock: SharedClock,
-    /// Embeddings running or waiting for the model, bounded.
-    embedding_slots: tokio::sync::Semaphore,
 }
 
 /// Why the cache could not start.
@@ -219,8 +219,14 @@ impl SemanticCache {
         let capacity = settings.max_entries.max(views.len());
         let index = build_index(capacity, vectors).await;
         let cache = Self {
+            batcher: embedder.map(|embedder| {
+                let batch = BatchSettings {
+                    max_waiting: settings.max_embeddings.max(1),
+                    ..BatchSettings::default()
+                };
+                Batcher::start(embedder, batch)
+            }),
             settings,
-            embedder,
             index: RwLock::new(Arc::new(index)),
             rebuilding: Mutex::new(None),
             entries: RwLock::new(HashMap::new()),
@@ -228,14 +234,13 @@ impl SemanticCache {
             pool,
             counters: CacheCounters::default(),
             clock,
-            embedding_slots: tokio::sync::Semaphore::new(settings.max_embeddings.max(1)),
         };
         for (view, normalized) in views {
             cache.add_entry(view, normalized);
         }
         tracing::info!(
             entries = cache.len(),
-            semantic = cache.embedder.is_some(),
+            semantic = cache.batcher.is_some(),
             "cache loaded"
         );
         Ok(cache)
@@ -271,7 +276,7 @@ impl SemanticCache {
 
     /// Whether similar (not only identical) questions can hit.
     pub fn semantic(&self) -> bool {
-        self.embedder.is_some()
+        self.batcher.is_some()
     }
 
     /// Lookup counts.
@@ -331,19 +336,18 @@ impl SemanticCache {
                 return self.record_hit(id, 1.0);
             }
         }
-        if self.embedder.is_none() {
-            self.counters.misses.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
         // The model is a shared, slow resource: a lookup never queues behind a
         // long line for it; the question goes to the providers instead.
-        let Ok(_slot) = self.embedding_slots.try_acquire() else {
-            self.counters.bypassed_busy.fetch_add(1, Ordering::Relaxed);
-            return None;
-        };
-        let Some(vector) = self.embed(question).await else {
-            self.counters.misses.fetch_add(1, Ordering::Relaxed);
-            return None;
+        let vector = match self.embed(question).await {
+            Ok(vector) => vector,
+            Err(BatchError::Busy) => {
+                self.counters.bypassed_busy.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            Err(_) => {
+                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
         };
         let index = self.index.read().unwrap_or_else(|e| e.into_inner()).clone();
         let candidates = index.search(&vector, 8);
@@ -386,17 +390,25 @@ impl SemanticCache {
         }
     }
 
-    async fn embed(&self, text: &str) -> Option<Vec<f32>> {
-        let embedder = self.embedder.clone()?;
-        let text = text.to_string();
-        match tokio::task::spawn_blocking(move || embedder.embed(&[&text])).await {
-            Ok(Ok(mut vectors)) => vectors.pop(),
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "embedding failed; treating as a miss");
-                None
-            }
-            Err(_) => None,
+    /// `text`'s vector, embedded together with whatever else waits for the model.
+    async fn embed(&self, text: &str) -> Result<Vec<f32>, BatchError> {
+        let batcher = self.batcher.as_ref().ok_or(BatchError::Stopped)?;
+        let result = batcher.embed(text).await;
+        if let Err(err @ BatchError::Model(_)) = &result {
+            tracing::warn!(error = %err, "embedding failed; treating as a miss");
         }
+        result
+    }
+
+    /// ONNX runs and questions embedded so far (their ratio is the mean batch).
+    pub fn embedding_counts(&self) -> (u64, u64) {
+        self.batcher.as_ref().map_or((0, 0), |b| {
+            let c = b.counters();
+            (
+                c.runs.load(Ordering::Relaxed),
+                c.embedded.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// Stores a completed answer, unless the question or answer carries personal
@@ -419,11 +431,11 @@ impl SemanticCache {
         {
             return;
         }
-        let vector = match (&self.embedder, self.embedding_slots.try_acquire()) {
-            (None, _) => None,
-            (Some(_), Ok(_slot)) => self.embed(question).await,
+        let vector = match self.embed(question).await {
+            Ok(vector) => Some(vector),
+            Err(BatchError::Stopped) if self.batcher.is_none() => None,
             // Storing can wait for a quieter moment; it never queues for the model.
-            (Some(_), Err(_)) => {
+            Err(_) => {
                 self.counters.not_stored.fetch_add(1, Ordering::Relaxed);
                 return;
             }
