@@ -373,9 +373,26 @@ pub struct ProviderConfig {
     /// 5xx, a reset before the response, a 429 asking for at most a second).
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// What its model costs, US dollars per million prompt tokens (for the
+    /// audit's cost report; unset means unknown, not free).
+    #[serde(default)]
+    pub price_input_per_mtok: Option<f64>,
+    /// US dollars per million completion tokens.
+    #[serde(default)]
+    pub price_output_per_mtok: Option<f64>,
     /// The API key, filled in from `api_key_env` at load time; never logged.
     #[serde(skip)]
     pub api_key: Option<Secret>,
+}
+
+impl ProviderConfig {
+    /// Its price, when both halves are configured.
+    pub fn price(&self) -> Option<crate::shared::audit::Price> {
+        Some(crate::shared::audit::Price {
+            input_per_mtok: self.price_input_per_mtok?,
+            output_per_mtok: self.price_output_per_mtok?,
+        })
+    }
 }
 
 fn default_max_tokens() -> u32 {
@@ -426,6 +443,8 @@ impl ProviderConfig {
             probe: default_probe(),
             continuation: None,
             retries: default_retries(),
+            price_input_per_mtok: None,
+            price_output_per_mtok: None,
             api_key: None,
         }
     }

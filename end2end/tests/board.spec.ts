@@ -70,6 +70,8 @@ test("outage on the primary: the chat falls over, the light turns OPEN, healing 
 
 test("total blackout: the customer still gets a reply and a ticket the audit lists", async ({ page }) => {
   await openBoard(page, "/demo");
+  // The counters cover the last ten minutes of the audit, earlier tests included.
+  const before = Number(await page.locator(".last-resort-count").textContent());
   await page.getByRole("button", { name: "Total blackout" }).click();
   await expect(page.locator('.card[data-provider="llama"] .fault')).toContainText("Outage 503");
   const reply = await ask(page, "My blender makes a strange noise");
@@ -77,7 +79,7 @@ test("total blackout: the customer still gets a reply and a ticket the audit lis
   const text = (await reply.locator(".text").textContent()) ?? "";
   const ticket = text.match(/T-[A-Z0-9]{8}/)?.[0];
   expect(ticket, text).toBeTruthy();
-  await expect(page.locator(".last-resort-count")).toHaveText("1");
+  await expect(page.locator(".last-resort-count")).toHaveText(String(before + 1));
   await page.screenshot({ path: "screenshots/demo-blackout.png", fullPage: true });
 
   await page.goto("/audit");
@@ -126,4 +128,41 @@ test("the traffic button starts and stops synthetic customers", async ({ page })
   const asked = Number(await status.getAttribute("data-asked"));
   await expect.poll(async () => Number(await answered.textContent())).toBe(before + asked);
   expect(Number(await status.getAttribute("data-asked"))).toBe(asked);
+});
+
+test("a reload mid-outage loses nothing the presenter was pointing at", async ({ page, request }) => {
+  await openBoard(page);
+  const claude = page.locator('.card[data-provider="claude"]');
+  await claude.getByRole("button", { name: "Outage 503" }).click();
+  // Customers keep asking through the API while the primary is down.
+  for (const question of ["Where is my parcel?", "Can I change my address?", "Is the blender in stock?", "Do you ship abroad?"]) {
+    const res = await request.post("/v1/chat/completions", {
+      data: { model: "chaosai", messages: [{ role: "user", content: question }] },
+    });
+    expect(res.ok()).toBeTruthy();
+  }
+  await expect(claude).toHaveAttribute("data-state", "open", { timeout: 5_000 });
+  const answered = Number(await page.locator(".answered").textContent());
+  expect(answered).toBeGreaterThanOrEqual(4);
+  await page.screenshot({ path: "screenshots/board-mid-outage.png", fullPage: true });
+
+  // The page as the server renders it, before any WASM: the OPEN card and its reason.
+  const html = await (await page.request.get("/chaos")).text();
+  expect(html).toContain('data-provider="claude"');
+  expect(html).toMatch(/data-state="open"/);
+
+  await page.reload();
+  await page.waitForFunction(() => (window as any).__chaosai_hydrated === true);
+  await expect(claude).toHaveAttribute("data-state", "open");
+  // The breaker may have probed (and failed) since: either reason is the truth.
+  await expect(claude.locator(".open-reason")).toHaveText(/consecutive failures|probe failed/);
+  await expect(claude.locator(".fault")).toContainText("Outage 503");
+  // Earlier successes in the last minute count too: the rate is not zero, and it survives.
+  await expect(claude.locator(".error-rate")).toHaveText(/^[1-9]\d*% of \d+/);
+  await expect(page.locator(".answered")).toHaveText(String(answered));
+  await expect(page.locator(".transitions")).toContainText("claude CLOSED → OPEN");
+  await expect(page.locator(".traces li").first()).toContainText("gpt ✓");
+  await expect(page.locator(".incident-events")).toContainText("claude: fault injected (outage)");
+  await expect(page.locator(".link")).toHaveText(/live/i);
+  await page.screenshot({ path: "screenshots/board-after-reload.png", fullPage: true });
 });

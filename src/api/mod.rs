@@ -3,11 +3,12 @@
 //! pages and server functions.
 
 pub(crate) mod admin;
-mod audit;
+pub(crate) mod audit;
 mod cache;
 mod chaos;
 mod clients;
 mod error;
+pub(crate) mod history;
 mod keys;
 mod live;
 mod openai;
@@ -43,6 +44,10 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// Client keys of `/v1`.
     pub clients: Arc<crate::clients::Clients>,
+    /// Whether customer text is stored redacted.
+    pub redact: bool,
+    /// What each provider's model costs, for the audit's cost report.
+    pub prices: Arc<std::collections::BTreeMap<String, crate::shared::audit::Price>>,
     /// The demo's synthetic customer traffic.
     pub traffic: Arc<crate::traffic::Traffic>,
     /// Turns `true` when the server shuts down, so long-lived connections (the
@@ -76,6 +81,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/audit/requests/{id}", get(audit::request))
         .route("/api/audit/transitions", get(audit::transitions))
         .route("/api/audit/usage", get(audit::usage))
+        .route("/api/audit/incident", get(history::incident_api))
+        .route("/api/audit/costs", get(audit::costs))
+        .route("/api/audit/export", get(audit::export))
+        .route("/api/tickets/{id}/resolve", post(audit::resolve_ticket))
         .route("/api/clients", get(clients::list).post(clients::create))
         .route("/api/clients/{name}", delete(clients::remove))
         .route("/api/tickets", get(audit::tickets))

@@ -139,6 +139,11 @@ impl Gateway {
         self.cache.inner()
     }
 
+    /// The time its records are stamped with.
+    pub fn clock(&self) -> &SharedClock {
+        &self.sinks.clock
+    }
+
     /// The live event bus.
     pub fn events(&self) -> &EventBus {
         &self.sinks.events

@@ -439,8 +439,15 @@ pub async fn start_with_clock(
     if !clients.is_open() {
         tracing::info!(clients = clients.list().len(), "/v1 requires a client key");
     }
+    let prices = config
+        .providers
+        .iter()
+        .filter_map(|p| Some((p.name.clone(), p.price()?)))
+        .collect();
     let state = AppState {
+        redact: config.audit.redact_text,
         clients,
+        prices: Arc::new(prices),
         store: store.clone(),
         traffic: traffic.clone(),
         leptos_options: leptos_options.clone(),

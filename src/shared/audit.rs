@@ -112,8 +112,20 @@ pub struct TicketRow {
     pub request_id: String,
     /// The customer's question.
     pub question: String,
-    /// `open` until an agent handles it.
-    pub status: String,
+    /// Open until an agent resolves it.
+    pub status: TicketStatus,
+    /// When it was resolved (Unix ms).
+    pub resolved_at_ms: Option<i64>,
+}
+
+crate::spelled! {
+    /// Where a ticket stands.
+    pub enum TicketStatus {
+        /// Waiting for a human agent.
+        Open => "open",
+        /// An agent handled it.
+        Resolved => "resolved",
+    }
 }
 
 /// A page of rows and the cursor of the next page.
@@ -149,4 +161,249 @@ pub struct UsageRow {
     pub completion_tokens: i64,
     /// Both.
     pub total_tokens: i64,
+}
+
+/// What a provider's model costs, in US dollars per million tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Price {
+    /// Per million prompt tokens.
+    pub input_per_mtok: f64,
+    /// Per million completion tokens.
+    pub output_per_mtok: f64,
+}
+
+impl Price {
+    /// What `usage` costs at this price.
+    pub fn of(&self, usage: &crate::shared::Usage) -> f64 {
+        (usage.prompt_tokens as f64 * self.input_per_mtok
+            + usage.completion_tokens as f64 * self.output_per_mtok)
+            / 1_000_000.0
+    }
+}
+
+/// The tokens and cost of one provider or tenant over a period.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CostRow {
+    /// The provider (`cache`, `last-resort` included) or the tenant.
+    pub key: String,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// US dollars at the configured prices; `None` when a provider it used has
+    /// no price configured (the cache and the last resort cost nothing).
+    pub cost_usd: Option<f64>,
+}
+
+/// Cost by provider and by tenant over a period.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CostReport {
+    /// Start (Unix ms).
+    pub from_ms: i64,
+    /// End (Unix ms).
+    pub to_ms: i64,
+    /// By provider, the costliest first.
+    pub by_provider: Vec<CostRow>,
+    /// By tenant, the costliest first.
+    pub by_tenant: Vec<CostRow>,
+}
+
+impl CostReport {
+    /// The report for `spend` (tenant, provider, tokens) at `prices` (by provider).
+    pub fn from_spend(
+        (from_ms, to_ms): (i64, i64),
+        spend: &[(String, String, crate::shared::Usage)],
+        prices: &std::collections::BTreeMap<String, Price>,
+    ) -> Self {
+        use std::collections::BTreeMap;
+        let price = |provider: &str| -> Option<Price> {
+            if Route::is_reserved(provider) {
+                Some(Price::default())
+            } else {
+                prices.get(provider).copied()
+            }
+        };
+        let mut by_provider: BTreeMap<&str, CostRow> = BTreeMap::new();
+        let mut by_tenant: BTreeMap<&str, CostRow> = BTreeMap::new();
+        for (tenant, provider, usage) in spend {
+            let cost = price(provider).map(|p| p.of(usage));
+            for (map, key) in [(&mut by_provider, provider), (&mut by_tenant, tenant)] {
+                let row = map.entry(key.as_str()).or_insert_with(|| CostRow {
+                    key: key.clone(),
+                    cost_usd: Some(0.0),
+                    ..CostRow::default()
+                });
+                row.prompt_tokens += usage.prompt_tokens;
+                row.completion_tokens += usage.completion_tokens;
+                row.cost_usd = match (row.cost_usd, cost) {
+                    (Some(a), Some(b)) => Some(a + b),
+                    _ => None,
+                };
+            }
+        }
+        let sorted = |map: BTreeMap<&str, CostRow>| {
+            let mut rows: Vec<CostRow> = map.into_values().collect();
+            rows.sort_by(|a, b| {
+                let total = |r: &CostRow| r.prompt_tokens + r.completion_tokens;
+                b.cost_usd
+                    .unwrap_or(f64::MAX)
+                    .total_cmp(&a.cost_usd.unwrap_or(f64::MAX))
+                    .then(total(b).cmp(&total(a)))
+            });
+            rows
+        };
+        CostReport {
+            from_ms,
+            to_ms,
+            by_provider: sorted(by_provider),
+            by_tenant: sorted(by_tenant),
+        }
+    }
+}
+
+/// What the audit page is filtered to; the same names as the audit API's query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditQuery {
+    /// Only the last this many minutes.
+    pub last_minutes: Option<i64>,
+    /// Only requests served by this route.
+    pub route: Option<String>,
+    /// Only requests that ended so.
+    pub status: Option<RequestStatus>,
+    /// Only requests that attempted this provider.
+    pub provider: Option<String>,
+    /// Only this tenant's requests.
+    pub tenant: Option<String>,
+    /// The page below this cursor.
+    pub before: Option<i64>,
+}
+
+/// Percent-encodes a query value (everything but RFC 3986's unreserved characters).
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl AuditQuery {
+    /// The filter as query parameters (`last_minutes=60&route=gpt`), `before` left out.
+    pub fn filter_params(&self) -> String {
+        let pairs = [
+            ("last_minutes", self.last_minutes.map(|m| m.to_string())),
+            ("route", self.route.clone()),
+            ("status", self.status.map(|s| s.as_str().to_string())),
+            ("provider", self.provider.clone()),
+            ("tenant", self.tenant.clone()),
+        ];
+        pairs
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode(&v))))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+}
+
+/// One request as the audit page opens it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestDetail {
+    /// The request with its attempts.
+    pub request: RequestRow,
+    /// Its chat conversation's turns, when it came from the chat page.
+    pub messages: Vec<crate::shared::ChatTurn>,
+    /// Whether customer text is stored redacted.
+    pub redacted: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::Usage;
+
+    fn usage(p: u64, c: u64) -> Usage {
+        Usage {
+            prompt_tokens: p,
+            completion_tokens: c,
+        }
+    }
+
+    #[test]
+    fn a_query_becomes_the_audit_apis_parameters() {
+        let query = AuditQuery {
+            last_minutes: Some(60),
+            route: Some("last-resort".into()),
+            status: Some(RequestStatus::StreamFailed),
+            tenant: Some("acme & co".into()),
+            before: Some(5),
+            ..AuditQuery::default()
+        };
+        assert_eq!(
+            query.filter_params(),
+            "last_minutes=60&route=last-resort&status=stream_failed&tenant=acme%20%26%20co"
+        );
+    }
+
+    #[test]
+    fn costs_add_up_by_provider_and_by_tenant() {
+        let prices = [
+            (
+                "claude".to_string(),
+                Price {
+                    input_per_mtok: 3.0,
+                    output_per_mtok: 15.0,
+                },
+            ),
+            (
+                "gpt".to_string(),
+                Price {
+                    input_per_mtok: 0.15,
+                    output_per_mtok: 0.6,
+                },
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let spend = vec![
+            (
+                "acme".to_string(),
+                "claude".to_string(),
+                usage(1_000_000, 100_000),
+            ),
+            ("acme".to_string(), "cache".to_string(), usage(0, 50_000)),
+            (
+                "beta".to_string(),
+                "gpt".to_string(),
+                usage(2_000_000, 1_000_000),
+            ),
+            ("beta".to_string(), "llama".to_string(), usage(10, 10)),
+        ];
+        let report = CostReport::from_spend((0, 1), &spend, &prices);
+        let claude = report
+            .by_provider
+            .iter()
+            .find(|r| r.key == "claude")
+            .unwrap();
+        assert!((claude.cost_usd.unwrap() - 4.5).abs() < 1e-9);
+        let cache = report
+            .by_provider
+            .iter()
+            .find(|r| r.key == "cache")
+            .unwrap();
+        assert_eq!(cache.cost_usd, Some(0.0));
+        let acme = report.by_tenant.iter().find(|r| r.key == "acme").unwrap();
+        assert!((acme.cost_usd.unwrap() - 4.5).abs() < 1e-9);
+        assert_eq!(acme.completion_tokens, 150_000);
+        // An unpriced provider makes its tenant's cost unknown, not smaller.
+        let beta = report.by_tenant.iter().find(|r| r.key == "beta").unwrap();
+        assert_eq!(beta.cost_usd, None);
+        assert_eq!(
+            report.by_provider[0].key, "llama",
+            "unknown cost sorts first"
+        );
+    }
 }

@@ -7,11 +7,13 @@
 //! - `outcome`: the names of what happened (route, request status, attempt outcome).
 //! - `provider`: what a provider is and can do (protocol, continuation, probing).
 //! - `audit`: the rows the audit API and the audit page read.
+//! - `history`: the board's seed (the last minutes) and the incident timeline.
 //! - `usage`: what an answer cost in tokens, and who counted it.
 //! - `spelling`: the macro that gives each of those names one spelling.
 
 pub mod audit;
 mod events;
+pub mod history;
 mod outcome;
 mod provider;
 mod spelling;

@@ -38,6 +38,8 @@ macro_rules! spelled {
 
         impl $name {
             /// Every variant, in declaration order.
+            // Not every enum lists its variants; those that do use this.
+            #[allow(dead_code)]
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
             /// The one spelling of this value (JSON, SQL, metrics labels, the UI's keys).

@@ -6,6 +6,7 @@
 
 pub mod audit;
 mod clients;
+mod history;
 pub mod queries;
 
 use crate::shared::{AttemptSummary, RequestStatus, Route, Surface, Usage, UsageSource};

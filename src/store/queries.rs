@@ -5,7 +5,7 @@ use super::{Store, StoreError};
 use crate::shared::audit::{
     AttemptRow, Page, RequestRow, TicketRow, TransitionRow, UsageBy, UsageRow,
 };
-use crate::shared::{RequestStatus, Route};
+use crate::shared::{ChatTurn, RequestStatus, Role, Route, Usage};
 use sqlx::{QueryBuilder, Sqlite};
 
 /// Filters of the request list.
@@ -17,6 +17,12 @@ pub struct RequestFilter {
     pub provider: Option<String>,
     /// Only requests that ended with this status.
     pub status: Option<RequestStatus>,
+    /// Only requests of this tenant.
+    pub tenant: Option<String>,
+    /// Only requests that arrived at or after this time (Unix ms).
+    pub from_ms: Option<i64>,
+    /// Only requests that arrived before this time (Unix ms).
+    pub to_ms: Option<i64>,
     /// Only rows older than this cursor (a previous page's `next_cursor`).
     pub before: Option<i64>,
     /// Page size.
@@ -78,6 +84,15 @@ impl Store {
         }
         if let Some(status) = filter.status {
             q.push(" AND r.status = ").push_bind(status);
+        }
+        if let Some(tenant) = &filter.tenant {
+            q.push(" AND r.tenant = ").push_bind(tenant.clone());
+        }
+        if let Some(from) = filter.from_ms {
+            q.push(" AND r.created_at_ms >= ").push_bind(from);
+        }
+        if let Some(to) = filter.to_ms {
+            q.push(" AND r.created_at_ms < ").push_bind(to);
         }
         if let Some(provider) = &filter.provider {
             q.push(
@@ -155,8 +170,8 @@ impl Store {
         limit: i64,
     ) -> Result<Page<TicketRow>, StoreError> {
         let rows = sqlx::query_as::<_, TicketRow>(
-            "SELECT rowid AS cursor, id, created_at_ms, request_id, question, status FROM tickets \
-             WHERE rowid < ? ORDER BY rowid DESC LIMIT ?",
+            "SELECT rowid AS cursor, id, created_at_ms, request_id, question, status, resolved_at_ms \
+             FROM tickets WHERE rowid < ? ORDER BY rowid DESC LIMIT ?",
         )
         .bind(before.unwrap_or(i64::MAX))
         .bind(limit + 1)
@@ -194,5 +209,67 @@ impl Store {
             .bind(since_ms)
             .fetch_all(self.pool())
             .await?)
+    }
+
+    /// A chat conversation's turns, oldest first (at most 200).
+    pub async fn conversation(&self, id: &str) -> Result<Vec<ChatTurn>, StoreError> {
+        let rows: Vec<(Role, String)> = sqlx::query_as(
+            "SELECT role, content FROM messages WHERE conversation_id = ? ORDER BY id LIMIT 200",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(role, content)| ChatTurn::new(role, content))
+            .collect())
+    }
+
+    /// Marks a ticket resolved at `at_ms`; `false` if there is no such open ticket.
+    pub async fn resolve_ticket(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE tickets SET status = 'resolved', resolved_at_ms = ? \
+             WHERE id = ? AND status = 'open'",
+        )
+        .bind(at_ms)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Tokens spent between `from_ms` and `to_ms` per (tenant, provider): each
+    /// attempt's own tokens, and the cache's and last resort's under their names.
+    pub async fn spend(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(String, String, Usage)>, StoreError> {
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT tenant, provider, SUM(p), SUM(c) FROM ( \
+               SELECT r.tenant AS tenant, a.provider AS provider, a.prompt_tokens AS p, \
+                 a.completion_tokens AS c \
+               FROM requests r JOIN attempts a ON a.request_id = r.id \
+               WHERE r.created_at_ms >= ?1 AND r.created_at_ms <= ?2 AND a.prompt_tokens IS NOT NULL \
+               UNION ALL \
+               SELECT tenant, served_by, prompt_tokens, completion_tokens FROM requests \
+               WHERE created_at_ms >= ?1 AND created_at_ms <= ?2 \
+                 AND served_by IN ('cache', 'last-resort') \
+             ) GROUP BY tenant, provider ORDER BY tenant, provider",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(tenant, provider, p, c)| {
+                let usage = Usage {
+                    prompt_tokens: p.max(0) as u64,
+                    completion_tokens: c.max(0) as u64,
+                };
+                (tenant, provider, usage)
+            })
+            .collect())
     }
 }

@@ -2,31 +2,26 @@
 //! link sets. They share the chaos API's code path, so a button does exactly what
 //! `PUT /api/chaos/{provider}` does.
 
+#[cfg(feature = "ssr")]
+use super::super::admin_state;
+use crate::shared::history::BoardSeed;
 use crate::shared::FaultSpec;
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
 
-#[cfg(feature = "ssr")]
-async fn admin_state() -> Result<crate::api::AppState, ServerFnError> {
+/// The board as it stands, with the last minutes, for a browser holding the
+/// admin cookie; `None` for anyone else (who gets the login form).
+#[server(input = Json, endpoint = "board/seed")]
+pub async fn load_board() -> Result<Option<BoardSeed>, ServerFnError> {
     let state = expect_context::<crate::api::AppState>();
     let headers: axum::http::HeaderMap = leptos_axum::extract().await?;
-    if crate::api::admin::check(&headers, &state.admin_token).is_ok() {
-        Ok(state)
-    } else {
-        leptos_axum::ResponseOptions::set_status(
-            &expect_context(),
-            axum::http::StatusCode::UNAUTHORIZED,
-        );
-        Err(ServerFnError::new(
-            "the admin token is required: open the board link printed at start-up",
-        ))
+    if crate::api::admin::check(&headers, &state.admin_token).is_err() {
+        return Ok(None);
     }
-}
-
-/// Whether this browser holds the admin cookie.
-#[server(input = Json, endpoint = "board/admin")]
-pub async fn is_admin() -> Result<bool, ServerFnError> {
-    Ok(admin_state().await.is_ok())
+    crate::api::history::board_seed(&state)
+        .await
+        .map(Some)
+        .map_err(|e| ServerFnError::new(e.to_string()))
 }
 
 /// Injects a fault into one provider.

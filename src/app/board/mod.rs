@@ -1,17 +1,26 @@
-//! The chaos board: one card per provider with its breaker light and fault
-//! controls, the live request path, counters and latency chart, the transition
-//! timeline, scenarios and synthetic traffic. Everything shown comes from the
-//! live gateway over `/ws/events`.
+//! The chaos board: one card per provider with its breaker light, its health
+//! over the last minute and its fault controls; the request path, counters and
+//! latency chart; the transition timeline and the last hour's incident chart;
+//! scenarios and synthetic traffic.
+//!
+//! The page renders whole on the server from a seed (the gateway's live state
+//! and the last minutes from the audit trail), so it is right before hydration
+//! and after a reload; the websocket then keeps it current, and every
+//! (re)connect takes a fresh seed, so a gap loses nothing.
 
 mod actions;
 mod socket;
 pub mod state;
 
-pub use actions::{heal, is_admin, scenario, set_fault, traffic};
+pub use actions::{heal, load_board, scenario, set_fault, traffic};
 use socket::Link;
 use state::BoardState;
 
-use crate::shared::{AttemptOutcome, AttemptSummary, FaultKind, FaultSpec, ProviderStatus, Route};
+use super::incident::{hms, load_incident, IncidentChart};
+use crate::shared::history::BoardSeed;
+use crate::shared::{
+    AttemptOutcome, AttemptSummary, BreakerState, FaultKind, FaultSpec, ProviderStatus, Route,
+};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -24,30 +33,6 @@ fn clock_ms() -> f64 {
     #[cfg(not(feature = "hydrate"))]
     {
         0.0
-    }
-}
-
-/// `HH:MM:SS` of a Unix time, in the viewer's time zone.
-fn clock_label(at_ms: i64) -> String {
-    #[cfg(feature = "hydrate")]
-    {
-        let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at_ms as f64));
-        format!(
-            "{:02}:{:02}:{:02}",
-            date.get_hours(),
-            date.get_minutes(),
-            date.get_seconds()
-        )
-    }
-    #[cfg(not(feature = "hydrate"))]
-    {
-        let secs = at_ms.max(0) / 1000;
-        format!(
-            "{:02}:{:02}:{:02} UTC",
-            secs / 3600 % 24,
-            secs / 60 % 60,
-            secs % 60
-        )
     }
 }
 
@@ -93,16 +78,14 @@ fn act(
 /// `/chaos`: the board for a presenter holding the admin cookie, a login form otherwise.
 #[component]
 pub fn BoardPage() -> impl IntoView {
-    let admin = Resource::new(|| (), |_| is_admin());
+    let seed = Resource::new(|| (), |_| load_board());
     view! {
         <Suspense fallback=|| view! { <p class="muted">"Loading the board…"</p> }>
             {move || {
-                admin
-                    .get()
-                    .map(|allowed| match allowed {
-                        Ok(true) => view! { <Board/> }.into_any(),
-                        _ => view! { <Login/> }.into_any(),
-                    })
+                seed.get().map(|seed| match seed {
+                    Ok(Some(seed)) => view! { <Board seed/> }.into_any(),
+                    _ => view! { <Login/> }.into_any(),
+                })
             }}
         </Suspense>
     }
@@ -136,22 +119,40 @@ fn Login() -> impl IntoView {
     }
 }
 
-/// The live board.
+/// The live board, starting from `seed`.
 #[component]
-pub fn Board() -> impl IntoView {
-    let board = RwSignal::new(BoardState::default());
+pub fn Board(seed: BoardSeed) -> impl IntoView {
+    // The server and the browser start from the same seed and the same clock
+    // reading, so the hydrated page is the rendered one.
+    let now = RwSignal::new(seed.now_ms as f64);
+    let board = RwSignal::new(BoardState::from_seed(seed));
     let link = RwSignal::new(Link::Connecting);
-    let now = RwSignal::new(0.0f64);
     let notice = RwSignal::new(None::<String>);
+    let incident = Resource::new(|| (), |_| load_incident(None));
     Effect::new(move |_| {
         socket::open(
             move |event| board.update(|b| b.apply(event, clock_ms())),
-            move |state| link.set(state),
+            move |state| {
+                link.set(state);
+                // Whatever happened while the socket was away is in the audit.
+                if state == Link::Live {
+                    spawn_local(async move {
+                        if let Ok(Some(seed)) = load_board().await {
+                            board.update(|b| b.reseed(seed));
+                        }
+                    });
+                    incident.refetch();
+                }
+            },
         );
         now.set(clock_ms());
         set_interval(
             move || now.set(clock_ms()),
             std::time::Duration::from_millis(500),
+        );
+        set_interval(
+            move || incident.refetch(),
+            std::time::Duration::from_secs(15),
         );
     });
 
@@ -206,13 +207,22 @@ pub fn Board() -> impl IntoView {
                 </For>
             </div>
             <div class="live-grid">
-                <Counters board/>
+                <Counters board now/>
                 <LatencyChart board/>
             </div>
             <div class="live-grid">
                 <RequestPath board/>
                 <Timeline board/>
             </div>
+            <section class="panel" aria-label="The last hour">
+                <h2>"The last hour"</h2>
+                <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                    {move || incident.get().map(|t| match t {
+                        Ok(timeline) => view! { <IncidentChart timeline/> }.into_any(),
+                        Err(err) => view! { <p class="notice" role="alert">{err.to_string()}</p> }.into_any(),
+                    })}
+                </Transition>
+            </section>
         </section>
     }
 }
@@ -298,6 +308,7 @@ fn ProviderCard(
                     }}
                 </dd>
             </dl>
+            <Health name=name.clone() board now/>
             <div class="fault-buttons" role="group" aria-label=format!("Inject a fault into {name}")>
                 {button("Outage 503", |_, _| FaultKind::Outage)}
                 {button("Latency storm", |delay, _| FaultKind::Latency { delay_ms: delay, jitter_ms: delay / 5 })}
@@ -329,34 +340,123 @@ fn ProviderCard(
     }
 }
 
-/// The customer-facing numbers.
+/// The customer-facing numbers over the board's window.
 #[component]
-fn Counters(board: RwSignal<BoardState>) -> impl IntoView {
-    let routes = Memo::new(move |_| {
-        board.with(|b| {
-            b.by_route
-                .iter()
-                .map(|(r, n)| (r.clone(), *n))
-                .collect::<Vec<_>>()
-        })
-    });
+fn Counters(board: RwSignal<BoardState>, now: RwSignal<f64>) -> impl IntoView {
+    let counters = Memo::new(move |_| board.with(|b| b.counters(now.get())));
+    let window = move || board.with(|b| b.window_ms / 60_000);
     view! {
         <section class="panel counters" aria-label="Counters">
-            <h2>"Customers"</h2>
+            <h2>"Customers"<span class="muted">{move || format!(" · last {} min", window())}</span></h2>
             <dl>
                 <dt>"Answered"</dt>
-                <dd class="answered">{move || board.with(|b| b.answered)}</dd>
+                <dd class="answered">{move || counters.with(|c| c.answered)}</dd>
                 <dt>"Cache hit ratio"</dt>
-                <dd>{move || format!("{:.0}%", board.with(|b| b.cache_ratio()) * 100.0)}</dd>
+                <dd>{move || format!("{:.0}%", counters.with(|c| c.cache_ratio()) * 100.0)}</dd>
                 <dt>"Last resort"</dt>
-                <dd class="last-resort-count">{move || board.with(|b| b.route_count(&Route::LastResort))}</dd>
+                <dd class="last-resort-count">{move || counters.with(|c| c.route(&Route::LastResort))}</dd>
                 <dt>"Customer-visible errors"</dt>
-                <dd class="customer-errors">{move || board.with(|b| b.customer_errors)}</dd>
+                <dd class="customer-errors">{move || counters.with(|c| c.customer_errors)}</dd>
             </dl>
             <ul class="routes">
-                {move || routes.get().into_iter().map(|(route, n)| view! { <li><b>{route}</b>" "{n}</li> }).collect_view()}
+                {move || counters.with(|c| c.by_route.iter().map(|(route, n)| {
+                    let (label, n) = (route.clone(), *n);
+                    view! { <li data-route=route.clone()><b>{label}</b>" "{n}</li> }
+                }).collect_view())}
             </ul>
         </section>
+    }
+}
+
+/// A provider's last minute: error rate, latency percentiles, a sparkline of
+/// its median latency (failures marked below), its last success, and while it
+/// is OPEN why and when the next probe goes.
+#[component]
+fn Health(name: String, board: RwSignal<BoardState>, now: RwSignal<f64>) -> impl IntoView {
+    let health = {
+        let name = name.clone();
+        Memo::new(move |_| board.with(|b| b.health(&name, now.get())))
+    };
+    let open = {
+        let name = name.clone();
+        Memo::new(move |_| {
+            board.with(|b| {
+                let p = b.providers.iter().find(|p| p.name == name)?;
+                (p.state == BreakerState::Open).then(|| {
+                    let age = now.get() - b.snapshot_at_ms;
+                    let due = p.retry_in_ms.map(|ms| (ms as f64 - age).max(0.0));
+                    (b.open_reason(&name).unwrap_or("failures").to_string(), due)
+                })
+            })
+        })
+    };
+    let spark = move || {
+        health.with(|h| {
+            let peak = h.spark.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+            let step = 120.0 / (h.spark.len().max(2) - 1) as f64;
+            let line = h
+                .spark
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.map(|v| format!("{:.1},{:.1}", i as f64 * step, 22.0 - v as f64 / peak * 20.0)))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let errors = h
+                .spark_errors
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(i, _)| view! { <rect x=format!("{:.1}", i as f64 * step - 2.0) y="24" width="4" height="4" fill="#ff6b6b"/> })
+                .collect_view();
+            view! {
+                <polyline points=line fill="none" stroke="currentColor" stroke-width="1.5"/>
+                {errors}
+            }
+        })
+    };
+    let label = {
+        let name = name.clone();
+        move || {
+            health.with(|h| {
+                format!(
+                    "{name} over the last minute: {} attempts, {:.0}% failed, median {}",
+                    h.attempts,
+                    h.error_rate() * 100.0,
+                    h.p50_ms.map_or("—".to_string(), |ms| format!("{ms} ms"))
+                )
+            })
+        }
+    };
+    view! {
+        <div class="health" aria-label="Last minute">
+            <dl>
+                <dt>"Errors (1 min)"</dt>
+                <dd class="error-rate">{move || health.with(|h| if h.attempts == 0 {
+                    "no attempts".to_string()
+                } else {
+                    format!("{:.0}% of {}", h.error_rate() * 100.0, h.attempts)
+                })}</dd>
+                <dt>"Latency p50 / p95"</dt>
+                <dd>{move || health.with(|h| match (h.p50_ms, h.p95_ms) {
+                    (Some(a), Some(b)) => format!("{a} / {b} ms"),
+                    _ => "—".to_string(),
+                })}</dd>
+                <dt>"Last success"</dt>
+                <dd class="last-success">{move || health.with(|h| match h.last_success_ms {
+                    Some(at) => format!("{} ago", seconds(now.get() - at as f64)),
+                    None => "none yet".to_string(),
+                })}</dd>
+                {move || open.get().map(|(reason, due)| view! {
+                    <dt>"Why OPEN"</dt>
+                    <dd class="open-reason">{reason}</dd>
+                    <dt>"Next probe"</dt>
+                    <dd>{due.map_or("when due".to_string(), |ms| format!("in {}", seconds(ms)))}</dd>
+                })}
+            </dl>
+            <svg class="spark" viewBox="0 0 120 28" preserveAspectRatio="none" role="img" aria-label=label>
+                {spark}
+            </svg>
+        </div>
     }
 }
 
@@ -365,9 +465,10 @@ fn Counters(board: RwSignal<BoardState>) -> impl IntoView {
 fn LatencyChart(board: RwSignal<BoardState>) -> impl IntoView {
     let points = move || {
         board.with(|b| {
-            let max = b.latencies.iter().copied().max().unwrap_or(1).max(1) as f64;
-            let n = b.latencies.len().max(2) as f64 - 1.0;
-            b.latencies
+            let latencies = b.latencies();
+            let max = latencies.iter().copied().max().unwrap_or(1).max(1) as f64;
+            let n = latencies.len().max(2) as f64 - 1.0;
+            latencies
                 .iter()
                 .enumerate()
                 .map(|(i, l)| {
@@ -381,7 +482,7 @@ fn LatencyChart(board: RwSignal<BoardState>) -> impl IntoView {
                 .join(" ")
         })
     };
-    let peak = move || board.with(|b| b.latencies.iter().copied().max().unwrap_or(0));
+    let peak = move || board.with(|b| b.latencies().into_iter().max().unwrap_or(0));
     view! {
         <section class="panel chart" aria-label="Latency of recent requests">
             <h2>"Latency"<span class="muted">{move || format!(" · peak {} ms", peak())}</span></h2>
@@ -395,7 +496,7 @@ fn LatencyChart(board: RwSignal<BoardState>) -> impl IntoView {
 fn attempt_view(a: &AttemptSummary) -> impl IntoView + use<> {
     let (mark, class, detail) = match a.outcome {
         AttemptOutcome::Ok => ("✓", "ok", format!("{} ms", a.latency_ms)),
-        AttemptOutcome::SkippedOpen => ("⏭", "skipped", "skipped (open)".to_string()),
+        AttemptOutcome::SkippedOpen => ("↷", "skipped", "skipped (open)".to_string()),
         outcome => (
             "✗",
             "failed",
@@ -451,7 +552,7 @@ fn Timeline(board: RwSignal<BoardState>) -> impl IntoView {
                             .map(|t| {
                                 view! {
                                     <li data-to=t.to.as_str()>
-                                        <time>{clock_label(t.at_ms)}</time>" "
+                                        <time>{hms(t.at_ms)}</time>" "
                                         <b>{t.provider.clone()}</b>" "
                                         {t.from.label()}" → "{t.to.label()}
                                         <span class="reason">{t.reason.clone()}</span>

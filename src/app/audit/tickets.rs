@@ -1,0 +1,84 @@
+//! The tickets the last resort opened for human agents, and resolving them.
+
+use super::super::incident::hms;
+use crate::shared::audit::{TicketRow, TicketStatus};
+use leptos::prelude::*;
+use leptos::server_fn::codec::Json;
+
+/// The newest tickets.
+#[server(input = Json, endpoint = "board/tickets")]
+pub async fn audit_tickets() -> Result<Vec<TicketRow>, ServerFnError> {
+    let state = super::super::admin_state().await?;
+    state
+        .store
+        .tickets(None, 50)
+        .await
+        .map(|page| page.items)
+        .map_err(|e| ServerFnError::new(e.to_string()))
+}
+
+/// Marks a ticket resolved.
+#[server(input = Json, endpoint = "board/resolve")]
+pub async fn resolve_ticket(id: String) -> Result<(), ServerFnError> {
+    let state = super::super::admin_state().await?;
+    let now = state.gateway.clock().unix_ms();
+    match state.store.resolve_ticket(&id, now).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ServerFnError::new(format!("no open ticket {id}"))),
+        Err(e) => Err(ServerFnError::new(e.to_string())),
+    }
+}
+
+/// The ticket table.
+#[component]
+pub fn Tickets() -> impl IntoView {
+    let tickets = Resource::new(|| (), |_| audit_tickets());
+    let notice = RwSignal::new(None::<String>);
+    let resolve = move |id: String| {
+        leptos::task::spawn_local(async move {
+            match resolve_ticket(id).await {
+                Ok(()) => notice.set(None),
+                Err(err) => notice.set(Some(err.to_string())),
+            }
+            tickets.refetch();
+        });
+    };
+    view! {
+        <section aria-label="Tickets">
+            <h2>"Tickets"</h2>
+            {move || notice.get().map(|n| view! { <p class="notice" role="alert">{n}</p> })}
+            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || tickets.get().map(|result| match result {
+                    Err(err) => view! { <p class="notice" role="alert">{err.to_string()}</p> }.into_any(),
+                    Ok(rows) => view! {
+                        <div class="table-scroll">
+                            <table class="tickets">
+                                <thead><tr>
+                                    <th scope="col">"Ticket"</th><th scope="col">"Opened"</th><th scope="col">"Question"</th>
+                                    <th scope="col">"Status"</th><th scope="col"><span class="sr-only">"Action"</span></th>
+                                </tr></thead>
+                                <tbody>
+                                    {rows.into_iter().map(|t| {
+                                        let id = t.id.clone();
+                                        let open = t.status == TicketStatus::Open;
+                                        view! {
+                                            <tr data-ticket=t.id.clone() data-status=t.status.as_str()>
+                                                <td class="ticket-id">{t.id.clone()}</td>
+                                                <td>{hms(t.created_at_ms)}</td>
+                                                <td>{t.question.clone()}</td>
+                                                <td class="ticket-status">{t.status.as_str()}{t.resolved_at_ms.map(|at| format!(" at {}", hms(at)))}</td>
+                                                <td>{open.then(|| view! {
+                                                    <button class="resolve" on:click=move |_| resolve(id.clone())>"Mark resolved"</button>
+                                                })}</td>
+                                            </tr>
+                                        }
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        </div>
+                    }.into_any(),
+                })}
+            </Suspense>
+        </section>
+    }
+}
