@@ -10,9 +10,13 @@ use chaosai::config::{Protocol, SimConfig};
 use serde_json::json;
 use std::fmt::Write;
 use std::process::Stdio;
-use support::{load, machine, Gateway, Run};
+use support::{load, machine, median, Gateway, Run};
 
-fn row(out: &mut String, name: &str, c: usize, run: &Run, direct: Option<&Run>) {
+/// Repeats of every scenario, interleaved direct / gateway; the table shows medians.
+const REPEATS: usize = 3;
+
+fn row(out: &mut String, name: &str, c: usize, m: &Measured, direct: Option<&Run>) {
+    let run = &m.run;
     let added = direct.map_or("—".to_string(), |d| {
         format!("{:+.2} / {:+.2}", run.p50 - d.p50, run.p99 - d.p99)
     });
@@ -21,11 +25,49 @@ fn row(out: &mut String, name: &str, c: usize, run: &Run, direct: Option<&Run>) 
     } else {
         "—".into()
     };
+    let cpu = m.cpu_ms.map_or("—".into(), |c| format!("{c:.3}"));
     let _ = writeln!(
         out,
-        "| {name} | {c} | {:.0} | {:.2} | {:.2} | {added} | {overhead} |",
-        run.throughput, run.p50, run.p99
+        "| {name} | {c} | {:.0} | {:.2} | {:.2} | {added} | {:.2} | {cpu} | {overhead} |",
+        run.throughput, run.p50, run.p99, run.ttfb_p50
     );
+}
+
+/// A scenario's median run and, through the gateway, its median CPU per request.
+struct Measured {
+    run: Run,
+    cpu_ms: Option<f64>,
+}
+
+/// Runs `total` requests through the gateway `REPEATS` times, each with the gateway
+/// process's CPU time (user + system, from `/proc`) per request.
+async fn measure(
+    gateway: &Gateway,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &serde_json::Value,
+    total: usize,
+    c: usize,
+) -> Vec<(Run, f64)> {
+    let mut runs = Vec::new();
+    for _ in 0..REPEATS {
+        let before = gateway.cpu_seconds();
+        let run = load(url, headers, body.clone(), total, c).await;
+        let cpu = (gateway.cpu_seconds() - before) * 1000.0 / total as f64;
+        runs.push((run, cpu));
+    }
+    runs
+}
+
+fn summarise(runs: Vec<(Run, f64)>, with_cpu: bool) -> Measured {
+    let mut cpu: Vec<f64> = runs.iter().map(|(_, c)| *c).collect();
+    cpu.sort_by(f64::total_cmp);
+    let cpu_ms = with_cpu.then(|| cpu[cpu.len() / 2]);
+    let runs: Vec<Run> = runs.into_iter().map(|(r, _)| r).collect();
+    Measured {
+        run: median(&runs),
+        cpu_ms,
+    }
 }
 
 #[tokio::main]
@@ -89,16 +131,33 @@ async fn main() {
         machine(),
         chrono_free_date()
     );
-    let _ = writeln!(out, "| path | concurrency | req/s | p50 ms | p99 ms | added vs direct p50 / p99 ms | gateway overhead p99 ms |");
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "Each row is the median of {REPEATS} runs, direct and gateway interleaved. Gateway CPU is the gateway process's user + system time (`/proc/<pid>/stat`) divided by the requests of the run; the audit trail, metrics and live events are on.\n");
+    let _ = writeln!(out, "| path | concurrency | req/s | p50 ms | p99 ms | added vs direct p50 / p99 ms | first byte p50 ms | gateway CPU ms/request | gateway overhead p99 ms |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     // Warm up connections and code paths.
     load(&direct_url, &[], question(false, "gpt-4o-mini"), 200, 4).await;
     load(&gateway_url, &bypass, question(false, "gpt"), 200, 4).await;
+    let mut cpu_by = std::collections::HashMap::new();
     for stream in [false, true] {
         for c in [1usize, 16, 64] {
             let total = (if c == 1 { 1_000 } else { 4_000 }) * scale;
-            let direct = load(&direct_url, &[], question(stream, "gpt-4o-mini"), total, c).await;
-            let via = load(&gateway_url, &bypass, question(stream, "gpt"), total, c).await;
+            let mut direct = Vec::new();
+            let mut via = Vec::new();
+            for _ in 0..REPEATS {
+                direct.push((
+                    load(&direct_url, &[], question(stream, "gpt-4o-mini"), total, c).await,
+                    0.0,
+                ));
+                let before = gateway.cpu_seconds();
+                let run = load(&gateway_url, &bypass, question(stream, "gpt"), total, c).await;
+                via.push((
+                    run,
+                    (gateway.cpu_seconds() - before) * 1000.0 / total as f64,
+                ));
+            }
+            let direct = summarise(direct, false);
+            let via = summarise(via, true);
+            cpu_by.insert((stream, c), via.cpu_ms.unwrap_or(0.0));
             let kind = if stream { "streamed" } else { "non-streamed" };
             row(
                 &mut out,
@@ -112,54 +171,77 @@ async fn main() {
                 &format!("through the gateway, {kind}"),
                 c,
                 &via,
-                Some(&direct),
+                Some(&direct.run),
             );
         }
     }
     // The cache-hit path (the question was answered and stored above).
     for c in [1usize, 16, 64] {
-        let hit = load(
-            &gateway_url,
-            &[],
-            question(false, "chaosai"),
-            2_000 * scale,
-            c,
-        )
-        .await;
+        let hit = summarise(
+            measure(
+                &gateway,
+                &gateway_url,
+                &[],
+                &question(false, "chaosai"),
+                2_000 * scale,
+                c,
+            )
+            .await,
+            true,
+        );
         row(&mut out, "cache hit (exact repeat)", c, &hit, None);
     }
     // The primary's breaker OPEN: claude is skipped, gpt answers.
     gateway.inject("claude", json!({"kind": "outage"})).await;
     load(&gateway_url, &bypass, question(false, "chaosai"), 3, 1).await;
-    let pinned = load(
-        &gateway_url,
-        &bypass,
-        question(false, "gpt"),
-        2_000 * scale,
-        1,
-    )
-    .await;
-    let skipped = load(
-        &gateway_url,
-        &bypass,
-        question(false, "chaosai"),
-        2_000 * scale,
-        1,
-    )
-    .await;
+    let pinned = summarise(
+        measure(
+            &gateway,
+            &gateway_url,
+            &bypass,
+            &question(false, "gpt"),
+            2_000 * scale,
+            1,
+        )
+        .await,
+        true,
+    );
+    let skipped = summarise(
+        measure(
+            &gateway,
+            &gateway_url,
+            &bypass,
+            &question(false, "chaosai"),
+            2_000 * scale,
+            1,
+        )
+        .await,
+        true,
+    );
     row(
         &mut out,
         "primary OPEN, served by the secondary",
         1,
         &skipped,
-        Some(&pinned),
+        Some(&pinned.run),
     );
     let _ = writeln!(
         out,
         "\nSkipping the OPEN primary costs {:+.3} ms at p50 and {:+.3} ms at p99 compared with asking the secondary directly (pinned).",
-        skipped.p50 - pinned.p50,
-        skipped.p99 - pinned.p99
+        skipped.run.p50 - pinned.run.p50,
+        skipped.run.p99 - pinned.run.p99
     );
+    for c in [1usize, 16, 64] {
+        let plain = cpu_by.get(&(false, c)).copied().unwrap_or(0.0);
+        let streamed = cpu_by.get(&(true, c)).copied().unwrap_or(0.0);
+        if plain > 0.0 {
+            let _ = writeln!(
+                out,
+                "\nAt concurrency {c} a streamed answer costs {:.2}× the gateway CPU of the same answer not streamed ({streamed:.3} vs {plain:.3} ms).",
+                streamed / plain
+            );
+        }
+    }
     let peak = gateway.memory_kib("VmHWM");
     let _ = writeln!(
         out,

@@ -32,6 +32,8 @@ pub struct Run {
     pub p99: f64,
     /// `x-chaosai-overhead-ms` p99, when the responses carry it.
     pub overhead_p99: f64,
+    /// Time to the first byte of the body, p50 in ms.
+    pub ttfb_p50: f64,
 }
 
 /// Sends `total` POSTs of `body` to `url` with `concurrency` in flight, each
@@ -71,18 +73,25 @@ pub async fn load(
                     .headers()
                     .get("x-chaosai-overhead-ms")
                     .and_then(|v| v.to_str().ok()?.parse::<f64>().ok());
-                res.bytes().await.unwrap();
-                samples.push((t.elapsed().as_secs_f64() * 1000.0, overhead));
+                let mut res = res;
+                let mut first = None;
+                while let Some(_chunk) = res.chunk().await.unwrap() {
+                    first.get_or_insert_with(|| t.elapsed().as_secs_f64() * 1000.0);
+                }
+                let whole = t.elapsed().as_secs_f64() * 1000.0;
+                samples.push((whole, overhead, first.unwrap_or(whole)));
             }
             samples
         }));
     }
     let mut latency = Vec::new();
     let mut overhead = Vec::new();
+    let mut ttfb = Vec::new();
     for w in workers {
-        for (l, o) in w.await.unwrap() {
+        for (l, o, f) in w.await.unwrap() {
             latency.push(l);
             overhead.extend(o);
+            ttfb.push(f);
         }
     }
     let throughput = latency.len() as f64 / started.elapsed().as_secs_f64();
@@ -92,6 +101,23 @@ pub async fn load(
         p50,
         p99,
         overhead_p99: percentiles(overhead).1,
+        ttfb_p50: percentiles(ttfb).0,
+    }
+}
+
+/// The median run of repeats, figure by figure.
+pub fn median(runs: &[Run]) -> Run {
+    let of = |f: fn(&Run) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    Run {
+        throughput: of(|r| r.throughput),
+        p50: of(|r| r.p50),
+        p99: of(|r| r.p99),
+        overhead_p99: of(|r| r.overhead_p99),
+        ttfb_p50: of(|r| r.ttfb_p50),
     }
 }
 

@@ -77,7 +77,10 @@ impl Recorder {
             answer: String::new(),
         });
         let record = RequestRecord {
-            id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+            // Time-ordered (UUIDv7): each audit insert lands at the end of the id
+            // indexes instead of on a random page, which kept the writer rewriting
+            // several pages a request.
+            id: format!("chatcmpl-{}", uuid::Uuid::now_v7().simple()),
             created_at_ms: sinks.clock.unix_ms(),
             surface,
             stream,

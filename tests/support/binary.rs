@@ -85,6 +85,27 @@ impl Binary {
             .unwrap_or(0)
     }
 
+    /// CPU time the process has used so far, user + system over all its threads,
+    /// in seconds (`/proc/<pid>/stat`, in clock ticks of 1/100 s).
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // The command name may hold spaces; the fields after its closing parenthesis don't.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
     /// Injects a fault through the chaos API.
     pub async fn inject(&self, provider: &str, spec: serde_json::Value) {
         let res = reqwest::Client::new()

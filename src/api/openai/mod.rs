@@ -15,10 +15,10 @@ use super::{error::ApiError, AppState};
 use crate::gateway::{AnswerEvent, OnBreak};
 use crate::shared::{Route, Usage, UsageSource};
 use axum::{
-    body::Bytes,
+    body::{Body, Bytes},
     extract::{rejection::BytesRejection, State},
     http::{header, HeaderMap, HeaderName, HeaderValue},
-    response::{sse::Event, IntoResponse, Response, Sse},
+    response::{IntoResponse, Response},
     Json,
 };
 use encode::{ChunkWriter, CompletionBody};
@@ -95,6 +95,17 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Most events written as one frame.
+const FRAME_EVENTS: usize = 64;
+
+/// Appends one server-sent event carrying `data` (compact JSON or `[DONE]`: one
+/// line, so a single `data:` field holds it).
+fn sse_data(frame: &mut Vec<u8>, data: &str) {
+    frame.extend_from_slice(b"data: ");
+    frame.extend_from_slice(data.as_bytes());
+    frame.extend_from_slice(b"\n\n");
 }
 
 /// The usage source a stream can name before its end: only a local answer's.
@@ -220,43 +231,63 @@ pub async fn chat_completions(
         fingerprint: streaming.fingerprint.clone(),
         include_usage: request.include_usage,
     };
-    let opening = Event::default().data(writer.opening());
+    let mut opening = Vec::new();
+    sse_data(&mut opening, &writer.opening());
     let mut charge = Some(charge);
-    let events = streaming.events.flat_map(move |answer_event| {
-        let data = |text: String| Event::default().data(text);
-        let out: Vec<Event> = match answer_event {
-            AnswerEvent::Text(text) => vec![data(writer.text(&text))],
-            AnswerEvent::ToolCall(fragment) => vec![data(writer.tool_call(&fragment))],
-            // Only callers that asked for restarts get one; the marker tells them
-            // to drop the text they have and take what follows instead.
-            AnswerEvent::Restarted { served_by, model } => {
-                writer.model = model;
-                vec![data(writer.restarted(served_by.as_str()))]
-            }
-            AnswerEvent::Done {
-                finish_reason,
-                usage,
-                usage_source,
-                ..
-            } => {
-                if let Some(charge) = charge.take() {
-                    charge.settle(usage.total());
+    // Events that are ready together (a provider's read brings several) become
+    // one frame, so the client gets them in one write.
+    let frames = streaming.events.ready_chunks(FRAME_EVENTS).map(move |batch| {
+        let mut frame = Vec::with_capacity(batch.len() * 256);
+        for answer_event in batch {
+            match answer_event {
+                AnswerEvent::Text(text) => sse_data(&mut frame, &writer.text(&text)),
+                AnswerEvent::ToolCall(fragment) => {
+                    sse_data(&mut frame, &writer.tool_call(&fragment))
                 }
-                let mut out = vec![data(writer.finish(finish_reason))];
-                out.extend(writer.usage(usage, usage_source).map(data));
-                out.push(Event::default().data("[DONE]"));
-                out
+                // Only callers that asked for restarts get one; the marker tells them
+                // to drop the text they have and take what follows instead.
+                AnswerEvent::Restarted { served_by, model } => {
+                    writer.model = model;
+                    sse_data(&mut frame, &writer.restarted(served_by.as_str()));
+                }
+                AnswerEvent::Done {
+                    finish_reason,
+                    usage,
+                    usage_source,
+                    ..
+                } => {
+                    if let Some(charge) = charge.take() {
+                        charge.settle(usage.total());
+                    }
+                    sse_data(&mut frame, &writer.finish(finish_reason));
+                    if let Some(chunk) = writer.usage(usage, usage_source) {
+                        sse_data(&mut frame, &chunk);
+                    }
+                    sse_data(&mut frame, "[DONE]");
+                }
+                // An explicit error event and no [DONE]: SDKs raise instead of taking a cut answer as whole.
+                AnswerEvent::Failed { message } => sse_data(
+                    &mut frame,
+                    &json!({"error": {"message": message, "type": "server_error", "code": "stream_interrupted"}})
+                        .to_string(),
+                ),
             }
-            // An explicit error event and no [DONE]: SDKs raise instead of taking a cut answer as whole.
-            AnswerEvent::Failed { message } => vec![Event::default().data(
-                json!({"error": {"message": message, "type": "server_error", "code": "stream_interrupted"}})
-                    .to_string(),
-            )],
-        };
-        futures::stream::iter(out.into_iter().map(Ok::<_, Infallible>))
+        }
+        Ok::<_, Infallible>(Bytes::from(frame))
     });
-    let stream = futures::stream::once(async move { Ok::<_, Infallible>(opening) }).chain(events);
-    let mut response = Sse::new(stream).into_response();
+    let stream = futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(opening)) })
+        .chain(frames);
+    let mut response = (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response();
     route_headers(
         response.headers_mut(),
         &streaming.id,
