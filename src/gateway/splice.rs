@@ -24,8 +24,9 @@ use super::provider::{
 use super::recorder::Recorder;
 use super::request::OnBreak;
 use crate::shared::{AttemptOutcome, AttemptSummary, RequestStatus, Route, Usage, UsageSource};
-use futures::{stream::BoxStream, StreamExt};
+use futures::{future::BoxFuture, stream::BoxStream, FutureExt, StreamExt};
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -196,8 +197,11 @@ pub(super) struct Tail {
     settled: bool,
     /// The request's record, ended when the answer ends.
     recorder: Recorder,
-    /// Turns true when the server's grace period is over.
-    ending: tokio::sync::watch::Receiver<bool>,
+    /// Fires once the answer's deadline has passed. Made once per answer: a timer
+    /// made and dropped around every piece cost more than the piece.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// Completes when the server's grace period is over.
+    ending: futures::future::Fuse<BoxFuture<'static, ()>>,
     /// Stores the answer if it ends whole from one source.
     pending_store: Option<PendingStore>,
     /// Set once the final event is out.
@@ -248,7 +252,16 @@ impl Tail {
             },
             settled: false,
             recorder,
-            ending,
+            deadline: Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
+                answer_deadline,
+            ))),
+            ending: async move {
+                let mut ending = ending;
+                // A dropped sender ends the wait too: the server is going away.
+                let _ = ending.wait_for(|ending| *ending).await;
+            }
+            .boxed()
+            .fuse(),
             pending_store,
             done: false,
         }
@@ -270,12 +283,12 @@ impl Tail {
             let piece = match self.head.pop_front() {
                 Some(piece) => Some(Ok(piece)),
                 None => {
-                    let deadline = tokio::time::Instant::from_std(self.answer_deadline);
                     let next = tokio::select! {
-                        next = tokio::time::timeout_at(deadline, self.rest.next()) => {
-                            Some(next.unwrap_or(Some(Err(ProviderError::Timeout(TimeoutKind::Total)))))
+                        next = self.rest.next() => Some(next),
+                        () = &mut self.deadline => {
+                            Some(Some(Err(ProviderError::Timeout(TimeoutKind::Total))))
                         }
-                        _ = self.ending.wait_for(|ending| *ending) => None,
+                        () = &mut self.ending => None,
                     };
                     let Some(next) = next else {
                         self.done = true;

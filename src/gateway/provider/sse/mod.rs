@@ -13,6 +13,7 @@ use futures::StreamExt;
 pub(crate) use parser::Event;
 use parser::Parser;
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::time::Duration;
 
 /// After the provider said why it stopped, trailing events (a usage chunk,
@@ -54,6 +55,10 @@ struct Reader<D> {
     finished: bool,
     /// Scratch buffer for one event's pieces.
     scratch: Vec<Piece>,
+    /// The stall timer. Moved only when it fires early (bytes came meanwhile) or
+    /// must fire sooner, not for every chunk: a timer per chunk cost more than
+    /// parsing it.
+    stall: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl<D: SseDecoder> Reader<D> {
@@ -68,8 +73,24 @@ impl<D: SseDecoder> Reader<D> {
             } else {
                 self.limits.stall
             };
-            let chunk = match tokio::time::timeout(wait, self.bytes.next()).await {
-                Err(_) => return Err(ProviderError::Timeout(TimeoutKind::Stall)),
+            let limit = tokio::time::Instant::now() + wait;
+            if self.stall.deadline() > limit {
+                self.stall.as_mut().reset(limit);
+            }
+            let next = loop {
+                tokio::select! {
+                    biased;
+                    next = self.bytes.next() => break Ok(next),
+                    () = &mut self.stall => {
+                        if tokio::time::Instant::now() >= limit {
+                            break Err(());
+                        }
+                        self.stall.as_mut().reset(limit);
+                    }
+                }
+            };
+            let chunk = match next {
+                Err(()) => return Err(ProviderError::Timeout(TimeoutKind::Stall)),
                 Ok(None) => {
                     return Err(ProviderError::Malformed(
                         "stream ended before its end marker".into(),
@@ -129,6 +150,7 @@ pub(crate) fn piece_stream<D: SseDecoder>(
     limits: WireLimits,
     decoder: D,
 ) -> PieceStream {
+    let stall = Box::pin(tokio::time::sleep(limits.stall));
     let reader = Reader {
         bytes: response.bytes_stream().boxed(),
         parser: Parser::new(limits.max_event),
@@ -139,6 +161,7 @@ pub(crate) fn piece_stream<D: SseDecoder>(
         ended: None,
         finished: false,
         scratch: Vec::new(),
+        stall,
     };
     futures::stream::unfold(reader, |mut reader| async move {
         reader.fill().await;
