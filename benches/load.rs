@@ -39,8 +39,25 @@ struct Measured {
     cpu_ms: Option<f64>,
 }
 
-/// Runs `total` requests through the gateway `REPEATS` times, each with the gateway
-/// process's CPU time (user + system, from `/proc`) per request.
+/// One run of `total` requests through the gateway, with the gateway process's
+/// CPU time (user + system, from `/proc`) per request.
+async fn via(
+    gateway: &Gateway,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &serde_json::Value,
+    total: usize,
+    c: usize,
+) -> (Run, f64) {
+    let before = gateway.cpu_seconds();
+    let run = load(url, headers, body.clone(), total, c).await;
+    (
+        run,
+        (gateway.cpu_seconds() - before) * 1000.0 / total as f64,
+    )
+}
+
+/// [`via`], `REPEATS` times.
 async fn measure(
     gateway: &Gateway,
     url: &str,
@@ -51,10 +68,7 @@ async fn measure(
 ) -> Vec<(Run, f64)> {
     let mut runs = Vec::new();
     for _ in 0..REPEATS {
-        let before = gateway.cpu_seconds();
-        let run = load(url, headers, body.clone(), total, c).await;
-        let cpu = (gateway.cpu_seconds() - before) * 1000.0 / total as f64;
-        runs.push((run, cpu));
+        runs.push(via(gateway, url, headers, body, total, c).await);
     }
     runs
 }
@@ -142,21 +156,26 @@ async fn main() {
         for c in [1usize, 16, 64] {
             let total = (if c == 1 { 1_000 } else { 4_000 }) * scale;
             let mut direct = Vec::new();
-            let mut via = Vec::new();
+            let mut through = Vec::new();
             for _ in 0..REPEATS {
                 direct.push((
                     load(&direct_url, &[], question(stream, "gpt-4o-mini"), total, c).await,
                     0.0,
                 ));
-                let before = gateway.cpu_seconds();
-                let run = load(&gateway_url, &bypass, question(stream, "gpt"), total, c).await;
-                via.push((
-                    run,
-                    (gateway.cpu_seconds() - before) * 1000.0 / total as f64,
-                ));
+                through.push(
+                    via(
+                        &gateway,
+                        &gateway_url,
+                        &bypass,
+                        &question(stream, "gpt"),
+                        total,
+                        c,
+                    )
+                    .await,
+                );
             }
             let direct = summarise(direct, false);
-            let via = summarise(via, true);
+            let via = summarise(through, true);
             cpu_by.insert((stream, c), via.cpu_ms.unwrap_or(0.0));
             let kind = if stream { "streamed" } else { "non-streamed" };
             row(

@@ -26,14 +26,7 @@ fn served_by(res: &reqwest::Response) -> String {
 /// stored after the reply, off the request path).
 async fn wait_cache(s: &TestServer, ready: impl Fn(&Value) -> bool) -> Value {
     support::eventually(|| async {
-        let body: Value = s
-            .admin(reqwest::Method::GET, "/api/cache")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = s.admin_json("/api/cache").await;
         ready(&body["stats"]).then_some(body)
     })
     .await
@@ -281,14 +274,7 @@ async fn the_cache_admin_api_lists_searches_deletes_and_clears() {
     }
     let body = entries(&s, 3).await;
     assert_eq!(body["entries"].as_array().unwrap().len(), 3);
-    let found: Value = s
-        .admin(reqwest::Method::GET, "/api/cache?q=password")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let found: Value = s.admin_json("/api/cache?q=password").await;
     let found = found["entries"].as_array().unwrap().clone();
     assert_eq!(found.len(), 1);
     let id = found[0]["id"].as_i64().unwrap();

@@ -226,14 +226,7 @@ async fn usage_is_true_in_both_modes_and_says_who_counted_it() {
 
     // Cost by provider and by tenant, from the audit.
     s.request_rows(7).await;
-    let by_provider: Value = s
-        .admin(reqwest::Method::GET, "/api/audit/usage?by=provider&since=0")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let by_provider: Value = s.admin_json("/api/audit/usage?by=provider&since=0").await;
     let rows = by_provider["rows"].as_array().unwrap();
     let row = |key: &str| rows.iter().find(|r| r["key"] == key).cloned();
     // Two pinned questions and the first cascade one; failed attempts cost nothing.
@@ -241,14 +234,7 @@ async fn usage_is_true_in_both_modes_and_says_who_counted_it() {
     assert!(row("gpt").unwrap()["total_tokens"].as_i64().unwrap() > 0);
     assert_eq!(row("cache").unwrap()["prompt_tokens"], 0);
     assert!(row("last-resort").is_some(), "{by_provider}");
-    let by_tenant: Value = s
-        .admin(reqwest::Method::GET, "/api/audit/usage?by=tenant")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let by_tenant: Value = s.admin_json("/api/audit/usage?by=tenant").await;
     let total: i64 = rows
         .iter()
         .map(|r| r["total_tokens"].as_i64().unwrap())
@@ -263,9 +249,7 @@ async fn usage_is_true_in_both_modes_and_says_who_counted_it() {
         .send()
         .await
         .unwrap();
-    assert_eq!(bad.status(), 400);
-    let bad: Value = bad.json().await.unwrap();
-    assert_eq!(bad["error"]["param"], "by");
+    support::assert_invalid(bad, "by").await;
 }
 
 #[tokio::test]

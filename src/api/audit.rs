@@ -229,7 +229,7 @@ fn csv_line(fields: &[String]) -> Vec<u8> {
     writer.into_inner().unwrap_or_default()
 }
 
-fn csv_row(row: &RequestRow) -> Vec<u8> {
+fn csv_fields(row: &RequestRow) -> [String; 16] {
     let attempts = row
         .attempts
         .iter()
@@ -237,7 +237,7 @@ fn csv_row(row: &RequestRow) -> Vec<u8> {
         .map(|a| format!("{}:{}", a.provider, a.outcome))
         .collect::<Vec<_>>()
         .join(" ");
-    let fields = [
+    [
         row.id.clone(),
         row.created_at_ms.to_string(),
         row.surface.as_str().into(),
@@ -261,8 +261,7 @@ fn csv_row(row: &RequestRow) -> Vec<u8> {
             .unwrap_or_default(),
         row.conversation_id.clone().unwrap_or_default(),
         attempts,
-    ];
-    csv_line(&fields)
+    ]
 }
 
 /// `GET /api/audit/export?format=csv|jsonl&route&provider&status&tenant&from&to`:
@@ -312,16 +311,25 @@ pub async fn export(
             let room = MAX_EXPORT_ROWS - cursor.sent;
             let rows: Vec<&RequestRow> = page.items.iter().take(room).collect();
             cursor.sent += rows.len();
-            let mut chunk = Vec::new();
-            for row in &rows {
-                match format {
-                    ExportFormat::Csv => chunk.extend(csv_row(row)),
-                    ExportFormat::Jsonl => {
+            let mut chunk = match format {
+                // One writer for the page, not one per row.
+                ExportFormat::Csv => {
+                    let mut writer = csv::Writer::from_writer(Vec::new());
+                    for row in &rows {
+                        // Writing to memory cannot fail.
+                        let _ = writer.write_record(csv_fields(row));
+                    }
+                    writer.into_inner().unwrap_or_default()
+                }
+                ExportFormat::Jsonl => {
+                    let mut chunk = Vec::new();
+                    for row in &rows {
                         chunk.extend(serde_json::to_vec(row).unwrap_or_default());
                         chunk.push(b'\n');
                     }
+                    chunk
                 }
-            }
+            };
             match page.next_cursor {
                 Some(next) if cursor.sent < MAX_EXPORT_ROWS => cursor.filter.before = Some(next),
                 Some(_) => {

@@ -86,6 +86,13 @@ impl TestServer {
             .bearer_auth("test-admin-token")
     }
 
+    /// An admin `GET` of `path`, as JSON (expected to succeed).
+    pub async fn admin_json(&self, path: &str) -> Value {
+        let res = self.admin(reqwest::Method::GET, path).send().await.unwrap();
+        assert!(res.status().is_success(), "GET {path}: {}", res.status());
+        res.json().await.unwrap()
+    }
+
     /// Injects a fault (JSON spec) into a provider.
     pub async fn inject(&self, provider: &str, spec: Value) {
         let res = self

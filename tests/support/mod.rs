@@ -253,3 +253,10 @@ where
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// Asserts that `res` is a 400 whose JSON error names `param`.
+pub async fn assert_invalid(res: reqwest::Response, param: &str) {
+    assert_eq!(res.status(), 400, "expected a 400 naming {param}");
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["param"], param, "{body}");
+}
