@@ -62,7 +62,7 @@ async fn main() {
         batch: 512,
         flush_interval: Duration::from_millis(50),
     };
-    let (writer, _task) = AuditWriter::start(store.pool().clone(), settings);
+    let (writer, _task) = AuditWriter::start(store.db().clone(), settings);
     let started = Instant::now();
     let mut enqueue_worst = Duration::ZERO;
     for i in 0..requests {
@@ -94,9 +94,10 @@ async fn main() {
         enqueue_worst.as_secs_f64() * 1e6
     );
     println!("| queue-full handoffs (kept, not dropped) | {overflow} |");
-    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attempts")
-        .fetch_one(store.pool())
-        .await
+    let stored: i64 =
+        chaosai::with_db!(store.db(), pool => sqlx::query_scalar("SELECT COUNT(*) FROM attempts")
+        .fetch_one(pool)
+        .await)
         .unwrap();
     assert_eq!(stored as usize, requests * 2, "every attempt row written");
 }

@@ -22,10 +22,10 @@ fn busy(config: &mut Config) {
 }
 
 async fn count(s: &TestServer, sql: &str) -> i64 {
-    sqlx::query_scalar::<_, i64>(sql)
-        .fetch_one(s.server.store.pool())
-        .await
-        .unwrap()
+    chaosai::with_db!(s.server.store.db(), pool => sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(pool)
+        .await)
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,9 +152,10 @@ async fn graceful_shutdown_under_load_keeps_every_answered_request() {
     }
     let answered = answered.lock().unwrap().clone();
     assert!(answered.len() > 50, "load ran: {} answers", answered.len());
-    let stored: HashSet<String> = sqlx::query_scalar("SELECT id FROM requests")
-        .fetch_all(store.pool())
-        .await
+    let stored: HashSet<String> =
+        chaosai::with_db!(store.db(), pool => sqlx::query_scalar("SELECT id FROM requests")
+        .fetch_all(pool)
+        .await)
         .unwrap()
         .into_iter()
         .collect();
@@ -238,7 +239,7 @@ async fn kill_minus_nine_under_load_leaves_a_database_that_opens_and_serves() {
             .fetch_one(&pool)
             .await
             .unwrap();
-    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
         .unwrap()
         .count() as i64;
     assert_eq!(
@@ -376,14 +377,14 @@ async fn redaction_keeps_metadata_but_not_customer_text() {
         .await;
     assert_eq!(res.headers()["x-chaosai-served-by"], "last-resort");
     s.server.audit.as_ref().unwrap().flush().await;
-    let contents: Vec<String> = sqlx::query_scalar("SELECT content FROM messages")
-        .fetch_all(s.server.store.pool())
-        .await
+    let contents: Vec<String> = chaosai::with_db!(s.server.store.db(), pool => sqlx::query_scalar("SELECT content FROM messages")
+        .fetch_all(pool)
+        .await)
         .unwrap();
     assert_eq!(contents, vec!["[redacted]", "[redacted]"]);
-    let question: String = sqlx::query_scalar("SELECT question FROM tickets")
-        .fetch_one(s.server.store.pool())
-        .await
+    let question: String = chaosai::with_db!(s.server.store.db(), pool => sqlx::query_scalar("SELECT question FROM tickets")
+        .fetch_one(pool)
+        .await)
         .unwrap();
     assert_eq!(question, "[redacted]");
     assert_eq!(
@@ -409,9 +410,9 @@ async fn retention_prunes_the_oldest_rows_beyond_the_cap() {
     // Retention runs every second inside the writer: wait for it to have run.
     let rows = s.rows("SELECT COUNT(*) FROM requests", |n| n <= 30).await;
     assert_eq!(rows, 30);
-    let newest: String = sqlx::query_scalar("SELECT id FROM requests ORDER BY rowid DESC LIMIT 1")
-        .fetch_one(s.server.store.pool())
-        .await
+    let newest: String = chaosai::with_db!(s.server.store.db(), pool => sqlx::query_scalar("SELECT id FROM requests ORDER BY rowid DESC LIMIT 1")
+        .fetch_one(pool)
+        .await)
         .unwrap();
     assert_eq!(&newest, ids.last().unwrap(), "the newest rows are kept");
     assert_eq!(
@@ -459,7 +460,7 @@ async fn writer_on(
         batch: 64,
         flush_interval: Duration::from_millis(5),
     };
-    let (writer, _task) = AuditWriter::start(store.pool().clone(), settings);
+    let (writer, _task) = AuditWriter::start(store.db().clone(), settings);
     (store, writer)
 }
 
@@ -497,9 +498,10 @@ async fn a_hundred_thousand_records_against_a_queue_of_a_hundred_all_arrive_in_b
     }
     writer.flush().await;
     sampler.abort();
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests")
-        .fetch_one(store.pool())
-        .await
+    let rows: i64 =
+        chaosai::with_db!(store.db(), pool => sqlx::query_scalar("SELECT COUNT(*) FROM requests")
+        .fetch_one(pool)
+        .await)
         .unwrap();
     assert_eq!(rows, TOTAL, "every record arrived");
     let c = writer.counters();
@@ -527,9 +529,10 @@ async fn code_that_cannot_wait_overflows_into_a_bounded_list_and_drops_only_beyo
         writer.enqueue(request_record(i));
     }
     writer.flush().await;
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests")
-        .fetch_one(store.pool())
-        .await
+    let rows: i64 =
+        chaosai::with_db!(store.db(), pool => sqlx::query_scalar("SELECT COUNT(*) FROM requests")
+        .fetch_one(pool)
+        .await)
         .unwrap();
     let c = writer.counters();
     assert!(c.overflow.load(Relaxed) > 0, "the queue did overflow");
@@ -556,7 +559,7 @@ async fn a_lone_record_is_written_when_the_flush_interval_ends_and_a_full_batch_
         batch: 8,
         flush_interval: Duration::from_millis(50),
     };
-    let (writer, _task) = AuditWriter::start(store.pool().clone(), settings);
+    let (writer, _task) = AuditWriter::start(store.db().clone(), settings);
     let fault = |i: i64| {
         AuditRecord::Fault(chaosai::store::audit::FaultRecord {
             at_ms: i,
@@ -626,7 +629,7 @@ async fn one_bad_row_never_takes_its_batch_with_it() {
     use std::sync::atomic::Ordering::Relaxed;
     let dir = tempfile::tempdir().unwrap();
     let (store, writer) = writer_on(dir.path(), 100).await;
-    refuse_rows(store.pool(), false).await;
+    refuse_rows(store.db().as_sqlite().expect("sqlite"), false).await;
     for i in 0..20 {
         writer.write(request_record(i)).await;
         if i == 10 {
@@ -640,9 +643,10 @@ async fn one_bad_row_never_takes_its_batch_with_it() {
         }
     }
     writer.flush().await;
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests")
-        .fetch_one(store.pool())
-        .await
+    let rows: i64 =
+        chaosai::with_db!(store.db(), pool => sqlx::query_scalar("SELECT COUNT(*) FROM requests")
+        .fetch_one(pool)
+        .await)
         .unwrap();
     assert_eq!(rows, 20, "every good row of the batch was committed");
     let c = writer.counters();
@@ -671,9 +675,10 @@ async fn a_writer_that_dies_is_restarted_and_its_records_still_arrive() {
         writer.write(request_record(i)).await;
     }
     writer.flush().await;
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests")
-        .fetch_one(store.pool())
-        .await
+    let rows: i64 =
+        chaosai::with_db!(store.db(), pool => sqlx::query_scalar("SELECT COUNT(*) FROM requests")
+        .fetch_one(pool)
+        .await)
         .unwrap();
     assert_eq!(rows, 100);
     assert_eq!(
@@ -697,16 +702,16 @@ async fn a_ticket_number_is_shown_only_once_the_ticket_is_stored() {
         .to_str()
         .unwrap()
         .to_string();
-    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tickets WHERE id = ?")
+    let stored: i64 = chaosai::with_db!(s.server.store.db(), pool => sqlx::query_scalar("SELECT COUNT(*) FROM tickets WHERE id = ?")
         .bind(&ticket)
-        .fetch_one(s.server.store.pool())
-        .await
+        .fetch_one(pool)
+        .await)
         .unwrap();
     assert_eq!(stored, 1, "committed before the customer saw its number");
 
     // Not durable (the database refuses tickets): no number that leads nowhere.
     let s = TestServer::start_with(busy).await;
-    refuse_rows(s.server.store.pool(), true).await;
+    refuse_rows(s.server.store.db().as_sqlite().expect("sqlite"), true).await;
     for provider in ["claude", "gpt", "llama"] {
         s.inject(provider, json!({"kind": "outage"})).await;
     }
@@ -777,7 +782,7 @@ async fn retention_reaches_every_table() {
         c.audit.prune_interval_s = 1;
     })
     .await;
-    let pool = s.server.store.pool();
+    let pool = s.server.store.db().as_sqlite().expect("sqlite");
     let old = chaosai::clock::unix_ms_now() - 3 * 86_400_000;
     for sql in [
         "INSERT INTO requests (id, created_at_ms, surface, stream, status, latency_ms, overhead_ms, question_chars, answer_chars) VALUES ('old', ?, 'api', 0, 'ok', 1, 0, 1, 1)",

@@ -302,7 +302,7 @@ async fn the_incident_api_costs_tickets_and_export_answer_a_support_lead() {
 #[tokio::test]
 async fn an_export_streams_every_page_of_a_large_filter() {
     let s = TestServer::start().await;
-    let pool = s.server.store.pool();
+    let pool = s.server.store.db().as_sqlite().expect("sqlite");
     // More rows than three export pages, written straight into the store; dated
     // now, so the retention task does not prune them mid-export.
     let now_ms = std::time::SystemTime::now()

@@ -92,9 +92,9 @@ async fn a_similar_question_is_answered_from_the_cache_in_the_providers_shape() 
     // The audit records the route and the similarity.
     assert_eq!(s.request_rows(3).await, 3);
     let similarities: Vec<Option<f64>> =
-        sqlx::query_scalar("SELECT cache_similarity FROM requests WHERE served_by = 'cache'")
-            .fetch_all(s.server.store.pool())
-            .await
+        chaosai::with_db!(s.server.store.db(), pool => sqlx::query_scalar("SELECT cache_similarity FROM requests WHERE served_by = 'cache'")
+            .fetch_all(pool)
+            .await)
             .unwrap();
     assert_eq!(similarities.len(), 2);
     assert!(similarities.iter().all(|s| s.is_some_and(|s| s >= 0.85)));
@@ -344,7 +344,7 @@ async fn open(
             .unwrap();
     let embedder = Embedder::load(&EmbedderConfig::default()).expect("run `make models`");
     SemanticCache::open(
-        store.pool().clone(),
+        store.db().clone(),
         settings,
         Some(Arc::new(embedder)),
         clock,

@@ -321,16 +321,16 @@ async fn a_stream_reset_after_some_tokens_is_continued_by_a_provider_that_can_pr
 
     assert_eq!(s.request_rows(2).await, 2);
     let (id, status): (String, String) =
-        sqlx::query_as("SELECT id, status FROM requests WHERE status != 'ok'")
-            .fetch_one(s.server.store.pool())
-            .await
+        chaosai::with_db!(s.server.store.db(), pool => sqlx::query_as("SELECT id, status FROM requests WHERE status != 'ok'")
+            .fetch_one(pool)
+            .await)
             .unwrap();
     assert_eq!(status, "spliced");
     let attempts: Vec<(String, String)> =
-        sqlx::query_as("SELECT provider, outcome FROM attempts WHERE request_id = ? ORDER BY seq")
+        chaosai::with_db!(s.server.store.db(), pool => sqlx::query_as("SELECT provider, outcome FROM attempts WHERE request_id = $1 ORDER BY seq")
             .bind(&id)
-            .fetch_all(s.server.store.pool())
-            .await
+            .fetch_all(pool)
+            .await)
             .unwrap();
     let attempts: Vec<(&str, &str)> = attempts
         .iter()
@@ -393,10 +393,10 @@ async fn a_total_blackout_still_answers_with_the_last_resort_and_a_ticket() {
     let (text, done) = streamed_text(&res.text().await.unwrap());
     assert!(done && text.contains(&ticket), "{text}");
     let (question, failure): (String, String) =
-        sqlx::query_as("SELECT question, failure_json FROM tickets WHERE id = ?")
+        chaosai::with_db!(s.server.store.db(), pool => sqlx::query_as("SELECT question, failure_json FROM tickets WHERE id = $1")
             .bind(&ticket)
-            .fetch_one(s.server.store.pool())
-            .await
+            .fetch_one(pool)
+            .await)
             .unwrap();
     assert_eq!(question, "My blender makes a strange noise");
     assert!(failure.contains("server_error"), "{failure}");
@@ -582,6 +582,7 @@ async fn a_slow_websocket_client_lags_and_resyncs_without_slowing_the_gateway() 
                     latency_ms: 1,
                     status: chaosai::shared::RequestStatus::Ok,
                     at_ms: i,
+                    replica: None,
                 },
             ));
     }

@@ -158,9 +158,9 @@ async fn a_tool_call_through_the_cascade_is_the_breakers_success_and_is_never_ca
         assert_eq!(attempts, vec![("claude".to_string(), "ok".to_string())]);
     }
     assert_eq!(s.metric("chaosai_cache_hits_total").await, 0.0);
-    let (entries,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM cache_entries")
-        .fetch_one(s.server.store.pool())
-        .await
+    let (entries,): (i64,) = chaosai::with_db!(s.server.store.db(), pool => sqlx::query_as("SELECT COUNT(*) FROM cache_entries")
+        .fetch_one(pool)
+        .await)
         .unwrap();
     assert_eq!(entries, 0, "a tool call is never stored");
 }
@@ -471,9 +471,9 @@ async fn the_cache_answers_only_where_the_same_request_would_have_produced_it() 
         let answer = turn(&s, ask(extra.clone()), false).await;
         assert_ne!(answer.headers["x-chaosai-served-by"], "cache", "{extra}");
     }
-    let (entries,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM cache_entries")
-        .fetch_one(s.server.store.pool())
-        .await
+    let (entries,): (i64,) = chaosai::with_db!(s.server.store.db(), pool => sqlx::query_as("SELECT COUNT(*) FROM cache_entries")
+        .fetch_one(pool)
+        .await)
         .unwrap();
     assert_eq!(entries, 0, "none of those answers was stored");
     // A plain request is stored, and then serves plain repeats only.

@@ -97,10 +97,10 @@ async fn the_tenant_comes_from_the_key_so_clients_never_share_a_cache() {
         .unwrap()
         .to_string();
     s.audited(&id).await;
-    let tenant: String = sqlx::query_scalar("SELECT tenant FROM requests WHERE id = ?")
+    let tenant: String = chaosai::with_db!(s.server.store.db(), pool => sqlx::query_scalar("SELECT tenant FROM requests WHERE id = ?")
         .bind(&id)
-        .fetch_one(s.server.store.pool())
-        .await
+        .fetch_one(pool)
+        .await)
         .unwrap();
     assert_eq!(tenant, "acme-shop");
 }
@@ -188,9 +188,9 @@ async fn keys_made_through_the_admin_api_work_at_once_and_survive_only_as_hashes
         chat(&s, Some(&key), "Where is my parcel?").await.status(),
         200
     );
-    let stored: String = sqlx::query_scalar("SELECT key_sha256 FROM clients WHERE name = 'gamma'")
-        .fetch_one(s.server.store.pool())
-        .await
+    let stored: String = chaosai::with_db!(s.server.store.db(), pool => sqlx::query_scalar("SELECT key_sha256 FROM clients WHERE name = 'gamma'")
+        .fetch_one(pool)
+        .await)
         .unwrap();
     assert_eq!(stored, hash_key(&key));
     let listed: Value = s.admin_json("/api/clients").await;
@@ -232,10 +232,10 @@ async fn without_keys_v1_is_open_and_single_tenant() {
     assert_eq!(res.status(), 200);
     let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
     s.audited(&id).await;
-    let tenant: String = sqlx::query_scalar("SELECT tenant FROM requests WHERE id = ?")
+    let tenant: String = chaosai::with_db!(s.server.store.db(), pool => sqlx::query_scalar("SELECT tenant FROM requests WHERE id = ?")
         .bind(&id)
-        .fetch_one(s.server.store.pool())
-        .await
+        .fetch_one(pool)
+        .await)
         .unwrap();
     assert_eq!(tenant, "default");
 }

@@ -64,9 +64,9 @@ async fn non_streamed_completion_through_the_cascade() {
 
     assert_eq!(s.request_rows(1).await, 1);
     let (served_by, status): (String, String) =
-        sqlx::query_as("SELECT served_by, status FROM requests")
-            .fetch_one(s.server.store.pool())
-            .await
+        chaosai::with_db!(s.server.store.db(), pool => sqlx::query_as("SELECT served_by, status FROM requests")
+            .fetch_one(pool)
+            .await)
             .unwrap();
     assert_eq!((served_by.as_str(), status.as_str()), ("claude", "ok"));
 }
@@ -162,9 +162,9 @@ async fn a_real_key_reaches_the_configured_url_and_failure_falls_over() {
 
     assert_eq!(s.request_rows(1).await, 1);
     let attempts: Vec<(String, String, Option<i64>)> =
-        sqlx::query_as("SELECT provider, outcome, http_status FROM attempts ORDER BY seq")
-            .fetch_all(s.server.store.pool())
-            .await
+        chaosai::with_db!(s.server.store.db(), pool => sqlx::query_as("SELECT provider, outcome, http_status FROM attempts ORDER BY seq")
+            .fetch_all(pool)
+            .await)
             .unwrap();
     assert_eq!(
         attempts,
@@ -293,10 +293,10 @@ async fn the_chat_server_function_streams_newline_delimited_events() {
     // The turn is kept for the chat history under the conversation it was given.
     s.request_rows(1).await;
     let turns: Vec<(String, String)> =
-        sqlx::query_as("SELECT role, content FROM messages WHERE conversation_id = ? ORDER BY id")
+        chaosai::with_db!(s.server.store.db(), pool => sqlx::query_as("SELECT role, content FROM messages WHERE conversation_id = ? ORDER BY id")
             .bind(&conversation)
-            .fetch_all(s.server.store.pool())
-            .await
+            .fetch_all(pool)
+            .await)
             .unwrap();
     assert_eq!(turns.len(), 2);
     assert_eq!(turns[0], ("user".to_string(), "what now?".to_string()));

@@ -14,8 +14,8 @@ use super::index::VectorIndex;
 use super::Embedder;
 use crate::clock::SharedClock;
 use crate::shared::ChatTurn;
+use crate::store::Db;
 use serde::Serialize;
-use sqlx::SqlitePool;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -125,11 +125,14 @@ pub struct SemanticCache {
     /// `(scope, normalised question)` → id, for exact repeats.
     exact: RwLock<HashMap<(String, String), i64>>,
     /// Where entries persist.
-    pool: SqlitePool,
+    db: Db,
     /// Lookup counts.
     counters: CacheCounters,
     /// The time TTLs and hit times are measured by.
     clock: SharedClock,
+    /// Told the id of every entry stored here, so other replicas sharing the
+    /// table can index it ([`SemanticCache::adopt`]).
+    on_stored: std::sync::OnceLock<Box<dyn Fn(i64) + Send + Sync>>,
 }
 
 /// Why the cache could not start.
@@ -179,22 +182,22 @@ fn from_blob(blob: &[u8]) -> Vec<f32> {
 impl SemanticCache {
     /// Opens the cache over `pool`, loading unexpired entries into the index.
     pub async fn open(
-        pool: SqlitePool,
+        db: Db,
         settings: CacheSettings,
         embedder: Option<Arc<Embedder>>,
         clock: SharedClock,
     ) -> Result<Self, CacheError> {
         let oldest = clock.unix_ms() - settings.ttl.as_millis() as i64;
-        sqlx::query("DELETE FROM cache_entries WHERE created_at_ms < ?")
+        crate::with_db!(&db, pool => sqlx::query("DELETE FROM cache_entries WHERE created_at_ms < $1")
             .bind(oldest)
-            .execute(&pool)
-            .await?;
-        let rows: Vec<StoredEntry> = sqlx::query_as(
+            .execute(pool)
+            .await.map(|done| done.rows_affected()))?;
+        let rows: Vec<StoredEntry> = crate::with_db!(&db, pool => sqlx::query_as(
             "SELECT id, scope, question, normalized, answer, embedding, created_at_ms, hits, last_hit_ms \
              FROM cache_entries ORDER BY id",
         )
-        .fetch_all(&pool)
-        .await?;
+        .fetch_all(pool)
+        .await)?;
         let mut vectors = Vec::new();
         let mut views = Vec::new();
         for row in rows {
@@ -231,9 +234,10 @@ impl SemanticCache {
             rebuilding: Mutex::new(None),
             entries: RwLock::new(HashMap::new()),
             exact: RwLock::new(HashMap::new()),
-            pool,
+            db,
             counters: CacheCounters::default(),
             clock,
+            on_stored: std::sync::OnceLock::new(),
         };
         for (view, normalized) in views {
             cache.add_entry(view, normalized);
@@ -441,9 +445,9 @@ impl SemanticCache {
             }
         };
         let created_at_ms = self.clock.unix_ms();
-        let inserted = sqlx::query_scalar::<_, i64>(
+        let inserted = crate::with_db!(&self.db, pool => sqlx::query_scalar::<_, i64>(
             "INSERT INTO cache_entries (scope, question, normalized, answer, embedding, created_at_ms, hits, last_hit_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, 0, 0) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, 0, 0) RETURNING id",
         )
         .bind(scope)
         .bind(question)
@@ -451,8 +455,8 @@ impl SemanticCache {
         .bind(answer)
         .bind(vector.as_deref().map(to_blob))
         .bind(created_at_ms)
-        .fetch_one(&self.pool)
-        .await;
+        .fetch_one(pool)
+        .await);
         let id = match inserted {
             Ok(id) => id,
             Err(err) => {
@@ -461,18 +465,12 @@ impl SemanticCache {
             }
         };
         if let Some(vector) = vector {
-            let index = self.index.read().unwrap_or_else(|e| e.into_inner()).clone();
-            index.insert(id as usize, &vector);
-            if let Some(pending) = self
-                .rebuilding
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_mut()
-            {
-                pending.push((vector, id as usize));
-            }
+            self.index_vector(id, vector);
         }
         self.counters.stored.fetch_add(1, Ordering::Relaxed);
+        if let Some(told) = self.on_stored.get() {
+            told(id);
+        }
         self.add_entry(
             EntryView {
                 id,
@@ -486,6 +484,78 @@ impl SemanticCache {
             normalized,
         );
         self.evict().await;
+    }
+
+    /// Puts a stored vector into the graph (and into the one being rebuilt).
+    fn index_vector(&self, id: i64, vector: Vec<f32>) {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner()).clone();
+        index.insert(id as usize, &vector);
+        if let Some(pending) = self
+            .rebuilding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            pending.push((vector, id as usize));
+        }
+    }
+
+    /// Calls `told` with the id of every entry stored from now on (once; a
+    /// second call is ignored).
+    pub fn on_stored(&self, told: impl Fn(i64) + Send + Sync + 'static) {
+        let _ = self.on_stored.set(Box::new(told));
+    }
+
+    /// Indexes an entry another replica stored in the shared table; `false` when
+    /// it is unknown, already indexed or no longer fresh.
+    pub async fn adopt(&self, id: i64) -> bool {
+        if self
+            .entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&id)
+        {
+            return false;
+        }
+        let row: Result<Option<StoredEntry>, sqlx::Error> = crate::with_db!(&self.db, pool => sqlx::query_as(
+            "SELECT id, scope, question, normalized, answer, embedding, created_at_ms, hits, last_hit_ms \
+             FROM cache_entries WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await);
+        let row = match row {
+            Ok(Some(row)) => row,
+            Ok(None) => return false,
+            Err(err) => {
+                tracing::warn!(error = %err, id, "shared cache entry not loaded");
+                return false;
+            }
+        };
+        if row.created_at_ms < self.clock.unix_ms() - self.settings.ttl.as_millis() as i64 {
+            return false;
+        }
+        if let Some(blob) = row
+            .embedding
+            .as_deref()
+            .filter(|b| b.len() == super::embedder::DIMENSIONS * 4)
+        {
+            self.index_vector(row.id, from_blob(blob));
+        }
+        self.add_entry(
+            EntryView {
+                id: row.id,
+                scope: row.scope,
+                question: row.question,
+                answer: row.answer,
+                created_at_ms: row.created_at_ms,
+                hits: row.hits.max(0) as u64,
+                last_hit_ms: row.last_hit_ms,
+            },
+            row.normalized,
+        );
+        self.evict().await;
+        true
     }
 
     /// Keeps the cache within its size, dropping the least recently hit entries.
@@ -521,10 +591,10 @@ impl SemanticCache {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&(entry.view.scope.clone(), entry.normalized));
-        if let Err(err) = sqlx::query("DELETE FROM cache_entries WHERE id = ?")
+        if let Err(err) = crate::with_db!(&self.db, pool => sqlx::query("DELETE FROM cache_entries WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
-            .await
+            .execute(pool)
+            .await.map(|done| done.rows_affected()))
         {
             tracing::warn!(error = %err, id, "cache entry not deleted from the store");
         }
@@ -543,9 +613,9 @@ impl SemanticCache {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
-        if let Err(err) = sqlx::query("DELETE FROM cache_entries")
-            .execute(&self.pool)
-            .await
+        if let Err(err) = crate::with_db!(&self.db, pool => sqlx::query("DELETE FROM cache_entries")
+            .execute(pool)
+            .await.map(|done| done.rows_affected()))
         {
             tracing::warn!(error = %err, "cache not cleared in the store");
         }
@@ -595,10 +665,9 @@ impl SemanticCache {
             }
             *rebuilding = Some(Vec::new());
         }
-        let rows: Result<Vec<StoredVector>, sqlx::Error> =
-            sqlx::query_as("SELECT id, embedding FROM cache_entries")
-                .fetch_all(&self.pool)
-                .await;
+        let rows: Result<Vec<StoredVector>, sqlx::Error> = crate::with_db!(&self.db, pool => sqlx::query_as("SELECT id, embedding FROM cache_entries")
+                .fetch_all(pool)
+                .await);
         let vectors: Vec<Point> = match rows {
             Ok(rows) => {
                 let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
@@ -659,12 +728,12 @@ impl SemanticCache {
             (dirty, expired)
         };
         for (id, hits, last_hit_ms) in dirty {
-            let _ = sqlx::query("UPDATE cache_entries SET hits = ?, last_hit_ms = ? WHERE id = ?")
+            let _ = crate::with_db!(&self.db, pool => sqlx::query("UPDATE cache_entries SET hits = $1, last_hit_ms = $2 WHERE id = $3")
                 .bind(hits as i64)
                 .bind(last_hit_ms)
                 .bind(id)
-                .execute(&self.pool)
-                .await;
+                .execute(pool)
+                .await.map(|done| done.rows_affected()));
         }
         for id in expired {
             self.remove(id).await;

@@ -19,11 +19,11 @@ fn limit(value: Option<i64>) -> Option<u32> {
 impl Store {
     /// Every client made through the admin API.
     pub async fn clients(&self) -> Result<Vec<ClientSpec>, StoreError> {
-        let rows = sqlx::query_as::<_, ClientRow>(
+        let rows = crate::with_db!(self.db(), pool => sqlx::query_as::<_, ClientRow>(
             "SELECT name, tenant, key_sha256, rpm, tpm FROM clients ORDER BY name",
         )
-        .fetch_all(self.pool())
-        .await?;
+        .fetch_all(pool)
+        .await)?;
         Ok(rows
             .into_iter()
             .map(|row| ClientSpec {
@@ -39,9 +39,9 @@ impl Store {
 
     /// Keeps a client made through the admin API.
     pub async fn insert_client(&self, spec: &ClientSpec, at_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
+        crate::with_db!(self.db(), pool => sqlx::query(
             "INSERT INTO clients (name, tenant, key_sha256, rpm, tpm, created_at_ms) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&spec.name)
         .bind(&spec.tenant)
@@ -49,17 +49,17 @@ impl Store {
         .bind(spec.rpm.map(i64::from))
         .bind(spec.tpm.map(i64::from))
         .bind(at_ms)
-        .execute(self.pool())
-        .await?;
+        .execute(pool)
+        .await.map(|done| done.rows_affected()))?;
         Ok(())
     }
 
     /// Forgets a client made through the admin API.
     pub async fn delete_client(&self, name: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM clients WHERE name = ?")
+        crate::with_db!(self.db(), pool => sqlx::query("DELETE FROM clients WHERE name = $1")
             .bind(name)
-            .execute(self.pool())
-            .await?;
+            .execute(pool)
+            .await.map(|done| done.rows_affected()))?;
         Ok(())
     }
 }

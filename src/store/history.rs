@@ -40,14 +40,14 @@ impl Store {
     /// Requests that ended since `since_ms`, oldest first, at most the newest
     /// [`MAX_POINTS`].
     pub async fn request_points(&self, since_ms: i64) -> Result<Vec<RequestPoint>, StoreError> {
-        let mut rows: Vec<RequestPointRow> = sqlx::query_as(
+        let mut rows: Vec<RequestPointRow> = crate::with_db!(self.db(), pool => sqlx::query_as(
             "SELECT id, created_at_ms + latency_ms AS at_ms, served_by, status, latency_ms \
-             FROM requests WHERE created_at_ms >= ? ORDER BY created_at_ms DESC LIMIT ?",
+             FROM requests WHERE created_at_ms >= $1 ORDER BY created_at_ms DESC LIMIT $2",
         )
         .bind(since_ms)
         .bind(MAX_POINTS)
-        .fetch_all(self.pool())
-        .await?;
+        .fetch_all(pool)
+        .await)?;
         rows.reverse();
         Ok(rows
             .into_iter()
@@ -64,15 +64,15 @@ impl Store {
     /// Attempts of requests since `since_ms`, oldest first, at most the newest
     /// [`MAX_POINTS`].
     pub async fn attempt_points(&self, since_ms: i64) -> Result<Vec<AttemptPoint>, StoreError> {
-        let mut rows: Vec<AttemptPointRow> = sqlx::query_as(
+        let mut rows: Vec<AttemptPointRow> = crate::with_db!(self.db(), pool => sqlx::query_as(
             "SELECT r.created_at_ms + r.latency_ms AS at_ms, a.provider, a.outcome, a.latency_ms \
              FROM requests r JOIN attempts a ON a.request_id = r.id \
-             WHERE r.created_at_ms >= ? ORDER BY r.created_at_ms DESC, a.seq DESC LIMIT ?",
+             WHERE r.created_at_ms >= $1 ORDER BY r.created_at_ms DESC, a.seq DESC LIMIT $2",
         )
         .bind(since_ms)
         .bind(MAX_POINTS)
-        .fetch_all(self.pool())
-        .await?;
+        .fetch_all(pool)
+        .await)?;
         rows.reverse();
         Ok(rows
             .into_iter()
@@ -87,14 +87,14 @@ impl Store {
 
     /// Each provider's last successful attempt since `since_ms` (Unix ms).
     pub async fn last_successes(&self, since_ms: i64) -> Result<BTreeMap<String, i64>, StoreError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
+        let rows: Vec<(String, i64)> = crate::with_db!(self.db(), pool => sqlx::query_as(
             "SELECT a.provider, MAX(r.created_at_ms + r.latency_ms) FROM requests r \
              JOIN attempts a ON a.request_id = r.id \
-             WHERE r.created_at_ms >= ? AND a.outcome = 'ok' GROUP BY a.provider",
+             WHERE r.created_at_ms >= $1 AND a.outcome = 'ok' GROUP BY a.provider",
         )
         .bind(since_ms)
-        .fetch_all(self.pool())
-        .await?;
+        .fetch_all(pool)
+        .await)?;
         Ok(rows.into_iter().collect())
     }
 
@@ -106,17 +106,17 @@ impl Store {
         bucket_ms: i64,
     ) -> Result<Vec<RouteBucket>, StoreError> {
         let bucket_ms = bucket_ms.max(1);
-        let rows: Vec<BucketRow> = sqlx::query_as(
-            "SELECT (created_at_ms / ?1) * ?1 AS at_ms, COALESCE(served_by, 'none') AS route, \
-             COUNT(*) AS answers, SUM(CASE WHEN status = 'stream_failed' THEN 1 ELSE 0 END) AS failed \
-             FROM requests WHERE created_at_ms >= ?2 AND created_at_ms <= ?3 \
+        let rows: Vec<BucketRow> = crate::with_db!(self.db(), pool => sqlx::query_as(
+            "SELECT (created_at_ms / $1) * $1 AS at_ms, COALESCE(served_by, 'none') AS route, \
+             COUNT(*) AS answers, CAST(SUM(CASE WHEN status = 'stream_failed' THEN 1 ELSE 0 END) AS BIGINT) AS failed \
+             FROM requests WHERE created_at_ms >= $2 AND created_at_ms <= $3 \
              GROUP BY 1, 2 ORDER BY 1",
         )
         .bind(bucket_ms)
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(self.pool())
-        .await?;
+        .fetch_all(pool)
+        .await)?;
         let mut buckets: Vec<RouteBucket> = Vec::new();
         for row in rows {
             if buckets.last().is_none_or(|b| b.at_ms != row.at_ms) {
@@ -138,14 +138,14 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<FaultChangeRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(crate::with_db!(self.db(), pool => sqlx::query_as(
             "SELECT at_ms, provider, action, kind, changed_by FROM fault_changes \
-             WHERE at_ms >= ? AND at_ms <= ? ORDER BY id LIMIT 1000",
+             WHERE at_ms >= $1 AND at_ms <= $2 ORDER BY id LIMIT 1000",
         )
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(self.pool())
-        .await?)
+        .fetch_all(pool)
+        .await)?)
     }
 
     /// Breaker transitions between `from_ms` and `to_ms`, oldest first (at most 1,000).
@@ -154,14 +154,14 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<crate::shared::Transition>, StoreError> {
-        let rows: Vec<crate::shared::audit::TransitionRow> = sqlx::query_as(
+        let rows: Vec<crate::shared::audit::TransitionRow> = crate::with_db!(self.db(), pool => sqlx::query_as(
             "SELECT id, at_ms, provider, from_state, to_state, reason FROM breaker_transitions \
-             WHERE at_ms >= ? AND at_ms <= ? ORDER BY id LIMIT 1000",
+             WHERE at_ms >= $1 AND at_ms <= $2 ORDER BY id LIMIT 1000",
         )
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(self.pool())
-        .await?;
+        .fetch_all(pool)
+        .await)?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 }

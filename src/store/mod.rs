@@ -1,19 +1,18 @@
-//! The SQLite store: pool, migrations, the audit writer, the read queries, and
-//! the client keys made through the admin API.
+//! The store: the engine and its pool ([`db`]), migrations, the audit writer,
+//! the read queries, and the client keys made through the admin API.
 //!
-//! SQLite runs in WAL mode with `synchronous=NORMAL` and a busy timeout, so
-//! readers never block the writer and a crash loses at most the last commit.
+//! SQLite (the embedded default) runs in WAL mode with `synchronous=NORMAL` and
+//! a busy timeout, so readers never block the writer and a crash loses at most
+//! the last commit. PostgreSQL holds one audit for every replica.
 
 pub mod audit;
 mod clients;
+mod db;
 mod history;
 pub mod queries;
 
 use crate::shared::{AttemptSummary, RequestStatus, Route, Surface, Usage, UsageSource};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
-use std::str::FromStr;
-use std::time::Duration;
+pub use db::{redacted, ConnectError, Db, Engine};
 
 /// Why the store could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -21,9 +20,9 @@ pub enum StoreError {
     /// The database could not be opened or queried.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// A migration failed.
-    #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database could not be reached or migrated at start-up.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
 }
 
 /// One finished request, as the audit keeps it: metadata only, no customer text.
@@ -83,48 +82,29 @@ pub struct Ticket {
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    /// Connection pool.
-    pool: SqlitePool,
+    /// Connection pool, on whichever engine the URL named.
+    db: Db,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` and applies pending migrations.
+    /// Opens (creating if needed) the database at `url` (`sqlite://…` or
+    /// `postgres://…`) and applies pending migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            let path = path.split('?').next().unwrap_or(path);
-            if let Some(parent) = std::path::Path::new(path).parent() {
-                if !parent.as_os_str().is_empty() {
-                    let _ = std::fs::create_dir_all(parent);
-                }
-            }
-        }
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            db: Db::connect(url).await?,
+        })
     }
 
     /// The pool, for queries that belong to other modules.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// Stores a ticket; awaited, because the customer is told its number.
     pub async fn insert_ticket(&self, ticket: &Ticket) -> Result<(), StoreError> {
-        sqlx::query(
+        crate::with_db!(&self.db, pool => sqlx::query(
             "INSERT INTO tickets (id, created_at_ms, request_id, question, conversation_json, failure_json) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&ticket.id)
         .bind(ticket.created_at_ms)
@@ -132,8 +112,8 @@ impl Store {
         .bind(&ticket.question)
         .bind(&ticket.conversation_json)
         .bind(&ticket.failure_json)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await.map(|done| done.rows_affected()))?;
         Ok(())
     }
 }

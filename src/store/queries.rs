@@ -6,7 +6,7 @@ use crate::shared::audit::{
     AttemptRow, Page, RequestRow, TicketRow, TransitionRow, UsageBy, UsageRow,
 };
 use crate::shared::{ChatTurn, RequestStatus, Role, Route, Usage};
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::QueryBuilder;
 
 /// Filters of the request list.
 #[derive(Clone, Debug, Default)]
@@ -49,99 +49,107 @@ const ATTEMPT_COLUMNS: &str = "a.seq AS a_seq, a.provider AS a_provider, a.outco
      a.http_status AS a_http_status, a.latency_ms AS a_latency_ms, a.breaker_before AS a_breaker_before, \
      a.prompt_tokens AS a_prompt_tokens, a.completion_tokens AS a_completion_tokens";
 
-fn joined_attempt(row: &sqlx::sqlite::SqliteRow) -> Result<Option<AttemptRow>, sqlx::Error> {
-    use sqlx::Row;
-    let Some(seq) = row.try_get::<Option<i64>, _>("a_seq")? else {
-        return Ok(None);
-    };
-    Ok(Some(AttemptRow {
-        seq,
-        provider: row.try_get("a_provider")?,
-        outcome: row.try_get("a_outcome")?,
-        http_status: row.try_get("a_http_status")?,
-        latency_ms: row.try_get("a_latency_ms")?,
-        breaker_before: row.try_get("a_breaker_before")?,
-        prompt_tokens: row.try_get("a_prompt_tokens")?,
-        completion_tokens: row.try_get("a_completion_tokens")?,
-    }))
+/// The attempt of one joined row, if the row has one (a LEFT JOIN gives a
+/// request without attempts one row of NULLs). A macro, not a function, so it
+/// works on either engine's row type without spelling out sqlx's decode bounds.
+macro_rules! joined_attempt {
+    ($row:expr) => {{
+        use sqlx::Row;
+        let row = $row;
+        match row.try_get::<Option<i64>, _>("a_seq")? {
+            None => None,
+            Some(seq) => Some(AttemptRow {
+                seq,
+                provider: row.try_get("a_provider")?,
+                outcome: row.try_get("a_outcome")?,
+                http_status: row.try_get("a_http_status")?,
+                latency_ms: row.try_get("a_latency_ms")?,
+                breaker_before: row.try_get("a_breaker_before")?,
+                prompt_tokens: row.try_get("a_prompt_tokens")?,
+                completion_tokens: row.try_get("a_completion_tokens")?,
+            }),
+        }
+    }};
 }
 
 impl Store {
     /// Requests, newest first, filtered and paged; with their attempts if asked,
     /// in the same query (never one query per row).
     pub async fn requests(&self, filter: &RequestFilter) -> Result<Page<RequestRow>, StoreError> {
-        use sqlx::FromRow;
-        let mut q = QueryBuilder::<Sqlite>::new("");
-        if filter.with_attempts {
-            q.push(format_args!("SELECT r.*, {ATTEMPT_COLUMNS} FROM ("));
-        }
-        q.push(REQUEST_COLUMNS).push(" WHERE 1 = 1");
-        if let Some(before) = filter.before {
-            q.push(" AND r.rowid < ").push_bind(before);
-        }
-        if let Some(route) = &filter.route {
-            q.push(" AND r.served_by = ").push_bind(route.clone());
-        }
-        if let Some(status) = filter.status {
-            q.push(" AND r.status = ").push_bind(status);
-        }
-        if let Some(tenant) = &filter.tenant {
-            q.push(" AND r.tenant = ").push_bind(tenant.clone());
-        }
-        if let Some(from) = filter.from_ms {
-            q.push(" AND r.created_at_ms >= ").push_bind(from);
-        }
-        if let Some(to) = filter.to_ms {
-            q.push(" AND r.created_at_ms < ").push_bind(to);
-        }
-        if let Some(provider) = &filter.provider {
-            q.push(
-                " AND EXISTS (SELECT 1 FROM attempts a WHERE a.request_id = r.id AND a.provider = ",
-            )
-            .push_bind(provider)
-            .push(")");
-        }
-        q.push(" ORDER BY r.rowid DESC LIMIT ")
-            .push_bind(filter.limit + 1);
-        if filter.with_attempts {
-            q.push(") r LEFT JOIN attempts a ON a.request_id = r.id ORDER BY r.cursor DESC, a.seq");
-        }
-        let rows = q.build().fetch_all(self.pool()).await?;
-        let mut items: Vec<RequestRow> = Vec::new();
-        for row in &rows {
-            let cursor: i64 = sqlx::Row::try_get(row, "cursor")?;
-            if items.last().is_none_or(|last| last.cursor != cursor) {
-                let mut request = RequestRow::from_row(row)?;
-                request.attempts = filter.with_attempts.then(Vec::new);
-                items.push(request);
+        crate::with_db!(self.db(), pool => {
+            use sqlx::FromRow;
+            let mut q = QueryBuilder::new("");
+            if filter.with_attempts {
+                q.push(format_args!("SELECT r.*, {ATTEMPT_COLUMNS} FROM ("));
             }
-            if !filter.with_attempts {
-                continue;
+            q.push(REQUEST_COLUMNS).push(" WHERE 1 = 1");
+            if let Some(before) = filter.before {
+                q.push(" AND r.rowid < ").push_bind(before);
             }
-            if let (Some(attempt), Some(last)) = (joined_attempt(row)?, items.last_mut()) {
-                last.attempts.get_or_insert_with(Vec::new).push(attempt);
+            if let Some(route) = &filter.route {
+                q.push(" AND r.served_by = ").push_bind(route.clone());
             }
-        }
-        Ok(page(items, filter.limit, |r| r.cursor))
+            if let Some(status) = filter.status {
+                q.push(" AND r.status = ").push_bind(status);
+            }
+            if let Some(tenant) = &filter.tenant {
+                q.push(" AND r.tenant = ").push_bind(tenant.clone());
+            }
+            if let Some(from) = filter.from_ms {
+                q.push(" AND r.created_at_ms >= ").push_bind(from);
+            }
+            if let Some(to) = filter.to_ms {
+                q.push(" AND r.created_at_ms < ").push_bind(to);
+            }
+            if let Some(provider) = &filter.provider {
+                q.push(
+                    " AND EXISTS (SELECT 1 FROM attempts a WHERE a.request_id = r.id AND a.provider = ",
+                )
+                .push_bind(provider)
+                .push(")");
+            }
+            q.push(" ORDER BY r.rowid DESC LIMIT ")
+                .push_bind(filter.limit + 1);
+            if filter.with_attempts {
+                q.push(") r LEFT JOIN attempts a ON a.request_id = r.id ORDER BY r.cursor DESC, a.seq");
+            }
+            let rows = q.build().fetch_all(pool).await?;
+            let mut items: Vec<RequestRow> = Vec::new();
+            for row in &rows {
+                let cursor: i64 = sqlx::Row::try_get(row, "cursor")?;
+                if items.last().is_none_or(|last| last.cursor != cursor) {
+                    let mut request = RequestRow::from_row(row)?;
+                    request.attempts = filter.with_attempts.then(Vec::new);
+                    items.push(request);
+                }
+                if !filter.with_attempts {
+                    continue;
+                }
+                if let (Some(attempt), Some(last)) = (joined_attempt!(row), items.last_mut()) {
+                    last.attempts.get_or_insert_with(Vec::new).push(attempt);
+                }
+            }
+            Ok(page(items, filter.limit, |r| r.cursor))
+        })
     }
 
     /// One request with its attempts.
     pub async fn request(&self, id: &str) -> Result<Option<RequestRow>, StoreError> {
-        let row: Option<RequestRow> = sqlx::query_as(&format!("{REQUEST_COLUMNS} WHERE r.id = ?"))
+        let row: Option<RequestRow> = crate::with_db!(self.db(), pool => sqlx::query_as(&format!("{REQUEST_COLUMNS} WHERE r.id = $1"))
             .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
+            .fetch_optional(pool)
+            .await)?;
         let Some(mut request) = row else {
             return Ok(None);
         };
         request.attempts = Some(
-            sqlx::query_as::<_, AttemptRow>(
+            crate::with_db!(self.db(), pool => sqlx::query_as::<_, AttemptRow>(
                 "SELECT seq, provider, outcome, http_status, latency_ms, breaker_before, \
-                 prompt_tokens, completion_tokens FROM attempts WHERE request_id = ? ORDER BY seq",
+                 prompt_tokens, completion_tokens FROM attempts WHERE request_id = $1 ORDER BY seq",
             )
             .bind(id)
-            .fetch_all(self.pool())
-            .await?,
+            .fetch_all(pool)
+            .await)?,
         );
         Ok(Some(request))
     }
@@ -152,14 +160,14 @@ impl Store {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Page<TransitionRow>, StoreError> {
-        let rows = sqlx::query_as::<_, TransitionRow>(
+        let rows = crate::with_db!(self.db(), pool => sqlx::query_as::<_, TransitionRow>(
             "SELECT id, at_ms, provider, from_state, to_state, reason FROM breaker_transitions \
-             WHERE id < ? ORDER BY id DESC LIMIT ?",
+             WHERE id < $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(before.unwrap_or(i64::MAX))
         .bind(limit + 1)
-        .fetch_all(self.pool())
-        .await?;
+        .fetch_all(pool)
+        .await)?;
         Ok(page(rows, limit, |r| r.id))
     }
 
@@ -169,14 +177,14 @@ impl Store {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Page<TicketRow>, StoreError> {
-        let rows = sqlx::query_as::<_, TicketRow>(
+        let rows = crate::with_db!(self.db(), pool => sqlx::query_as::<_, TicketRow>(
             "SELECT rowid AS cursor, id, created_at_ms, request_id, question, status, resolved_at_ms \
-             FROM tickets WHERE rowid < ? ORDER BY rowid DESC LIMIT ?",
+             FROM tickets WHERE rowid < $1 ORDER BY rowid DESC LIMIT $2",
         )
         .bind(before.unwrap_or(i64::MAX))
         .bind(limit + 1)
-        .fetch_all(self.pool())
-        .await?;
+        .fetch_all(pool)
+        .await)?;
         Ok(page(rows, limit, |r| r.cursor))
     }
 
@@ -187,38 +195,40 @@ impl Store {
     pub async fn usage(&self, by: UsageBy, since_ms: i64) -> Result<Vec<UsageRow>, StoreError> {
         let sql = match by {
             UsageBy::Provider => {
-                "SELECT key, COUNT(*) AS requests, SUM(p) AS prompt_tokens, \
-                 SUM(c) AS completion_tokens, SUM(p + c) AS total_tokens FROM ( \
+                "SELECT key, COUNT(*) AS requests, CAST(SUM(p) AS BIGINT) AS prompt_tokens, \
+                 CAST(SUM(c) AS BIGINT) AS completion_tokens, CAST(SUM(p + c) AS BIGINT) AS total_tokens FROM ( \
                    SELECT a.provider AS key, a.prompt_tokens AS p, a.completion_tokens AS c \
                    FROM attempts a JOIN requests r ON r.id = a.request_id \
-                   WHERE r.created_at_ms >= ?1 AND a.prompt_tokens IS NOT NULL \
+                   WHERE r.created_at_ms >= $1 AND a.prompt_tokens IS NOT NULL \
                    UNION ALL \
                    SELECT served_by, prompt_tokens, completion_tokens FROM requests \
-                   WHERE created_at_ms >= ?1 AND served_by IN ('cache', 'last-resort') \
-                 ) GROUP BY key ORDER BY total_tokens DESC, key"
+                   WHERE created_at_ms >= $1 AND served_by IN ('cache', 'last-resort') \
+                 ) u GROUP BY key ORDER BY total_tokens DESC, key"
             }
             UsageBy::Tenant => {
-                "SELECT tenant AS key, COUNT(*) AS requests, SUM(prompt_tokens) AS prompt_tokens, \
-                 SUM(completion_tokens) AS completion_tokens, \
-                 SUM(prompt_tokens + completion_tokens) AS total_tokens \
-                 FROM requests WHERE created_at_ms >= ?1 GROUP BY tenant \
+                "SELECT tenant AS key, COUNT(*) AS requests, CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens, \
+                 CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, \
+                 CAST(SUM(prompt_tokens + completion_tokens) AS BIGINT) AS total_tokens \
+                 FROM requests WHERE created_at_ms >= $1 GROUP BY tenant \
                  ORDER BY total_tokens DESC, key"
             }
         };
-        Ok(sqlx::query_as::<_, UsageRow>(sql)
+        Ok(
+            crate::with_db!(self.db(), pool => sqlx::query_as::<_, UsageRow>(sql)
             .bind(since_ms)
-            .fetch_all(self.pool())
-            .await?)
+            .fetch_all(pool)
+            .await)?,
+        )
     }
 
     /// A chat conversation's turns, oldest first (at most 200).
     pub async fn conversation(&self, id: &str) -> Result<Vec<ChatTurn>, StoreError> {
-        let rows: Vec<(Role, String)> = sqlx::query_as(
-            "SELECT role, content FROM messages WHERE conversation_id = ? ORDER BY id LIMIT 200",
+        let rows: Vec<(Role, String)> = crate::with_db!(self.db(), pool => sqlx::query_as(
+            "SELECT role, content FROM messages WHERE conversation_id = $1 ORDER BY id LIMIT 200",
         )
         .bind(id)
-        .fetch_all(self.pool())
-        .await?;
+        .fetch_all(pool)
+        .await)?;
         Ok(rows
             .into_iter()
             .map(|(role, content)| ChatTurn::new(role, content))
@@ -227,15 +237,15 @@ impl Store {
 
     /// Marks a ticket resolved at `at_ms`; `false` if there is no such open ticket.
     pub async fn resolve_ticket(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE tickets SET status = 'resolved', resolved_at_ms = ? \
-             WHERE id = ? AND status = 'open'",
+        let done = crate::with_db!(self.db(), pool => sqlx::query(
+            "UPDATE tickets SET status = 'resolved', resolved_at_ms = $1 \
+             WHERE id = $2 AND status = 'open'",
         )
         .bind(at_ms)
         .bind(id)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .execute(pool)
+        .await.map(|done| done.rows_affected()))?;
+        Ok(done == 1)
     }
 
     /// Tokens spent between `from_ms` and `to_ms` per (tenant, provider): each
@@ -245,22 +255,22 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<(String, String, Usage)>, StoreError> {
-        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-            "SELECT tenant, provider, SUM(p), SUM(c) FROM ( \
+        let rows: Vec<(String, String, i64, i64)> = crate::with_db!(self.db(), pool => sqlx::query_as(
+            "SELECT tenant, provider, CAST(SUM(p) AS BIGINT), CAST(SUM(c) AS BIGINT) FROM ( \
                SELECT r.tenant AS tenant, a.provider AS provider, a.prompt_tokens AS p, \
                  a.completion_tokens AS c \
                FROM requests r JOIN attempts a ON a.request_id = r.id \
-               WHERE r.created_at_ms >= ?1 AND r.created_at_ms <= ?2 AND a.prompt_tokens IS NOT NULL \
+               WHERE r.created_at_ms >= $1 AND r.created_at_ms <= $2 AND a.prompt_tokens IS NOT NULL \
                UNION ALL \
                SELECT tenant, served_by, prompt_tokens, completion_tokens FROM requests \
-               WHERE created_at_ms >= ?1 AND created_at_ms <= ?2 \
+               WHERE created_at_ms >= $1 AND created_at_ms <= $2 \
                  AND served_by IN ('cache', 'last-resort') \
-             ) GROUP BY tenant, provider ORDER BY tenant, provider",
+             ) u GROUP BY tenant, provider ORDER BY tenant, provider",
         )
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(self.pool())
-        .await?;
+        .fetch_all(pool)
+        .await)?;
         Ok(rows
             .into_iter()
             .map(|(tenant, provider, p, c)| {

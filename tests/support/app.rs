@@ -158,12 +158,12 @@ impl TestServer {
 
     /// Waits until the count `sql` returns satisfies `done`, and returns it.
     pub async fn rows(&self, sql: &str, done: impl Fn(i64) -> bool) -> i64 {
-        let pool = self.server.store.pool();
+        let db = self.server.store.db();
         super::eventually(|| async {
-            let count = sqlx::query_scalar::<_, i64>(sql)
+            let count = chaosai::with_db!(db, pool => sqlx::query_scalar::<_, i64>(sql)
                 .fetch_one(pool)
-                .await
-                .unwrap();
+                .await)
+            .unwrap();
             done(count).then_some(count)
         })
         .await
@@ -300,18 +300,18 @@ impl TestServer {
             |n| n == 1,
         )
         .await;
-        let pool = self.server.store.pool();
-        let status: String = sqlx::query_scalar("SELECT status FROM requests WHERE id = ?")
+        let db = self.server.store.db();
+        let status: String = chaosai::with_db!(db, pool => sqlx::query_scalar("SELECT status FROM requests WHERE id = $1")
             .bind(id)
             .fetch_one(pool)
-            .await
+            .await)
             .unwrap();
-        let attempts: Vec<(String, String)> = sqlx::query_as(
-            "SELECT provider, outcome FROM attempts WHERE request_id = ? ORDER BY seq",
+        let attempts: Vec<(String, String)> = chaosai::with_db!(db, pool => sqlx::query_as(
+            "SELECT provider, outcome FROM attempts WHERE request_id = $1 ORDER BY seq",
         )
         .bind(id)
         .fetch_all(pool)
-        .await
+        .await)
         .unwrap();
         (status, attempts)
     }
@@ -319,12 +319,12 @@ impl TestServer {
     /// A request's recorded usage once it is written: (prompt, completion, source).
     pub async fn audited_usage(&self, id: &str) -> (i64, i64, Option<String>) {
         self.audited(id).await;
-        sqlx::query_as(
+        chaosai::with_db!(self.server.store.db(), pool => sqlx::query_as(
             "SELECT prompt_tokens, completion_tokens, usage_source FROM requests WHERE id = ?",
         )
         .bind(id)
-        .fetch_one(self.server.store.pool())
-        .await
+        .fetch_one(pool)
+        .await)
         .unwrap()
     }
 }

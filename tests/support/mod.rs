@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod binary;
+pub mod engines;
 pub mod hostile;
 pub mod upstream;
 

@@ -26,7 +26,7 @@ mod worker;
 
 use super::{RequestRecord, Ticket};
 use crate::shared::{ChatTurn, FaultChangedBy, FaultSpec, Transition};
-use sqlx::SqlitePool;
+use crate::store::Db;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -156,7 +156,7 @@ pub struct AuditWriter {
 
 impl AuditWriter {
     /// Starts the writer (under its supervisor) on `pool`.
-    pub fn start(pool: SqlitePool, settings: AuditSettings) -> (Self, JoinHandle<()>) {
+    pub fn start(pool: Db, settings: AuditSettings) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(settings.queue.max(1));
         let shared = Arc::new(Shared {
             counters: Arc::new(AuditCounters::default()),

@@ -2,9 +2,11 @@
 //! per table, and retention over every table in small deletes.
 
 use super::AuditRecord;
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use crate::store::Db;
+use sqlx::QueryBuilder;
 
-/// SQLite allows 32 766 bound parameters per statement; rows per INSERT stay well below.
+/// SQLite allows 32 766 bound parameters per statement and PostgreSQL 65 535;
+/// rows per INSERT stay well below both.
 const ROWS_PER_STATEMENT: usize = 400;
 
 /// A count as SQLite stores it; a provider reporting more than `i64::MAX` tokens
@@ -48,30 +50,26 @@ const DATED_TABLES: &[(&str, &str)] = &[
 /// Deletes, in every audited table, rows older than `older_than_ms` and the
 /// oldest beyond `max_rows`, a few hundred at a time. Attempts go with their
 /// request (a foreign key with `ON DELETE CASCADE`). Returns rows deleted.
-pub(super) async fn prune(
-    pool: &SqlitePool,
-    older_than_ms: i64,
-    max_rows: i64,
-) -> Result<u64, sqlx::Error> {
+pub(super) async fn prune(db: &Db, older_than_ms: i64, max_rows: i64) -> Result<u64, sqlx::Error> {
     let mut deleted = 0;
     for (table, dated) in DATED_TABLES {
         loop {
-            let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            let total: i64 = crate::with_db!(db, pool => sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
                 .fetch_one(pool)
-                .await?;
+                .await)?;
             let over = (total - max_rows).max(0);
             // Oldest first: everything past the age limit, then whatever exceeds the cap.
-            let done = sqlx::query(&format!(
+            let done = crate::with_db!(db, pool => sqlx::query(&format!(
                 "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} \
-                 WHERE {dated} < ? OR rowid IN (SELECT rowid FROM {table} ORDER BY rowid LIMIT ?) \
-                 ORDER BY rowid LIMIT ?)"
+                 WHERE {dated} < $1 OR rowid IN (SELECT rowid FROM {table} ORDER BY rowid LIMIT $2) \
+                 ORDER BY rowid LIMIT $3)"
             ))
             .bind(older_than_ms)
             .bind(over.min(PRUNE_BATCH))
             .bind(PRUNE_BATCH)
             .execute(pool)
-            .await?
-            .rows_affected();
+            .await
+            .map(|done| done.rows_affected()))?;
             deleted += done;
             if done < PRUNE_BATCH as u64 {
                 break;
@@ -83,10 +81,7 @@ pub(super) async fn prune(
 }
 
 /// Writes records in one transaction with multi-row INSERTs per table.
-pub(super) async fn write_batch(
-    pool: &SqlitePool,
-    batch: &[&AuditRecord],
-) -> Result<(), sqlx::Error> {
+pub(super) async fn write_batch(db: &Db, batch: &[&AuditRecord]) -> Result<(), sqlx::Error> {
     // One pass sorts records into rows per table, so each INSERT below binds its
     // own typed rows instead of matching the enum again.
     let mut requests = Vec::new();
@@ -103,10 +98,11 @@ pub(super) async fn write_batch(
             AuditRecord::Ticket(t) => tickets.push(t),
         }
     }
+    crate::with_db!(db, pool => {
     let mut tx = pool.begin().await?;
     for chunk in requests.chunks(ROWS_PER_STATEMENT / 16) {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT OR IGNORE INTO requests (id, created_at_ms, surface, stream, served_by, status, \
+        let mut q: QueryBuilder<_> = QueryBuilder::new(
+            "INSERT INTO requests (id, created_at_ms, surface, stream, served_by, status, \
              latency_ms, overhead_ms, question_chars, answer_chars, conversation_id, cache_similarity, \
              tenant, prompt_tokens, completion_tokens, usage_source) ",
         );
@@ -128,6 +124,8 @@ pub(super) async fn write_batch(
                 .push_bind(saturating_i64(r.usage.completion_tokens))
                 .push_bind(r.usage_source);
         });
+        // A request written again after a retried batch is already there.
+        q.push(" ON CONFLICT DO NOTHING");
         q.build().execute(&mut *tx).await?;
     }
     let attempts: Vec<_> = requests
@@ -140,8 +138,8 @@ pub(super) async fn write_batch(
         })
         .collect();
     for chunk in attempts.chunks(ROWS_PER_STATEMENT / 9) {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT OR IGNORE INTO attempts (request_id, seq, provider, outcome, http_status, latency_ms, \
+        let mut q: QueryBuilder<_> = QueryBuilder::new(
+            "INSERT INTO attempts (request_id, seq, provider, outcome, http_status, latency_ms, \
              breaker_before, prompt_tokens, completion_tokens) ",
         );
         q.push_values(chunk, |mut row, (id, seq, a)| {
@@ -155,10 +153,12 @@ pub(super) async fn write_batch(
                 .push_bind(a.usage.map(|u| saturating_i64(u.prompt_tokens)))
                 .push_bind(a.usage.map(|u| saturating_i64(u.completion_tokens)));
         });
+        // A request written again after a retried batch is already there.
+        q.push(" ON CONFLICT DO NOTHING");
         q.build().execute(&mut *tx).await?;
     }
     for chunk in transitions.chunks(ROWS_PER_STATEMENT / 5) {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        let mut q: QueryBuilder<_> = QueryBuilder::new(
             "INSERT INTO breaker_transitions (at_ms, provider, from_state, to_state, reason) ",
         );
         q.push_values(chunk, |mut row, t| {
@@ -171,7 +171,7 @@ pub(super) async fn write_batch(
         q.build().execute(&mut *tx).await?;
     }
     for chunk in faults.chunks(ROWS_PER_STATEMENT / 6) {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        let mut q: QueryBuilder<_> = QueryBuilder::new(
             "INSERT INTO fault_changes (at_ms, provider, action, kind, spec_json, changed_by) ",
         );
         q.push_values(chunk, |mut row, f| {
@@ -185,7 +185,7 @@ pub(super) async fn write_batch(
         q.build().execute(&mut *tx).await?;
     }
     for chunk in messages.chunks(ROWS_PER_STATEMENT / 5) {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        let mut q: QueryBuilder<_> = QueryBuilder::new(
             "INSERT INTO messages (at_ms, conversation_id, request_id, role, content) ",
         );
         q.push_values(chunk, |mut row, m| {
@@ -198,7 +198,7 @@ pub(super) async fn write_batch(
         q.build().execute(&mut *tx).await?;
     }
     for chunk in tickets.chunks(ROWS_PER_STATEMENT / 6) {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        let mut q: QueryBuilder<_> = QueryBuilder::new(
             "INSERT INTO tickets (id, created_at_ms, request_id, question, conversation_json, failure_json) ",
         );
         q.push_values(chunk, |mut row, t| {
@@ -211,6 +211,6 @@ pub(super) async fn write_batch(
         });
         q.build().execute(&mut *tx).await?;
     }
-    tx.commit().await?;
-    Ok(())
+    tx.commit().await
+    })
 }

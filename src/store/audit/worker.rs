@@ -4,7 +4,7 @@
 
 use super::sql::{self, is_bad_row};
 use super::{AuditCounters, AuditRecord, AuditSettings, Command};
-use sqlx::SqlitePool;
+use crate::store::Db;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +24,7 @@ struct Held {
 
 /// Runs writers until the queue closes, starting a new one whenever one dies.
 pub(super) async fn supervise(
-    pool: SqlitePool,
+    pool: Db,
     rx: mpsc::Receiver<Command>,
     settings: AuditSettings,
     counters: Arc<AuditCounters>,
@@ -46,12 +46,7 @@ pub(super) async fn supervise(
 }
 
 /// The writer: batches records and writes them until the queue closes.
-async fn run(
-    pool: SqlitePool,
-    held: Arc<Held>,
-    settings: AuditSettings,
-    counters: Arc<AuditCounters>,
-) {
+async fn run(pool: Db, held: Arc<Held>, settings: AuditSettings, counters: Arc<AuditCounters>) {
     let mut rx = held.rx.lock().await;
     // A predecessor may have died holding a batch: it goes first.
     write_held(&pool, &held, &counters).await;
@@ -102,7 +97,7 @@ fn hold(held: &Held) -> std::sync::MutexGuard<'_, Vec<Pending>> {
 
 /// Writes the held batch, clearing it only once every record is committed or
 /// set aside, so a writer that dies midway leaves it to its successor.
-async fn write_held(pool: &SqlitePool, held: &Held, counters: &AuditCounters) {
+async fn write_held(pool: &Db, held: &Held, counters: &AuditCounters) {
     let batch: Vec<AuditRecord> = hold(held).iter().map(|(r, _)| r.clone()).collect();
     if batch.is_empty() {
         return;
@@ -123,7 +118,7 @@ async fn write_held(pool: &SqlitePool, held: &Held, counters: &AuditCounters) {
 /// goes in one transaction; if the database refuses it, row by row, so one bad
 /// row never takes its batch with it. While the database is unavailable (not a
 /// row's fault), this waits and retries: the queue absorbs the outage.
-async fn write(pool: &SqlitePool, batch: &[AuditRecord], counters: &AuditCounters) -> Vec<bool> {
+async fn write(pool: &Db, batch: &[AuditRecord], counters: &AuditCounters) -> Vec<bool> {
     let all: Vec<&AuditRecord> = batch.iter().collect();
     let mut delay = Duration::from_millis(20);
     for attempt in 1..=BATCH_ATTEMPTS {
@@ -146,7 +141,7 @@ async fn write(pool: &SqlitePool, batch: &[AuditRecord], counters: &AuditCounter
 }
 
 /// Writes one record alone: `false` only if the database refuses the row itself.
-async fn write_one(pool: &SqlitePool, record: &AuditRecord, counters: &AuditCounters) -> bool {
+async fn write_one(pool: &Db, record: &AuditRecord, counters: &AuditCounters) -> bool {
     let mut delay = Duration::from_millis(20);
     loop {
         match sql::write_batch(pool, &[record]).await {

@@ -1,0 +1,361 @@
+//! The store's whole surface, run once on SQLite and once on a real PostgreSQL:
+//! the same audit writer, read queries, history, keys, tickets and retention,
+//! so neither engine drifts from the other.
+
+mod support;
+
+use chaosai::shared::audit::UsageBy;
+use chaosai::shared::{
+    AttemptOutcome, AttemptSummary, BreakerState, ChatTurn, FaultChangedBy, FaultKind, FaultSpec,
+    RequestStatus, Route, Surface, Transition, Usage, UsageSource,
+};
+use chaosai::store::audit::{AuditRecord, AuditSettings, AuditWriter, FaultRecord, MessageRecord};
+use chaosai::store::queries::RequestFilter;
+use chaosai::store::{Engine, RequestRecord, Store, Ticket};
+use std::time::Duration;
+use support::engines::Postgres;
+
+fn attempt(provider: &str, outcome: AttemptOutcome, tokens: Option<u64>) -> AttemptSummary {
+    AttemptSummary {
+        provider: provider.into(),
+        outcome,
+        status: (outcome != AttemptOutcome::Ok).then_some(503),
+        latency_ms: 12,
+        breaker: Some(BreakerState::Closed),
+        usage: tokens.map(|t| Usage {
+            prompt_tokens: t,
+            completion_tokens: 2 * t,
+        }),
+    }
+}
+
+fn request(i: i64, tenant: &str, served_by: &str, attempts: Vec<AttemptSummary>) -> RequestRecord {
+    RequestRecord {
+        id: format!("req-{i:03}"),
+        created_at_ms: 1_000_000 + i * 1_000,
+        surface: Surface::Api,
+        stream: i % 2 == 0,
+        served_by: Some(Route::from(served_by)),
+        status: RequestStatus::Ok,
+        latency_ms: 40,
+        overhead_ms: 0.25,
+        question_chars: 20,
+        answer_chars: 80,
+        attempts,
+        conversation_id: Some("conv-1".into()),
+        cache_similarity: (served_by == "cache").then_some(0.93),
+        tenant: tenant.into(),
+        usage: Usage {
+            prompt_tokens: 10,
+            completion_tokens: 20,
+        },
+        usage_source: Some(UsageSource::Provider),
+    }
+}
+
+/// Everything the store does, asserted the same way whatever the engine.
+async fn exercise(url: &str, engine: Engine) {
+    let store = Store::open(url).await.unwrap();
+    assert_eq!(store.db().engine(), engine);
+    // Opening again finds every migration applied.
+    Store::open(url).await.unwrap();
+    let (writer, _task) = AuditWriter::start(
+        store.db().clone(),
+        AuditSettings {
+            queue: 64,
+            batch: 16,
+            flush_interval: Duration::from_millis(5),
+        },
+    );
+    for i in 0..30 {
+        let (served_by, attempts) = match i % 3 {
+            0 => ("gpt", vec![attempt("gpt", AttemptOutcome::Ok, Some(10))]),
+            1 => (
+                "gpt",
+                vec![
+                    attempt("claude", AttemptOutcome::ServerError, None),
+                    attempt("gpt", AttemptOutcome::Ok, Some(10)),
+                ],
+            ),
+            _ => ("cache", vec![]),
+        };
+        let tenant = if i < 20 { "acme" } else { "globex" };
+        writer
+            .write(AuditRecord::Request(Box::new(request(
+                i, tenant, served_by, attempts,
+            ))))
+            .await;
+    }
+    // A retried batch writes a request again: it is there once.
+    writer
+        .write(AuditRecord::Request(Box::new(request(
+            0,
+            "acme",
+            "gpt",
+            vec![],
+        ))))
+        .await;
+    writer
+        .write(AuditRecord::Transition(Transition {
+            provider: "claude".into(),
+            from: BreakerState::Closed,
+            to: BreakerState::Open,
+            reason: "3 consecutive failures".into(),
+            at_ms: 1_005_000,
+            replica: None,
+        }))
+        .await;
+    writer
+        .write(AuditRecord::Fault(FaultRecord {
+            at_ms: 1_004_000,
+            provider: "claude".into(),
+            spec: Some(FaultSpec {
+                kind: FaultKind::Outage,
+                duration_s: Some(30),
+            }),
+            by: FaultChangedBy::Admin,
+        }))
+        .await;
+    for (n, turn) in [
+        ChatTurn::user("where is it?"),
+        ChatTurn::assistant("on its way"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        writer
+            .write(AuditRecord::Message(MessageRecord {
+                at_ms: 1_000_000 + n as i64,
+                conversation_id: "conv-1".into(),
+                request_id: "req-000".into(),
+                turn,
+            }))
+            .await;
+    }
+    writer.flush().await;
+    assert_eq!(
+        writer
+            .counters()
+            .rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+
+    // Paged newest first, filtered, with attempts in the same query.
+    let mut filter = RequestFilter {
+        limit: 7,
+        with_attempts: true,
+        ..RequestFilter::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = store.requests(&filter).await.unwrap();
+        seen.extend(
+            page.items
+                .iter()
+                .map(|r| (r.id.clone(), r.attempts.clone().unwrap().len())),
+        );
+        match page.next_cursor {
+            Some(cursor) => filter.before = Some(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 30, "each request once");
+    assert_eq!(seen[0], ("req-029".to_string(), 0), "the cache answered it");
+    assert_eq!(seen[1], ("req-028".to_string(), 2));
+    assert_eq!(seen[29], ("req-000".to_string(), 1));
+    let by_provider = store
+        .requests(&RequestFilter {
+            provider: Some("claude".into()),
+            tenant: Some("acme".into()),
+            limit: 100,
+            ..RequestFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        by_provider.items.len(),
+        7,
+        "acme's requests that tried claude"
+    );
+    let cached = store
+        .requests(&RequestFilter {
+            route: Some(Route::Cache),
+            status: Some(RequestStatus::Ok),
+            from_ms: Some(1_010_000),
+            to_ms: Some(1_020_000),
+            limit: 100,
+            ..RequestFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        cached
+            .items
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        ["req-017", "req-014", "req-011"]
+    );
+    let one = store.request("req-001").await.unwrap().unwrap();
+    assert!(!one.stream);
+    assert_eq!(one.overhead_ms, 0.25);
+    assert_eq!(
+        one.attempts.as_ref().unwrap()[0].outcome,
+        AttemptOutcome::ServerError
+    );
+    assert_eq!(one.attempts.as_ref().unwrap()[0].http_status, Some(503));
+    assert_eq!(
+        store
+            .request("req-002")
+            .await
+            .unwrap()
+            .unwrap()
+            .cache_similarity,
+        Some(0.93)
+    );
+    assert!(store.request("nobody").await.unwrap().is_none());
+
+    // Usage and spend: summed as integers on both engines.
+    let by_tenant = store.usage(UsageBy::Tenant, 0).await.unwrap();
+    assert_eq!(
+        by_tenant
+            .iter()
+            .map(|u| (u.key.as_str(), u.requests, u.total_tokens))
+            .collect::<Vec<_>>(),
+        [("acme", 20, 600), ("globex", 10, 300)]
+    );
+    let by_provider = store.usage(UsageBy::Provider, 0).await.unwrap();
+    let gpt = by_provider.iter().find(|u| u.key == "gpt").unwrap();
+    assert_eq!(
+        (gpt.requests, gpt.prompt_tokens, gpt.completion_tokens),
+        (20, 200, 400)
+    );
+    let cache = by_provider.iter().find(|u| u.key == "cache").unwrap();
+    assert_eq!(cache.requests, 10);
+    let spend = store.spend(0, i64::MAX).await.unwrap();
+    assert!(spend
+        .iter()
+        .any(|(t, p, u)| t == "globex" && p == "gpt" && u.prompt_tokens == 60));
+
+    // Transitions, faults, conversations, history.
+    let transitions = store.transitions(None, 10).await.unwrap();
+    assert_eq!(transitions.items.len(), 1);
+    assert_eq!(transitions.items[0].to_state, BreakerState::Open);
+    assert_eq!(
+        store.transitions_between(0, i64::MAX).await.unwrap().len(),
+        1
+    );
+    assert_eq!(store.fault_changes(0, i64::MAX).await.unwrap().len(), 1);
+    let turns = store.conversation("conv-1").await.unwrap();
+    assert_eq!(turns.len(), 2);
+    assert_eq!(turns[1].content, "on its way");
+    assert_eq!(store.request_points(0).await.unwrap().len(), 30);
+    assert_eq!(store.attempt_points(0).await.unwrap().len(), 30);
+    assert_eq!(
+        store.last_successes(0).await.unwrap().get("gpt"),
+        Some(&(1_000_000 + 28_000 + 40))
+    );
+    let buckets = store.route_buckets(0, i64::MAX, 10_000).await.unwrap();
+    assert_eq!(buckets.len(), 3);
+    assert_eq!(buckets[0].by_route.get("gpt"), Some(&7));
+    assert_eq!(buckets[0].by_route.get("cache"), Some(&3));
+
+    // Tickets: stored, listed, resolved once.
+    for n in 0..3 {
+        store
+            .insert_ticket(&Ticket {
+                id: format!("T-{n}"),
+                created_at_ms: 1_000_000 + n,
+                request_id: "req-000".into(),
+                question: "help".into(),
+                conversation_json: "[]".into(),
+                failure_json: "[]".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let tickets = store.tickets(None, 2).await.unwrap();
+    assert_eq!(tickets.items[0].id, "T-2");
+    let rest = store.tickets(tickets.next_cursor, 2).await.unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert!(store.resolve_ticket("T-1", 2_000_000).await.unwrap());
+    assert!(!store.resolve_ticket("T-1", 2_000_001).await.unwrap());
+
+    // Client keys.
+    let spec = chaosai::clients::ClientSpec {
+        name: "bot".into(),
+        tenant: "acme".into(),
+        key_sha256: "ab".repeat(32),
+        rpm: Some(60),
+        tpm: None,
+        origin: chaosai::clients::KeyOrigin::Admin,
+    };
+    store.insert_client(&spec, 1).await.unwrap();
+    let clients = store.clients().await.unwrap();
+    assert_eq!(clients.len(), 1);
+    assert_eq!((clients[0].rpm, clients[0].tpm), (Some(60), None));
+    store.delete_client("bot").await.unwrap();
+    assert!(store.clients().await.unwrap().is_empty());
+
+    // Retention: everything before 1 015 000 goes, attempts with their request.
+    writer.prune(1_015_000, 1_000_000);
+    writer.flush().await;
+    support::eventually(|| async {
+        let left = store
+            .requests(&RequestFilter {
+                limit: 100,
+                ..RequestFilter::default()
+            })
+            .await
+            .unwrap();
+        (left.items.len() == 15).then_some(())
+    })
+    .await;
+    let orphans: i64 = chaosai::with_db!(store.db(), pool => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM attempts a WHERE NOT EXISTS (SELECT 1 FROM requests r WHERE r.id = a.request_id)",
+    )
+    .fetch_one(pool)
+    .await)
+    .unwrap();
+    assert_eq!(orphans, 0);
+}
+
+#[tokio::test]
+async fn the_store_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    exercise(
+        &format!("sqlite://{}", dir.path().join("s.db").display()),
+        Engine::Sqlite,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_store_on_postgres() {
+    let pg = Postgres::start().await;
+    exercise(&pg.url, Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_or_unknown_database_is_one_error_naming_it() {
+    let port = support::binary::free_port();
+    let url = format!("postgres://chaosai:secret@127.0.0.1:{port}/chaosai");
+    let err = Store::open(&url)
+        .await
+        .err()
+        .expect("nobody listens there")
+        .to_string();
+    assert!(err.contains("cannot connect to postgres"), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(
+        !err.contains("secret"),
+        "the password stays out of logs: {err}"
+    );
+    let err = Store::open("mysql://somewhere/db")
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("neither sqlite"), "{err}");
+}
