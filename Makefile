@@ -16,12 +16,12 @@ WASM_BINDGEN_VERSION := 0.2.130
 # same flags so they reuse those artifacts instead of compiling everything twice.
 DEBUG_RUSTFLAGS := --cfg erase_components
 
-.PHONY: run test check rust-test bench soak tools node models browser e2e-deps e2e site-debug site-release clean-data
+.PHONY: run test check rust-test bench soak tools node models browser engines balancer cluster e2e-deps e2e site-debug site-release clean-data
 
 run: tools models site-release
 	LEPTOS_SITE_ROOT=target/site LEPTOS_OUTPUT_NAME=chaosai target/release/chaosai
 
-test: tools models browser e2e-deps
+test: tools models browser engines e2e-deps
 	cargo fmt --check
 	./scripts/site.sh debug
 	RUSTFLAGS="$(DEBUG_RUSTFLAGS)" cargo clippy --features ssr --all-targets -- -D warnings
@@ -30,10 +30,17 @@ test: tools models browser e2e-deps
 	./scripts/e2e.sh
 
 # Every benchmark (release build): the gateway against direct calls (written to
-# bench/RESULTS.md), cache, audit writer, resilience and criterion micro-benches.
+# bench/RESULTS.md), cache, audit writer, resilience, criterion micro-benches, and
+# the cluster's cost of sharing (bench/CLUSTER.md).
 # The soak has its own target.
-bench: tools models
-	cargo bench --features ssr --bench load --bench cache --bench audit --bench resilience --bench micro
+bench: tools models engines balancer
+	cargo bench --features ssr --bench load --bench cache --bench audit --bench resilience --bench micro --bench cluster
+
+# Replicas: PostgreSQL, Redis, REPLICAS (default 2) gateways and nginx in front on
+# http://127.0.0.1:3000, data in .cluster/ (scripts/cluster.sh).
+REPLICAS ?= 2
+cluster: tools models engines balancer site-release
+	REPLICAS=$(REPLICAS) ./scripts/cluster.sh
 
 # Chaos soak: SOAK_SECONDS (default 300) of steady traffic under random faults.
 SOAK_SECONDS ?= 300
@@ -71,6 +78,18 @@ browser:
 	@command -v chromium >/dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
+# PostgreSQL and Redis from Debian: the cluster tests start their own servers
+# in temporary directories; `make cluster` runs them from .cluster/.
+engines:
+	@{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null; } || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql redis-server; }
+
+balancer:
+	@command -v nginx >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx-light; }
 
 e2e-deps:
 	@[ -x end2end/node_modules/.bin/playwright ] || (cd end2end && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)

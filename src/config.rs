@@ -49,9 +49,12 @@ pub struct Config {
     /// Where and how the HTTP server listens.
     #[serde(default)]
     pub server: ServerConfig,
-    /// Where the SQLite database lives.
+    /// Where the database lives (SQLite by default, PostgreSQL for replicas).
     #[serde(default)]
     pub database: DatabaseConfig,
+    /// Replicas sharing breakers, faults, events and cache through Redis.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// Timeouts and prompts of the cascade.
     #[serde(default)]
     pub gateway: GatewayConfig,
@@ -156,6 +159,17 @@ impl Default for DatabaseConfig {
             url: "sqlite://data/chaosai.db".into(),
         }
     }
+}
+
+/// Replicas of one gateway sharing live state through Redis.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `redis://…`; `None` runs alone, every state in this process.
+    pub redis_url: Option<String>,
+    /// This replica's name on traces and transitions; by default the host name
+    /// and the listening port.
+    pub replica: Option<String>,
 }
 
 /// Policy of the cascade.
@@ -521,6 +535,12 @@ impl Config {
         }
         if let Some(v) = get("CHAOSAI_DATABASE_URL") {
             self.database.url = v;
+        }
+        if let Some(v) = get("CHAOSAI_REDIS_URL").filter(|v| !v.trim().is_empty()) {
+            self.cluster.redis_url = Some(v);
+        }
+        if let Some(v) = get("CHAOSAI_REPLICA").filter(|v| !v.trim().is_empty()) {
+            self.cluster.replica = Some(v);
         }
         if let Some(v) = get("CHAOSAI_SIMULATE") {
             self.gateway.simulate = match v.as_str() {

@@ -17,7 +17,8 @@
 //!   requests- and tokens-per-minute limits.
 //! - `cache` (server): layer 0, the semantic cache: local embeddings (ONNX Runtime),
 //!   an HNSW index, the guards that keep a wrong answer out, persistence, TTL.
-//! - `store` (server): the SQLite pool (sqlx), its migrations, the batched
+//! - `store` (server): the database (SQLite embedded, or PostgreSQL shared by
+//!   replicas; one sqlx code path for both), migrations per engine, the batched
 //!   [`AuditWriter`](store::audit::AuditWriter) and the audit read queries.
 //! - `chaos` (server): the `FaultPlan` of injected faults and the
 //!   loopback fault proxy that breaks provider exchanges on the wire.
@@ -34,6 +35,10 @@
 //! - `sim` (server): simulated providers, real HTTP servers on loopback that speak
 //!   the OpenAI and Anthropic protocols, so the whole real path runs without keys.
 //! - `traffic` (server): synthetic customer questions for demos.
+//! - `cluster` (server): replicas sharing breakers, faults, the boards' events and
+//!   new cache entries through Redis, behind the core's `gateway::peers::Peers`;
+//!   nothing on the request path waits for it, and each replica goes on alone
+//!   while Redis is down.
 //! - `api` (server): the HTTP surfaces: the OpenAI-compatible `/v1/*`, the chaos,
 //!   audit and cache admin APIs, `/ws/events`, `/metrics`, `/healthz`.
 //! - [`app`]: Leptos components (the chat, the chaos board, the audit page) and the
@@ -73,6 +78,8 @@ mod chaos;
 pub mod clients;
 #[cfg(feature = "ssr")]
 pub mod clock;
+#[cfg(feature = "ssr")]
+pub mod cluster;
 #[cfg(feature = "ssr")]
 pub mod config;
 #[cfg(feature = "ssr")]

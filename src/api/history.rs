@@ -50,6 +50,7 @@ pub fn trace(row: &RequestRow) -> Trace {
         latency_ms: row.latency_ms.max(0) as u64,
         status: row.status,
         at_ms: row.created_at_ms + row.latency_ms,
+        replica: None,
     }
 }
 

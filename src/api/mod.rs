@@ -50,6 +50,10 @@ pub struct AppState {
     pub prices: Arc<std::collections::BTreeMap<String, crate::shared::audit::Price>>,
     /// The demo's synthetic customer traffic.
     pub traffic: Arc<crate::traffic::Traffic>,
+    /// The link to the other replicas, when there are any.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Whether the database answered its last check.
+    pub store_up: Arc<std::sync::atomic::AtomicBool>,
     /// Turns `true` when the server shuts down, so long-lived connections (the
     /// event websocket) close instead of holding the shutdown up.
     pub shutdown: watch::Receiver<bool>,
@@ -94,13 +98,39 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Ready once the server accepts connections: the state only exists after the
-/// store is open and every provider is configured.
+/// store is open and every provider is configured. Always 200 while customers
+/// get answers: a database or Redis outage is `"degraded"`, with what is down,
+/// since the replica still answers (the audit waits in its queue; breakers and
+/// faults go local).
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
+    use std::sync::atomic::Ordering::Relaxed;
     let providers: Vec<_> = state
         .gateway
         .cascade()
         .providers()
         .map(|p| json!({"name": p.name(), "protocol": p.protocol().as_str(), "model": p.model()}))
         .collect();
-    Json(json!({"status": "ok", "providers": providers}))
+    let store_up = state.store_up.load(Relaxed);
+    let redis_up = state.cluster.as_ref().map(|c| c.is_up());
+    let mut down = Vec::new();
+    if !store_up {
+        down.push("database");
+    }
+    if redis_up == Some(false) {
+        down.push("redis");
+    }
+    let status = if down.is_empty() { "ok" } else { "degraded" };
+    let mut body = json!({
+        "status": status,
+        "providers": providers,
+        "store": {"engine": state.store.db().engine().label(), "up": store_up},
+    });
+    if let Some(cluster) = &state.cluster {
+        use crate::gateway::peers::Peers;
+        body["cluster"] = json!({"replica": cluster.replica(), "redis_up": cluster.is_up()});
+    }
+    if !down.is_empty() {
+        body["down"] = json!(down);
+    }
+    Json(body)
 }

@@ -13,6 +13,11 @@
 //! cool-down rather than the base one, so a flapping provider cannot flip the
 //! breaker faster than its cool-down.
 //!
+//! Replicas share what their breakers learn ([`Breaker::follow`]): the shared
+//! consecutive-failure count, an opening and its cool-down, a probe's success.
+//! Following is silent about its source; the caller names the replica in the
+//! transition's reason.
+//!
 //! The clock is passed in (`now`), so tests step time without sleeping.
 
 use crate::shared::{AttemptOutcome, BreakerState, ProbeMode};
@@ -62,6 +67,20 @@ pub enum Admission {
     Probe,
     /// Skip this provider without any I/O.
     Reject,
+}
+
+/// What another replica's breaker of the same provider learned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Remote {
+    /// The provider's consecutive failures across the cluster (0: it answered).
+    Failures(u32),
+    /// It opened there, with this long before a probe may go.
+    Opened {
+        /// The cool-down it chose.
+        retry_in: Duration,
+    },
+    /// A probe there succeeded: the provider is back.
+    Closed,
 }
 
 /// One provider's breaker.
@@ -250,6 +269,74 @@ impl Breaker {
     /// Returns an admitted call that ended without a verdict on the provider's
     /// health (the customer left, or the request was the caller's own error).
     /// A probe's slot is freed so the next call can probe.
+    /// Takes in what another replica learned, `from` naming it in the reason of
+    /// any transition. A shared failure count at the threshold opens a CLOSED
+    /// breaker as its own failures would; an opening elsewhere opens it for the
+    /// same cool-down (or extends an opening here); a probe's success elsewhere
+    /// closes it, unless a probe of its own is in flight and will decide.
+    pub fn follow(&mut self, remote: &Remote, from: &str, now: Instant) -> Option<Transition> {
+        match (*remote).clone() {
+            Remote::Failures(count) => {
+                if self.state != BreakerState::Closed {
+                    return None;
+                }
+                // A count that went back to 0 is a success elsewhere; otherwise the
+                // larger view wins (a failure here may not have reached Redis yet).
+                self.consecutive_failures = if count == 0 {
+                    0
+                } else {
+                    self.consecutive_failures.max(count)
+                };
+                if self.consecutive_failures < self.config.failure_threshold {
+                    return None;
+                }
+                let cool_down = self.cool_down(false, None);
+                self.open_until = now + cool_down;
+                Some(self.move_to(
+                    BreakerState::Open,
+                    now,
+                    format!(
+                        "{} consecutive failures across replicas (last on {from}); probe in {}s",
+                        self.consecutive_failures,
+                        cool_down.as_secs()
+                    ),
+                ))
+            }
+            Remote::Opened { retry_in } => {
+                let retry_in = retry_in.min(self.config.max_open_for.max(self.config.open_for));
+                let until = now + retry_in;
+                match self.state {
+                    BreakerState::Open => {
+                        self.open_until = self.open_until.max(until);
+                        None
+                    }
+                    BreakerState::HalfOpen if self.probe_in_flight => None,
+                    BreakerState::Closed | BreakerState::HalfOpen => {
+                        self.open_until = until;
+                        self.current_open_for = self.current_open_for.max(retry_in);
+                        Some(self.move_to(
+                            BreakerState::Open,
+                            now,
+                            format!("opened on {from}; probe in {}s", retry_in.as_secs()),
+                        ))
+                    }
+                }
+            }
+            Remote::Closed => {
+                if self.state == BreakerState::Closed || self.probe_in_flight {
+                    return None;
+                }
+                self.consecutive_failures = 0;
+                self.recovered_at = Some(now);
+                Some(self.move_to(
+                    BreakerState::Closed,
+                    now,
+                    format!("probe on {from} succeeded"),
+                ))
+            }
+        }
+    }
+
     pub fn on_abandon(&mut self, admission: Admission) {
         if admission == Admission::Probe {
             self.probe_in_flight = false;
@@ -521,5 +608,77 @@ mod tests {
             "{gaps:?}"
         );
         assert!(openings.len() <= 12, "{} openings", openings.len());
+    }
+
+    #[test]
+    fn a_shared_count_at_the_threshold_opens_and_a_zero_resets() {
+        let t0 = Instant::now();
+        let mut b = breaker(t0);
+        fail(&mut b, t0);
+        assert!(b.follow(&Remote::Failures(2), "b", t0).is_none());
+        assert_eq!(b.consecutive_failures(), 2);
+        assert!(b.follow(&Remote::Failures(0), "b", t0).is_none());
+        assert_eq!(b.consecutive_failures(), 0, "a success elsewhere resets");
+        let t = b.follow(&Remote::Failures(3), "b", t0).expect("opens");
+        assert_eq!((t.from, t.to), (Closed, Open));
+        assert!(
+            t.reason.contains("across replicas (last on b)"),
+            "{}",
+            t.reason
+        );
+        assert_eq!(b.retry_in(t0), Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn an_opening_elsewhere_opens_here_for_its_cool_down_and_a_probe_there_closes() {
+        let t0 = Instant::now();
+        let mut b = breaker(t0);
+        let opened = Remote::Opened {
+            retry_in: Duration::from_secs(20),
+        };
+        let t = b.follow(&opened, "a", t0).expect("opens");
+        assert!(t.reason.contains("opened on a"), "{}", t.reason);
+        assert_eq!(b.admit(t0 + Duration::from_secs(19)).0, Admission::Reject);
+        // Already OPEN: a later opening elsewhere only extends the cool-down.
+        let later = Remote::Opened {
+            retry_in: Duration::from_secs(25),
+        };
+        assert!(b
+            .follow(&later, "a", t0 + Duration::from_secs(10))
+            .is_none());
+        assert_eq!(
+            b.retry_in(t0 + Duration::from_secs(10)),
+            Some(Duration::from_secs(25))
+        );
+        let closed = b
+            .follow(&Remote::Closed, "a", t0 + Duration::from_secs(11))
+            .expect("closes");
+        assert_eq!((closed.from, closed.to), (Open, Closed));
+        assert_eq!(b.admit(t0 + Duration::from_secs(11)).0, Admission::Call);
+        // A cool-down from elsewhere is capped like one of our own.
+        let huge = Remote::Opened {
+            retry_in: Duration::from_secs(3_600),
+        };
+        b.follow(&huge, "a", t0);
+        assert_eq!(b.retry_in(t0), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_probe_in_flight_here_decides_whatever_another_replica_says() {
+        let t0 = Instant::now();
+        let mut b = breaker(t0);
+        (0..3).for_each(|_| {
+            fail(&mut b, t0);
+        });
+        let t1 = t0 + Duration::from_secs(10);
+        let (probe, _) = b.admit(t1);
+        assert_eq!(probe, Admission::Probe);
+        assert!(b.follow(&Remote::Closed, "a", t1).is_none());
+        let opened = Remote::Opened {
+            retry_in: Duration::from_secs(20),
+        };
+        assert!(b.follow(&opened, "a", t1).is_none());
+        assert_eq!(b.state(), HalfOpen);
+        assert!(b.on_success(probe, t1).is_some());
     }
 }

@@ -7,10 +7,15 @@
 //! to the next provider; an invalid request goes back to the caller. A stream is
 //! held back until its first content token, so a failover before it is invisible
 //! to the customer.
+//!
+//! In a cluster, each breaker also tells the other replicas what it learns and
+//! follows what they learn ([`Cascade::follow`]); a background probe first asks
+//! for the cluster's one probe lease.
 
-use super::breaker::{Admission, Breaker, BreakerConfig, Transition};
+use super::breaker::{Admission, Breaker, BreakerConfig, Remote, Transition};
 use super::events::EventBus;
 use super::metrics::Metrics;
+use super::peers::Peers;
 use super::prompt::PromptTemplate;
 use super::provider::{
     Options, Piece, PieceStream, Provider, ProviderError, ProviderRequest, TimeoutKind,
@@ -22,6 +27,7 @@ use crate::shared::{
     ProbeMode, Transition as Announced,
 };
 use futures::StreamExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -203,6 +209,8 @@ pub struct BreakerView {
 struct Slot {
     entry: CascadeEntry,
     breaker: Mutex<Breaker>,
+    /// Whether a background probe (or the wait for its lease) is under way.
+    probing: AtomicBool,
 }
 
 impl Slot {
@@ -228,7 +236,13 @@ pub struct Cascade {
     metrics: Arc<Metrics>,
     /// The time breakers decide by.
     clock: SharedClock,
+    /// The other replicas, when there are any.
+    peers: Option<Arc<dyn Peers>>,
 }
+
+/// How much longer than one attempt a probe's lease lasts: a replica that dies
+/// mid-probe holds it no longer than this past the attempt's own limit.
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
 
 /// The right to call one provider once, as its breaker granted it. Dropped
 /// without a verdict (the customer left, the call was cancelled), it hands the
@@ -243,22 +257,23 @@ struct Permit<'a> {
 impl Permit<'_> {
     fn success(mut self) {
         self.settled = true;
-        let transition = self
-            .slot
-            .breaker()
-            .on_success(self.admission, self.cascade.clock.now());
-        self.cascade.announce(self.slot.name(), transition);
+        let (counted, transition) = {
+            let mut breaker = self.slot.breaker();
+            let counted = breaker.consecutive_failures() > 0;
+            (
+                counted,
+                breaker.on_success(self.admission, self.cascade.clock.now()),
+            )
+        };
+        if let (true, Some(peers)) = (counted && transition.is_none(), &self.cascade.peers) {
+            peers.recovered(self.slot.name());
+        }
+        self.cascade.announce(self.slot, transition);
     }
 
     fn failure(mut self, err: &ProviderError) {
         self.settled = true;
-        let transition = self.slot.breaker().on_failure(
-            self.admission,
-            err.outcome(),
-            err.retry_after(),
-            self.cascade.clock.now(),
-        );
-        self.cascade.announce(self.slot.name(), transition);
+        self.cascade.failed(self.slot, self.admission, err);
     }
 }
 
@@ -284,6 +299,7 @@ impl Cascade {
             .into_iter()
             .map(|entry| Slot {
                 breaker: Mutex::new(Breaker::new(entry.breaker, now)),
+                probing: AtomicBool::new(false),
                 entry,
             })
             .collect();
@@ -293,7 +309,25 @@ impl Cascade {
             events,
             metrics,
             clock,
+            peers: None,
         }
+    }
+
+    /// The same cascade, its breakers shared with other replicas.
+    pub fn with_peers(mut self, peers: Option<Arc<dyn Peers>>) -> Self {
+        self.peers = peers;
+        self
+    }
+
+    /// Takes in what `from`'s breaker of `provider` learned; `false` when no such
+    /// provider is configured here.
+    pub fn follow(&self, provider: &str, remote: &Remote, from: &str) -> bool {
+        let Some(slot) = self.slots.iter().find(|s| s.name() == provider) else {
+            return false;
+        };
+        let transition = slot.breaker().follow(remote, from, self.clock.now());
+        self.announce_as(slot, transition, false);
+        true
     }
 
     /// The providers in priority order.
@@ -332,8 +366,25 @@ impl Cascade {
             .collect()
     }
 
-    fn announce(&self, provider: &str, transition: Option<Transition>) {
+    fn announce(&self, slot: &Slot, transition: Option<Transition>) {
+        self.announce_as(slot, transition, true);
+    }
+
+    /// Announces a transition; one that this replica decided (`ours`) also
+    /// reaches the other replicas' breakers.
+    fn announce_as(&self, slot: &Slot, transition: Option<Transition>, ours: bool) {
         let Some(t) = transition else { return };
+        let provider = slot.name();
+        if let (true, Some(peers)) = (ours, &self.peers) {
+            match t.to {
+                BreakerState::Open => {
+                    let retry_in = slot.breaker().retry_in(self.clock.now());
+                    peers.opened(provider, retry_in.unwrap_or_default());
+                }
+                BreakerState::Closed => peers.closed(provider),
+                BreakerState::HalfOpen => {}
+            }
+        }
         tracing::info!(provider, from = t.from.label(), to = t.to.label(), reason = %t.reason, "breaker transition");
         self.metrics.breaker(provider, t.to);
         self.events
@@ -343,7 +394,30 @@ impl Cascade {
                 to: t.to,
                 reason: t.reason,
                 at_ms: self.clock.unix_ms(),
+                replica: None,
             }));
+    }
+
+    /// Records a failure of an admitted call; one while CLOSED also counts
+    /// toward the cluster's shared count.
+    fn failed(&self, slot: &Slot, admission: Admission, err: &ProviderError) {
+        let (counted, transition) = {
+            let mut breaker = slot.breaker();
+            let counted = breaker.state() == BreakerState::Closed;
+            (
+                counted,
+                breaker.on_failure(
+                    admission,
+                    err.outcome(),
+                    err.retry_after(),
+                    self.clock.now(),
+                ),
+            )
+        };
+        if let (true, Some(peers)) = (counted, &self.peers) {
+            peers.failed(slot.name());
+        }
+        self.announce(slot, transition);
     }
 
     /// Records that a stream broke after its first token: it counts against the
@@ -352,13 +426,7 @@ impl Cascade {
         self.metrics
             .attempt(provider, AttemptOutcome::StreamBroken, None);
         if let Some(slot) = self.slots.iter().find(|s| s.name() == provider) {
-            let transition = slot.breaker().on_failure(
-                Admission::Call,
-                err.outcome(),
-                err.retry_after(),
-                self.clock.now(),
-            );
-            self.announce(provider, transition);
+            self.failed(slot, Admission::Call, err);
         }
     }
 
@@ -517,7 +585,7 @@ impl Cascade {
                         breaker.admit(self.clock.now()),
                     )
                 };
-                self.announce(name, transition);
+                self.announce(slot, transition);
                 if admission == Admission::Reject {
                     self.metrics
                         .attempt(name, AttemptOutcome::SkippedOpen, None);
@@ -614,6 +682,9 @@ impl Cascade {
     /// own task, so a hanging provider delays no other's. Customers never probe
     /// such providers; the breaker closes as soon as a probe succeeds.
     pub fn probe_due(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        if let Some(peers) = &self.peers {
+            return self.probe_due_leased(peers.clone());
+        }
         let now = self.clock.now();
         let mut started = Vec::new();
         for index in 0..self.slots.len() {
@@ -628,10 +699,45 @@ impl Cascade {
             let Some((admission, transition)) = begun else {
                 continue;
             };
-            self.announce(slot.name(), transition);
+            self.announce(slot, transition);
             let cascade = self.clone();
             started.push(tokio::spawn(async move {
                 cascade.probe(&cascade.slots[index], admission).await
+            }));
+        }
+        started
+    }
+
+    /// [`probe_due`](Self::probe_due) in a cluster: a due probe first takes the
+    /// cluster's lease for its provider, so one replica probes while the others
+    /// keep skipping it and follow the probe's verdict.
+    fn probe_due_leased(
+        self: &Arc<Self>,
+        peers: Arc<dyn Peers>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let now = self.clock.now();
+        let mut started = Vec::new();
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            let due = {
+                let breaker = slot.breaker();
+                breaker.probe_mode() == ProbeMode::Background && breaker.probe_due(now)
+            };
+            if !due || slot.probing.swap(true, Ordering::AcqRel) {
+                continue;
+            }
+            let (cascade, peers) = (self.clone(), peers.clone());
+            started.push(tokio::spawn(async move {
+                let slot = &cascade.slots[index];
+                let lease = cascade.timeouts.attempt + LEASE_MARGIN;
+                if peers.probe_lease(slot.name(), lease).await {
+                    let begun = slot.breaker().begin_probe(cascade.clock.now());
+                    if let Some((admission, transition)) = begun {
+                        cascade.announce(slot, transition);
+                        cascade.probe(slot, admission).await;
+                    }
+                }
+                slot.probing.store(false, Ordering::Release);
             }));
         }
         started

@@ -98,6 +98,28 @@ impl FaultControl {
         expired
     }
 
+    /// Puts in force (or heals) a fault another replica set or healed: the plan
+    /// and the metric here follow; the live event and the audit row are the
+    /// origin's, so nothing is announced. `false` for an unknown provider or a
+    /// fault this build refuses.
+    pub fn follow(&self, provider: &str, fault: Option<FaultSpec>) -> bool {
+        if self.known(provider).is_err() {
+            return false;
+        }
+        match fault {
+            Some(spec) if spec.validate().is_ok() => {
+                self.plan.set(provider, spec, self.clock.now());
+                self.metrics.fault_active(provider, true);
+            }
+            Some(_) => return false,
+            None => {
+                self.plan.heal(provider);
+                self.metrics.fault_active(provider, false);
+            }
+        }
+        true
+    }
+
     /// The fault in force on `provider`, with its remaining time.
     pub fn status(&self, provider: &str) -> Option<ActiveFault> {
         self.plan.status(provider, self.clock.now())

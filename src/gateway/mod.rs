@@ -23,6 +23,7 @@ pub mod events;
 pub mod faults;
 mod last_resort;
 pub mod metrics;
+pub mod peers;
 pub mod prompt;
 pub mod provider;
 mod recorder;

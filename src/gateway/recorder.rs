@@ -231,6 +231,7 @@ impl Recorder {
             latency_ms: self.record.latency_ms,
             status,
             at_ms: sinks.clock.unix_ms(),
+            replica: None,
         }));
         sinks.audit.as_ref()?;
         let mut rows = Vec::with_capacity(3);

@@ -14,11 +14,13 @@ use crate::api::{self, AppState};
 use crate::cache::{Embedder, SemanticCache};
 use crate::chaos::{FaultPlan, FaultProxy, Upstream};
 use crate::clock::{self, SharedClock};
+use crate::cluster::Cluster;
 use crate::config::{Config, Secret, SimulateMode};
 use crate::gateway::cascade::{Cascade, CascadeEntry, Timeouts};
 use crate::gateway::events::EventBus;
 use crate::gateway::faults::FaultControl;
 use crate::gateway::metrics::{Metrics, Mirrored};
+use crate::gateway::peers::Peers;
 use crate::gateway::prompt::PromptTemplate;
 use crate::gateway::provider::{self, Endpoint, ProviderTarget};
 use crate::gateway::{Gateway, GatewayParts};
@@ -244,13 +246,85 @@ async fn open_cache(
             None
         }
     };
-    Ok(SemanticCache::open(
-        store.pool().clone(),
-        (&config.cache).into(),
-        embedder,
-        clock,
-    )
-    .await?)
+    Ok(SemanticCache::open(store.db().clone(), (&config.cache).into(), embedder, clock).await?)
+}
+
+/// The cluster link, when `[cluster] redis_url` is set. A URL the Redis client
+/// refuses is one error line and a replica that runs alone: safe, since every
+/// state it would share it also keeps itself.
+fn join_cluster(config: &Config) -> Option<Arc<Cluster>> {
+    let url = config.cluster.redis_url.as_deref()?;
+    let replica = config.cluster.replica.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "replica".into());
+        match config.server.addr.port() {
+            0 => format!("{host}-{}", std::process::id()),
+            port => format!("{host}:{port}"),
+        }
+    });
+    match Cluster::new(url, replica.clone()) {
+        Ok(cluster) => {
+            tracing::info!(%replica, redis = %crate::store::redacted(url), "replica of a cluster");
+            Some(cluster)
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "not joining the cluster: running alone");
+            None
+        }
+    }
+}
+
+/// Mirrors the health of the cluster link and of the store onto `/metrics`.
+fn mirror_links(
+    metrics: &Metrics,
+    cluster: Option<&Arc<Cluster>>,
+    store_up: &Arc<std::sync::atomic::AtomicBool>,
+    audit: Option<&AuditWriter>,
+) {
+    let up = store_up.clone();
+    let mut mirrored = Mirrored::default().gauge(
+        "chaosai_store_up",
+        "Whether the database answered its last check (1) or not (0)",
+        Box::new(move || f64::from(u8::from(up.load(Relaxed)))),
+    );
+    if let Some(audit) = audit.cloned() {
+        mirrored = mirrored.gauge(
+            "chaosai_audit_backlog",
+            "Audit records waiting to be written (queue and overflow list)",
+            Box::new(move || audit.backlog() as f64),
+        );
+    }
+    if let Some(cluster) = cluster {
+        let link = cluster.clone();
+        mirrored = mirrored.gauge(
+            "chaosai_cluster_redis_up",
+            "Whether Redis answered the replica's last command (1) or not (0)",
+            Box::new(move || f64::from(u8::from(link.is_up()))),
+        );
+        type Field = fn(&crate::cluster::ClusterCounters) -> &std::sync::atomic::AtomicU64;
+        let counts: [(&str, &str, Field); 3] = [
+            ("sent", "Messages sent to the other replicas", |c| &c.sent),
+            (
+                "received",
+                "Messages received from the other replicas",
+                |c| &c.received,
+            ),
+            (
+                "dropped",
+                "Messages dropped: outbox full or Redis down",
+                |c| &c.dropped,
+            ),
+        ];
+        for (result, help, field) in counts {
+            let cluster = cluster.clone();
+            mirrored = mirrored.counter(
+                &format!("chaosai_cluster_messages_{result}_total"),
+                help,
+                &[],
+                Box::new(move || field(cluster.counters()).load(Relaxed)),
+            );
+        }
+    }
+    metrics.mirror(mirrored);
 }
 
 /// Mirrors the audit writer's and the cache's own counts onto `/metrics`.
@@ -370,13 +444,16 @@ pub async fn start_with_clock(
     clock: SharedClock,
 ) -> Result<RunningServer, StartError> {
     let store = Store::open(&config.database.url).await?;
+    tracing::info!(engine = store.db().engine().label(), url = %crate::store::redacted(&config.database.url), "store open");
+    let cluster = join_cluster(&config);
+    let peers = cluster.clone().map(|c| c as Arc<dyn Peers>);
     let audit = config
         .audit
         .enabled
-        .then(|| AuditWriter::start(store.pool().clone(), (&config.audit).into()).0);
+        .then(|| AuditWriter::start(store.db().clone(), (&config.audit).into()).0);
     let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
     let plan = Arc::new(FaultPlan::new(names.iter().copied()));
-    let events = Arc::new(EventBus::with_audit(audit.clone()));
+    let events = Arc::new(EventBus::with_audit(audit.clone()).with_peers(peers.clone()));
     let metrics = Arc::new(Metrics::new(names.iter().copied()));
     let cascade = build_cascade(
         &config,
@@ -385,13 +462,16 @@ pub async fn start_with_clock(
         metrics.clone(),
         clock.clone(),
     )
-    .await?;
+    .await?
+    .with_peers(peers);
     let cache = if config.cache.enabled {
         Some(Arc::new(open_cache(&config, &store, clock.clone()).await?))
     } else {
         None
     };
     mirror_counts(&metrics, audit.as_ref(), cache.as_ref());
+    let store_up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    mirror_links(&metrics, cluster.as_ref(), &store_up, audit.as_ref());
     let (ending, ending_signal) = watch::channel(false);
     let gateway = Arc::new(Gateway::new(GatewayParts {
         cascade,
@@ -415,6 +495,10 @@ pub async fn start_with_clock(
     let (shutdown, shutdown_signal) = watch::channel(false);
     tasks::spawn_fault_expiry(gateway.clone(), shutdown_signal.clone());
     tasks::spawn_probes(gateway.clone(), shutdown_signal.clone());
+    tasks::spawn_store_watch(store.clone(), store_up.clone(), shutdown_signal.clone());
+    if let Some(cluster) = &cluster {
+        cluster.run(gateway.clone(), shutdown_signal.clone());
+    }
     if let Some(audit) = &audit {
         tasks::spawn_retention(
             audit.clone(),
@@ -445,6 +529,8 @@ pub async fn start_with_clock(
         .filter_map(|p| Some((p.name.clone(), p.price()?)))
         .collect();
     let state = AppState {
+        cluster: cluster.clone(),
+        store_up,
         redact: config.audit.redact_text,
         clients,
         prices: Arc::new(prices),

@@ -100,3 +100,43 @@ pub fn spawn_probes(gateway: Arc<Gateway>, shutdown: watch::Receiver<bool>) {
         || Box::pin(async {}),
     );
 }
+
+/// How often the database is asked whether it is there, for `/healthz` and
+/// `/metrics` (which read the answer instead of waiting for one).
+const STORE_TICK: Duration = Duration::from_secs(2);
+
+/// Longest wait for the database's answer: past it, it counts as down.
+const STORE_PING: Duration = Duration::from_millis(1_000);
+
+/// Keeps `up` saying whether the database answers, logging only changes.
+pub fn spawn_store_watch(
+    store: crate::store::Store,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    shutdown: watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    every(
+        STORE_TICK,
+        shutdown,
+        move || {
+            let (store, up) = (store.clone(), up.clone());
+            Box::pin(async move {
+                let answered = tokio::time::timeout(STORE_PING, store.db().ping())
+                    .await
+                    .unwrap_or(false);
+                if up.swap(answered, Relaxed) != answered {
+                    let engine = store.db().engine().label();
+                    if answered {
+                        tracing::info!(engine, "database reachable again");
+                    } else {
+                        tracing::warn!(
+                            engine,
+                            "database unreachable: audit records wait in the queue and are retried"
+                        );
+                    }
+                }
+            })
+        },
+        || Box::pin(async {}),
+    );
+}

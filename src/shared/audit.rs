@@ -94,6 +94,7 @@ impl From<TransitionRow> for Transition {
             to: row.to_state,
             reason: row.reason,
             at_ms: row.at_ms,
+            replica: None,
         }
     }
 }

@@ -227,6 +227,9 @@ pub struct Transition {
     pub reason: String,
     /// Unix time in milliseconds.
     pub at_ms: i64,
+    /// The replica whose breaker it was, when several share the board.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 /// One finished request, as the live request path shows it.
@@ -244,4 +247,7 @@ pub struct Trace {
     pub status: RequestStatus,
     /// Unix time in milliseconds.
     pub at_ms: i64,
+    /// The replica that served it, when several share the board.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }

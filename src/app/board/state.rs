@@ -388,6 +388,7 @@ mod tests {
             latency_ms: 40,
             status,
             at_ms,
+            replica: None,
         })
     }
 
@@ -415,6 +416,7 @@ mod tests {
                 to: BreakerState::Open,
                 reason: "3 consecutive failures".into(),
                 at_ms: 5,
+                replica: None,
             }),
             1_100.0,
         );
@@ -486,6 +488,7 @@ mod tests {
                     latency_ms: 10,
                     status: RequestStatus::Ok,
                     at_ms: at + i as i64 * 1_000,
+                    replica: None,
                 }),
                 0.0,
             );

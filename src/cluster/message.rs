@@ -1,0 +1,113 @@
+//! What replicas say to each other on the cluster's Redis channel, and the
+//! shared fault table's rows. JSON: small, and readable with `redis-cli monitor`.
+
+use crate::shared::{FaultSpec, GatewayEvent};
+use serde::{Deserialize, Serialize};
+
+/// One message on the channel, with the replica that sent it (a replica
+/// ignores its own).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sending replica.
+    pub from: String,
+    /// What it says.
+    pub message: Message,
+}
+
+/// What a replica tells the others.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Message {
+    /// The provider's consecutive failures across the cluster (0: it answered).
+    Failures {
+        /// Provider name.
+        provider: String,
+        /// The shared count.
+        count: u32,
+    },
+    /// The provider's breaker opened there.
+    Opened {
+        /// Provider name.
+        provider: String,
+        /// Its cool-down, in milliseconds.
+        retry_in_ms: u64,
+    },
+    /// A probe there closed the provider's breaker.
+    Closed {
+        /// Provider name.
+        provider: String,
+    },
+    /// Something for every board (a transition, a trace, a fault change).
+    Event {
+        /// The event, stamped with its replica.
+        event: GatewayEvent,
+    },
+    /// A cache entry stored there, to be indexed here.
+    CacheStored {
+        /// Its id in the shared table.
+        id: i64,
+    },
+}
+
+/// A fault in force, as the shared table keeps it for replicas that join later.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SharedFault {
+    /// The fault.
+    pub spec: FaultSpec,
+    /// Unix ms when it heals by itself, if it does.
+    pub until_ms: Option<i64>,
+}
+
+impl SharedFault {
+    /// The fault as a replica joining at `now_ms` puts it in force: what is left
+    /// of its duration, or nothing when it has already healed.
+    pub fn remaining(&self, now_ms: i64) -> Option<FaultSpec> {
+        let mut spec = self.spec.clone();
+        if let Some(until) = self.until_ms {
+            let left_ms = until - now_ms;
+            if left_ms <= 0 {
+                return None;
+            }
+            spec.duration_s = Some((left_ms as u64).div_ceil(1000));
+        }
+        Some(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::FaultKind;
+
+    #[test]
+    fn messages_round_trip_and_a_shared_fault_keeps_what_is_left_of_its_duration() {
+        let envelope = Envelope {
+            from: "a".into(),
+            message: Message::Opened {
+                provider: "gpt".into(),
+                retry_in_ms: 4_000,
+            },
+        };
+        let text = serde_json::to_string(&envelope).unwrap();
+        assert!(text.contains(r#""kind":"opened""#), "{text}");
+        assert_eq!(serde_json::from_str::<Envelope>(&text).unwrap(), envelope);
+
+        let fault = SharedFault {
+            spec: FaultSpec {
+                kind: FaultKind::Outage,
+                duration_s: Some(30),
+            },
+            until_ms: Some(40_000),
+        };
+        assert_eq!(fault.remaining(30_500).unwrap().duration_s, Some(10));
+        assert_eq!(fault.remaining(40_000), None, "healed by itself");
+        let lasting = SharedFault {
+            spec: FaultSpec {
+                kind: FaultKind::Outage,
+                duration_s: None,
+            },
+            until_ms: None,
+        };
+        assert_eq!(lasting.remaining(i64::MAX).unwrap().duration_s, None);
+    }
+}

@@ -1,0 +1,377 @@
+//! Replicas sharing one PostgreSQL and one Redis, both real servers of the
+//! test's own: breakers, faults, the boards' events, the cache and the audit
+//! are one across the cluster; Redis going away leaves every replica answering.
+
+mod support;
+
+use chaosai::config::{Config, ProviderConfig, SimulateMode};
+use chaosai::shared::Protocol;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use std::time::Duration;
+use support::app::TestServer;
+use support::engines::{Postgres, Redis};
+use support::upstream::{Mode, Upstream};
+
+/// A replica named `name` over the shared engines, its cascade edited by `edit`.
+async fn replica(
+    name: &str,
+    pg: &Postgres,
+    redis: &Redis,
+    edit: impl FnOnce(&mut Config),
+) -> TestServer {
+    let (db, url, name) = (pg.url.clone(), redis.url.clone(), name.to_string());
+    let s = TestServer::start_with(move |c| {
+        c.database.url = db;
+        c.cluster.redis_url = Some(url);
+        c.cluster.replica = Some(name);
+        c.sim.chunk_delay_min_ms = 0;
+        c.sim.chunk_delay_max_ms = 0;
+        edit(c);
+    })
+    .await;
+    linked(&s, true).await;
+    s
+}
+
+/// The cascade alpha (`primary`) then beta (`backup`), both scripted upstreams.
+fn over(primary: &Upstream, backup: &Upstream) -> impl FnOnce(&mut Config) {
+    let providers: Vec<ProviderConfig> = [("alpha", primary), ("beta", backup)]
+        .into_iter()
+        .map(|(name, upstream)| {
+            let mut p = ProviderConfig::new(
+                name,
+                Protocol::OpenAi,
+                &format!("{name}-model"),
+                &upstream.base_url,
+            );
+            p.api_key = Some("test-key".into());
+            p.open_for_ms = 2_000;
+            p.max_open_for_ms = 4_000;
+            p
+        })
+        .collect();
+    move |c: &mut Config| {
+        c.gateway.simulate = SimulateMode::Auto;
+        c.gateway.first_byte_timeout_ms = 1_000;
+        c.providers = providers;
+    }
+}
+
+/// Waits until the replica's `/healthz` says Redis is (or is not) reachable.
+async fn linked(s: &TestServer, up: bool) -> Value {
+    support::eventually(|| async {
+        let health: Value = s
+            .client
+            .get(s.url("/healthz"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (health["cluster"]["redis_up"] == up).then_some(health)
+    })
+    .await
+}
+
+fn served_by(res: &reqwest::Response) -> String {
+    res.headers()["x-chaosai-served-by"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn ask(s: &TestServer, question: &str) -> (String, String) {
+    let res = s.chat("chaosai", question, false).await;
+    assert_eq!(res.status(), 200);
+    let by = served_by(&res);
+    let body: Value = res.json().await.unwrap();
+    (by, body["id"].as_str().unwrap().to_string())
+}
+
+/// Waits until `s` shows `provider`'s breaker in `state`.
+async fn breaker(s: &TestServer, provider: &str, state: &str) {
+    support::eventually(|| async { (s.provider(provider).await["state"] == state).then_some(()) })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_found_through_one_replica_is_skipped_by_the_other_and_probed_once() {
+    let (pg, redis) = (Postgres::start().await, Redis::start().await);
+    let primary = Upstream::start(Protocol::OpenAi, Mode::Down).await;
+    let backup = Upstream::start(Protocol::OpenAi, Mode::Whole).await;
+    let a = replica("a", &pg, &redis, over(&primary, &backup)).await;
+    let b = replica("b", &pg, &redis, over(&primary, &backup)).await;
+
+    // Failures through A alone: A's and B's breakers open.
+    for i in 0..3 {
+        assert_eq!(ask(&a, &format!("order {i}?")).await.0, "beta");
+    }
+    breaker(&a, "alpha", "open").await;
+    breaker(&b, "alpha", "open").await;
+    let asked = primary.customer_requests();
+    assert_eq!(asked, 3);
+
+    // B skips alpha without calling it.
+    let (by, id) = ask(&b, "where is my parcel?").await;
+    assert_eq!(by, "beta");
+    assert_eq!(primary.customer_requests(), asked, "B never called alpha");
+    let (_, attempts) = b.audited(&id).await;
+    assert_eq!(
+        attempts,
+        vec![
+            ("alpha".to_string(), "skipped_open".to_string()),
+            ("beta".to_string(), "ok".to_string())
+        ]
+    );
+
+    // Recovered, its cool-down over on both: one probe across the cluster
+    // closes both breakers.
+    primary.recover();
+    a.clock.advance(Duration::from_secs(3));
+    b.clock.advance(Duration::from_secs(3));
+    breaker(&a, "alpha", "closed").await;
+    breaker(&b, "alpha", "closed").await;
+    assert_eq!(primary.probes(), 1, "one probe for the whole cluster");
+    assert_eq!(ask(&b, "and now?").await.0, "alpha");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_set_through_one_replica_is_in_force_on_all_and_expires_everywhere() {
+    let (pg, redis) = (Postgres::start().await, Redis::start().await);
+    let primary = Upstream::start(Protocol::OpenAi, Mode::Whole).await;
+    let backup = Upstream::start(Protocol::OpenAi, Mode::Whole).await;
+    let a = replica("a", &pg, &redis, over(&primary, &backup)).await;
+    let b = replica("b", &pg, &redis, over(&primary, &backup)).await;
+
+    b.inject("alpha", json!({"kind": "outage", "duration_s": 5}))
+        .await;
+    support::eventually(|| async { (!a.provider("alpha").await["fault"].is_null()).then_some(()) })
+        .await;
+    // A's own traffic meets the fault B set.
+    let (by, id) = ask(&a, "refund please").await;
+    assert_eq!(by, "beta");
+    let (_, attempts) = a.audited(&id).await;
+    assert_eq!(
+        attempts[0],
+        ("alpha".to_string(), "server_error".to_string())
+    );
+
+    // A replica that joins later finds the fault in force.
+    let c = replica("c", &pg, &redis, over(&primary, &backup)).await;
+    assert!(!c.provider("alpha").await["fault"].is_null());
+
+    // Its time up, it heals on every replica.
+    for s in [&a, &b, &c] {
+        s.clock.advance(Duration::from_secs(5));
+    }
+    for s in [&a, &b, &c] {
+        support::eventually(|| async {
+            (s.metric(r#"chaosai_faults_active{provider="alpha"}"#).await == 0.0).then_some(())
+        })
+        .await;
+        assert!(s.provider("alpha").await["fault"].is_null());
+    }
+    let (by, id) = ask(&a, "refund now?").await;
+    assert_eq!(by, "alpha", "{:?}", a.audited(&id).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_on_one_replica_sees_the_others_transitions_and_traces() {
+    let (pg, redis) = (Postgres::start().await, Redis::start().await);
+    let primary = Upstream::start(Protocol::OpenAi, Mode::Down).await;
+    let backup = Upstream::start(Protocol::OpenAi, Mode::Whole).await;
+    let a = replica("a", &pg, &redis, over(&primary, &backup)).await;
+    let b = replica("b", &pg, &redis, over(&primary, &backup)).await;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}/ws/events", a.server.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer test-admin-token".parse().unwrap());
+    let mut ws = tokio_tungstenite::connect_async(request).await.unwrap().0;
+
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(ask(&b, &format!("question {i}")).await.1);
+    }
+    let (mut traces, mut transition) = (Vec::new(), None);
+    while traces.len() < 3 || transition.is_none() {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("an event within 5 s")
+            .unwrap()
+            .unwrap();
+        let Ok(text) = frame.into_text() else {
+            continue;
+        };
+        let event: Value = serde_json::from_str(text.as_str()).unwrap();
+        match event["type"].as_str() {
+            Some("request_trace") if event["replica"] == "b" => {
+                traces.push(event["id"].as_str().unwrap().to_string())
+            }
+            Some("breaker_transition") if event["replica"] == "b" => {
+                transition = Some(event.clone())
+            }
+            _ => {}
+        }
+    }
+    traces.sort();
+    ids.sort();
+    assert_eq!(traces, ids, "B's traces on A's board");
+    let transition = transition.unwrap();
+    assert_eq!(
+        (&transition["provider"], &transition["to"]),
+        (&json!("alpha"), &json!("open"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_cached_through_one_replica_is_a_paraphrase_hit_on_the_other() {
+    let (pg, redis) = (Postgres::start().await, Redis::start().await);
+    let cached = |c: &mut Config| c.cache.enabled = true;
+    let a = replica("a", &pg, &redis, cached).await;
+    let b = replica("b", &pg, &redis, cached).await;
+    let first = a
+        .chat("chaosai", "How do I reset my password?", false)
+        .await;
+    assert_eq!(served_by(&first), "claude");
+    support::eventually(|| async {
+        let body = b.admin_json("/api/cache").await;
+        (body["stats"]["entries"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    let res = b
+        .chat(
+            "chaosai",
+            "I forgot my password, how can I change it?",
+            false,
+        )
+        .await;
+    assert_eq!(served_by(&res), "cache", "A's answer, found by B");
+
+    // A replica that starts later loads the shared entries into its index.
+    let c = replica("c", &pg, &redis, cached).await;
+    let res = c
+        .chat(
+            "chaosai",
+            "I forgot my password, how do I change it?",
+            false,
+        )
+        .await;
+    assert_eq!(served_by(&res), "cache");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_through_every_replica_are_all_audited_in_postgres() {
+    let (pg, redis) = (Postgres::start().await, Redis::start().await);
+    let a = replica("a", &pg, &redis, |_| {}).await;
+    let b = replica("b", &pg, &redis, |_| {}).await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        ids.push(ask(s, &format!("my order {i}?")).await.1);
+    }
+    a.request_rows(40).await;
+    let db = a.server.store.db();
+    assert_eq!(db.engine(), chaosai::store::Engine::Postgres);
+    let stored: Vec<String> =
+        chaosai::with_db!(db, pool => sqlx::query_scalar("SELECT id FROM requests")
+        .fetch_all(pool)
+        .await)
+        .unwrap();
+    for id in &ids {
+        assert!(stored.contains(id), "{id} has its row");
+    }
+    // Both replicas read the one audit.
+    let page = b.admin_json("/api/audit/requests?limit=100").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_traffic_leaves_every_answer_whole_and_sharing_resumes() {
+    let (pg, mut redis) = (Postgres::start().await, Redis::start().await);
+    let primary = Upstream::start(Protocol::OpenAi, Mode::Whole).await;
+    let backup = Upstream::start(Protocol::OpenAi, Mode::Whole).await;
+    let a = replica("a", &pg, &redis, over(&primary, &backup)).await;
+    let b = replica("b", &pg, &redis, over(&primary, &backup)).await;
+
+    // Traffic through both replicas from before Redis stops until it is back.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let traffic = |s: &TestServer, from: usize| {
+        let (client, url) = (s.client.clone(), s.url("/v1/chat/completions"));
+        let (stopped, answered) = (stopped.clone(), answered.clone());
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for i in from..from + 5_000 {
+                if *stopped.borrow() {
+                    break;
+                }
+                let res = client
+                    .post(&url)
+                    .json(&support::app::ask("chaosai", &format!("q{i}"), i % 3 == 0))
+                    .send()
+                    .await
+                    .unwrap();
+                statuses.push(res.status().as_u16());
+                let _ = res.bytes().await;
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            statuses
+        })
+    };
+    let (ta, tb) = (traffic(&a, 0), traffic(&b, 10_000));
+    redis.stop();
+    for s in [&a, &b] {
+        let health = linked(s, false).await;
+        assert_eq!(health["status"], "degraded");
+        assert_eq!(health["down"], json!(["redis"]));
+    }
+    assert!(
+        a.metric("chaosai_cluster_redis_up").await == 0.0,
+        "/metrics shows the link down"
+    );
+    // A good many answers while Redis is away.
+    let before = answered.load(std::sync::atomic::Ordering::Relaxed);
+    support::eventually(|| async {
+        (answered.load(std::sync::atomic::Ordering::Relaxed) >= before + 40).then_some(())
+    })
+    .await;
+    redis.restart().await;
+    linked(&a, true).await;
+    linked(&b, true).await;
+    stop.send(true).unwrap();
+    let statuses: Vec<u16> = [ta.await.unwrap(), tb.await.unwrap()].concat();
+    assert!(statuses.len() > 40, "traffic ran: {}", statuses.len());
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+
+    // Without Redis, a replica's own failures still open its own breaker.
+    redis.stop();
+    linked(&a, false).await;
+    primary.set_mode(Mode::Down);
+    for i in 0..3 {
+        assert_eq!(ask(&a, &format!("alone {i}")).await.0, "beta");
+    }
+    breaker(&a, "alpha", "open").await;
+    assert_eq!(
+        b.provider("alpha").await["state"],
+        "closed",
+        "B did not hear"
+    );
+
+    // Redis back: both rejoin by themselves, and the breakers share again.
+    redis.restart().await;
+    linked(&a, true).await;
+    linked(&b, true).await;
+    primary.recover();
+    a.clock.advance(Duration::from_secs(3));
+    breaker(&a, "alpha", "closed").await;
+    primary.set_mode(Mode::Down);
+    for i in 0..3 {
+        assert_eq!(ask(&a, &format!("together {i}")).await.0, "beta");
+    }
+    breaker(&b, "alpha", "open").await;
+}
