@@ -63,10 +63,11 @@ where
             >,
         > + Unpin,
 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(20), ws.next())
+        let frame = tokio::time::timeout_at(deadline, ws.next())
             .await
-            .expect("a transition within 20 s")
+            .unwrap_or_else(|_| panic!("{provider} {to} on {replica} within 30 s"))
             .unwrap()
             .unwrap();
         let Ok(text) = frame.into_text() else {
@@ -203,7 +204,10 @@ async fn main() {
         let opened_b = transition(&mut ws, "claude", "open", "b").await;
         lags.push((opened_b - opened_a) as f64);
         shared.heal_all().await;
-        transition(&mut ws, "claude", "closed", "b").await;
+        // The next round starts with both breakers CLOSED again.
+        for gateway in [&shared, &b] {
+            closed(&client, gateway, "claude").await;
+        }
     }
     let (lag_p50, lag_p99) = percentiles(lags.clone());
     let _ = writeln!(
@@ -264,6 +268,34 @@ async fn main() {
         out,
     )
     .unwrap();
+}
+
+/// Waits until `gateway` shows `provider`'s breaker CLOSED.
+async fn closed(client: &reqwest::Client, gateway: &Gateway, provider: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let providers: Value = client
+            .get(format!("{}/api/providers", gateway.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let state = providers
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == provider))
+            .map(|p| p["state"].clone());
+        if state == Some(json!("closed")) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{provider} never closed: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Redis's count of commands processed, minus the ones pub/sub delivery and

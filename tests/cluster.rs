@@ -375,3 +375,207 @@ async fn redis_stopped_mid_traffic_leaves_every_answer_whole_and_sharing_resumes
     }
     breaker(&b, "alpha", "open").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_minus_nine_of_one_replica_loses_at_most_its_last_flush_interval() {
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    use support::binary::Binary;
+    let (pg, redis) = (Postgres::start().await, Redis::start().await);
+    let env = |name: &str| {
+        vec![
+            ("CHAOSAI_DATABASE_URL", pg.url.clone()),
+            ("CHAOSAI_REDIS_URL", redis.url.clone()),
+            ("CHAOSAI_REPLICA", name.to_string()),
+            ("CHAOSAI_SIM_CHUNK_DELAY_MS", "0".to_string()),
+        ]
+    };
+    let a = Binary::start(&env("a"), Stdio::null()).await;
+    let b = Binary::start(&env("b"), Stdio::null()).await;
+    // (replica, request id, when its answer was read whole)
+    let answered: Arc<Mutex<Vec<(usize, String, Instant)>>> = Arc::default();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    for w in 0..8usize {
+        let urls = [a.base.clone(), b.base.clone()];
+        let (answered, stopped) = (answered.clone(), stopped.clone());
+        workers.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for i in 0..5_000usize {
+                if *stopped.borrow() {
+                    break;
+                }
+                let replica = (w + i) % 2;
+                let Ok(res) = client
+                    .post(format!("{}/v1/chat/completions", urls[replica]))
+                    .json(&support::app::ask("chaosai", "refund?", false))
+                    .send()
+                    .await
+                else {
+                    continue;
+                };
+                let id = res
+                    .headers()
+                    .get("x-request-id")
+                    .map(|v| v.to_str().unwrap().to_string());
+                if let (Some(id), Ok(_)) = (id, res.bytes().await) {
+                    answered.lock().unwrap().push((replica, id, Instant::now()));
+                }
+            }
+        }));
+    }
+    support::eventually(|| async {
+        let answered = answered.lock().unwrap();
+        let oldest = answered.first().map(|(_, _, at)| at.elapsed());
+        (answered.len() > 200 && oldest > Some(Duration::from_millis(600))).then_some(())
+    })
+    .await;
+    a.kill();
+    let killed_at = Instant::now();
+    // B goes on answering alone for a while, then stops cleanly (it flushes).
+    let after_kill = answered.lock().unwrap().len();
+    support::eventually(|| async {
+        (answered.lock().unwrap().len() > after_kill + 50).then_some(())
+    })
+    .await;
+    stop.send(true).unwrap();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    assert!(b.stop().success());
+
+    let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    let stored: std::collections::HashSet<String> = sqlx::query_scalar("SELECT id FROM requests")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let answered = answered.lock().unwrap().clone();
+    // The flush interval is 50 ms; anything A answered well before the kill,
+    // and everything B answered, is there.
+    let window = Duration::from_millis(500);
+    let missing: Vec<_> = answered
+        .iter()
+        .filter(|(replica, id, at)| {
+            (*replica == 1 || killed_at.duration_since(*at) > window) && !stored.contains(id)
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered requests have no row: {:?}",
+        missing.len(),
+        answered.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(answered.iter().any(|(r, _, _)| *r == 0) && answered.iter().any(|(r, _, _)| *r == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_leaves_answers_flowing_and_the_audit_catches_up_when_it_returns() {
+    let (mut pg, redis) = (Postgres::start().await, Redis::start().await);
+    let a = replica("a", &pg, &redis, |_| {}).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(ask(&a, &format!("before {i}")).await.1);
+    }
+    a.request_rows(5).await;
+    pg.stop();
+    let health = support::eventually(|| async {
+        let health: Value = a
+            .client
+            .get(a.url("/healthz"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (health["status"] == "degraded").then_some(health)
+    })
+    .await;
+    assert_eq!(health["down"], json!(["database"]));
+    assert_eq!(a.metric("chaosai_store_up").await, 0.0);
+    // Customers are answered all along; their records wait in the queue.
+    for i in 0..30 {
+        ids.push(ask(&a, &format!("during {i}")).await.1);
+    }
+    // The writer is retrying them.
+    support::eventually(|| async {
+        (a.metric("chaosai_audit_retries_total").await > 0.0).then_some(())
+    })
+    .await;
+    pg.restart().await;
+    // Nothing lost: every request has its row once the database is back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored: Vec<String> = chaosai::with_db!(a.server.store.db(), pool => sqlx::query_scalar("SELECT id FROM requests")
+            .fetch_all(pool)
+            .await)
+        .unwrap_or_default();
+        if ids.iter().all(|id| stored.contains(id)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rows missing after the outage: {} of {} stored; {}",
+            ids.iter().filter(|id| stored.contains(id)).count(),
+            ids.len(),
+            a.metrics_text()
+                .await
+                .lines()
+                .filter(|l| l.starts_with("chaosai_audit") || l.starts_with("chaosai_store"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    linked(&a, true).await;
+    support::eventually(|| async {
+        let health: Value = a
+            .client
+            .get(a.url("/healthz"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (health["status"] == "ok").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_replica_whose_redis_is_unreachable_starts_alone_and_says_so() {
+    let pg = Postgres::start().await;
+    let nobody = format!("redis://127.0.0.1:{}", support::binary::free_port());
+    let s = TestServer::start_with(|c| {
+        c.database.url = pg.url.clone();
+        c.cluster.redis_url = Some(nobody);
+        c.cluster.replica = Some("lonely".into());
+    })
+    .await;
+    let health = linked(&s, false).await;
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["cluster"]["replica"], "lonely");
+    assert_eq!(ask(&s, "still there?").await.0, "claude");
+    // A URL the Redis client refuses: the replica runs alone, no cluster at all.
+    let s = TestServer::start_with(|c| {
+        c.database.url = pg.url.clone();
+        c.cluster.redis_url = Some("not a url".into());
+    })
+    .await;
+    let health: Value = s
+        .client
+        .get(s.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert!(health["cluster"].is_null());
+}

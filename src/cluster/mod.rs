@@ -30,7 +30,7 @@ use crate::shared::GatewayEvent;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -49,6 +49,11 @@ const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 const FAILURES_TTL_MS: u64 = 60_000;
 /// Waits between attempts to subscribe again while Redis is down.
 const RESUBSCRIBE: Duration = Duration::from_millis(250);
+
+/// Link states.
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
 
 /// Why the cluster could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +74,7 @@ enum Outgoing {
     Recovered(String),
     Opened(String, Duration),
     Closed(String),
+    ProbeDone(String),
     Event(Box<GatewayEvent>),
     CacheStored(i64),
 }
@@ -92,8 +98,9 @@ pub struct Cluster {
     connection: ConnectionManager,
     outbox: mpsc::Sender<Outgoing>,
     inbox: std::sync::Mutex<Option<mpsc::Receiver<Outgoing>>>,
-    /// Whether Redis answered last time it was asked.
-    up: AtomicBool,
+    /// Whether Redis answered last time it was asked: [`UNKNOWN`] until it
+    /// was first asked, so the first answer is logged either way.
+    link: AtomicU8,
     counters: ClusterCounters,
 }
 
@@ -122,14 +129,14 @@ impl Cluster {
             connection,
             outbox,
             inbox: std::sync::Mutex::new(Some(inbox)),
-            up: AtomicBool::new(false),
+            link: AtomicU8::new(UNKNOWN),
             counters: ClusterCounters::default(),
         }))
     }
 
     /// Whether Redis answered the last time it was asked.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.link.load(Ordering::Relaxed) == UP
     }
 
     /// The link's counts.
@@ -166,7 +173,8 @@ impl Cluster {
 
     /// Records whether Redis answered, logging only changes.
     fn link(&self, up: bool) {
-        if self.up.swap(up, Ordering::Relaxed) != up {
+        let now = if up { UP } else { DOWN };
+        if self.link.swap(now, Ordering::Relaxed) != now {
             if up {
                 tracing::info!(redis = %self.url, "Redis reachable: sharing breakers, faults and events with the other replicas");
             } else {
@@ -258,6 +266,17 @@ impl Cluster {
                 Outgoing::Closed(provider) => {
                     pipe.del(failures_key(&provider)).ignore();
                     Message::Closed { provider }
+                }
+                Outgoing::ProbeDone(provider) => {
+                    // Only our own lease: one that expired and was taken by
+                    // another replica stays theirs.
+                    pipe.cmd("EVAL")
+                        .arg(RELEASE)
+                        .arg(1)
+                        .arg(lease_key(&provider))
+                        .arg(&self.replica)
+                        .ignore();
+                    continue;
                 }
                 Outgoing::Event(event) => {
                     if let GatewayEvent::FaultChanged {
@@ -386,6 +405,14 @@ impl Cluster {
     }
 }
 
+/// Deletes a lease only if its holder is `ARGV[1]`.
+const RELEASE: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+fn lease_key(provider: &str) -> String {
+    format!("chaosai:probe:{provider}")
+}
+
 fn failures_key(provider: &str) -> String {
     format!("chaosai:failures:{provider}")
 }
@@ -439,7 +466,7 @@ impl Peers for Cluster {
             let mut connection = self.connection.clone();
             let mut command = redis::cmd("SET");
             command
-                .arg(format!("chaosai:probe:{provider}"))
+                .arg(lease_key(provider))
                 .arg(&self.replica)
                 .arg("NX")
                 .arg("PX")
@@ -457,6 +484,10 @@ impl Peers for Cluster {
                 }
             }
         })
+    }
+
+    fn probe_done(&self, provider: &str) {
+        self.queue(Outgoing::ProbeDone(provider.to_string()));
     }
 
     fn forward(&self, event: &GatewayEvent) {

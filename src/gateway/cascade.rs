@@ -736,6 +736,7 @@ impl Cascade {
                         cascade.announce(slot, transition);
                         cascade.probe(slot, admission).await;
                     }
+                    peers.probe_done(slot.name());
                 }
                 slot.probing.store(false, Ordering::Release);
             }));

@@ -30,6 +30,10 @@ pub trait Peers: Send + Sync {
     /// of the cluster at a time, and for everyone when the peers cannot be
     /// reached (each replica then probes for itself).
     fn probe_lease<'a>(&'a self, provider: &'a str, lease: Duration) -> BoxFuture<'a, bool>;
+    /// The probe of `provider` this replica leased is over (whatever its
+    /// verdict, which went out as `opened` or `closed`): the lease is handed
+    /// back, so the next probe need not wait for it to expire.
+    fn probe_done(&self, provider: &str);
     /// An event published here (a transition, a trace, a fault change) that
     /// every replica's board shows.
     fn forward(&self, event: &GatewayEvent);

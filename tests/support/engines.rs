@@ -52,6 +52,7 @@ fn as_postgres(program: &Path) -> Command {
 /// A PostgreSQL server of our own.
 pub struct Postgres {
     child: Child,
+    bin: PathBuf,
     data: PathBuf,
     _dir: tempfile::TempDir,
     /// `postgres://…` of its `chaosai` database.
@@ -89,18 +90,7 @@ impl Postgres {
             String::from_utf8_lossy(&init.stderr)
         );
         let port = free_port();
-        let child = as_postgres(&bin.join("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
-            .arg("-k")
-            .arg(dir.path())
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("postgres starts");
+        let child = serve(&bin, &data, dir.path(), port);
         let admin = format!("postgres://chaosai@127.0.0.1:{port}/postgres");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -119,10 +109,32 @@ impl Postgres {
         }
         Self {
             child,
+            bin,
             data,
             _dir: dir,
             url: format!("postgres://chaosai@127.0.0.1:{port}/chaosai"),
             port,
+        }
+    }
+
+    /// Stops the server (SIGINT, a fast shutdown): every connection drops.
+    /// Not SIGQUIT: with `synchronous_commit=off` a crash may lose the last
+    /// commits, which would be the test server's loss, not the gateway's.
+    pub fn stop(&mut self) {
+        if let Some(pid) = self.postmaster() {
+            signal(pid, "-INT");
+        }
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same data and port (after [`stop`](Self::stop)).
+    pub async fn restart(&mut self) {
+        let socket_dir = self.data.parent().unwrap().to_path_buf();
+        self.child = serve(&self.bin, &self.data, &socket_dir, self.port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sqlx::PgPool::connect(&self.url).await.is_err() {
+            assert!(Instant::now() < deadline, "PostgreSQL did not come back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -150,6 +162,22 @@ impl Drop for Postgres {
         }
         let _ = self.child.wait();
     }
+}
+
+/// The server on `port` over `data`, its socket in `socket_dir`.
+fn serve(bin: &Path, data: &Path, socket_dir: &Path, port: u16) -> Child {
+    as_postgres(&bin.join("postgres"))
+        .arg("-D")
+        .arg(data)
+        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+        .arg("-k")
+        .arg(socket_dir)
+        .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+        .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("postgres starts")
 }
 
 fn signal(pid: u32, which: &str) {

@@ -522,7 +522,9 @@ fn RequestPath(board: RwSignal<BoardState>) -> impl IntoView {
                             .map(|t| {
                                 let hops = t.attempts.iter().map(attempt_view).collect_view();
                                 let route = t.served_by.as_ref().map_or("—".to_string(), Route::to_string);
-                                let label = format!("→ {route} · {} ms", t.latency_ms);
+                                // In a cluster, which replica served it.
+                                let on = t.replica.as_ref().map_or(String::new(), |r| format!(" · {r}"));
+                                let label = format!("→ {route} · {} ms{on}", t.latency_ms);
                                 view! {
                                     <li data-route=route>
                                         {hops}
@@ -554,6 +556,7 @@ fn Timeline(board: RwSignal<BoardState>) -> impl IntoView {
                                     <li data-to=t.to.as_str()>
                                         <time>{hms(t.at_ms)}</time>" "
                                         <b>{t.provider.clone()}</b>" "
+                                        {t.replica.as_ref().map(|r| format!("on {r} "))}
                                         {t.from.label()}" → "{t.to.label()}
                                         <span class="reason">{t.reason.clone()}</span>
                                     </li>
