@@ -4,14 +4,16 @@
 use crate::shared::{FaultSpec, GatewayEvent};
 use serde::{Deserialize, Serialize};
 
-/// One message on the channel, with the replica that sent it (a replica
-/// ignores its own).
+/// One publication on the channel: what a replica says in one round trip,
+/// oldest first, with the replica that sent it (a replica ignores its own).
+/// Many messages in one publication: under load, one `PUBLISH` carries a
+/// batch of traces instead of one each.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     /// The sending replica.
     pub from: String,
-    /// What it says.
-    pub message: Message,
+    /// What it says, in order.
+    pub messages: Vec<Message>,
 }
 
 /// What a replica tells the others.
@@ -83,10 +85,13 @@ mod tests {
     fn messages_round_trip_and_a_shared_fault_keeps_what_is_left_of_its_duration() {
         let envelope = Envelope {
             from: "a".into(),
-            message: Message::Opened {
-                provider: "gpt".into(),
-                retry_in_ms: 4_000,
-            },
+            messages: vec![
+                Message::Opened {
+                    provider: "gpt".into(),
+                    retry_in_ms: 4_000,
+                },
+                Message::CacheStored { id: 7 },
+            ],
         };
         let text = serde_json::to_string(&envelope).unwrap();
         assert!(text.contains(r#""kind":"opened""#), "{text}");

@@ -183,14 +183,6 @@ impl Cluster {
         }
     }
 
-    fn envelope(&self, message: Message) -> Option<String> {
-        serde_json::to_string(&Envelope {
-            from: self.replica.clone(),
-            message,
-        })
-        .ok()
-    }
-
     /// Sends what is queued, a batch per round trip.
     async fn publish(
         self: Arc<Self>,
@@ -242,6 +234,7 @@ impl Cluster {
         }
         let mut counts = failed.iter().zip(counts);
         let mut pipe = redis::pipe();
+        let mut messages = Vec::with_capacity(batch.len());
         for outgoing in batch {
             let message = match outgoing {
                 Outgoing::Failed(provider) => {
@@ -292,7 +285,14 @@ impl Cluster {
                 }
                 Outgoing::CacheStored(id) => Message::CacheStored { id },
             };
-            if let Some(text) = self.envelope(message) {
+            messages.push(message);
+        }
+        if !messages.is_empty() {
+            let envelope = Envelope {
+                from: self.replica.clone(),
+                messages,
+            };
+            if let Ok(text) = serde_json::to_string(&envelope) {
                 pipe.publish(CHANNEL, text).ignore();
             }
         }
@@ -370,10 +370,17 @@ impl Cluster {
         if envelope.from == self.replica {
             return;
         }
-        self.counters.received.fetch_add(1, Ordering::Relaxed);
         let from = envelope.from.as_str();
+        for message in envelope.messages {
+            self.counters.received.fetch_add(1, Ordering::Relaxed);
+            self.apply(message, from, gateway);
+        }
+    }
+
+    /// Applies one message of replica `from` here.
+    fn apply(&self, message: Message, from: &str, gateway: &Arc<Gateway>) {
         let cascade = gateway.cascade();
-        match envelope.message {
+        match message {
             Message::Failures { provider, count } => {
                 cascade.follow(&provider, &Remote::Failures(count), from);
             }
