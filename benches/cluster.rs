@@ -262,8 +262,11 @@ async fn main() {
          the replicas share the same CPUs: a second replica adds capacity only where one \
          replica left a core idle."
     );
+    // SIGTERM, not SIGKILL: nginx's master takes its workers with it.
     for (_, mut child) in [one, two] {
-        let _ = child.kill();
+        let _ = std::process::Command::new("kill")
+            .arg(child.id().to_string())
+            .status();
         let _ = child.wait();
     }
     println!("{out}");

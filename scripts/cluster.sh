@@ -20,6 +20,10 @@ stop() {
 	trap - INT TERM EXIT
 	echo "stopping the cluster"
 	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+	# runuser does not pass signals on: stop PostgreSQL through its own pid (fast shutdown).
+	if [ -f "$DIR/pg/data/postmaster.pid" ]; then
+		kill -INT "$(head -1 "$DIR/pg/data/postmaster.pid")" 2>/dev/null || true
+	fi
 	wait 2>/dev/null || true
 }
 trap stop INT TERM EXIT
