@@ -579,3 +579,101 @@ async fn a_replica_whose_redis_is_unreachable_starts_alone_and_says_so() {
     assert_eq!(health["status"], "ok");
     assert!(health["cluster"].is_null());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_real_binaries_share_an_outage_and_one_probe_closes_both() {
+    use std::process::Stdio;
+    use support::binary::{Binary, TOKEN};
+    let (pg, redis) = (Postgres::start().await, Redis::start().await);
+    let primary = Upstream::start(Protocol::Anthropic, Mode::Down).await;
+    let backup = Upstream::start(Protocol::OpenAi, Mode::Whole).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(
+        &config,
+        include_str!("../config/chaosai.toml")
+            .replace("https://api.anthropic.com", &primary.base_url)
+            .replace("https://api.openai.com/v1", &backup.base_url)
+            .replace("https://api.groq.com/openai/v1", &backup.base_url)
+            .replace("ANTHROPIC_API_KEY", "CHAOSAI_TEST_KEY")
+            .replace("OPENAI_API_KEY", "CHAOSAI_TEST_KEY")
+            .replace("GROQ_API_KEY", "CHAOSAI_TEST_KEY"),
+    )
+    .unwrap();
+    let env = |name: &str| {
+        vec![
+            ("CHAOSAI_CONFIG", config.display().to_string()),
+            ("CHAOSAI_TEST_KEY", "sk-test".to_string()),
+            ("CHAOSAI_SIMULATE", "auto".to_string()),
+            ("CHAOSAI_CACHE", "off".to_string()),
+            ("CHAOSAI_BREAKER_OPEN_FOR_MS", "300".to_string()),
+            ("CHAOSAI_DATABASE_URL", pg.url.clone()),
+            ("CHAOSAI_REDIS_URL", redis.url.clone()),
+            ("CHAOSAI_REPLICA", name.to_string()),
+        ]
+    };
+    let a = Binary::start(&env("a"), Stdio::null()).await;
+    let b = Binary::start(&env("b"), Stdio::null()).await;
+    let client = reqwest::Client::new();
+    let state = |base: String| {
+        let client = client.clone();
+        async move {
+            let providers: Value = client
+                .get(format!("{base}/api/providers"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            providers[0]["state"].as_str().unwrap().to_string()
+        }
+    };
+    for base in [&a.base, &b.base] {
+        support::eventually(|| async {
+            let health: Value = client
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (health["cluster"]["redis_up"] == true).then_some(())
+        })
+        .await;
+    }
+    for i in 0..3 {
+        let res = client
+            .post(format!("{}/v1/chat/completions", a.base))
+            .json(&support::app::ask("chaosai", &format!("order {i}?"), false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["x-chaosai-served-by"], "gpt");
+    }
+    support::eventually(|| async { (state(b.base.clone()).await == "open").then_some(()) }).await;
+    let asked = primary.customer_requests();
+    let res = client
+        .post(format!("{}/v1/chat/completions", b.base))
+        .json(&support::app::ask("chaosai", "and my refund?", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-chaosai-served-by"], "gpt");
+    assert_eq!(primary.customer_requests(), asked, "B never called claude");
+
+    // Its cool-down is 300 ms: a failed probe or two, then one success closes both.
+    let failed_probes = primary.probes();
+    primary.recover();
+    for base in [&a.base, &b.base] {
+        support::eventually(|| async { (state(base.clone()).await == "closed").then_some(()) })
+            .await;
+    }
+    assert_eq!(
+        primary.probes(),
+        failed_probes + 1,
+        "one successful probe for both"
+    );
+}
