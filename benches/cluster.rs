@@ -109,18 +109,12 @@ async fn main() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("bench.toml");
-    let config = include_str!("../config/chaosai.toml")
-        .replace("https://api.anthropic.com", &anthropic.base_url)
-        .replace("https://api.openai.com/v1", &openai.base_url)
-        .replace("https://api.groq.com/openai/v1", &openai.base_url)
-        .replace("ANTHROPIC_API_KEY", "CHAOSAI_BENCH_KEY")
-        .replace("OPENAI_API_KEY", "CHAOSAI_BENCH_KEY")
-        .replace("GROQ_API_KEY", "CHAOSAI_BENCH_KEY")
-        // Short cool-downs, never doubled past 600 ms: twenty openings in seconds.
-        .replace(
-            "max_tokens = 512",
-            "max_tokens = 512\nmax_open_for_ms = 600",
-        );
+    // Short cool-downs, never doubled past 600 ms: twenty openings in seconds.
+    let config = support::simulated_config(
+        &anthropic.base_url,
+        &openai.base_url,
+        "max_open_for_ms = 600",
+    );
     std::fs::write(&config_path, config).unwrap();
     let (pg, redis) = (Postgres::start().await, Redis::start().await);
     let env = |replica: &str, shared: bool| {
@@ -334,11 +328,7 @@ async fn redis_commands(redis: &Redis) -> String {
 
 /// nginx on a free port in front of `ports`; the child is kept with the port.
 async fn nginx(dir: &tempfile::TempDir, ports: &[u16]) -> (u16, std::process::Child) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = engines::free_port();
     let root = dir.path().join(format!("nginx-{port}"));
     std::fs::create_dir_all(&root).unwrap();
     let servers: String = ports

@@ -104,18 +104,12 @@ async fn main() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("bench.toml");
-    let config = include_str!("../config/chaosai.toml")
-        .replace("https://api.anthropic.com", &anthropic.base_url)
-        .replace("https://api.openai.com/v1", &openai.base_url)
-        .replace("https://api.groq.com/openai/v1", &openai.base_url)
-        .replace("ANTHROPIC_API_KEY", "CHAOSAI_BENCH_KEY")
-        .replace("OPENAI_API_KEY", "CHAOSAI_BENCH_KEY")
-        .replace("GROQ_API_KEY", "CHAOSAI_BENCH_KEY")
-        // A long cool-down keeps the OPEN scenario stable.
-        .replace(
-            "max_tokens = 512",
-            "max_tokens = 512\nopen_for_ms = 3600000\nmax_open_for_ms = 3600000",
-        );
+    // A long cool-down keeps the OPEN scenario stable.
+    let config = support::simulated_config(
+        &anthropic.base_url,
+        &openai.base_url,
+        "open_for_ms = 3600000\nmax_open_for_ms = 3600000",
+    );
     std::fs::write(&config_path, config).unwrap();
     let gateway = Gateway::start(
         &[

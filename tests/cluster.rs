@@ -58,21 +58,26 @@ fn over(primary: &Upstream, backup: &Upstream) -> impl FnOnce(&mut Config) {
     }
 }
 
+/// The replica's `/healthz` body, `None` while it does not answer.
+async fn health(s: &TestServer) -> Option<Value> {
+    s.client
+        .get(s.url("/healthz"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// Waits until the replica's `/healthz` body satisfies `ready`, and returns it.
+async fn health_until(s: &TestServer, ready: impl Fn(&Value) -> bool) -> Value {
+    support::eventually(|| async { health(s).await.filter(|h| ready(h)) }).await
+}
+
 /// Waits until the replica's `/healthz` says Redis is (or is not) reachable.
 async fn linked(s: &TestServer, up: bool) -> Value {
-    support::eventually(|| async {
-        let health: Value = s
-            .client
-            .get(s.url("/healthz"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (health["cluster"]["redis_up"] == up).then_some(health)
-    })
-    .await
+    health_until(s, |h| h["cluster"]["redis_up"] == up).await
 }
 
 fn served_by(res: &reqwest::Response) -> String {
@@ -482,19 +487,7 @@ async fn postgres_down_leaves_answers_flowing_and_the_audit_catches_up_when_it_r
     }
     a.request_rows(5).await;
     pg.stop();
-    let health = support::eventually(|| async {
-        let health: Value = a
-            .client
-            .get(a.url("/healthz"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (health["status"] == "degraded").then_some(health)
-    })
-    .await;
+    let health = health_until(&a, |h| h["status"] == "degraded").await;
     assert_eq!(health["down"], json!(["database"]));
     assert_eq!(a.metric("chaosai_store_up").await, 0.0);
     // Customers are answered all along; their records wait in the queue.
@@ -532,19 +525,7 @@ async fn postgres_down_leaves_answers_flowing_and_the_audit_catches_up_when_it_r
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     linked(&a, true).await;
-    support::eventually(|| async {
-        let health: Value = a
-            .client
-            .get(a.url("/healthz"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (health["status"] == "ok").then_some(())
-    })
-    .await;
+    health_until(&a, |h| h["status"] == "ok").await;
 }
 
 #[tokio::test]
@@ -557,9 +538,9 @@ async fn a_replica_whose_redis_is_unreachable_starts_alone_and_says_so() {
         c.cluster.replica = Some("lonely".into());
     })
     .await;
-    let health = linked(&s, false).await;
-    assert_eq!(health["status"], "degraded");
-    assert_eq!(health["cluster"]["replica"], "lonely");
+    let linked_down = linked(&s, false).await;
+    assert_eq!(linked_down["status"], "degraded");
+    assert_eq!(linked_down["cluster"]["replica"], "lonely");
     assert_eq!(ask(&s, "still there?").await.0, "claude");
     // A URL the Redis client refuses: the replica runs alone, no cluster at all.
     let s = TestServer::start_with(|c| {
@@ -567,15 +548,7 @@ async fn a_replica_whose_redis_is_unreachable_starts_alone_and_says_so() {
         c.cluster.redis_url = Some("not a url".into());
     })
     .await;
-    let health: Value = s
-        .client
-        .get(s.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = health(&s).await.unwrap();
     assert_eq!(health["status"], "ok");
     assert!(health["cluster"].is_null());
 }

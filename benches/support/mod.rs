@@ -12,6 +12,23 @@ mod binary;
 #[allow(unused_imports)]
 pub use binary::{Binary as Gateway, TOKEN};
 
+/// The shipped configuration with every provider pointed at this process's
+/// simulators (reached as real providers, with the key `CHAOSAI_BENCH_KEY`
+/// names) and `provider_lines` added to each provider.
+pub fn simulated_config(anthropic: &str, openai: &str, provider_lines: &str) -> String {
+    include_str!("../../config/chaosai.toml")
+        .replace("https://api.anthropic.com", anthropic)
+        .replace("https://api.openai.com/v1", openai)
+        .replace("https://api.groq.com/openai/v1", openai)
+        .replace("ANTHROPIC_API_KEY", "CHAOSAI_BENCH_KEY")
+        .replace("OPENAI_API_KEY", "CHAOSAI_BENCH_KEY")
+        .replace("GROQ_API_KEY", "CHAOSAI_BENCH_KEY")
+        .replace(
+            "max_tokens = 512",
+            &format!("max_tokens = 512\n{provider_lines}"),
+        )
+}
+
 /// p50 and p99 of samples.
 pub fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
     if samples.is_empty() {

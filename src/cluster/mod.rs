@@ -47,6 +47,9 @@ const BATCH: usize = 256;
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 /// A shared failure count older than this is forgotten (no failure since).
 const FAILURES_TTL_MS: u64 = 60_000;
+/// Largest publication a replica reads: a full batch of traces is well under
+/// it; anything larger is not one of ours and is dropped unread.
+const MAX_ENVELOPE_BYTES: usize = 4 * 1024 * 1024;
 /// Waits between attempts to subscribe again while Redis is down.
 const RESUBSCRIBE: Duration = Duration::from_millis(250);
 
@@ -360,14 +363,18 @@ impl Cluster {
     }
 
     fn receive(&self, message: &redis::Msg, gateway: &Arc<Gateway>) {
-        let Ok(text) = message.get_payload::<String>() else {
+        let payload = message.get_payload_bytes();
+        if payload.len() > MAX_ENVELOPE_BYTES {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(bytes = payload.len(), "oversized cluster message dropped");
             return;
-        };
-        let Ok(envelope) = serde_json::from_str::<Envelope>(&text) else {
+        }
+        let Ok(envelope) = serde_json::from_slice::<Envelope>(payload) else {
             tracing::debug!("unreadable cluster message ignored");
             return;
         };
-        if envelope.from == self.replica {
+        // A replica sends at most one batch per publication.
+        if envelope.from == self.replica || envelope.messages.len() > BATCH {
             return;
         }
         let from = envelope.from.as_str();
