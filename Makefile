@@ -16,7 +16,7 @@ WASM_BINDGEN_VERSION := 0.2.130
 # same flags so they reuse those artifacts instead of compiling everything twice.
 DEBUG_RUSTFLAGS := --cfg erase_components
 
-.PHONY: run test check rust-test bench soak tools node models browser engines balancer cluster e2e-deps e2e site-debug site-release clean-data
+.PHONY: run test check rust-test bench soak tools node models browser engines balancer loadgen cluster e2e-deps e2e site-debug site-release clean-data
 
 run: tools models site-release
 	LEPTOS_SITE_ROOT=target/site LEPTOS_OUTPUT_NAME=chaosai target/release/chaosai
@@ -30,11 +30,13 @@ test: tools models browser engines e2e-deps
 	./scripts/e2e.sh
 
 # Every benchmark (release build): the gateway against direct calls (written to
-# bench/RESULTS.md), cache, audit writer, resilience, criterion micro-benches, and
-# the cluster's cost of sharing (bench/CLUSTER.md).
+# bench/RESULTS.md, with a wrk run at concurrency 64), cache, audit writer,
+# resilience, criterion micro-benches, the cluster's cost of sharing
+# (bench/CLUSTER.md) and instructions per request under callgrind
+# (bench/INSTRUCTIONS.md).
 # The soak has its own target.
-bench: tools models engines balancer
-	cargo bench --features ssr --bench load --bench cache --bench audit --bench resilience --bench micro --bench cluster
+bench: tools models engines balancer loadgen
+	cargo bench --features ssr --bench load --bench cache --bench audit --bench resilience --bench micro --bench cluster --bench instructions
 
 # Replicas: PostgreSQL, Redis, REPLICAS (default 2) gateways and nginx in front on
 # http://127.0.0.1:3000, data in .cluster/ (scripts/cluster.sh).
@@ -90,6 +92,13 @@ balancer:
 	@command -v nginx >/dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx-light; }
+
+# wrk (the benches' load generator at concurrency 64) and valgrind (callgrind's
+# instruction counts) from Debian.
+loadgen:
+	@{ command -v wrk >/dev/null && command -v valgrind >/dev/null; } || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk valgrind; }
 
 e2e-deps:
 	@[ -x end2end/node_modules/.bin/playwright ] || (cd end2end && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)

@@ -126,6 +126,9 @@ async fn main() {
     )
     .await;
     let after_start = gateway.memory_kib("VmRSS");
+    // The peak reported below is the peak under load, not the model's loading.
+    let start_peak = gateway.memory_kib("VmHWM");
+    gateway.reset_peak_memory();
 
     let question = |stream: bool, model: &str| json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "Where is my order?"}]});
     let direct_url = format!("{}/chat/completions", openai.base_url);
@@ -255,12 +258,23 @@ async fn main() {
             );
         }
     }
+    wrk_section(
+        &mut out,
+        &gateway,
+        (&direct_url, &gateway_url),
+        |stream, model| question(stream, model).to_string(),
+    )
+    .await;
     let peak = gateway.memory_kib("VmHWM");
+    let end = gateway.memory_kib("VmRSS");
+    let mib = |kib: u64| kib as f64 / 1024.0;
     let _ = writeln!(
         out,
-        "\nGateway memory: {:.0} MiB after start-up (embedding model loaded), peak RSS {:.0} MiB.",
-        after_start as f64 / 1024.0,
-        peak as f64 / 1024.0
+        "\nGateway memory: {:.0} MiB after start-up (embedding model loaded; {:.0} MiB at the height of loading it), peak RSS under load {:.0} MiB, {:.0} MiB after the last run.",
+        mib(after_start),
+        mib(start_peak),
+        mib(peak),
+        mib(end)
     );
     let status = gateway.stop();
     assert!(status.success(), "gateway exit {status:?}");
@@ -283,4 +297,176 @@ fn chrono_free_date() -> String {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+/// One wrk run: its throughput, latency percentiles (ms) and request count.
+struct WrkRun {
+    throughput: f64,
+    p50: f64,
+    p99: f64,
+    requests: f64,
+}
+
+/// A wrk latency like `812.00us`, `7.95ms` or `1.02s`, in ms.
+fn wrk_ms(value: &str) -> Option<f64> {
+    let (number, scale) = if let Some(v) = value.strip_suffix("us") {
+        (v, 0.001)
+    } else if let Some(v) = value.strip_suffix("ms") {
+        (v, 1.0)
+    } else if let Some(v) = value.strip_suffix('s') {
+        (v, 1000.0)
+    } else {
+        return None;
+    };
+    number.parse::<f64>().ok().map(|n| n * scale)
+}
+
+/// Runs wrk (one thread, `connections` connections, `seconds`) POSTing `body`
+/// to `url` with `headers`; `None` when wrk is not installed.
+async fn wrk(
+    url: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+    connections: usize,
+    seconds: u64,
+) -> Option<WrkRun> {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("post.lua");
+    let mut lua = String::from(
+        "wrk.method = \"POST\"\nwrk.headers[\"content-type\"] = \"application/json\"\n",
+    );
+    for (name, value) in headers {
+        let _ = writeln!(lua, "wrk.headers[\"{name}\"] = \"{value}\"");
+    }
+    let _ = writeln!(lua, "wrk.body = [[{body}]]");
+    std::fs::write(&script, lua).unwrap();
+    let args = [
+        "-t1".to_string(),
+        format!("-c{connections}"),
+        format!("-d{seconds}s"),
+        "--latency".into(),
+        "-s".into(),
+        script.display().to_string(),
+        url.to_string(),
+    ];
+    // wrk blocks; the simulated provider answers on this process's runtime.
+    let output =
+        tokio::task::spawn_blocking(move || std::process::Command::new("wrk").args(args).output())
+            .await
+            .unwrap()
+            .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        !text.contains("Non-2xx"),
+        "wrk saw failed responses:\n{text}"
+    );
+    let after = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim_start().strip_prefix(prefix))
+            .map(str::trim)
+    };
+    Some(WrkRun {
+        throughput: after("Requests/sec:")?.parse().ok()?,
+        p50: wrk_ms(after("50%")?)?,
+        p99: wrk_ms(after("99%")?)?,
+        requests: text
+            .lines()
+            .find(|l| l.contains("requests in"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?,
+    })
+}
+
+/// Throughput at concurrency 64 with wrk as the load generator: the loop above
+/// is a reqwest client in this process and takes a core's worth of CPU that
+/// the gateway and the simulated provider then cannot use. wrk, a C program,
+/// needs a fraction of it, so these rows are what the gateway can do when the
+/// load generator, the provider and the gateway share the two cores.
+async fn wrk_section(
+    out: &mut String,
+    gateway: &Gateway,
+    (direct_url, gateway_url): (&str, &str),
+    question: impl Fn(bool, &str) -> String,
+) {
+    const SECONDS: u64 = 5;
+    const CONNECTIONS: usize = 64;
+    if wrk(direct_url, &question(false, "gpt-4o-mini"), &[], 1, 1)
+        .await
+        .is_none()
+    {
+        let _ = writeln!(
+            out,
+            "\nwrk is not installed (`make bench` installs it): the wrk rows are not measured."
+        );
+        return;
+    }
+    let _ = writeln!(out, "\n### Concurrency 64 with wrk as the load generator\n");
+    let _ = writeln!(out, "wrk (one thread, {CONNECTIONS} connections, {SECONDS} s per run, median of {REPEATS} interleaved runs), the same simulated provider and gateway as above.\n");
+    let _ = writeln!(
+        out,
+        "| path | req/s | p50 ms | p99 ms | gateway CPU ms/request |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    let bypass = [("x-chaosai-cache", "bypass")];
+    let mut cpu = [0.0f64; 2];
+    for stream in [false, true] {
+        let mut direct = Vec::new();
+        let mut through = Vec::new();
+        for _ in 0..REPEATS {
+            let d = wrk(
+                direct_url,
+                &question(stream, "gpt-4o-mini"),
+                &[],
+                CONNECTIONS,
+                SECONDS,
+            )
+            .await
+            .expect("wrk ran a moment ago");
+            direct.push(d);
+            let before = gateway.cpu_seconds();
+            let g = wrk(
+                gateway_url,
+                &question(stream, "gpt"),
+                &bypass,
+                CONNECTIONS,
+                SECONDS,
+            )
+            .await
+            .expect("wrk ran a moment ago");
+            let per_request = (gateway.cpu_seconds() - before) * 1000.0 / g.requests;
+            through.push((g, per_request));
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let kind = if stream { "streamed" } else { "non-streamed" };
+        let _ = writeln!(
+            out,
+            "| direct to provider, {kind} | {:.0} | {:.2} | {:.2} | — |",
+            median(direct.iter().map(|r| r.throughput).collect()),
+            median(direct.iter().map(|r| r.p50).collect()),
+            median(direct.iter().map(|r| r.p99).collect()),
+        );
+        let per_request = median(through.iter().map(|(_, c)| *c).collect());
+        cpu[usize::from(stream)] = per_request;
+        let _ = writeln!(
+            out,
+            "| through the gateway, {kind} | {:.0} | {:.2} | {:.2} | {per_request:.3} |",
+            median(through.iter().map(|(r, _)| r.throughput).collect()),
+            median(through.iter().map(|(r, _)| r.p50).collect()),
+            median(through.iter().map(|(r, _)| r.p99).collect()),
+        );
+    }
+    if cpu[0] > 0.0 {
+        let _ = writeln!(
+            out,
+            "\nWith wrk at concurrency {CONNECTIONS} a streamed answer costs {:.2}× the gateway CPU of the same answer not streamed ({:.3} vs {:.3} ms).",
+            cpu[1] / cpu[0],
+            cpu[1],
+            cpu[0]
+        );
+    }
 }

@@ -660,3 +660,43 @@ async fn lookups_beyond_the_embedders_queue_skip_the_cache_instead_of_waiting() 
         "some lookups skipped the busy model"
     );
 }
+
+#[tokio::test]
+async fn a_bad_worker_thread_count_stops_start_up_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("w.db").display());
+    for bad in ["lots", "0", "100000"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_chaosai"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("CHAOSAI_WORKER_THREADS", bad)
+            .env("CHAOSAI_SIMULATE", "always")
+            .env("CHAOSAI_DATABASE_URL", &database)
+            .env("CHAOSAI_ADDR", "127.0.0.1:0")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{bad} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "CHAOSAI_WORKER_THREADS must be a whole number from 1 to 1024, not \"{bad}\""
+            )),
+            "{stderr}"
+        );
+    }
+    // One worker is a choice like any other: the server starts and answers.
+    let server = Binary::start(
+        &[
+            ("CHAOSAI_WORKER_THREADS", "1".into()),
+            ("CHAOSAI_DATABASE_URL", database.clone()),
+        ],
+        std::process::Stdio::null(),
+    )
+    .await;
+    let answer = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", server.base))
+        .json(&json!({"model": "chaosai", "messages": [{"role": "user", "content": "Where is my order?"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+}

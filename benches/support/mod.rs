@@ -10,7 +10,7 @@ mod binary;
 /// The gateway binary as a child process, shared with the tests (not every
 /// bench starts one).
 #[allow(unused_imports)]
-pub use binary::{Binary as Gateway, TOKEN};
+pub use binary::{free_port, Binary as Gateway, TOKEN};
 
 /// The shipped configuration with every provider pointed at this process's
 /// simulators (reached as real providers, with the key `CHAOSAI_BENCH_KEY`

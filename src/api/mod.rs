@@ -27,9 +27,30 @@ use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-/// Shared state of every handler (and, through Leptos context, of server functions).
+/// Shared state of every handler (and, through Leptos context, of server
+/// functions): a handle, since axum clones the state for every request, and a
+/// clone of the parts themselves (the site options alone are a dozen strings)
+/// was a visible share of a request's CPU.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    /// The state of a server assembled from `parts`.
+    pub fn new(parts: AppParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// What the handlers share.
+pub struct AppParts {
     /// Site options for rendering pages and serving the WASM bundle.
     pub leptos_options: LeptosOptions,
     /// The gateway core.

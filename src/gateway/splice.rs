@@ -267,14 +267,19 @@ impl Tail {
         }
     }
 
-    /// The answer as events.
+    /// The answer as events. The state lives in a box: moved by value into and
+    /// out of every step, the whole `Tail` was copied several times per chunk.
     pub fn into_events(self) -> BoxStream<'static, AnswerEvent> {
-        futures::stream::unfold(self, Tail::next).boxed()
+        futures::stream::unfold(Box::new(self), |mut tail| async move {
+            let event = tail.next().await?;
+            Some((event, tail))
+        })
+        .boxed()
     }
 
-    async fn next(mut self) -> Option<(AnswerEvent, Self)> {
+    async fn next(&mut self) -> Option<AnswerEvent> {
         if let Some(event) = self.queued.pop_front() {
-            return Some((event, self));
+            return Some(event);
         }
         if self.done {
             return None;
@@ -294,10 +299,9 @@ impl Tail {
                         self.done = true;
                         self.settle();
                         self.recorder.finish(RequestStatus::StreamFailed).await;
-                        let ended = AnswerEvent::Failed {
+                        return Some(AnswerEvent::Failed {
                             message: SHUTTING_DOWN.into(),
-                        };
-                        return Some((ended, self));
+                        });
                     };
                     next
                 }
@@ -348,7 +352,7 @@ impl Tail {
                     }
                 }
             };
-            return Some((event, self));
+            return Some(event);
         }
     }
 

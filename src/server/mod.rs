@@ -10,7 +10,7 @@ mod listen;
 mod settings;
 mod tasks;
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppParts, AppState};
 use crate::cache::{Embedder, SemanticCache};
 use crate::chaos::{FaultPlan, FaultProxy, Upstream};
 use crate::clock::{self, SharedClock};
@@ -528,7 +528,7 @@ pub async fn start_with_clock(
         .iter()
         .filter_map(|p| Some((p.name.clone(), p.price()?)))
         .collect();
-    let state = AppState {
+    let state = AppState::new(AppParts {
         cluster: cluster.clone(),
         store_up,
         redact: config.audit.redact_text,
@@ -546,7 +546,7 @@ pub async fn start_with_clock(
             .as_deref()
             .is_some_and(|u| u.starts_with("https://")),
         shutdown: shutdown_signal.clone(),
-    };
+    });
     let allowed_origins: Arc<[String]> = config.server.public_url.iter().cloned().collect();
     let app = router(
         state,

@@ -36,7 +36,28 @@ impl Binary {
 
     /// Starts the binary with `env` on `port` and waits for `/healthz`.
     pub async fn start_on(port: u16, env: &[(&str, String)], stderr: Stdio) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_chaosai"));
+        Self::start_under(&[], port, env, stderr, Duration::from_secs(30)).await
+    }
+
+    /// Starts the binary as the last argument of `wrapper` (a profiler, say:
+    /// `["valgrind", "--tool=callgrind"]`; empty runs it directly) and waits up
+    /// to `ready_within` for `/healthz`.
+    pub async fn start_under(
+        wrapper: &[&str],
+        port: u16,
+        env: &[(&str, String)],
+        stderr: Stdio,
+        ready_within: Duration,
+    ) -> Self {
+        let binary = env!("CARGO_BIN_EXE_chaosai");
+        let mut command = match wrapper.split_first() {
+            None => Command::new(binary),
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+        };
         command
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("CHAOSAI_ADDR", format!("127.0.0.1:{port}"))
@@ -55,7 +76,7 @@ impl Binary {
         let mut child = command.spawn().expect("the gateway binary starts");
         let base = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + ready_within;
         while Instant::now() < deadline {
             let ready = client
                 .get(format!("{base}/healthz"))
@@ -72,7 +93,7 @@ impl Binary {
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("the gateway binary did not become ready within 30 s");
+        panic!("the gateway binary did not become ready within {ready_within:?}");
     }
 
     /// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
@@ -83,6 +104,12 @@ impl Binary {
             .find_map(|l| l.strip_prefix(&format!("{field}:")))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Restarts the peak RSS (`VmHWM`) from the current RSS, so a later reading
+    /// is the peak since now (`/proc/<pid>/clear_refs`, value 5).
+    pub fn reset_peak_memory(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5");
     }
 
     /// CPU time the process has used so far, user + system over all its threads,

@@ -194,18 +194,72 @@ struct WireChunk<'a> {
 /// Writes one stream's chunks; holds what every chunk repeats.
 pub(super) struct ChunkWriter {
     /// The completion's id.
-    pub id: String,
+    id: String,
     /// Unix seconds.
-    pub created: u64,
+    created: u64,
     /// The model that answers (changes on a restart).
-    pub model: String,
+    model: String,
     /// Its `system_fingerprint`.
-    pub fingerprint: Option<String>,
+    fingerprint: Option<String>,
     /// Whether the caller asked for the usage chunk.
-    pub include_usage: bool,
+    include_usage: bool,
+    /// A text chunk's JSON around its text: everything before the escaped text
+    /// and everything after it, serialised once per model. A stream is mostly
+    /// text chunks, and serialising each whole (id, model and fingerprint
+    /// escaped again every time) was the largest part of relaying one.
+    text_frame: (String, String),
 }
 
+/// Stands in for the text while a text chunk's frame is cut out of a whole
+/// chunk; escaped as `"\u0000"`, and the last string of the chunk.
+const TEXT_MARK: &str = "\0";
+
 impl ChunkWriter {
+    /// The writer of stream `id`, answered by `model`.
+    pub fn new(
+        id: String,
+        created: u64,
+        (model, fingerprint): (String, Option<String>),
+        include_usage: bool,
+    ) -> Self {
+        let mut writer = Self {
+            id,
+            created,
+            model,
+            fingerprint,
+            include_usage,
+            text_frame: (String::new(), String::new()),
+        };
+        writer.frame_text();
+        writer
+    }
+
+    /// The model now answering (a restart's).
+    pub fn set_model(&mut self, model: String) {
+        self.model = model;
+        self.frame_text();
+    }
+
+    fn frame_text(&mut self) {
+        let whole = self.text_chunk(TEXT_MARK);
+        // The text is the chunk's last string, so the last mark is the text's.
+        let at = whole
+            .rfind("\"\\u0000\"")
+            .expect("the mark is in the chunk");
+        self.text_frame = (
+            whole[..at].to_string(),
+            whole[at + "\"\\u0000\"".len()..].to_string(),
+        );
+    }
+
+    /// Appends the chunk carrying `text` to `out`: the same JSON as the typed
+    /// chunk, with only the text escaped now.
+    pub fn text_into(&self, out: &mut Vec<u8>, text: &str) {
+        out.extend_from_slice(self.text_frame.0.as_bytes());
+        serde_json::to_writer(&mut *out, text).expect("a string always serialises");
+        out.extend_from_slice(self.text_frame.1.as_bytes());
+    }
+
     fn chunk<'a>(
         &'a self,
         choice: Option<WireChunkChoice<'a>>,
@@ -247,8 +301,8 @@ impl ChunkWriter {
         self.chunk(Some(self.delta(delta, None)), None)
     }
 
-    /// A piece of text.
-    pub fn text(&self, text: &str) -> String {
+    /// A piece of text, serialised whole (what [`Self::text_into`] reproduces).
+    fn text_chunk(&self, text: &str) -> String {
         let delta = WireDelta {
             content: Some(text),
             ..WireDelta::default()
@@ -322,13 +376,46 @@ mod tests {
     use serde_json::{json, Value};
 
     fn writer(include_usage: bool) -> ChunkWriter {
-        ChunkWriter {
-            id: "chatcmpl-1".into(),
-            created: 7,
-            model: "gpt-4o".into(),
-            fingerprint: Some("fp_x".into()),
+        ChunkWriter::new(
+            "chatcmpl-1".into(),
+            7,
+            ("gpt-4o".into(), Some("fp_x".into())),
             include_usage,
+        )
+    }
+
+    #[test]
+    fn a_framed_text_chunk_is_the_typed_chunk_byte_for_byte() {
+        let texts = [
+            "",
+            "hi",
+            "say \"hi\"\n",
+            "\u{0}",
+            "é ✓ 🦀",
+            "\\u0000\"",
+            "</script>",
+        ];
+        for include_usage in [false, true] {
+            let mut w = writer(include_usage);
+            for model in ["gpt-4o", "m\"\u{0}odel"] {
+                w.set_model(model.into());
+                for text in texts {
+                    let mut framed = Vec::new();
+                    w.text_into(&mut framed, text);
+                    assert_eq!(String::from_utf8(framed).unwrap(), w.text_chunk(text));
+                }
+            }
         }
+        assert_eq!(
+            parsed(&w_text(&writer(false), "a\"b"))["choices"][0]["delta"]["content"],
+            "a\"b"
+        );
+    }
+
+    fn w_text(w: &ChunkWriter, text: &str) -> String {
+        let mut out = Vec::new();
+        w.text_into(&mut out, text);
+        String::from_utf8(out).unwrap()
     }
 
     fn parsed(text: &str) -> Value {
@@ -366,8 +453,8 @@ mod tests {
     #[test]
     fn with_include_usage_every_chunk_has_null_usage_and_the_last_has_it() {
         let w = writer(true);
-        assert_eq!(parsed(&w.text("hi"))["usage"], Value::Null);
-        assert!(parsed(&w.text("hi"))
+        assert_eq!(parsed(&w_text(&w, "hi"))["usage"], Value::Null);
+        assert!(parsed(&w_text(&w, "hi"))
             .as_object()
             .unwrap()
             .contains_key("usage"));

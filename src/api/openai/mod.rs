@@ -224,13 +224,12 @@ pub async fn chat_completions(
     }
 
     let streaming = state.gateway.stream(request.gateway).await?;
-    let mut writer = ChunkWriter {
-        id: streaming.id.clone(),
+    let mut writer = ChunkWriter::new(
+        streaming.id.clone(),
         created,
-        model: streaming.model.clone(),
-        fingerprint: streaming.fingerprint.clone(),
-        include_usage: request.include_usage,
-    };
+        (streaming.model.clone(), streaming.fingerprint.clone()),
+        request.include_usage,
+    );
     let mut opening = Vec::new();
     sse_data(&mut opening, &writer.opening());
     let mut charge = Some(charge);
@@ -240,14 +239,18 @@ pub async fn chat_completions(
         let mut frame = Vec::with_capacity(batch.len() * 256);
         for answer_event in batch {
             match answer_event {
-                AnswerEvent::Text(text) => sse_data(&mut frame, &writer.text(&text)),
+                AnswerEvent::Text(text) => {
+                    frame.extend_from_slice(b"data: ");
+                    writer.text_into(&mut frame, &text);
+                    frame.extend_from_slice(b"\n\n");
+                }
                 AnswerEvent::ToolCall(fragment) => {
                     sse_data(&mut frame, &writer.tool_call(&fragment))
                 }
                 // Only callers that asked for restarts get one; the marker tells them
                 // to drop the text they have and take what follows instead.
                 AnswerEvent::Restarted { served_by, model } => {
-                    writer.model = model;
+                    writer.set_model(model);
                     sse_data(&mut frame, &writer.restarted(served_by.as_str()));
                 }
                 AnswerEvent::Done {

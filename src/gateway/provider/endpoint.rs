@@ -10,16 +10,32 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct Endpoint {
     /// The provider's own URL for this call.
-    direct: String,
+    direct: Route,
     /// The same call through the fault proxy, with the flag that selects it.
-    faulted: Option<(String, Arc<AtomicBool>)>,
+    faulted: Option<(Route, Arc<AtomicBool>)>,
+}
+
+/// One URL, as configured and parsed once: parsing it again for every request
+/// (host, IDNA, path) cost more than building the request's JSON.
+#[derive(Clone, Debug)]
+struct Route {
+    text: String,
+    /// `None` when it does not parse; the request then fails as it is sent.
+    parsed: Option<reqwest::Url>,
+}
+
+impl Route {
+    fn new(text: String) -> Self {
+        let parsed = reqwest::Url::parse(&text).ok();
+        Self { text, parsed }
+    }
 }
 
 impl Endpoint {
     /// An endpoint that always goes straight to `url` (tests, chaos disabled).
     pub fn direct(url: impl Into<String>) -> Self {
         Self {
-            direct: url.into(),
+            direct: Route::new(url.into()),
             faulted: None,
         }
     }
@@ -31,14 +47,14 @@ impl Endpoint {
         flag: Arc<AtomicBool>,
     ) -> Self {
         Self {
-            direct: direct.into(),
-            faulted: Some((proxied.into(), flag)),
+            direct: Route::new(direct.into()),
+            faulted: Some((Route::new(proxied.into()), flag)),
         }
     }
 
     /// The same endpoint with `path` appended to both routes.
     pub fn join(&self, path: &str) -> Self {
-        let join = |base: &str| format!("{}{path}", base.trim_end_matches('/'));
+        let join = |base: &Route| Route::new(format!("{}{path}", base.text.trim_end_matches('/')));
         Self {
             direct: join(&self.direct),
             faulted: self
@@ -48,12 +64,21 @@ impl Endpoint {
         }
     }
 
-    /// The URL to use for a request starting now.
-    pub fn url(&self) -> &str {
+    fn route(&self) -> &Route {
         match &self.faulted {
-            Some((url, flag)) if flag.load(Ordering::Acquire) => url,
+            Some((route, flag)) if flag.load(Ordering::Acquire) => route,
             _ => &self.direct,
         }
+    }
+
+    /// The URL to use for a request starting now.
+    pub fn url(&self) -> &str {
+        &self.route().text
+    }
+
+    /// The same URL, parsed, if it parses.
+    pub(crate) fn parsed(&self) -> Option<reqwest::Url> {
+        self.route().parsed.clone()
     }
 }
 

@@ -10,6 +10,7 @@ use super::sse::{piece_stream, SseDecoder};
 use super::{retry_after, PieceStream, ProviderError, ProviderTarget, TimeoutKind, WireFault};
 use crate::config::Secret;
 use futures::StreamExt;
+use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use std::time::Duration;
 
 /// Reads a protocol's error body.
@@ -62,11 +63,39 @@ pub(crate) struct Target {
     pub client: reqwest::Client,
     /// Timeouts and size caps.
     pub limits: WireLimits,
+    /// The key's header, built once rather than formatted for every request;
+    /// `None` without a key, or for a key no header can carry (the request then
+    /// carries it as given and fails as it is sent).
+    auth: Option<(HeaderName, HeaderValue)>,
+}
+
+/// How a protocol presents its key.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum KeyHeader {
+    /// `Authorization: Bearer <key>` (OpenAI).
+    Bearer,
+    /// The key alone in this header (Anthropic's `x-api-key`).
+    Named(&'static str),
 }
 
 impl Target {
-    /// The protocol's endpoint at `path` below the provider's base URL.
-    pub fn new(target: ProviderTarget, path: &str, client: reqwest::Client) -> Self {
+    /// The protocol's endpoint at `path` below the provider's base URL, its key
+    /// presented as `key_header` says.
+    pub fn new(
+        target: ProviderTarget,
+        path: &str,
+        client: reqwest::Client,
+        key_header: KeyHeader,
+    ) -> Self {
+        let auth = target.api_key.as_ref().and_then(|key| {
+            let (name, value) = match key_header {
+                KeyHeader::Bearer => (AUTHORIZATION, format!("Bearer {}", key.expose())),
+                KeyHeader::Named(name) => (HeaderName::from_static(name), key.expose().to_string()),
+            };
+            let mut value = HeaderValue::from_str(&value).ok()?;
+            value.set_sensitive(true);
+            Some((name, value))
+        });
         Self {
             name: target.name,
             model: target.model,
@@ -74,6 +103,24 @@ impl Target {
             api_key: target.api_key,
             client,
             limits: target.limits,
+            auth,
+        }
+    }
+
+    /// A POST to the endpoint in force, with the key.
+    pub fn post(&self, key_header: KeyHeader) -> reqwest::RequestBuilder {
+        let builder = match self.endpoint.parsed() {
+            Some(url) => self.client.post(url),
+            None => self.client.post(self.endpoint.url()),
+        };
+        match (&self.auth, &self.api_key) {
+            (Some((name, value)), _) => builder.header(name.clone(), value.clone()),
+            // A key no header can carry: reqwest reports it as the request is sent.
+            (None, Some(key)) => match key_header {
+                KeyHeader::Bearer => builder.bearer_auth(key.expose()),
+                KeyHeader::Named(name) => builder.header(name, key.expose()),
+            },
+            (None, None) => builder,
         }
     }
 

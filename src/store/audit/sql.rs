@@ -1,13 +1,126 @@
 //! The audit's SQL: one batch of records in one transaction, multi-row INSERTs
-//! per table, and retention over every table in small deletes.
+//! of fixed sizes per table, and retention over every table in small deletes.
 
 use super::AuditRecord;
-use crate::store::Db;
-use sqlx::QueryBuilder;
+use crate::store::{Db, Engine};
+use std::fmt::Write;
+use std::sync::OnceLock;
 
-/// SQLite allows 32 766 bound parameters per statement and PostgreSQL 65 535;
-/// rows per INSERT stay well below both.
-const ROWS_PER_STATEMENT: usize = 400;
+/// Rows per INSERT. A batch goes out in statements of these sizes, largest
+/// first, so each table has three SQL texts in all and every one of them stays
+/// prepared in each connection's statement cache: statements sized to each
+/// batch had SQLite parse and plan a new text almost every batch, which cost
+/// as much as the inserts. 32 rows of the widest table bind 512 parameters,
+/// far below both engines' limits.
+const STATEMENT_ROWS: [usize; 3] = [32, 8, 1];
+
+/// `rows` cut into statements of [`STATEMENT_ROWS`] sizes.
+fn statements<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let size = STATEMENT_ROWS.into_iter().find(|&n| n <= rows.len())?;
+        let (head, tail) = rows.split_at(size);
+        rows = tail;
+        Some(head)
+    })
+}
+
+/// One table's INSERT, its text built once per engine and statement size.
+struct Insert {
+    /// `table (column, …)`.
+    into: &'static str,
+    columns: usize,
+    /// What follows the values (a conflict clause).
+    suffix: &'static str,
+    /// SQLite's texts, then PostgreSQL's.
+    texts: OnceLock<[[String; STATEMENT_ROWS.len()]; 2]>,
+}
+
+impl Insert {
+    const fn new(into: &'static str, columns: usize, suffix: &'static str) -> Self {
+        Self {
+            into,
+            columns,
+            suffix,
+            texts: OnceLock::new(),
+        }
+    }
+
+    /// The statement for `rows` rows (one of [`STATEMENT_ROWS`]) on `engine`.
+    /// PostgreSQL numbers its placeholders (`$1…`, row after row). SQLite gets
+    /// anonymous `?`s, bound in order: for numbered ones sqlx asks SQLite for
+    /// every parameter's name, a walk of the statement's whole parameter list,
+    /// which made binding a 32-row INSERT quadratic and dearer than running it.
+    fn sql(&self, engine: Engine, rows: usize) -> &str {
+        let texts = self.texts.get_or_init(|| {
+            [Engine::Sqlite, Engine::Postgres].map(|engine| {
+                STATEMENT_ROWS.map(|n| {
+                    let mut sql = format!("INSERT INTO {} VALUES ", self.into);
+                    for row in 0..n {
+                        sql.push_str(if row == 0 { "(" } else { ", (" });
+                        for column in 0..self.columns {
+                            if column > 0 {
+                                sql.push_str(", ");
+                            }
+                            match engine {
+                                Engine::Sqlite => sql.push('?'),
+                                Engine::Postgres => {
+                                    let _ = write!(sql, "${}", row * self.columns + column + 1);
+                                }
+                            }
+                        }
+                        sql.push(')');
+                    }
+                    sql.push_str(self.suffix);
+                    sql
+                })
+            })
+        });
+        let at = STATEMENT_ROWS
+            .iter()
+            .position(|&n| n == rows)
+            .expect("statements() cuts only these sizes");
+        let engine = match engine {
+            Engine::Sqlite => 0,
+            Engine::Postgres => 1,
+        };
+        &texts[engine][at]
+    }
+}
+
+// A request (and its attempts) written again after a retried batch is already there.
+static REQUESTS: Insert = Insert::new(
+    "requests (id, created_at_ms, surface, stream, served_by, status, latency_ms, overhead_ms, \
+     question_chars, answer_chars, conversation_id, cache_similarity, tenant, prompt_tokens, \
+     completion_tokens, usage_source)",
+    16,
+    " ON CONFLICT DO NOTHING",
+);
+static ATTEMPTS: Insert = Insert::new(
+    "attempts (request_id, seq, provider, outcome, http_status, latency_ms, breaker_before, \
+     prompt_tokens, completion_tokens)",
+    9,
+    " ON CONFLICT DO NOTHING",
+);
+static TRANSITIONS: Insert = Insert::new(
+    "breaker_transitions (at_ms, provider, from_state, to_state, reason)",
+    5,
+    "",
+);
+static FAULTS: Insert = Insert::new(
+    "fault_changes (at_ms, provider, action, kind, spec_json, changed_by)",
+    6,
+    "",
+);
+static MESSAGES: Insert = Insert::new(
+    "messages (at_ms, conversation_id, request_id, role, content)",
+    5,
+    "",
+);
+static TICKETS: Insert = Insert::new(
+    "tickets (id, created_at_ms, request_id, question, conversation_json, failure_json)",
+    6,
+    "",
+);
 
 /// A count as SQLite stores it; a provider reporting more than `i64::MAX` tokens
 /// is not worth an error.
@@ -80,7 +193,8 @@ pub(super) async fn prune(db: &Db, older_than_ms: i64, max_rows: i64) -> Result<
     Ok(deleted)
 }
 
-/// Writes records in one transaction with multi-row INSERTs per table.
+/// Writes records in one transaction with multi-row INSERTs per table, in
+/// statements of fixed sizes.
 pub(super) async fn write_batch(db: &Db, batch: &[&AuditRecord]) -> Result<(), sqlx::Error> {
     // One pass sorts records into rows per table, so each INSERT below binds its
     // own typed rows instead of matching the enum again.
@@ -98,35 +212,31 @@ pub(super) async fn write_batch(db: &Db, batch: &[&AuditRecord]) -> Result<(), s
             AuditRecord::Ticket(t) => tickets.push(t),
         }
     }
+    let engine = db.engine();
     crate::with_db!(db, pool => {
     let mut tx = pool.begin().await?;
-    for chunk in requests.chunks(ROWS_PER_STATEMENT / 16) {
-        let mut q: QueryBuilder<_> = QueryBuilder::new(
-            "INSERT INTO requests (id, created_at_ms, surface, stream, served_by, status, \
-             latency_ms, overhead_ms, question_chars, answer_chars, conversation_id, cache_similarity, \
-             tenant, prompt_tokens, completion_tokens, usage_source) ",
-        );
-        q.push_values(chunk, |mut row, r| {
-            row.push_bind(&r.id)
-                .push_bind(r.created_at_ms)
-                .push_bind(r.surface)
-                .push_bind(r.stream)
-                .push_bind(&r.served_by)
-                .push_bind(r.status)
-                .push_bind(r.latency_ms as i64)
-                .push_bind(r.overhead_ms)
-                .push_bind(r.question_chars as i64)
-                .push_bind(r.answer_chars as i64)
-                .push_bind(&r.conversation_id)
-                .push_bind(r.cache_similarity)
-                .push_bind(&r.tenant)
-                .push_bind(saturating_i64(r.usage.prompt_tokens))
-                .push_bind(saturating_i64(r.usage.completion_tokens))
-                .push_bind(r.usage_source);
-        });
-        // A request written again after a retried batch is already there.
-        q.push(" ON CONFLICT DO NOTHING");
-        q.build().execute(&mut *tx).await?;
+    for chunk in statements(&requests) {
+        let mut q = sqlx::query(REQUESTS.sql(engine, chunk.len()));
+        for r in chunk {
+            q = q
+                .bind(&r.id)
+                .bind(r.created_at_ms)
+                .bind(r.surface)
+                .bind(r.stream)
+                .bind(&r.served_by)
+                .bind(r.status)
+                .bind(r.latency_ms as i64)
+                .bind(r.overhead_ms)
+                .bind(r.question_chars as i64)
+                .bind(r.answer_chars as i64)
+                .bind(&r.conversation_id)
+                .bind(r.cache_similarity)
+                .bind(&r.tenant)
+                .bind(saturating_i64(r.usage.prompt_tokens))
+                .bind(saturating_i64(r.usage.completion_tokens))
+                .bind(r.usage_source);
+        }
+        q.execute(&mut *tx).await?;
     }
     let attempts: Vec<_> = requests
         .iter()
@@ -137,80 +247,109 @@ pub(super) async fn write_batch(db: &Db, batch: &[&AuditRecord]) -> Result<(), s
                 .map(move |(seq, a)| (r.id.as_str(), seq, a))
         })
         .collect();
-    for chunk in attempts.chunks(ROWS_PER_STATEMENT / 9) {
-        let mut q: QueryBuilder<_> = QueryBuilder::new(
-            "INSERT INTO attempts (request_id, seq, provider, outcome, http_status, latency_ms, \
-             breaker_before, prompt_tokens, completion_tokens) ",
-        );
-        q.push_values(chunk, |mut row, (id, seq, a)| {
-            row.push_bind(*id)
-                .push_bind(*seq as i64)
-                .push_bind(&a.provider)
-                .push_bind(a.outcome)
-                .push_bind(a.status.map(i64::from))
-                .push_bind(a.latency_ms as i64)
-                .push_bind(a.breaker)
-                .push_bind(a.usage.map(|u| saturating_i64(u.prompt_tokens)))
-                .push_bind(a.usage.map(|u| saturating_i64(u.completion_tokens)));
-        });
-        // A request written again after a retried batch is already there.
-        q.push(" ON CONFLICT DO NOTHING");
-        q.build().execute(&mut *tx).await?;
+    for chunk in statements(&attempts) {
+        let mut q = sqlx::query(ATTEMPTS.sql(engine, chunk.len()));
+        for (id, seq, a) in chunk {
+            q = q
+                .bind(*id)
+                .bind(*seq as i64)
+                .bind(&a.provider)
+                .bind(a.outcome)
+                .bind(a.status.map(i64::from))
+                .bind(a.latency_ms as i64)
+                .bind(a.breaker)
+                .bind(a.usage.map(|u| saturating_i64(u.prompt_tokens)))
+                .bind(a.usage.map(|u| saturating_i64(u.completion_tokens)));
+        }
+        q.execute(&mut *tx).await?;
     }
-    for chunk in transitions.chunks(ROWS_PER_STATEMENT / 5) {
-        let mut q: QueryBuilder<_> = QueryBuilder::new(
-            "INSERT INTO breaker_transitions (at_ms, provider, from_state, to_state, reason) ",
-        );
-        q.push_values(chunk, |mut row, t| {
-            row.push_bind(t.at_ms)
-                .push_bind(&t.provider)
-                .push_bind(t.from)
-                .push_bind(t.to)
-                .push_bind(&t.reason);
-        });
-        q.build().execute(&mut *tx).await?;
+    for chunk in statements(&transitions) {
+        let mut q = sqlx::query(TRANSITIONS.sql(engine, chunk.len()));
+        for t in chunk {
+            q = q
+                .bind(t.at_ms)
+                .bind(&t.provider)
+                .bind(t.from)
+                .bind(t.to)
+                .bind(&t.reason);
+        }
+        q.execute(&mut *tx).await?;
     }
-    for chunk in faults.chunks(ROWS_PER_STATEMENT / 6) {
-        let mut q: QueryBuilder<_> = QueryBuilder::new(
-            "INSERT INTO fault_changes (at_ms, provider, action, kind, spec_json, changed_by) ",
-        );
-        q.push_values(chunk, |mut row, f| {
-            row.push_bind(f.at_ms)
-                .push_bind(&f.provider)
-                .push_bind(if f.spec.is_some() { "set" } else { "healed" })
-                .push_bind(f.spec.as_ref().map(|s| s.kind.name()))
-                .push_bind(f.spec.as_ref().and_then(|s| serde_json::to_string(s).ok()))
-                .push_bind(f.by);
-        });
-        q.build().execute(&mut *tx).await?;
+    for chunk in statements(&faults) {
+        let mut q = sqlx::query(FAULTS.sql(engine, chunk.len()));
+        for f in chunk {
+            q = q
+                .bind(f.at_ms)
+                .bind(&f.provider)
+                .bind(if f.spec.is_some() { "set" } else { "healed" })
+                .bind(f.spec.as_ref().map(|s| s.kind.name()))
+                .bind(f.spec.as_ref().and_then(|s| serde_json::to_string(s).ok()))
+                .bind(f.by);
+        }
+        q.execute(&mut *tx).await?;
     }
-    for chunk in messages.chunks(ROWS_PER_STATEMENT / 5) {
-        let mut q: QueryBuilder<_> = QueryBuilder::new(
-            "INSERT INTO messages (at_ms, conversation_id, request_id, role, content) ",
-        );
-        q.push_values(chunk, |mut row, m| {
-            row.push_bind(m.at_ms)
-                .push_bind(&m.conversation_id)
-                .push_bind(&m.request_id)
-                .push_bind(m.turn.role)
-                .push_bind(&m.turn.content);
-        });
-        q.build().execute(&mut *tx).await?;
+    for chunk in statements(&messages) {
+        let mut q = sqlx::query(MESSAGES.sql(engine, chunk.len()));
+        for m in chunk {
+            q = q
+                .bind(m.at_ms)
+                .bind(&m.conversation_id)
+                .bind(&m.request_id)
+                .bind(m.turn.role)
+                .bind(&m.turn.content);
+        }
+        q.execute(&mut *tx).await?;
     }
-    for chunk in tickets.chunks(ROWS_PER_STATEMENT / 6) {
-        let mut q: QueryBuilder<_> = QueryBuilder::new(
-            "INSERT INTO tickets (id, created_at_ms, request_id, question, conversation_json, failure_json) ",
-        );
-        q.push_values(chunk, |mut row, t| {
-            row.push_bind(&t.id)
-                .push_bind(t.created_at_ms)
-                .push_bind(&t.request_id)
-                .push_bind(&t.question)
-                .push_bind(&t.conversation_json)
-                .push_bind(&t.failure_json);
-        });
-        q.build().execute(&mut *tx).await?;
+    for chunk in statements(&tickets) {
+        let mut q = sqlx::query(TICKETS.sql(engine, chunk.len()));
+        for t in chunk {
+            q = q
+                .bind(&t.id)
+                .bind(t.created_at_ms)
+                .bind(&t.request_id)
+                .bind(&t.question)
+                .bind(&t.conversation_json)
+                .bind(&t.failure_json);
+        }
+        q.execute(&mut *tx).await?;
     }
     tx.commit().await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_batch_is_cut_into_the_three_statement_sizes_and_loses_no_row() {
+        for n in 0..200usize {
+            let rows: Vec<usize> = (0..n).collect();
+            let cut: Vec<&[usize]> = statements(&rows).collect();
+            assert!(cut.iter().all(|c| STATEMENT_ROWS.contains(&c.len())));
+            assert_eq!(cut.concat(), rows, "{n} rows in order, none lost");
+        }
+        let sizes: Vec<usize> = statements(&[0u8; 45]).map(<[u8]>::len).collect();
+        assert_eq!(sizes, [32, 8, 1, 1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn postgres_numbers_placeholders_row_after_row_and_sqlite_binds_in_order() {
+        let insert = Insert::new("t (a, b)", 2, " ON CONFLICT DO NOTHING");
+        assert_eq!(
+            insert.sql(Engine::Postgres, 1),
+            "INSERT INTO t (a, b) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        );
+        let eight = insert.sql(Engine::Postgres, 8);
+        assert!(eight.starts_with("INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), "));
+        assert!(eight.ends_with("($15, $16) ON CONFLICT DO NOTHING"));
+        assert_eq!(insert.sql(Engine::Postgres, 32).matches('$').count(), 64);
+        assert_eq!(
+            insert.sql(Engine::Sqlite, 8),
+            format!(
+                "INSERT INTO t (a, b) VALUES (?, ?){} ON CONFLICT DO NOTHING",
+                ", (?, ?)".repeat(7)
+            )
+        );
+    }
 }

@@ -14,7 +14,7 @@
 
 mod decode;
 
-use super::wire::Target;
+use super::wire::{KeyHeader, Target};
 use super::{
     Completion, PieceStream, Provider, ProviderError, ProviderRequest, ProviderTarget,
     ResponseFormat, ToolChoice,
@@ -26,6 +26,8 @@ use serde_json::{json, Value};
 
 /// The API version this adapter speaks.
 const API_VERSION: &str = "2023-06-01";
+/// How Anthropic takes the key.
+const API_KEY: KeyHeader = KeyHeader::Named("x-api-key");
 
 /// Anthropic's highest temperature.
 const MAX_TEMPERATURE: f32 = 1.0;
@@ -168,7 +170,7 @@ impl AnthropicProvider {
     pub fn new(target: ProviderTarget, client: reqwest::Client) -> Self {
         let continuation = target.continuation;
         Self {
-            target: Target::new(target, "/v1/messages", client),
+            target: Target::new(target, "/v1/messages", client, API_KEY),
             continuation,
         }
     }
@@ -214,16 +216,10 @@ impl AnthropicProvider {
             tools,
             stream,
         };
-        let builder = self
-            .target
-            .client
-            .post(self.target.endpoint.url())
+        self.target
+            .post(API_KEY)
             .header("anthropic-version", API_VERSION)
-            .json(&body);
-        match &self.target.api_key {
-            Some(key) => builder.header("x-api-key", key.expose()),
-            None => builder,
-        }
+            .json(&body)
     }
 }
 

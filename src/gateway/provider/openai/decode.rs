@@ -11,6 +11,7 @@ use super::super::{
 use crate::shared::{ToolCall, Usage};
 use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 
 #[derive(Deserialize)]
 pub(super) struct WireResponse {
@@ -71,34 +72,44 @@ impl From<WireUsage> for Usage {
     }
 }
 
+/// A string of a chunk, borrowed from the event unless it holds escapes: the
+/// model and fingerprint every chunk repeats are only copied once per stream.
 #[derive(Deserialize)]
-struct WireChunk {
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    system_fingerprint: Option<String>,
-    #[serde(default)]
-    choices: Vec<WireChunkChoice>,
+struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+
+#[derive(Deserialize)]
+struct WireChunk<'a> {
+    #[serde(default, borrow)]
+    model: Option<Borrowed<'a>>,
+    #[serde(default, borrow)]
+    system_fingerprint: Option<Borrowed<'a>>,
+    #[serde(default, borrow)]
+    choices: Vec<WireChunkChoice<'a>>,
     #[serde(default)]
     usage: Option<WireUsage>,
+    /// Providers report failures inside a 200 stream as an `error` object. Read
+    /// with the chunk, in the same pass: parsing every chunk a second time as a
+    /// possible error had cost more than the chunk itself.
+    #[serde(default)]
+    error: Option<Value>,
 }
 
 #[derive(Deserialize)]
-struct WireChunkChoice {
+struct WireChunkChoice<'a> {
     #[serde(default)]
     index: u32,
-    #[serde(default)]
-    delta: WireDelta,
-    #[serde(default)]
-    finish_reason: Option<String>,
+    #[serde(default, borrow)]
+    delta: WireDelta<'a>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Borrowed<'a>>,
 }
 
 #[derive(Deserialize, Default)]
-struct WireDelta {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    refusal: Option<String>,
+struct WireDelta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Borrowed<'a>>,
+    #[serde(default, borrow)]
+    refusal: Option<Borrowed<'a>>,
     #[serde(default)]
     tool_calls: Option<Vec<WireToolCallDelta>>,
 }
@@ -137,8 +148,11 @@ struct WireErrorBody {
 
 /// The fault an error body describes, if it is OpenAI's error shape.
 pub(super) fn error_fault(body: &str) -> Option<WireFault> {
-    let error = serde_json::from_str::<WireError>(body).ok()?.error;
-    Some(WireFault {
+    Some(fault(serde_json::from_str::<WireError>(body).ok()?.error))
+}
+
+fn fault(error: WireErrorBody) -> WireFault {
+    WireFault {
         message: error.message,
         kind: error.kind,
         code: error.code.and_then(|c| match c {
@@ -146,7 +160,7 @@ pub(super) fn error_fault(body: &str) -> Option<WireFault> {
             Value::Null => None,
             other => Some(other.to_string()),
         }),
-    })
+    }
 }
 
 /// OpenAI's finish reasons; an unknown one is read as a plain stop.
@@ -231,17 +245,21 @@ impl SseDecoder for ChunkDecoder {
         if data.is_empty() {
             return Ok(Flow::Continue);
         }
-        // Providers report failures inside a 200 stream as an `error` object.
-        if let Some(fault) = error_fault(data) {
-            return Err(ProviderError::Server {
-                status: 500,
-                message: fault.message,
-            });
-        }
         let chunk: WireChunk = serde_json::from_str(data)
             .map_err(|err| ProviderError::Malformed(format!("bad chunk: {err}")))?;
+        // An `error` object in OpenAI's error shape is the provider's failure.
+        if let Some(error) = chunk
+            .error
+            .and_then(|e| serde_json::from_value::<WireErrorBody>(e).ok())
+        {
+            return Err(ProviderError::Server {
+                status: 500,
+                message: fault(error).message,
+            });
+        }
         if !self.named {
-            if let Some(model) = served(chunk.model, chunk.system_fingerprint) {
+            let owned = |s: Option<Borrowed>| s.map(|s| s.0.into_owned());
+            if let Some(model) = served(owned(chunk.model), owned(chunk.system_fingerprint)) {
                 self.named = true;
                 out.push(Piece::Served(model));
             }
@@ -250,7 +268,7 @@ impl SseDecoder for ChunkDecoder {
         for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
             let delta = choice.delta;
             if let Some(text) = delta.content.or(delta.refusal) {
-                out.push(Piece::Text(text));
+                out.push(Piece::Text(text.0.into_owned()));
             }
             for call in delta.tool_calls.unwrap_or_default() {
                 if call.index >= MAX_TOOL_CALLS {
@@ -271,7 +289,7 @@ impl SseDecoder for ChunkDecoder {
                 }));
             }
             if let Some(reason) = choice.finish_reason {
-                out.push(Piece::Finish(finish_reason(&reason)));
+                out.push(Piece::Finish(finish_reason(&reason.0)));
             }
         }
         if let Some(usage) = chunk.usage {
@@ -296,6 +314,49 @@ mod tests {
             decoder.decode(&event, &mut out)?;
         }
         Ok(out)
+    }
+
+    #[test]
+    fn an_error_object_inside_a_stream_is_the_providers_failure() {
+        let err = decode_all(&[
+            r#"{"choices":[{"index":0,"delta":{"content":"Hel"}}]}"#,
+            r#"{"error":{"message":"overloaded","type":"server_error","code":529}}"#,
+        ])
+        .unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::Server { status: 500, message } if message == "overloaded"),
+            "{err:?}"
+        );
+        // Not OpenAI's error shape: the chunk is read for what it carries.
+        let pieces = decode_all(&[
+            r#"{"error":null,"choices":[{"index":0,"delta":{"content":"a"}}]}"#,
+            r#"{"error":"none","choices":[{"index":0,"delta":{"content":"b"}}]}"#,
+        ])
+        .unwrap();
+        let texts: Vec<_> = pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(texts, ["a", "b"]);
+    }
+
+    #[test]
+    fn escaped_text_and_the_served_model_survive_borrowing() {
+        let pieces = decode_all(&[
+            r#"{"model":"gpt-4o","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"content":"say \"hi\"\n\u00e9"}}]}"#,
+            r#"{"model":"gpt-4o","choices":[{"index":0,"delta":{"content":"plain"},"finish_reason":"length"}]}"#,
+        ])
+        .unwrap();
+        assert!(
+            matches!(&pieces[0], Piece::Served(s) if s.model == "gpt-4o" && s.fingerprint.as_deref() == Some("fp_1"))
+        );
+        assert!(matches!(&pieces[1], Piece::Text(t) if t == "say \"hi\"\n\u{e9}"));
+        assert!(matches!(&pieces[2], Piece::Text(t) if t == "plain"));
+        assert!(matches!(pieces[3], Piece::Finish(FinishReason::Length)));
+        assert_eq!(pieces.len(), 4, "the model is named once");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 mod decode;
 
-use super::wire::Target;
+use super::wire::{KeyHeader, Target};
 use super::{
     Completion, PieceStream, Provider, ProviderError, ProviderRequest, ProviderTarget,
     ResponseFormat, ToolChoice,
@@ -111,7 +111,7 @@ impl OpenAiProvider {
     pub fn new(target: ProviderTarget, client: reqwest::Client) -> Self {
         let continuation = target.continuation;
         Self {
-            target: Target::new(target, "/chat/completions", client),
+            target: Target::new(target, "/chat/completions", client, KeyHeader::Bearer),
             continuation,
         }
     }
@@ -195,15 +195,7 @@ impl OpenAiProvider {
             continue_final_message: vllm.then_some(true),
             add_generation_prompt: vllm.then_some(false),
         };
-        let builder = self
-            .target
-            .client
-            .post(self.target.endpoint.url())
-            .json(&body);
-        match &self.target.api_key {
-            Some(key) => builder.bearer_auth(key.expose()),
-            None => builder,
-        }
+        self.target.post(KeyHeader::Bearer).json(&body)
     }
 }
 

@@ -151,7 +151,9 @@ pub(crate) fn piece_stream<D: SseDecoder>(
     decoder: D,
 ) -> PieceStream {
     let stall = Box::pin(tokio::time::sleep(limits.stall));
-    let reader = Reader {
+    // Boxed for the same reason as the answer's tail: the state moves through
+    // every step of the stream.
+    let reader = Box::new(Reader {
         bytes: response.bytes_stream().boxed(),
         parser: Parser::new(limits.max_event),
         decoder,
@@ -162,7 +164,7 @@ pub(crate) fn piece_stream<D: SseDecoder>(
         finished: false,
         scratch: Vec::new(),
         stall,
-    };
+    });
     futures::stream::unfold(reader, |mut reader| async move {
         reader.fill().await;
         if let Some(piece) = reader.ready.pop_front() {
