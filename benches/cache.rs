@@ -1,6 +1,7 @@
 //! Layer-0 figures: embedding one question, HNSW search at 10k and 100k entries,
 //! insert rate, and cache-hit latency over HTTP at concurrency 1 and 16.
-//! Prints markdown tables. `CHAOSAI_BENCH_INDEX_SIZES=10000` skips the 100k build.
+//! Prints markdown tables and writes them to `bench/CACHE.md`.
+//! `CHAOSAI_BENCH_INDEX_SIZES=10000` skips the 100k build.
 
 use chaosai::cache::index::VectorIndex;
 use chaosai::cache::Embedder;
@@ -12,7 +13,17 @@ use support::{percentiles, vectors};
 
 mod support;
 
-fn embedder_figures() {
+/// Prints a line and keeps it for `bench/CACHE.md`.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {{
+        let line = format!($($arg)*);
+        println!("{line}");
+        $out.push_str(&line);
+        $out.push('\n');
+    }};
+}
+
+fn embedder_figures(out: &mut String) {
     let embedder = Embedder::load(&EmbedderConfig::default()).expect("run `make models` first");
     let questions = [
         "How do I reset my password?",
@@ -37,12 +48,21 @@ fn embedder_figures() {
     }
     let (s50, s99) = percentiles(short);
     let (m50, m99) = percentiles(mixed);
-    println!("| embedding (1 thread) | p50 ms | p99 ms |\n|---|---|---|");
-    println!("| short question (7 tokens) | {s50:.2} | {s99:.2} |");
-    println!("| mixed questions (7–25 tokens) | {m50:.2} | {m99:.2} |\n");
+    say!(
+        out,
+        "| embedding (1 thread) | p50 ms | p99 ms |\n|---|---|---|"
+    );
+    say!(out, "| short question (7 tokens) | {s50:.2} | {s99:.2} |");
+    say!(
+        out,
+        "| mixed questions (7–25 tokens) | {m50:.2} | {m99:.2} |\n"
+    );
     // Micro-batching's premise: one run of many questions costs far less than
     // as many runs of one.
-    println!("| batch size | embeddings/s | ms per run |\n|---|---|---|");
+    say!(
+        out,
+        "| batch size | embeddings/s | ms per run |\n|---|---|---|"
+    );
     for size in [1usize, 8, 32] {
         let batch: Vec<&str> = (0..size).map(|i| questions[i % questions.len()]).collect();
         let runs = (600 / size).max(20);
@@ -51,21 +71,22 @@ fn embedder_figures() {
             embedder.embed(&batch).unwrap();
         }
         let elapsed = t.elapsed().as_secs_f64();
-        println!(
+        say!(
+            out,
             "| {size} | {:.0} | {:.2} |",
             (runs * size) as f64 / elapsed,
             elapsed * 1000.0 / runs as f64
         );
     }
-    println!();
+    say!(out, "");
 }
 
-fn index_figures() {
+fn index_figures(out: &mut String) {
     let sizes: Vec<usize> = std::env::var("CHAOSAI_BENCH_INDEX_SIZES")
         .ok()
         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![10_000, 100_000]);
-    println!("| HNSW index | insert rate (2 cores) | search p50 ms | search p99 ms | recall@1 |\n|---|---|---|---|---|");
+    say!(out, "| HNSW index | insert rate (2 cores) | search p50 ms | search p99 ms | recall@1 |\n|---|---|---|---|---|");
     for n in sizes {
         let data = vectors(n);
         let index = VectorIndex::new(n);
@@ -91,15 +112,16 @@ fn index_figures() {
             }
         }
         let (p50, p99) = percentiles(samples);
-        println!(
+        say!(
+            out,
             "| {n} entries | {rate:.0} inserts/s | {p50:.3} | {p99:.3} | {:.3} |",
             found as f64 / probes as f64
         );
     }
-    println!();
+    say!(out, "");
 }
 
-async fn http_figures() {
+async fn http_figures(out: &mut String) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::from_toml(include_str!("../config/chaosai.toml"), "bench").unwrap();
     config.server.addr = "127.0.0.1:0".parse().unwrap();
@@ -119,7 +141,7 @@ async fn http_figures() {
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await; // stored after the reply
-    println!("| cache hit over HTTP | concurrency | p50 ms | p99 ms | throughput req/s |\n|---|---|---|---|---|");
+    say!(out, "| cache hit over HTTP | concurrency | p50 ms | p99 ms | throughput req/s |\n|---|---|---|---|---|");
     for (name, question) in [
         ("exact repeat (no embedding)", "How do I reset my password?"),
         (
@@ -151,12 +173,16 @@ async fn http_figures() {
             }
             let rate = samples.len() as f64 / started.elapsed().as_secs_f64();
             let (p50, p99) = percentiles(samples);
-            println!("| {name} | {concurrency} | {p50:.2} | {p99:.2} | {rate:.0} |");
+            say!(
+                out,
+                "| {name} | {concurrency} | {p50:.2} | {p99:.2} | {rate:.0} |"
+            );
         }
     }
     if let Some(cache) = server.gateway.cache() {
         let (runs, embedded) = cache.embedding_counts();
-        println!(
+        say!(
+            out,
             "\nEmbedding runs: {runs} for {embedded} questions (mean batch {:.2}).",
             embedded as f64 / runs.max(1) as f64
         );
@@ -166,7 +192,22 @@ async fn http_figures() {
 
 #[tokio::main]
 async fn main() {
-    embedder_figures();
-    index_figures();
-    http_figures().await;
+    let mut out = String::from("# Cache benchmark\n\n");
+    say!(
+        out,
+        "{} ({}), `make bench`, release build.\n",
+        support::machine(),
+        std::process::Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    );
+    embedder_figures(&mut out);
+    index_figures(&mut out);
+    http_figures(&mut out).await;
+    std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/bench")).unwrap();
+    std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/CACHE.md"), &out).unwrap();
 }

@@ -276,6 +276,10 @@ async fn main() {
         mib(peak),
         mib(end)
     );
+    let _ = writeln!(
+        out,
+        "\nThe rest of `make bench`: `bench/CACHE.md` (embeddings per second by batch size, paraphrase and exact hits over HTTP), `bench/INSTRUCTIONS.md` (instructions per request under callgrind), `bench/CLUSTER.md` (replicas)."
+    );
     let status = gateway.stop();
     assert!(status.success(), "gateway exit {status:?}");
     println!("{out}");
