@@ -197,13 +197,7 @@ async fn main() {
         out,
         "{} ({}), `make bench`, release build.\n",
         support::machine(),
-        std::process::Command::new("date")
-            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
+        support::today()
     );
     embedder_figures(&mut out);
     index_figures(&mut out);

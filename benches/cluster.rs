@@ -9,7 +9,6 @@ mod support;
 #[path = "../tests/support/engines.rs"]
 mod engines;
 
-use chaosai::config::{Protocol, SimConfig};
 use engines::{Postgres, Redis};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -97,16 +96,7 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let pacing_off = SimConfig {
-        chunk_delay_min_ms: 0,
-        chunk_delay_max_ms: 0,
-    };
-    let openai = chaosai::sim::start(Protocol::OpenAi, &pacing_off)
-        .await
-        .unwrap();
-    let anthropic = chaosai::sim::start(Protocol::Anthropic, &pacing_off)
-        .await
-        .unwrap();
+    let (openai, anthropic) = support::simulators().await;
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("bench.toml");
     // Short cool-downs, never doubled past 600 ms: twenty openings in seconds.

@@ -16,7 +16,6 @@
 
 mod support;
 
-use chaosai::config::{Protocol, SimConfig};
 use serde_json::json;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -108,16 +107,7 @@ async fn main() {
         println!("valgrind is not installed: instructions per request not measured");
         return;
     }
-    let pacing_off = SimConfig {
-        chunk_delay_min_ms: 0,
-        chunk_delay_max_ms: 0,
-    };
-    let openai = chaosai::sim::start(Protocol::OpenAi, &pacing_off)
-        .await
-        .unwrap();
-    let anthropic = chaosai::sim::start(Protocol::Anthropic, &pacing_off)
-        .await
-        .unwrap();
+    let (openai, anthropic) = support::simulators().await;
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("bench.toml");
     let config = support::simulated_config(&anthropic.base_url, &openai.base_url, "").replacen(
@@ -134,15 +124,7 @@ async fn main() {
     let gateway = Gateway::start_under(
         &["valgrind", "--tool=callgrind", "--dump-instr=no", &out_file],
         support::free_port(),
-        &[
-            ("CHAOSAI_CONFIG", config_path.display().to_string()),
-            (
-                "CHAOSAI_DATABASE_URL",
-                format!("sqlite://{}", dir.path().join("bench.db").display()),
-            ),
-            ("CHAOSAI_BENCH_KEY", "sk-bench".into()),
-            ("CHAOSAI_SIMULATE", "auto".into()),
-        ],
+        &support::gateway_env(&config_path, dir.path()),
         Stdio::null(),
         Duration::from_secs(300),
     )

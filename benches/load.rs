@@ -6,7 +6,6 @@
 
 mod support;
 
-use chaosai::config::{Protocol, SimConfig};
 use serde_json::json;
 use std::fmt::Write;
 use std::process::Stdio;
@@ -90,18 +89,7 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let pacing_off = SimConfig {
-        chunk_delay_min_ms: 0,
-        chunk_delay_max_ms: 0,
-    };
-    // The providers live in this process, so "direct" and "through the gateway"
-    // reach the very same servers.
-    let openai = chaosai::sim::start(Protocol::OpenAi, &pacing_off)
-        .await
-        .unwrap();
-    let anthropic = chaosai::sim::start(Protocol::Anthropic, &pacing_off)
-        .await
-        .unwrap();
+    let (openai, anthropic) = support::simulators().await;
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("bench.toml");
     // A long cool-down keeps the OPEN scenario stable.
@@ -112,16 +100,7 @@ async fn main() {
     );
     std::fs::write(&config_path, config).unwrap();
     let gateway = Gateway::start(
-        &[
-            ("CHAOSAI_CONFIG", config_path.display().to_string()),
-            (
-                "CHAOSAI_DATABASE_URL",
-                format!("sqlite://{}", dir.path().join("bench.db").display()),
-            ),
-            ("CHAOSAI_BENCH_KEY", "sk-bench".into()),
-            // The providers are this process's simulators, reached as "real" ones.
-            ("CHAOSAI_SIMULATE", "auto".into()),
-        ],
+        &support::gateway_env(&config_path, dir.path()),
         Stdio::null(),
     )
     .await;
@@ -140,7 +119,7 @@ async fn main() {
         out,
         "Run on {} ({}), `make bench`, release build, loopback, simulated providers with pacing off.\n",
         machine(),
-        chrono_free_date()
+        support::today()
     );
     let _ = writeln!(out, "Each row is the median of {REPEATS} runs, direct and gateway interleaved. Gateway CPU is the gateway process's user + system time (`/proc/<pid>/stat`) divided by the requests of the run; the audit trail, metrics and live events are on.\n");
     let _ = writeln!(out, "| path | concurrency | req/s | p50 ms | p99 ms | added vs direct p50 / p99 ms | first byte p50 ms | gateway CPU ms/request | gateway overhead p99 ms |");
@@ -289,18 +268,6 @@ async fn main() {
         &out,
     )
     .unwrap();
-}
-
-/// Today's date from `date`, to stamp the results without a date crate.
-fn chrono_free_date() -> String {
-    std::process::Command::new("date")
-        .arg("-u")
-        .arg("+%Y-%m-%d %H:%M UTC")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
 }
 
 /// One wrk run: its throughput, latency percentiles (ms) and request count.

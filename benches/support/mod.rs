@@ -29,6 +29,49 @@ pub fn simulated_config(anthropic: &str, openai: &str, provider_lines: &str) -> 
         )
 }
 
+/// Both simulated providers with pacing off, answering from this process, so
+/// "direct" and "through the gateway" reach the very same servers:
+/// `(openai, anthropic)`.
+pub async fn simulators() -> (chaosai::sim::SimServer, chaosai::sim::SimServer) {
+    use chaosai::config::{Protocol, SimConfig};
+    let pacing_off = SimConfig {
+        chunk_delay_min_ms: 0,
+        chunk_delay_max_ms: 0,
+    };
+    let openai = chaosai::sim::start(Protocol::OpenAi, &pacing_off)
+        .await
+        .unwrap();
+    let anthropic = chaosai::sim::start(Protocol::Anthropic, &pacing_off)
+        .await
+        .unwrap();
+    (openai, anthropic)
+}
+
+/// The environment of a gateway binary reading `config` and keeping its SQLite
+/// audit in `dir`, its providers the simulators reached as real ones.
+pub fn gateway_env(config: &std::path::Path, dir: &std::path::Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("CHAOSAI_CONFIG", config.display().to_string()),
+        (
+            "CHAOSAI_DATABASE_URL",
+            format!("sqlite://{}", dir.join("bench.db").display()),
+        ),
+        ("CHAOSAI_BENCH_KEY", "sk-bench".into()),
+        ("CHAOSAI_SIMULATE", "auto".into()),
+    ]
+}
+
+/// Now, as `date -u` writes it, to stamp results without a date crate.
+pub fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// p50 and p99 of samples.
 pub fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
     if samples.is_empty() {

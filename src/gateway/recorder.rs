@@ -147,9 +147,9 @@ impl Recorder {
         self.record.cache_similarity
     }
 
-    /// Appends text sent to the customer.
-    pub fn answered(&mut self, text: &str) {
-        self.record.answer_chars += text.chars().count();
+    /// Appends text sent to the customer, `chars` characters long.
+    pub fn answered(&mut self, text: &str, chars: usize) {
+        self.record.answer_chars += chars;
         if let Some(t) = &mut self.transcript {
             t.answer.push_str(text);
         }

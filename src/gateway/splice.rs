@@ -317,8 +317,10 @@ impl Tail {
             let event = match piece {
                 Some(Ok(Piece::Text(text))) => {
                     self.sent.push_str(&text);
-                    self.bill.current.chars += text.chars().count();
-                    self.recorder.answered(&text);
+                    // Counted once, for the bill and the record both.
+                    let chars = text.chars().count();
+                    self.bill.current.chars += chars;
+                    self.recorder.answered(&text, chars);
                     AnswerEvent::Text(text)
                 }
                 Some(Ok(Piece::ToolCall(fragment))) => {
