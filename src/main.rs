@@ -1,14 +1,6 @@
 //! The ChaosAI server binary: loads configuration, starts the product, and shuts
 //! down gracefully on Ctrl-C or SIGTERM.
 
-/// mimalloc for every Rust allocation: a request makes a few hundred small
-/// ones across threads, and glibc's malloc and free were a fifth of the
-/// gateway's instructions per request (callgrind). ONNX Runtime, a C++ library,
-/// keeps glibc's allocator.
-#[cfg(feature = "ssr")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The runtime's worker threads: `CHAOSAI_WORKER_THREADS`, or one per core.
 /// Measured on two cores shared with the load generator and the provider
 /// (`make bench`, wrk at concurrency 64): one worker served non-streamed
