@@ -199,9 +199,13 @@ async fn usage_is_true_in_both_modes_and_says_who_counted_it() {
     }
     // A cache hit costs no prompt and says so; its completion is the answer's size.
     let first = turn(&s, question("chaosai"), false).await;
-    // The answer is stored off the request path.
-    s.rows("SELECT COUNT(*) FROM cache_entries", |n| n >= 1)
-        .await;
+    // The answer is stored off the request path; the four answers above are
+    // stored too, so wait for this question's own row.
+    s.rows(
+        "SELECT COUNT(*) FROM cache_entries WHERE question = 'How do I reset my password?'",
+        |n| n == 1,
+    )
+    .await;
     let hit = turn(&s, question("chaosai"), false).await;
     assert_eq!(hit.headers["x-chaosai-served-by"], "cache");
     assert_eq!(hit.headers["x-chaosai-usage"], "cache");
