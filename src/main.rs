@@ -1,6 +1,25 @@
 //! The ChaosAI server binary: loads configuration, starts the product, and shuts
 //! down gracefully on Ctrl-C or SIGTERM.
 
+/// jemalloc for every Rust allocation: a request makes a few hundred small
+/// ones across threads, and glibc's malloc and free were a fifth of the
+/// gateway's instructions per request (callgrind). ONNX Runtime, a C++ library,
+/// keeps glibc's allocator (jemalloc's symbols are prefixed).
+#[cfg(all(feature = "ssr", unix))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read once at its first allocation. Freed memory must go
+/// back to the system, not stay resident: a hostile provider's capped bodies
+/// (8 MiB each) are freed at once, and mimalloc, tried before, kept 58 MiB of
+/// them. A background thread returns dirty pages a second after they are freed
+/// (`dirty_decay_ms`), skipping the lazy "muzzy" stage, instead of waiting for
+/// the next allocation in the same arena to notice. `_RJEM_MALLOC_CONF` in the
+/// environment still overrides this.
+#[cfg(all(feature = "ssr", unix))]
+#[export_name = "_rjem_malloc_conf"]
+static JEMALLOC_OPTIONS: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+
 /// The runtime's worker threads: `CHAOSAI_WORKER_THREADS`, or one per core.
 /// Measured on two cores shared with the load generator and the provider
 /// (`make bench`, wrk at concurrency 64): one worker served non-streamed
