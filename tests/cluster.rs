@@ -163,11 +163,9 @@ async fn a_fault_set_through_one_replica_is_in_force_on_all_and_expires_everywhe
         ("alpha".to_string(), "server_error".to_string())
     );
 
-    // A replica that joins later finds the fault in force (it reads the shared
-    // table once its Redis subscription is up, off the start-up path).
+    // A replica that joins later has the fault in force before it serves.
     let c = replica("c", &pg, &redis, over(&primary, &backup)).await;
-    support::eventually(|| async { (!c.provider("alpha").await["fault"].is_null()).then_some(()) })
-        .await;
+    assert!(!c.provider("alpha").await["fault"].is_null());
 
     // Its time up, it heals on every replica.
     for s in [&a, &b, &c] {

@@ -147,12 +147,18 @@ impl Cluster {
         &self.counters
     }
 
-    /// Starts the publisher and the subscriber for `gateway` (once; a second
-    /// call does nothing). They stop when `shutdown` turns true.
-    pub fn run(self: &Arc<Self>, gateway: Arc<Gateway>, shutdown: watch::Receiver<bool>) {
+    /// Puts the cluster's faults in force, then starts the publisher and the
+    /// subscriber for `gateway` (once; a second call does nothing). They stop
+    /// when `shutdown` turns true.
+    pub async fn run(self: &Arc<Self>, gateway: Arc<Gateway>, shutdown: watch::Receiver<bool>) {
         let Some(inbox) = self.inbox.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
+        // Before the first request: a replica that joins during an injected
+        // outage must not answer from the provider the others are failing.
+        // Bounded by the command timeout; the subscriber reads the table again
+        // once subscribed, for faults set in between.
+        self.adopt_faults(&gateway).await;
         if let Some(cache) = gateway.cache() {
             let me = Arc::downgrade(self);
             cache.on_stored(move |id| {

@@ -497,7 +497,7 @@ pub async fn start_with_clock(
     tasks::spawn_probes(gateway.clone(), shutdown_signal.clone());
     tasks::spawn_store_watch(store.clone(), store_up.clone(), shutdown_signal.clone());
     if let Some(cluster) = &cluster {
-        cluster.run(gateway.clone(), shutdown_signal.clone());
+        cluster.run(gateway.clone(), shutdown_signal.clone()).await;
     }
     if let Some(audit) = &audit {
         tasks::spawn_retention(
