@@ -120,9 +120,10 @@ async fn serve() -> anyhow::Result<()> {
 }
 
 /// Hands the heap that start-up freed back to the system. Loading the embedding
-/// model builds and drops tens of MiB (the parsed model, the int8 weights turned
-/// into fp32), and glibc keeps freed pages in its arenas: without this the
-/// gateway idles about 60 MiB above what it uses. Once, before any traffic, so
+/// model builds and drops tens of MiB inside ONNX Runtime (the parsed model, the
+/// int8 weights turned into fp32), which allocates through glibc, and glibc keeps
+/// freed pages in its arenas: without this the gateway idles about 60 MiB above
+/// what it uses. (Rust's own allocations are jemalloc's, which purges itself.) Once, before any traffic, so
 /// walking the arenas stalls nobody.
 #[cfg(all(feature = "ssr", target_os = "linux", target_env = "gnu"))]
 fn release_freed_heap() {
@@ -132,7 +133,7 @@ fn release_freed_heap() {
     tracing::debug!(released, "returned freed start-up heap to the system");
 }
 
-/// Other allocators give freed memory back themselves.
+/// Without glibc there is no arena to trim.
 #[cfg(all(feature = "ssr", not(all(target_os = "linux", target_env = "gnu"))))]
 fn release_freed_heap() {}
 

@@ -168,7 +168,9 @@ async fn a_tool_call_through_the_cascade_is_the_breakers_success_and_is_never_ca
 #[tokio::test]
 async fn usage_is_true_in_both_modes_and_says_who_counted_it() {
     let s = TestServer::start_with(|c| c.cache.enabled = true).await;
-    let question = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "How do I reset my password?"}]});
+    const RESET: &str = "How do I reset my password?";
+    let question =
+        |model: &str| json!({"model": model, "messages": [{"role": "user", "content": RESET}]});
     for (stream, asked) in [
         (false, "Can I get a refund?"),
         (true, "How much is shipping?"),
@@ -202,7 +204,7 @@ async fn usage_is_true_in_both_modes_and_says_who_counted_it() {
     // The answer is stored off the request path; the four answers above are
     // stored too, so wait for this question's own row.
     s.rows(
-        "SELECT COUNT(*) FROM cache_entries WHERE question = 'How do I reset my password?'",
+        &format!("SELECT COUNT(*) FROM cache_entries WHERE question = '{RESET}'"),
         |n| n == 1,
     )
     .await;
