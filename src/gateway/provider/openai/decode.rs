@@ -3,7 +3,7 @@
 //! finish reason, and the usage chunk with empty `choices` that
 //! `stream_options.include_usage` asks for), and error bodies.
 
-use super::super::sse::{Event, Flow, SseDecoder};
+use super::super::sse::{Envelope, Event, Flow, SseDecoder};
 use super::super::{
     Completion, FinishReason, Piece, ProviderError, ServedModel, ToolCallDelta, WireFault,
     MAX_TOOL_CALLS,
@@ -234,6 +234,9 @@ impl WireResponse {
 #[derive(Default)]
 pub(super) struct ChunkDecoder {
     named: bool,
+    /// The envelope of the last chunk that carried only text, once the model is
+    /// named (the one piece of state a chunk's meaning depends on).
+    envelope: Envelope,
 }
 
 impl SseDecoder for ChunkDecoder {
@@ -245,6 +248,14 @@ impl SseDecoder for ChunkDecoder {
         if data.is_empty() {
             return Ok(Flow::Continue);
         }
+        if let Some(text) = self.envelope.text(data) {
+            out.push(Piece::Text(text));
+            return Ok(Flow::Continue);
+        }
+        let was_named = self.named;
+        let pieces_before = out.len();
+        // The text, when it was borrowed from the chunk, for learning its envelope.
+        let mut borrowed_text = None;
         let chunk: WireChunk = serde_json::from_str(data)
             .map_err(|err| ProviderError::Malformed(format!("bad chunk: {err}")))?;
         // An `error` object in OpenAI's error shape is the provider's failure.
@@ -268,6 +279,9 @@ impl SseDecoder for ChunkDecoder {
         for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
             let delta = choice.delta;
             if let Some(text) = delta.content.or(delta.refusal) {
+                if let Cow::Borrowed(text) = &text.0 {
+                    borrowed_text = Some(*text);
+                }
                 out.push(Piece::Text(text.0.into_owned()));
             }
             for call in delta.tool_calls.unwrap_or_default() {
@@ -295,6 +309,13 @@ impl SseDecoder for ChunkDecoder {
         if let Some(usage) = chunk.usage {
             out.push(Piece::Usage(usage.into()));
         }
+        // A chunk that meant one text and nothing else, read in the state the
+        // following chunks are read in, is the envelope they will likely repeat.
+        if let (true, [Piece::Text(_)], Some(text)) =
+            (was_named, &out[pieces_before..], borrowed_text)
+        {
+            self.envelope.learn(data, text);
+        }
         Ok(Flow::Continue)
     }
 }
@@ -302,6 +323,89 @@ impl SseDecoder for ChunkDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Each chunk's pieces (or failure), decoded in order by one decoder; with
+    /// `whole`, the decoder forgets its envelope before every chunk, so each is
+    /// parsed whole.
+    fn per_chunk(chunks: &[String], whole: bool) -> Vec<Result<Vec<Piece>, String>> {
+        let mut decoder = ChunkDecoder::default();
+        chunks
+            .iter()
+            .map(|data| {
+                if whole {
+                    decoder.envelope = Envelope::default();
+                }
+                let mut out = Vec::new();
+                let event = Event {
+                    event: String::new(),
+                    data: data.clone(),
+                };
+                decoder
+                    .decode(&event, &mut out)
+                    .map(|_| out)
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
+    /// A chunk's text: a JSON string of tricky characters, or, now and then, bytes
+    /// that are not one JSON string where the text belongs.
+    fn middle() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[a-z \"\\\\\n\u{e9}\u{1F600}]{0,6}".prop_map(|t| serde_json::to_string(&t).unwrap()),
+            1 => "[\"a-z\\\\,:{}\\[\\] 0-9]{0,10}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn chunks_read_through_their_envelope_mean_what_they_mean_parsed_whole(
+            specs in proptest::collection::vec((0..3usize, middle(), 0..4usize), 1..24)
+        ) {
+            let chunks: Vec<String> = specs
+                .iter()
+                .map(|(id, middle, extra)| {
+                    let extra = ["", r#","finish_reason":"stop""#, r#","finish_reason":null"#, r#","refusal":"no""#][*extra];
+                    format!(
+                        r#"{{"id":"c{id}","object":"chat.completion.chunk","model":"m","choices":[{{"index":0,"delta":{{"content":{middle}}},"logprobs":null{extra}}}]}}"#
+                    )
+                })
+                .collect();
+            prop_assert_eq!(per_chunk(&chunks, false), per_chunk(&chunks, true));
+        }
+    }
+
+    #[test]
+    fn a_text_chunk_teaches_the_envelope_the_next_ones_are_read_through() {
+        let chunk = |text: &str| {
+            format!(
+                r#"{{"id":"c1","model":"m","choices":[{{"index":0,"delta":{{"content":{}}},"finish_reason":null}}]}}"#,
+                serde_json::to_string(text).unwrap()
+            )
+        };
+        let mut decoder = ChunkDecoder::default();
+        let mut out = Vec::new();
+        for text in ["", "Hello", " world"] {
+            let event = Event {
+                event: String::new(),
+                data: chunk(text),
+            };
+            decoder.decode(&event, &mut out).unwrap();
+        }
+        // The first chunk named the model, the second taught the envelope.
+        assert!(decoder.envelope.text(&chunk("next")).is_some());
+        assert_eq!(
+            out[1..],
+            [
+                Piece::Text(String::new()),
+                Piece::Text("Hello".into()),
+                Piece::Text(" world".into())
+            ]
+        );
+    }
 
     fn decode_all(chunks: &[&str]) -> Result<Vec<Piece>, ProviderError> {
         let mut decoder = ChunkDecoder::default();

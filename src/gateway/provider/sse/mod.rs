@@ -4,11 +4,15 @@
 //! stall nor bloat the gateway.
 //!
 //! - `parser`: the bounded, incremental `text/event-stream` parser.
+//! - `envelope`: the bytes a provider repeats around each text chunk, so that
+//!   only the text of a repeated chunk is read.
 
+mod envelope;
 mod parser;
 
 use super::wire::WireLimits;
 use super::{Piece, PieceStream, ProviderError, TimeoutKind};
+pub(crate) use envelope::Envelope;
 use futures::StreamExt;
 pub(crate) use parser::Event;
 use parser::Parser;
