@@ -92,6 +92,59 @@ struct WireChunk<'a> {
     /// possible error had cost more than the chunk itself.
     #[serde(default)]
     error: Option<Value>,
+    /// OpenAI's stream obfuscation: random characters that pad every chunk to
+    /// hide its size. Meaningless, but read so that its place is known and the
+    /// chunks' envelope still repeats.
+    #[serde(default, borrow)]
+    obfuscation: Padding<'a>,
+}
+
+/// A value the chunk's meaning does not depend on: borrowed when it is a string
+/// without escapes, else dropped, whatever it is.
+#[derive(Default)]
+struct Padding<'a>(Option<&'a str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Padding<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct Any;
+        impl<'de> Visitor<'de> for Any {
+            type Value = Option<&'de str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(Some(text))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(None)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(None)
+            }
+        }
+        deserializer.deserialize_any(Any).map(Padding)
+    }
 }
 
 #[derive(Deserialize)]
@@ -268,6 +321,7 @@ impl SseDecoder for ChunkDecoder {
                 message: fault(error).message,
             });
         }
+        let padding = chunk.obfuscation.0;
         if !self.named {
             let owned = |s: Option<Borrowed>| s.map(|s| s.0.into_owned());
             if let Some(model) = served(owned(chunk.model), owned(chunk.system_fingerprint)) {
@@ -314,7 +368,7 @@ impl SseDecoder for ChunkDecoder {
         if let (true, [Piece::Text(_)], Some(text)) =
             (was_named, &out[pieces_before..], borrowed_text)
         {
-            self.envelope.learn(data, text);
+            self.envelope.learn(data, text, padding);
         }
         Ok(Flow::Continue)
     }
@@ -355,6 +409,8 @@ mod tests {
         prop_oneof![
             4 => "[a-z \"\\\\\n\u{e9}\u{1F600}]{0,6}".prop_map(|t| serde_json::to_string(&t).unwrap()),
             1 => "[\"a-z\\\\,:{}\\[\\] 0-9]{0,10}",
+            // A quoted string around an escape, valid or not.
+            1 => "\"[a-z]{0,3}\\\\[a-zA-Z0-9\"\\\\]?[a-z]{0,3}\"",
         ]
     }
 
@@ -363,14 +419,24 @@ mod tests {
 
         #[test]
         fn chunks_read_through_their_envelope_mean_what_they_mean_parsed_whole(
-            specs in proptest::collection::vec((0..3usize, middle(), 0..4usize), 1..24)
+            specs in proptest::collection::vec(
+                (0..3usize, middle(), 0..4usize, 0..4usize, middle(), "[a-zA-Z0-9]{0,12}"),
+                1..24,
+            )
         ) {
             let chunks: Vec<String> = specs
                 .iter()
-                .map(|(id, middle, extra)| {
+                .map(|(id, middle, extra, pad, odd_padding, padding)| {
                     let extra = ["", r#","finish_reason":"stop""#, r#","finish_reason":null"#, r#","refusal":"no""#][*extra];
+                    // OpenAI's stream obfuscation, as it comes and as it should not.
+                    let pad = match pad {
+                        0 => String::new(),
+                        1 => format!(r#","obfuscation":"{padding}""#),
+                        2 => format!(r#","obfuscation":{odd_padding}"#),
+                        _ => r#","obfuscation":{"n":[1,"x"]}"#.to_string(),
+                    };
                     format!(
-                        r#"{{"id":"c{id}","object":"chat.completion.chunk","model":"m","choices":[{{"index":0,"delta":{{"content":{middle}}},"logprobs":null{extra}}}]}}"#
+                        r#"{{"id":"c{id}","object":"chat.completion.chunk","model":"m","choices":[{{"index":0,"delta":{{"content":{middle}}},"logprobs":null{extra}}}]{pad}}}"#
                     )
                 })
                 .collect();
@@ -380,10 +446,12 @@ mod tests {
 
     #[test]
     fn a_text_chunk_teaches_the_envelope_the_next_ones_are_read_through() {
+        // As OpenAI streams them: padded to hide the text's length.
         let chunk = |text: &str| {
             format!(
-                r#"{{"id":"c1","model":"m","choices":[{{"index":0,"delta":{{"content":{}}},"finish_reason":null}}]}}"#,
-                serde_json::to_string(text).unwrap()
+                r#"{{"id":"c1","model":"m","choices":[{{"index":0,"delta":{{"content":{}}},"finish_reason":null}}],"obfuscation":"{}"}}"#,
+                serde_json::to_string(text).unwrap(),
+                "Zq9".repeat(8 - text.len().min(8)),
             )
         };
         let mut decoder = ChunkDecoder::default();
@@ -396,7 +464,10 @@ mod tests {
             decoder.decode(&event, &mut out).unwrap();
         }
         // The first chunk named the model, the second taught the envelope.
-        assert!(decoder.envelope.text(&chunk("next")).is_some());
+        assert_eq!(
+            decoder.envelope.text(&chunk("next")).as_deref(),
+            Some("next")
+        );
         assert_eq!(
             out[1..],
             [

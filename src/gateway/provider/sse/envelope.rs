@@ -1,73 +1,135 @@
 //! The envelope a provider repeats around the text of every plain text chunk.
 //!
-//! A streamed answer is dozens of JSON objects that differ only in one string:
-//! OpenAI's chunks repeat the id, the creation time, the model, the fingerprint
-//! and the choice around each token. Parsing each whole was half of what relaying
-//! a chunk cost. Once a chunk has been parsed and found to carry nothing but one
-//! text, the bytes before and after that text are kept; a later chunk made of the
-//! very same bytes around one JSON string is that chunk with another text, so only
-//! the string is read. Anything else (a finish reason, a tool call, a changed
-//! field, a string that does not end where the envelope resumes) is not the same
-//! bytes and goes through the full parse.
+//! A streamed answer is dozens of JSON objects that differ in little but one
+//! string: OpenAI's chunks repeat the id, the creation time, the model, the
+//! fingerprint and the choice around each token. Parsing each whole was half of
+//! what relaying a chunk cost. Once a chunk has been parsed and found to carry
+//! nothing but one text, the bytes around that text are kept; a later chunk made
+//! of the very same bytes around one JSON string is that chunk with another text,
+//! so only the string is read. Anything else (a finish reason, a tool call, a
+//! changed field, a string that does not end where the envelope resumes) is not
+//! the same bytes and goes through the full parse.
 //!
-//! Why this is exact: a JSON document tokenises the same up to the string's opening
-//! quote (the bytes before end at a `:` or whitespace, which no token continues), and
-//! from its closing quote on; so replacing one whole string literal by another
-//! changes that value and nothing else.
+//! A provider may also vary a string that means nothing to the answer in every
+//! chunk: OpenAI's stream obfuscation pads each chunk with random characters in
+//! an `obfuscation` field. The decoder names such a string when it learns, and
+//! any JSON string is accepted in its place.
+//!
+//! Why this is exact: a JSON document tokenises the same up to a string's opening
+//! quote (the bytes before end at a `:` or whitespace, which no token continues),
+//! and from its closing quote on; so replacing whole string literals by others
+//! changes those values and nothing else.
 
-/// A learned envelope: the bytes before and after the text of a text-only chunk.
+/// One varying string of an envelope.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hole {
+    /// The text the chunk carries.
+    Text,
+    /// A string the chunk's meaning does not depend on.
+    Ignored,
+}
+
+/// A learned envelope: the fixed bytes of a text-only chunk around its holes.
 #[derive(Default)]
 pub(crate) struct Envelope {
-    /// Up to the opening quote of the text (excluded).
-    before: String,
-    /// From after the closing quote of the text.
-    after: String,
-    /// Whether a chunk was learned.
-    known: bool,
+    /// The bytes before the first hole, between holes, and after the last (one
+    /// more than `holes`; empty until a chunk is learned).
+    fixed: Vec<String>,
+    /// The holes, in the order they appear.
+    holes: Vec<Hole>,
+}
+
+/// The byte range of `part` in `data` without the quotes around it, if `part` is
+/// a slice of `data` between two quotes.
+fn span(data: &str, part: &str) -> Option<(usize, usize)> {
+    let start = (part.as_ptr() as usize).checked_sub(data.as_ptr() as usize)?;
+    let end = start + part.len();
+    let bytes = data.as_bytes();
+    (start > 0 && end < bytes.len() && bytes[start - 1] == b'"' && bytes[end] == b'"')
+        .then_some((start - 1, end + 1))
+}
+
+/// The end (after the closing quote) of the JSON string literal starting at `at`.
+fn literal_end(bytes: &[u8], at: usize) -> Option<usize> {
+    if bytes.get(at) != Some(&b'"') {
+        return None;
+    }
+    let mut i = at + 1;
+    loop {
+        let found = i + memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
+        if bytes[found] == b'"' {
+            return Some(found + 1);
+        }
+        // An escape: the byte after the backslash cannot end the string.
+        i = found + 2;
+    }
+}
+
+/// Whether the inside of a string literal needs no unescaping (and has none of
+/// the control characters JSON forbids there).
+fn plain(inner: &str) -> bool {
+    inner.bytes().all(|b| b >= 0x20 && b != b'\\')
 }
 
 impl Envelope {
     /// Learns the envelope of `data`, a chunk whose only meaning is the text
-    /// `text`, a string borrowed from `data` between the quotes of its JSON
-    /// string (so unescaped). Returns whether it was learned; a `text` that is
+    /// `text`; `ignored` is a string of the chunk its meaning does not depend
+    /// on. Each must be borrowed from `data` between the quotes of its JSON
+    /// string (so unescaped). Returns whether it was learned; a string that is
     /// not such a slice of `data` teaches nothing.
-    pub fn learn(&mut self, data: &str, text: &str) -> bool {
-        let Some(start) = (text.as_ptr() as usize).checked_sub(data.as_ptr() as usize) else {
+    pub fn learn(&mut self, data: &str, text: &str, ignored: Option<&str>) -> bool {
+        let Some(text) = span(data, text) else {
             return false;
         };
-        let end = start + text.len();
-        let bytes = data.as_bytes();
-        if start == 0 || end >= bytes.len() || bytes[start - 1] != b'"' || bytes[end] != b'"' {
+        let mut holes = vec![(text, Hole::Text)];
+        if let Some(ignored) = ignored {
+            match span(data, ignored) {
+                Some(span) => holes.push((span, Hole::Ignored)),
+                None => return false,
+            }
+        }
+        holes.sort_by_key(|((start, _), _)| *start);
+        if holes.windows(2).any(|w| w[0].0 .1 > w[1].0 .0) {
             return false;
         }
-        self.before.clear();
-        self.before.push_str(&data[..start - 1]);
-        self.after.clear();
-        self.after.push_str(&data[end + 1..]);
-        self.known = true;
+        self.fixed.clear();
+        self.holes.clear();
+        let mut at = 0;
+        for ((start, end), hole) in holes {
+            self.fixed.push(data[at..start].to_string());
+            self.holes.push(hole);
+            at = end;
+        }
+        self.fixed.push(data[at..].to_string());
         true
     }
 
-    /// The text of `data` if it is the learned envelope around one JSON string.
+    /// The text of `data` if it is the learned envelope with JSON strings in its holes.
     pub fn text(&self, data: &str) -> Option<String> {
-        if !self.known
-            || data.len() < self.before.len() + self.after.len() + 2
-            || !data.starts_with(&self.before)
-            || !data.ends_with(&self.after)
-        {
-            return None;
-        }
-        let literal = data.get(self.before.len()..data.len() - self.after.len())?;
-        let bytes = literal.as_bytes();
-        // Most tokens are plain: no escape, no quote, no control character.
-        if bytes.len() >= 2 && bytes[0] == b'"' && bytes[bytes.len() - 1] == b'"' {
-            let inner = &literal[1..literal.len() - 1];
-            if inner.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-                return Some(inner.to_string());
+        let (last, fixed) = self.fixed.split_last()?;
+        let bytes = data.as_bytes();
+        let mut at = 0;
+        let mut text = None;
+        for (fixed, hole) in fixed.iter().zip(&self.holes) {
+            if !bytes.get(at..)?.starts_with(fixed.as_bytes()) {
+                return None;
             }
+            at += fixed.len();
+            let end = literal_end(bytes, at)?;
+            let literal = data.get(at..end)?;
+            let inner = &literal[1..literal.len() - 1];
+            match (hole, plain(inner)) {
+                (Hole::Text, true) => text = Some(inner.to_string()),
+                (Hole::Text, false) => text = Some(serde_json::from_str::<String>(literal).ok()?),
+                (Hole::Ignored, true) => {}
+                (Hole::Ignored, false) => {
+                    serde_json::from_str::<serde::de::IgnoredAny>(literal).ok()?;
+                }
+            }
+            at = end;
         }
-        // One whole JSON string (escapes, surrounding whitespace), or nothing.
-        serde_json::from_str::<String>(literal).ok()
+        (bytes.get(at..)? == last.as_bytes()).then_some(())?;
+        text
     }
 }
 
@@ -75,12 +137,12 @@ impl Envelope {
 mod tests {
     use super::*;
 
-    /// An envelope learned from `before` + `"text"` + `after`.
+    /// An envelope learned from `before` + `"x"` + `after`.
     fn learned(before: &str, after: &str) -> Envelope {
         let data = format!("{before}\"x\"{after}");
         let mut envelope = Envelope::default();
         let start = before.len() + 1;
-        assert!(envelope.learn(&data, &data[start..start + 1]));
+        assert!(envelope.learn(&data, &data[start..start + 1], None));
         envelope
     }
 
@@ -96,8 +158,9 @@ mod tests {
             envelope.text(&chunk(r#""say \"hi\"\n""#)).as_deref(),
             Some("say \"hi\"\n")
         );
-        assert_eq!(envelope.text(&chunk(r#" "é" "#)).as_deref(), Some("é"));
-        // Not one string: a second key, a number, null, a string cut short.
+        assert_eq!(envelope.text(&chunk(r#""é""#)).as_deref(), Some("é"));
+        // Not one string: a second key, a number, null, a string cut short, a
+        // control character, an escape that is not one.
         for middle in [
             r#""a","content":"b""#,
             "1",
@@ -105,6 +168,7 @@ mod tests {
             r#""a"#,
             r#""a\"#,
             "\"\t\"",
+            r#""\q""#,
         ] {
             assert_eq!(envelope.text(&chunk(middle)), None, "{middle}");
         }
@@ -116,17 +180,50 @@ mod tests {
     }
 
     #[test]
+    fn an_ignored_string_may_differ_in_every_chunk() {
+        let data = r#"{"delta":{"content":"x"},"obfuscation":"k3J"}"#;
+        let mut envelope = Envelope::default();
+        assert!(envelope.learn(data, &data[21..22], Some(&data[40..43])));
+        assert_eq!(
+            envelope
+                .text(r#"{"delta":{"content":"Hi"},"obfuscation":"Qx81zA"}"#)
+                .as_deref(),
+            Some("Hi")
+        );
+        assert_eq!(
+            envelope
+                .text(r#"{"delta":{"content":"Hi"},"obfuscation":"\u0041"}"#)
+                .as_deref(),
+            Some("Hi")
+        );
+        for hostile in [
+            r#"{"delta":{"content":"Hi"},"obfuscation":"a","usage":{}}"#,
+            r#"{"delta":{"content":"Hi"},"obfuscation":1}"#,
+            r#"{"delta":{"content":"Hi"},"obfuscation":"\x"}"#,
+        ] {
+            assert_eq!(envelope.text(hostile), None, "{hostile}");
+        }
+    }
+
+    #[test]
     fn a_text_that_is_not_a_slice_between_quotes_teaches_nothing() {
         let data = r#"{"content":"abc"}"#;
         let mut envelope = Envelope::default();
         let copy = String::from("abc");
-        assert!(!envelope.learn(data, &copy), "a copy, not a slice of data");
         assert!(
-            !envelope.learn(data, &data[12..14]),
+            !envelope.learn(data, &copy, None),
+            "a copy, not a slice of data"
+        );
+        assert!(
+            !envelope.learn(data, &data[12..14], None),
             "not up to the closing quote"
         );
+        assert!(
+            !envelope.learn(data, &data[12..15], Some(&data[12..15])),
+            "holes overlap"
+        );
         assert_eq!(envelope.text(data), None);
-        assert!(envelope.learn(data, &data[12..15]));
+        assert!(envelope.learn(data, &data[12..15], None));
         assert_eq!(
             envelope.text(r#"{"content":"xyz"}"#).as_deref(),
             Some("xyz")
