@@ -1,7 +1,9 @@
 //! The simulated OpenAI Chat Completions endpoint: `tools`, `tool_choice`,
 //! `parallel_tool_calls`, `response_format`, `stop`, `stream_options`; tool calls
 //! as `message.tool_calls` or streamed `delta.tool_calls` fragments; `usage`, in a
-//! last chunk with empty `choices` when asked for; errors in OpenAI's shape.
+//! last chunk with empty `choices` when asked for; every chunk padded with random
+//! characters in `obfuscation` unless `stream_options.include_obfuscation` is
+//! false, as OpenAI's are; errors in OpenAI's shape.
 
 use super::model::{reply, Reply};
 use super::{argument_pieces, fresh_id, paced, think, OfferedTool, SimRequest, SimState, ToolUse};
@@ -105,7 +107,7 @@ fn turns(messages: &[Value]) -> Result<(String, Vec<ChatTurn>), (String, String)
     Ok((system, turns))
 }
 
-fn decode(body: &Value) -> Result<(SimRequest, bool), (String, String)> {
+fn decode(body: &Value) -> Result<(SimRequest, StreamOptions), (String, String)> {
     let model = body
         .get("model")
         .and_then(Value::as_str)
@@ -189,7 +191,11 @@ fn decode(body: &Value) -> Result<(SimRequest, bool), (String, String)> {
             "stream_options".into(),
         ));
     }
-    let include_usage = body["stream_options"]["include_usage"].as_bool() == Some(true);
+    let options = StreamOptions {
+        include_usage: body["stream_options"]["include_usage"].as_bool() == Some(true),
+        // On unless turned off, as OpenAI does.
+        include_obfuscation: body["stream_options"]["include_obfuscation"].as_bool() != Some(false),
+    };
     Ok((
         SimRequest {
             model,
@@ -203,8 +209,23 @@ fn decode(body: &Value) -> Result<(SimRequest, bool), (String, String)> {
             json,
             stop,
         },
-        include_usage,
+        options,
     ))
+}
+
+/// What `stream_options` asked of a stream.
+struct StreamOptions {
+    /// A last chunk with the usage (and `"usage": null` on the others).
+    include_usage: bool,
+    /// OpenAI's stream obfuscation: every chunk padded with random characters in
+    /// an `obfuscation` field, so its size does not give the text's away.
+    include_obfuscation: bool,
+}
+
+/// Random characters that bring a chunk carrying `text` to a common size.
+fn padding(text: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    id[..(16 - text.len().min(15)).min(id.len())].to_string()
 }
 
 fn usage(prompt: usize, completion: usize) -> Value {
@@ -223,7 +244,7 @@ pub(super) async fn completions(
             String::new(),
         )),
     };
-    let (request, include_usage) = match parsed {
+    let (request, options) = match parsed {
         Ok(decoded) => decoded,
         Err((message, param)) => {
             return error(
@@ -267,11 +288,17 @@ pub(super) async fn completions(
         .into_response();
     }
     let chunk = |delta: Value, finish: Option<&str>| {
+        let padding = options
+            .include_obfuscation
+            .then(|| padding(delta["content"].as_str().unwrap_or_default()));
         let mut chunk = json!({"id": id, "object": "chat.completion.chunk", "created": created,
             "model": request.model, "system_fingerprint": fingerprint,
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
-        if include_usage {
+        if options.include_usage {
             chunk["usage"] = Value::Null;
+        }
+        if let Some(padding) = padding {
+            chunk["obfuscation"] = Value::String(padding);
         }
         Event::default().data(chunk.to_string())
     };
@@ -315,7 +342,7 @@ pub(super) async fn completions(
         }
     };
     events.push(chunk(json!({}), Some(finish)));
-    if include_usage {
+    if options.include_usage {
         events.push(
             Event::default().data(
                 json!({"id": id, "object": "chat.completion.chunk", "created": created,
