@@ -117,9 +117,13 @@ async fn main() {
     );
     assert!(config.contains("[cache]\nenabled = false"));
     std::fs::write(&config_path, config).unwrap();
+    // `CALLGRIND_OUT_DIR` keeps the dumps (for `callgrind_annotate --inclusive=yes`).
+    let dumps = std::env::var_os("CALLGRIND_OUT_DIR")
+        .map_or_else(|| dir.path().to_path_buf(), std::path::PathBuf::from);
+    std::fs::create_dir_all(&dumps).unwrap();
     let out_file = format!(
         "--callgrind-out-file={}",
-        dir.path().join("callgrind.out").display()
+        dumps.join("callgrind.out").display()
     );
     let gateway = Gateway::start_under(
         &["valgrind", "--tool=callgrind", "--dump-instr=no", &out_file],
@@ -147,7 +151,7 @@ async fn main() {
         // The audit writer flushes within its interval: its inserts are counted.
         tokio::time::sleep(Duration::from_millis(500)).await;
         callgrind_control("-d", pid);
-        let dump = newest_dump(dir.path());
+        let dump = newest_dump(&dumps);
         let total = instructions(&dump);
         let each = total / REQUESTS as u64;
         per_request.push(each);
