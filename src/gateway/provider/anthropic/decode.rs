@@ -5,7 +5,7 @@
 //! with the stop reason and output tokens), and error bodies. Tool calls come out
 //! in OpenAI's shape: numbered in order, their input as JSON text.
 
-use super::super::sse::{Event, Flow, SseDecoder};
+use super::super::sse::{Borrowed, Envelope, Event, Flow, SseDecoder};
 use super::super::{
     Completion, FinishReason, Piece, ProviderError, ServedModel, ToolCallDelta, WireFault,
     MAX_TOOL_CALLS,
@@ -70,17 +70,17 @@ impl WireUsage {
 }
 
 #[derive(Deserialize)]
-struct WireEvent {
-    #[serde(rename = "type")]
-    kind: String,
+struct WireEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Borrowed<'a>,
     #[serde(default)]
     message: Option<WireStartMessage>,
     #[serde(default)]
     index: Option<u32>,
     #[serde(default)]
     content_block: Option<WireBlock>,
-    #[serde(default)]
-    delta: Option<WireEventDelta>,
+    #[serde(default, borrow)]
+    delta: Option<WireEventDelta<'a>>,
     #[serde(default)]
     usage: Option<WireUsage>,
     #[serde(default)]
@@ -96,9 +96,9 @@ struct WireStartMessage {
 }
 
 #[derive(Deserialize)]
-struct WireEventDelta {
-    #[serde(default)]
-    text: Option<String>,
+struct WireEventDelta<'a> {
+    #[serde(default, borrow)]
+    text: Option<Borrowed<'a>>,
     #[serde(default)]
     partial_json: Option<String>,
     #[serde(default)]
@@ -213,6 +213,9 @@ pub(super) struct EventDecoder {
     blocks: Vec<(u32, Block)>,
     calls: u32,
     prompt_tokens: Option<u64>,
+    /// The envelope of the last text delta: what a repeated one means depends
+    /// only on which blocks are open, so it is forgotten when one opens.
+    envelope: Envelope,
 }
 
 impl EventDecoder {
@@ -223,6 +226,7 @@ impl EventDecoder {
             blocks: Vec::new(),
             calls: 0,
             prompt_tokens: None,
+            envelope: Envelope::default(),
         }
     }
 
@@ -271,6 +275,7 @@ impl EventDecoder {
             _ => Block::Text,
         };
         self.blocks.push((index.unwrap_or_default(), kind));
+        self.envelope.forget();
         Ok(())
     }
 }
@@ -280,9 +285,13 @@ impl SseDecoder for EventDecoder {
         if event.data.trim().is_empty() {
             return Ok(Flow::Continue);
         }
+        if let Some(text) = self.envelope.text(&event.data) {
+            out.push(Piece::Text(text));
+            return Ok(Flow::Continue);
+        }
         let parsed: WireEvent = serde_json::from_str(&event.data)
             .map_err(|err| ProviderError::Malformed(format!("bad {} event: {err}", event.event)))?;
-        match parsed.kind.as_str() {
+        match parsed.kind.0.as_ref() {
             "message_start" => {
                 if let Some(message) = parsed.message {
                     self.prompt_tokens = message.usage.and_then(|u| u.prompt());
@@ -304,7 +313,14 @@ impl SseDecoder for EventDecoder {
                     return Ok(Flow::Continue);
                 };
                 match (self.block(parsed.index)?, delta.text, delta.partial_json) {
-                    (Block::Text, Some(text), _) => out.push(Piece::Text(text)),
+                    (Block::Text, Some(text), _) => {
+                        // A text delta means only its text: the next ones likely
+                        // repeat its envelope.
+                        if let Some(slice) = text.slice() {
+                            self.envelope.learn(&event.data, slice, None);
+                        }
+                        out.push(Piece::Text(text.0.into_owned()));
+                    }
                     (Block::JsonAnswer, _, Some(json)) => out.push(Piece::Text(json)),
                     (Block::Call(index), _, Some(json)) => {
                         out.push(Piece::ToolCall(ToolCallDelta {
@@ -362,6 +378,63 @@ impl SseDecoder for EventDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Each event's pieces (or failure), decoded in order by one decoder; with
+    /// `whole`, the decoder forgets its envelope before every event, so each is
+    /// parsed whole.
+    fn per_event(events: &[String], whole: bool) -> Vec<Result<Vec<Piece>, String>> {
+        let mut decoder = EventDecoder::new(Some("answer".into()));
+        events
+            .iter()
+            .map(|data| {
+                if whole {
+                    decoder.envelope.forget();
+                }
+                let mut out = Vec::new();
+                let event = Event {
+                    event: String::new(),
+                    data: data.clone(),
+                };
+                decoder
+                    .decode(&event, &mut out)
+                    .map(|_| out)
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
+    /// A delta's string: tricky characters as JSON, or, now and then, bytes that
+    /// are not one JSON string where it belongs.
+    fn string() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[a-z \"\\\\\n\u{e9}]{0,6}".prop_map(|t| serde_json::to_string(&t).unwrap()),
+            1 => "[\"a-z\\\\,:{}\\[\\] 0-9]{0,10}",
+            1 => "\"[a-z]{0,3}\\\\[a-zA-Z0-9\"\\\\]?[a-z]{0,3}\"",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn deltas_read_through_their_envelope_mean_what_they_mean_parsed_whole(
+            specs in proptest::collection::vec((0..5usize, 0..3u32, string()), 1..24)
+        ) {
+            // Blocks of every kind open at any index, between deltas of either kind.
+            let events: Vec<String> = specs
+                .iter()
+                .map(|(kind, index, string)| match kind {
+                    0 => format!(r#"{{"type":"content_block_start","index":{index},"content_block":{{"type":"text","text":""}}}}"#),
+                    1 => format!(r#"{{"type":"content_block_start","index":{index},"content_block":{{"type":"tool_use","id":"t{index}","name":"{}","input":{{}}}}}}"#, if *index == 2 { "answer" } else { "lookup" }),
+                    2 => format!(r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":"input_json_delta","partial_json":{string}}}}}"#),
+                    3 => r#"{"type":"ping"}"#.to_string(),
+                    _ => format!(r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":"text_delta","text":{string}}}}}"#),
+                })
+                .collect();
+            prop_assert_eq!(per_event(&events, false), per_event(&events, true));
+        }
+    }
 
     fn decode_all(decoder: &mut EventDecoder, events: &[&str]) -> Vec<Piece> {
         let mut out = Vec::new();

@@ -3,7 +3,7 @@
 //! finish reason, and the usage chunk with empty `choices` that
 //! `stream_options.include_usage` asks for), and error bodies.
 
-use super::super::sse::{Envelope, Event, Flow, SseDecoder};
+use super::super::sse::{Borrowed, Envelope, Event, Flow, SseDecoder};
 use super::super::{
     Completion, FinishReason, Piece, ProviderError, ServedModel, ToolCallDelta, WireFault,
     MAX_TOOL_CALLS,
@@ -11,7 +11,6 @@ use super::super::{
 use crate::shared::{ToolCall, Usage};
 use serde::Deserialize;
 use serde_json::Value;
-use std::borrow::Cow;
 
 #[derive(Deserialize)]
 pub(super) struct WireResponse {
@@ -71,11 +70,6 @@ impl From<WireUsage> for Usage {
         }
     }
 }
-
-/// A string of a chunk, borrowed from the event unless it holds escapes: the
-/// model and fingerprint every chunk repeats are only copied once per stream.
-#[derive(Deserialize)]
-struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
 
 #[derive(Deserialize)]
 struct WireChunk<'a> {
@@ -333,9 +327,7 @@ impl SseDecoder for ChunkDecoder {
         for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
             let delta = choice.delta;
             if let Some(text) = delta.content.or(delta.refusal) {
-                if let Cow::Borrowed(text) = &text.0 {
-                    borrowed_text = Some(*text);
-                }
+                borrowed_text = text.slice();
                 out.push(Piece::Text(text.0.into_owned()));
             }
             for call in delta.tool_calls.unwrap_or_default() {

@@ -2,7 +2,8 @@
 //!
 //! A streamed answer is dozens of JSON objects that differ in little but one
 //! string: OpenAI's chunks repeat the id, the creation time, the model, the
-//! fingerprint and the choice around each token. Parsing each whole was half of
+//! fingerprint and the choice around each token, Anthropic's deltas their type
+//! and block index. Parsing each whole was half of
 //! what relaying a chunk cost. Once a chunk has been parsed and found to carry
 //! nothing but one text, the bytes around that text are kept; a later chunk made
 //! of the very same bytes around one JSON string is that chunk with another text,
@@ -19,6 +20,25 @@
 //! quote (the bytes before end at a `:` or whitespace, which no token continues),
 //! and from its closing quote on; so replacing whole string literals by others
 //! changes those values and nothing else.
+
+use serde::Deserialize;
+use std::borrow::Cow;
+
+/// A JSON string borrowed from the event unless it holds escapes: what repeats
+/// in every chunk is not copied, and a borrowed text is one an envelope can
+/// learn from.
+#[derive(Deserialize)]
+pub(crate) struct Borrowed<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+impl<'a> Borrowed<'a> {
+    /// The string, if it was borrowed.
+    pub fn slice(&self) -> Option<&'a str> {
+        match self.0 {
+            Cow::Borrowed(text) => Some(text),
+            Cow::Owned(_) => None,
+        }
+    }
+}
 
 /// One varying string of an envelope.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -102,6 +122,13 @@ impl Envelope {
         }
         self.fixed.push(data[at..].to_string());
         true
+    }
+
+    /// Forgets the envelope: the decoder's state changed, so it may mean
+    /// something else now.
+    pub fn forget(&mut self) {
+        self.fixed.clear();
+        self.holes.clear();
     }
 
     /// The text of `data` if it is the learned envelope with JSON strings in its holes.

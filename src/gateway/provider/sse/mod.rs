@@ -12,7 +12,7 @@ mod parser;
 
 use super::wire::WireLimits;
 use super::{Piece, PieceStream, ProviderError, TimeoutKind};
-pub(crate) use envelope::Envelope;
+pub(crate) use envelope::{Borrowed, Envelope};
 use futures::StreamExt;
 pub(crate) use parser::Event;
 use parser::Parser;
