@@ -13,11 +13,13 @@ mod parser;
 use super::wire::WireLimits;
 use super::{Piece, PieceStream, ProviderError, TimeoutKind};
 pub(crate) use envelope::{Borrowed, Envelope};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 pub(crate) use parser::Event;
 use parser::Parser;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// After the provider said why it stopped, trailing events (a usage chunk,
@@ -35,7 +37,7 @@ pub(crate) enum Flow {
 }
 
 /// Decodes one protocol's SSE events.
-pub(crate) trait SseDecoder: Send + 'static {
+pub(crate) trait SseDecoder: Send + Unpin + 'static {
     /// Interprets one event, appending what it carries to `out` (an event may carry
     /// text and the finish reason at once, or nothing); an `Err` ends the stream
     /// with that failure.
@@ -53,12 +55,15 @@ struct Reader<D> {
     received: usize,
     /// Pieces decoded but not yet handed out.
     ready: VecDeque<Piece>,
-    /// The protocol's end marker arrived (`Some(Ok)`), or the stream failed.
+    /// The protocol's end marker arrived (`Some(Ok)`, for good), or the stream
+    /// failed (`Some(Err)`, reported once, then `Some(Ok)`).
     ended: Option<Result<(), ProviderError>>,
     /// The provider said why it stopped: the answer is whole, whatever follows.
     finished: bool,
     /// Scratch buffer for one event's pieces.
     scratch: Vec<Piece>,
+    /// When the wait for the next bytes becomes a stall; set when a wait starts.
+    limit: Option<tokio::time::Instant>,
     /// The stall timer. Moved only when it fires early (bytes came meanwhile) or
     /// must fire sooner, not for every chunk: a timer per chunk cost more than
     /// parsing it.
@@ -66,83 +71,116 @@ struct Reader<D> {
 }
 
 impl<D: SseDecoder> Reader<D> {
-    /// The next event: parsed from what arrived already, or after reading more.
-    async fn next_event(&mut self) -> Result<Event, ProviderError> {
-        loop {
-            if let Some(event) = self.parser.next_event() {
-                return Ok(event);
-            }
-            let wait = if self.finished {
-                self.limits.stall.min(TRAILER_WAIT)
-            } else {
-                self.limits.stall
-            };
-            let limit = tokio::time::Instant::now() + wait;
-            if self.stall.deadline() > limit {
-                self.stall.as_mut().reset(limit);
-            }
-            let next = loop {
-                tokio::select! {
-                    biased;
-                    next = self.bytes.next() => break Ok(next),
-                    () = &mut self.stall => {
-                        if tokio::time::Instant::now() >= limit {
-                            break Err(());
-                        }
-                        self.stall.as_mut().reset(limit);
-                    }
+    /// Interprets one event, queueing what it carries.
+    fn absorb(&mut self, event: &Event) {
+        let flow = self.decoder.decode(event, &mut self.scratch);
+        for piece in self.scratch.drain(..) {
+            match piece {
+                // Empty text carries nothing; consumers count on every Text having some.
+                Piece::Text(text) if text.is_empty() => {}
+                // Content after the finish reason would make the "whole" answer a lie.
+                Piece::Text(_) if self.finished => {}
+                Piece::Finish(_) | Piece::ToolCall(_) if self.finished => {}
+                Piece::Finish(reason) => {
+                    self.finished = true;
+                    self.ready.push_back(Piece::Finish(reason));
                 }
-            };
-            let chunk = match next {
-                Err(()) => return Err(ProviderError::Timeout(TimeoutKind::Stall)),
-                Ok(None) => {
-                    return Err(ProviderError::Malformed(
-                        "stream ended before its end marker".into(),
-                    ))
-                }
-                Ok(Some(Err(err))) => return Err(ProviderError::from_transport(&err)),
-                Ok(Some(Ok(chunk))) => chunk,
-            };
-            self.received += chunk.len();
-            if self.received > self.limits.max_stream {
-                return Err(ProviderError::Malformed(format!(
-                    "the stream is larger than {} bytes",
-                    self.limits.max_stream
-                )));
+                piece => self.ready.push_back(piece),
             }
-            self.parser
-                .push(&chunk)
-                .map_err(|err| ProviderError::Malformed(err.to_string()))?;
+        }
+        match flow {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::End) => self.ended = Some(Ok(())),
+            Err(err) => self.fail(err),
         }
     }
 
-    /// Reads events until a piece is ready or the stream ends.
-    async fn fill(&mut self) {
-        while self.ready.is_empty() && self.ended.is_none() {
-            let event = self.next_event().await;
-            let flow = event.and_then(|event| self.decoder.decode(&event, &mut self.scratch));
-            for piece in self.scratch.drain(..) {
-                match piece {
-                    // Empty text carries nothing; consumers count on every Text having some.
-                    Piece::Text(text) if text.is_empty() => {}
-                    // Content after the finish reason would make the "whole" answer a lie.
-                    Piece::Text(_) if self.finished => {}
-                    Piece::Finish(_) | Piece::ToolCall(_) if self.finished => {}
-                    Piece::Finish(reason) => {
-                        self.finished = true;
-                        self.ready.push_back(Piece::Finish(reason));
-                    }
-                    piece => self.ready.push_back(piece),
+    /// Ends the stream with `err`, unless the answer is already whole: the
+    /// provider said it is complete (some OpenAI-compatible servers close without
+    /// `[DONE]`), so what comes after it cannot break it.
+    fn fail(&mut self, err: ProviderError) {
+        self.ended = Some(if self.finished { Ok(()) } else { Err(err) });
+    }
+
+    /// Waits for the next bytes and feeds them to the parser, under the stall limit.
+    fn poll_bytes(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProviderError>> {
+        let limit = match self.limit {
+            Some(limit) => limit,
+            None => {
+                let wait = if self.finished {
+                    self.limits.stall.min(TRAILER_WAIT)
+                } else {
+                    self.limits.stall
+                };
+                let limit = tokio::time::Instant::now() + wait;
+                if self.stall.deadline() > limit {
+                    self.stall.as_mut().reset(limit);
                 }
+                *self.limit.insert(limit)
             }
-            match flow {
-                Ok(Flow::Continue) => {}
-                Ok(Flow::End) => self.ended = Some(Ok(())),
-                // The provider already said the answer is complete (some
-                // OpenAI-compatible servers close without `[DONE]`): what comes
-                // after it cannot break the answer.
-                Err(_) if self.finished => self.ended = Some(Ok(())),
-                Err(err) => self.ended = Some(Err(err)),
+        };
+        let chunk = loop {
+            match self.bytes.poll_next_unpin(cx) {
+                Poll::Ready(next) => break next,
+                Poll::Pending => {}
+            }
+            match self.stall.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) if tokio::time::Instant::now() >= limit => {
+                    return Poll::Ready(Err(ProviderError::Timeout(TimeoutKind::Stall)))
+                }
+                // Set for an earlier wait: bytes came meanwhile.
+                Poll::Ready(()) => self.stall.as_mut().reset(limit),
+            }
+        };
+        self.limit = None;
+        let chunk = match chunk {
+            None => {
+                return Poll::Ready(Err(ProviderError::Malformed(
+                    "stream ended before its end marker".into(),
+                )))
+            }
+            Some(Err(err)) => return Poll::Ready(Err(ProviderError::from_transport(&err))),
+            Some(Ok(chunk)) => chunk,
+        };
+        self.received += chunk.len();
+        if self.received > self.limits.max_stream {
+            return Poll::Ready(Err(ProviderError::Malformed(format!(
+                "the stream is larger than {} bytes",
+                self.limits.max_stream
+            ))));
+        }
+        Poll::Ready(
+            self.parser
+                .push(&chunk)
+                .map_err(|err| ProviderError::Malformed(err.to_string())),
+        )
+    }
+}
+
+/// Polled in place: an `async` step per piece (as `unfold` makes) rebuilt and
+/// moved its state for every chunk of every answer.
+impl<D: SseDecoder> Stream for Reader<D> {
+    type Item = Result<Piece, ProviderError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(piece) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(piece)));
+            }
+            if let Some(ended) = this.ended.as_mut() {
+                // A failure is reported once; every later poll ends the stream.
+                return Poll::Ready(std::mem::replace(ended, Ok(())).err().map(Err));
+            }
+            if let Some(event) = this.parser.next_event() {
+                this.absorb(&event);
+                continue;
+            }
+            match this.poll_bytes(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(err)) => this.fail(err),
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
@@ -155,9 +193,7 @@ pub(crate) fn piece_stream<D: SseDecoder>(
     decoder: D,
 ) -> PieceStream {
     let stall = Box::pin(tokio::time::sleep(limits.stall));
-    // Boxed for the same reason as the answer's tail: the state moves through
-    // every step of the stream.
-    let reader = Box::new(Reader {
+    Reader {
         bytes: response.bytes_stream().boxed(),
         parser: Parser::new(limits.max_event),
         decoder,
@@ -167,22 +203,9 @@ pub(crate) fn piece_stream<D: SseDecoder>(
         ended: None,
         finished: false,
         scratch: Vec::new(),
+        limit: None,
         stall,
-    });
-    futures::stream::unfold(reader, |mut reader| async move {
-        reader.fill().await;
-        if let Some(piece) = reader.ready.pop_front() {
-            return Some((Ok(piece), reader));
-        }
-        match reader.ended.take() {
-            Some(Err(err)) => {
-                // Report the failure once; the next poll ends the stream.
-                reader.ended = Some(Ok(()));
-                Some((Err(err), reader))
-            }
-            _ => None,
-        }
-    })
+    }
     .boxed()
 }
 
