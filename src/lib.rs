@@ -49,14 +49,15 @@
 //!
 //! # The path of one request
 //!
-//! `POST /v1/chat/completions` → `api/openai.rs` (decode, errors in OpenAI's shape)
+//! `POST /v1/chat/completions` → `api/openai/` (decode, errors in OpenAI's shape)
 //! → `gateway/mod.rs` `Gateway::answer` → `gateway/request.rs` (validate)
 //! → `gateway/cache_key.rs` → `cache/semantic.rs` (lookup) → on a miss
 //! `gateway/cascade.rs` (breaker from `gateway/breaker.rs`, attempt limits)
-//! → `gateway/provider/openai.rs` or `anthropic.rs` over `gateway/provider/sse.rs`
+//! → `gateway/provider/openai/` or `anthropic/` over `gateway/provider/sse/` (the
+//! SSE parser; the envelope that reads a repeated chunk as its text alone)
 //! → back in `gateway/mod.rs`, `gateway/splice.rs` streams the rest (continuing a
 //! broken stream elsewhere) and ends `gateway/recorder.rs` (metrics, live trace,
-//! audit row through `store/audit.rs`) → `api/openai.rs` encodes the answer whole
+//! audit row through `store/audit.rs`) → `api/openai/` encodes the answer whole
 //! or as SSE chunks. The chat page's `ask` server function (`app/chat.rs`) and the
 //! synthetic traffic (`traffic.rs`) enter at `Gateway::answer` too.
 
