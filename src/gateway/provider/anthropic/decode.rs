@@ -377,49 +377,16 @@ impl SseDecoder for EventDecoder {
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::sse::testing::{json_string, per_event};
     use super::*;
     use proptest::prelude::*;
-
-    /// Each event's pieces (or failure), decoded in order by one decoder; with
-    /// `whole`, the decoder forgets its envelope before every event, so each is
-    /// parsed whole.
-    fn per_event(events: &[String], whole: bool) -> Vec<Result<Vec<Piece>, String>> {
-        let mut decoder = EventDecoder::new(Some("answer".into()));
-        events
-            .iter()
-            .map(|data| {
-                if whole {
-                    decoder.envelope.forget();
-                }
-                let mut out = Vec::new();
-                let event = Event {
-                    event: String::new(),
-                    data: data.clone(),
-                };
-                decoder
-                    .decode(&event, &mut out)
-                    .map(|_| out)
-                    .map_err(|e| e.to_string())
-            })
-            .collect()
-    }
-
-    /// A delta's string: tricky characters as JSON, or, now and then, bytes that
-    /// are not one JSON string where it belongs.
-    fn string() -> impl Strategy<Value = String> {
-        prop_oneof![
-            4 => "[a-z \"\\\\\n\u{e9}]{0,6}".prop_map(|t| serde_json::to_string(&t).unwrap()),
-            1 => "[\"a-z\\\\,:{}\\[\\] 0-9]{0,10}",
-            1 => "\"[a-z]{0,3}\\\\[a-zA-Z0-9\"\\\\]?[a-z]{0,3}\"",
-        ]
-    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
         #[test]
         fn deltas_read_through_their_envelope_mean_what_they_mean_parsed_whole(
-            specs in proptest::collection::vec((0..5usize, 0..3u32, string()), 1..24)
+            specs in proptest::collection::vec((0..5usize, 0..3u32, json_string()), 1..24)
         ) {
             // Blocks of every kind open at any index, between deltas of either kind.
             let events: Vec<String> = specs
@@ -432,7 +399,11 @@ mod tests {
                     _ => format!(r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":"text_delta","text":{string}}}}}"#),
                 })
                 .collect();
-            prop_assert_eq!(per_event(&events, false), per_event(&events, true));
+            let decoder = || EventDecoder::new(Some("answer".into()));
+            prop_assert_eq!(
+                per_event(decoder(), &events, |_| {}),
+                per_event(decoder(), &events, |d| d.envelope.forget())
+            );
         }
     }
 

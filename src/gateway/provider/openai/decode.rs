@@ -368,42 +368,17 @@ impl SseDecoder for ChunkDecoder {
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::sse::testing::{json_string, per_event};
     use super::*;
     use proptest::prelude::*;
 
-    /// Each chunk's pieces (or failure), decoded in order by one decoder; with
-    /// `whole`, the decoder forgets its envelope before every chunk, so each is
-    /// parsed whole.
+    /// Each chunk's pieces (or failure); with `whole`, each parsed whole.
     fn per_chunk(chunks: &[String], whole: bool) -> Vec<Result<Vec<Piece>, String>> {
-        let mut decoder = ChunkDecoder::default();
-        chunks
-            .iter()
-            .map(|data| {
-                if whole {
-                    decoder.envelope = Envelope::default();
-                }
-                let mut out = Vec::new();
-                let event = Event {
-                    event: String::new(),
-                    data: data.clone(),
-                };
-                decoder
-                    .decode(&event, &mut out)
-                    .map(|_| out)
-                    .map_err(|e| e.to_string())
-            })
-            .collect()
-    }
-
-    /// A chunk's text: a JSON string of tricky characters, or, now and then, bytes
-    /// that are not one JSON string where the text belongs.
-    fn middle() -> impl Strategy<Value = String> {
-        prop_oneof![
-            4 => "[a-z \"\\\\\n\u{e9}\u{1F600}]{0,6}".prop_map(|t| serde_json::to_string(&t).unwrap()),
-            1 => "[\"a-z\\\\,:{}\\[\\] 0-9]{0,10}",
-            // A quoted string around an escape, valid or not.
-            1 => "\"[a-z]{0,3}\\\\[a-zA-Z0-9\"\\\\]?[a-z]{0,3}\"",
-        ]
+        per_event(ChunkDecoder::default(), chunks, |decoder| {
+            if whole {
+                decoder.envelope.forget();
+            }
+        })
     }
 
     proptest! {
@@ -412,7 +387,7 @@ mod tests {
         #[test]
         fn chunks_read_through_their_envelope_mean_what_they_mean_parsed_whole(
             specs in proptest::collection::vec(
-                (0..3usize, middle(), 0..4usize, 0..4usize, middle(), "[a-zA-Z0-9]{0,12}"),
+                (0..3usize, json_string(), 0..4usize, 0..4usize, json_string(), "[a-zA-Z0-9]{0,12}"),
                 1..24,
             )
         ) {

@@ -160,6 +160,50 @@ impl Envelope {
     }
 }
 
+/// What the decoders' tests hold the envelope to: the same events decoded with
+/// it and parsed whole, one by one, mean the same.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::super::super::{Piece, ProviderError};
+    use super::super::{Event, SseDecoder};
+    use proptest::prelude::*;
+
+    /// Each event's pieces (or failure), decoded in order by `decoder`; `before`
+    /// runs before each (to make it forget its envelope, so each is parsed whole).
+    pub fn per_event<D: SseDecoder>(
+        mut decoder: D,
+        events: &[String],
+        before: impl Fn(&mut D),
+    ) -> Vec<Result<Vec<Piece>, String>> {
+        events
+            .iter()
+            .map(|data| {
+                before(&mut decoder);
+                let mut out = Vec::new();
+                let event = Event {
+                    event: String::new(),
+                    data: data.clone(),
+                };
+                decoder
+                    .decode(&event, &mut out)
+                    .map(|_| out)
+                    .map_err(|e: ProviderError| e.to_string())
+            })
+            .collect()
+    }
+
+    /// A string where a chunk carries one: tricky characters as JSON, or, now and
+    /// then, bytes that are not one JSON string.
+    pub fn json_string() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[a-z \"\\\\\n\u{e9}\u{1F600}]{0,6}".prop_map(|t| serde_json::to_string(&t).unwrap()),
+            1 => "[\"a-z\\\\,:{}\\[\\] 0-9]{0,10}",
+            // A quoted string around an escape, valid or not.
+            1 => "\"[a-z]{0,3}\\\\[a-zA-Z0-9\"\\\\]?[a-z]{0,3}\"",
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,8 @@ mod parser;
 
 use super::wire::WireLimits;
 use super::{Piece, PieceStream, ProviderError, TimeoutKind};
+#[cfg(test)]
+pub(crate) use envelope::testing;
 pub(crate) use envelope::{Borrowed, Envelope};
 use futures::{Stream, StreamExt};
 pub(crate) use parser::Event;
