@@ -564,3 +564,67 @@ async fn background_probes_close_the_breaker_without_a_customer() {
     let served = cascade.open(&question(), Delivery::Whole).await.unwrap();
     assert_eq!(served_by(&served), "gpt");
 }
+
+/// The `data:` payloads of a simulated OpenAI stream asked with `stream_options`.
+async fn simulated_chunks(stream_options: serde_json::Value) -> Vec<serde_json::Value> {
+    let base = simulated(Protocol::OpenAi).await;
+    let body = reqwest::Client::new()
+        .post(format!("{base}/chat/completions"))
+        .json(&serde_json::json!({
+            "model": "gpt-4o-mini",
+            "stream": true,
+            "stream_options": stream_options,
+            "messages": [{"role": "user", "content": "How do I reset my password?"}],
+        }))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_simulated_openai_pads_its_chunks_as_openai_does_unless_asked_not_to() {
+    let padded = simulated_chunks(serde_json::json!({"include_usage": true})).await;
+    let deltas: Vec<_> = padded
+        .iter()
+        .filter(|c| !c["choices"].as_array().unwrap().is_empty())
+        .collect();
+    assert!(deltas.len() > 3, "{padded:?}");
+    let paddings: std::collections::HashSet<_> = deltas
+        .iter()
+        .map(|c| c["obfuscation"].as_str().expect("every delta is padded"))
+        .collect();
+    assert!(paddings.len() > 1, "random, not one constant: {paddings:?}");
+    let plain = simulated_chunks(serde_json::json!({"include_obfuscation": false})).await;
+    assert!(
+        plain.iter().all(|c| c.get("obfuscation").is_none()),
+        "{plain:?}"
+    );
+
+    // The gateway reads the padded stream (through its envelope) to the same answer.
+    let cascade = cascade(vec![entry(
+        "gpt",
+        Protocol::OpenAi,
+        &simulated(Protocol::OpenAi).await,
+    )]);
+    let served = cascade.open(&question(), Delivery::Streamed).await.unwrap();
+    let mut text = whole_text(&served);
+    let mut rest = served.answer.rest;
+    while let Some(piece) = rest.next().await {
+        if let Piece::Text(t) = piece.unwrap() {
+            text.push_str(&t);
+        }
+    }
+    let sent: String = deltas
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, sent);
+}

@@ -41,7 +41,7 @@ impl<'a> Borrowed<'a> {
 }
 
 /// One varying string of an envelope.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Hole {
     /// The text the chunk carries.
     Text,
@@ -112,15 +112,20 @@ impl Envelope {
         if holes.windows(2).any(|w| w[0].0 .1 > w[1].0 .0) {
             return false;
         }
-        self.fixed.clear();
+        // Relearned after every chunk parsed whole (with a provider whose chunks
+        // never repeat, every chunk): the buffers are reused, not reallocated.
+        self.fixed.resize_with(holes.len() + 1, String::new);
         self.holes.clear();
         let mut at = 0;
-        for ((start, end), hole) in holes {
-            self.fixed.push(data[at..start].to_string());
+        for (fixed, ((start, end), hole)) in self.fixed.iter_mut().zip(holes) {
+            fixed.clear();
+            fixed.push_str(&data[at..start]);
             self.holes.push(hole);
             at = end;
         }
-        self.fixed.push(data[at..].to_string());
+        let last = self.fixed.last_mut().expect("one more than the holes");
+        last.clear();
+        last.push_str(&data[at..]);
         true
     }
 
