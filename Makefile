@@ -12,9 +12,6 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 WASM_BINDGEN_VERSION := 0.2.130
-# The debug site is built with this cfg (scripts/site.sh); lints and tests use the
-# same flags so they reuse those artifacts instead of compiling everything twice.
-DEBUG_RUSTFLAGS := --cfg erase_components
 
 .PHONY: run test check rust-test bench soak tools node models browser engines balancer loadgen cluster e2e-deps e2e site-debug site-release clean-data
 
@@ -24,9 +21,9 @@ run: tools models site-release
 test: tools models browser engines e2e-deps
 	cargo fmt --check
 	./scripts/site.sh debug
-	RUSTFLAGS="$(DEBUG_RUSTFLAGS)" cargo clippy --features ssr --all-targets -- -D warnings
-	RUSTFLAGS="$(DEBUG_RUSTFLAGS)" cargo clippy --lib --no-default-features --features hydrate --target wasm32-unknown-unknown -- -D warnings
-	RUSTFLAGS="$(DEBUG_RUSTFLAGS)" cargo test --features ssr
+	cargo clippy --features ssr --all-targets -- -D warnings
+	cargo clippy --lib --no-default-features --features hydrate --target wasm32-unknown-unknown -- -D warnings
+	cargo test --features ssr
 	./scripts/e2e.sh
 
 # Every benchmark (release build): the gateway against direct calls (written to

@@ -19,9 +19,6 @@ pkg="$site/pkg"
 
 case "$mode" in
   debug)
-    # Debug builds erase Leptos's view types (as cargo-leptos does): much faster
-    # to compile, and `make test` reuses these artifacts for clippy and the tests.
-    export RUSTFLAGS="${RUSTFLAGS:-} --cfg erase_components"
     wasm_profile=(--profile dev)
     wasm_dir=debug
     server_profile=()
