@@ -58,10 +58,15 @@ e2e: browser e2e-deps site-debug
 
 # --- installs (each step is skipped when already done) ---
 
+# wasm-bindgen-cli: only the `wasm-bindgen` binary, without its test runner's TLS
+# stack (the default `rustls-tls` feature, ring's C included), in the dev profile:
+# 84 s to install instead of 182 s (release, same features) on the Intel machine,
+# and its output is byte for byte the same; it runs in 2.7 s instead of 0.6 s on the
+# release bundle and 7.4 s instead of 1.2 s on the debug one.
 tools: node
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	@wasm-bindgen --version 2>/dev/null | grep -q " $(WASM_BINDGEN_VERSION)" || \
-		cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION)
+		cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --no-default-features --debug --bin wasm-bindgen
 	@[ -x node_modules/.bin/wasm-opt ] || npm ci --no-audit --no-fund
 
 models:
