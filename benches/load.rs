@@ -9,6 +9,7 @@ mod support;
 use serde_json::json;
 use std::fmt::Write;
 use std::process::Stdio;
+use std::time::Duration;
 use support::{load, machine, median, Gateway, Run};
 
 /// Repeats of every scenario, interleaved direct / gateway; the table shows medians.
@@ -104,7 +105,23 @@ async fn main() {
         Stdio::null(),
     )
     .await;
-    let after_start = gateway.memory_kib("VmRSS");
+    // Idle RSS once it has settled: jemalloc hands freed pages back a second after
+    // they are freed (`dirty_decay_ms`), so a reading taken the moment the gateway
+    // is ready can still hold what loading the model freed; read until the RSS has
+    // not fallen for 1.5 s, for at most 6 s.
+    let mut after_start = gateway.memory_kib("VmRSS");
+    let mut steady_since = tokio::time::Instant::now();
+    let settle_deadline = steady_since + Duration::from_secs(6);
+    while steady_since.elapsed() < Duration::from_millis(1500)
+        && tokio::time::Instant::now() < settle_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let rss = gateway.memory_kib("VmRSS");
+        if rss < after_start {
+            after_start = rss;
+            steady_since = tokio::time::Instant::now();
+        }
+    }
     // The peak reported below is the peak under load, not the model's loading.
     let start_peak = gateway.memory_kib("VmHWM");
     gateway.reset_peak_memory();
