@@ -582,8 +582,8 @@ async fn simulated_chunks(stream_options: serde_json::Value) -> Vec<serde_json::
         .text()
         .await
         .unwrap();
-    body.lines()
-        .filter_map(|line| line.strip_prefix("data: "))
+    support::app::sse_data(&body)
+        .iter()
         .filter(|data| *data != "[DONE]")
         .map(|data| serde_json::from_str(data).unwrap())
         .collect()
