@@ -407,6 +407,10 @@ async fn retention_prunes_the_oldest_rows_beyond_the_cap() {
         let res = s.chat("chaosai", "refund?", false).await;
         ids.push(res.headers()["x-request-id"].to_str().unwrap().to_string());
     }
+    // Every row is written before retention is waited for: otherwise a prune
+    // between batches can bring the count to 30 while the last rows are still
+    // queued, and the newest row on disk is an earlier request.
+    s.server.audit.as_ref().unwrap().flush().await;
     // Retention runs every second inside the writer: wait for it to have run.
     let rows = s.rows("SELECT COUNT(*) FROM requests", |n| n <= 30).await;
     assert_eq!(rows, 30);
