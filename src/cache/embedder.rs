@@ -9,7 +9,7 @@ use ort::session::Session;
 use ort::value::Tensor;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
 
 /// Width of the model's sentence vectors.
 pub const DIMENSIONS: usize = 384;
@@ -41,10 +41,10 @@ static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = On
 
 /// A loaded sentence embedder.
 pub struct Embedder {
-    /// `Session::run` takes `&mut self`; one session behind a mutex serves the
-    /// modest embedding rate of a support chat (a pool can come with the cache).
-    session: Mutex<Session>,
-    /// Word-piece tokenizer of the model, padding to the batch's longest input.
+    /// `Session::run` takes `&mut self`: each session behind its own mutex, and a
+    /// batch's questions shared among them, each session on its own thread.
+    sessions: Vec<Mutex<Session>>,
+    /// Word-piece tokenizer of the model, without padding.
     tokenizer: Tokenizer,
 }
 
@@ -92,17 +92,15 @@ impl Embedder {
             })
             .as_ref()
             .map_err(|e| EmbedderError::Runtime(e.clone()))?;
-        let session =
-            build_session(env, &config.model).map_err(|e| EmbedderError::Runtime(e.to_string()))?;
+        let sessions = (0..config.sessions.max(1))
+            .map(|_| build_session(env, &config.model).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| EmbedderError::Runtime(e.to_string()))?;
         let mut tokenizer = Tokenizer::from_file(&config.tokenizer)
             .map_err(|e| EmbedderError::Tokenizer(e.to_string()))?;
-        // The shipped tokenizer.json pads every input to 128 tokens; short questions
-        // should pay only for their own length.
-        let padding = tokenizer.get_padding().cloned().unwrap_or_default();
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..padding
-        }));
+        // The shipped tokenizer.json pads every input to 128 tokens; a question is
+        // run alone and pays only for its own length.
+        tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: MAX_TOKENS,
@@ -110,43 +108,73 @@ impl Embedder {
             }))
             .map_err(|e| EmbedderError::Tokenizer(e.to_string()))?;
         Ok(Self {
-            session: Mutex::new(session),
+            sessions,
             tokenizer,
         })
     }
 
-    /// Embeds a batch of texts into unit vectors (cosine similarity = dot product).
+    /// Embeds texts into unit vectors (cosine similarity = dot product), each in
+    /// its own model run; several texts are shared among the sessions, which run
+    /// at once on their own threads.
+    ///
+    /// One run per text, not one padded run for all: the int8 model quantises
+    /// its activations with one scale per run, so a question's vector would
+    /// depend on whatever else happened to be waiting with it (cosine 0.993–0.996
+    /// to its vector alone, enough to move a score across the threshold), and a
+    /// padded run of mixed lengths costs more per question than runs of their
+    /// own lengths (`bench/CACHE.md`). A text's vector is the same at any load.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedderError> {
-        if texts.is_empty() {
+        let share = texts.len().div_ceil(self.sessions.len()).max(1);
+        let mut parts = texts.chunks(share).zip(&self.sessions);
+        let Some((first, session)) = parts.next() else {
             return Ok(Vec::new());
-        }
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| EmbedderError::Tokenizer(e.to_string()))?;
-        let batch = encodings.len();
-        let seq = encodings[0].get_ids().len();
-        let mut ids = Vec::with_capacity(batch * seq);
-        let mut mask = Vec::with_capacity(batch * seq);
-        let mut types = Vec::with_capacity(batch * seq);
-        for e in &encodings {
-            ids.extend(e.get_ids().iter().map(|&v| i64::from(v)));
-            mask.extend(e.get_attention_mask().iter().map(|&v| i64::from(v)));
-            types.extend(e.get_type_ids().iter().map(|&v| i64::from(v)));
-        }
-        let shape = [batch, seq];
-        let tensor = |data: Vec<i64>| {
-            Tensor::from_array((shape, data)).map_err(|e| EmbedderError::Runtime(e.to_string()))
         };
-        let inputs = ort::inputs![
-            "input_ids" => tensor(ids)?,
-            "attention_mask" => tensor(mask.clone())?,
-            "token_type_ids" => tensor(types)?,
-        ];
-        let mut session = self
-            .session
+        std::thread::scope(|scope| {
+            let others: Vec<_> = parts
+                .map(|(part, session)| scope.spawn(move || self.embed_on(session, part)))
+                .collect();
+            let mut vectors = self.embed_on(session, first)?;
+            for other in others {
+                let part = other
+                    .join()
+                    .map_err(|_| EmbedderError::Runtime("an embedding thread panicked".into()))?;
+                vectors.extend(part?);
+            }
+            Ok(vectors)
+        })
+    }
+
+    /// `texts`' vectors from one session, one run each.
+    fn embed_on(
+        &self,
+        session: &Mutex<Session>,
+        texts: &[&str],
+    ) -> Result<Vec<Vec<f32>>, EmbedderError> {
+        let mut session = session
             .lock()
             .map_err(|_| EmbedderError::Runtime("embedder session poisoned".into()))?;
+        texts
+            .iter()
+            .map(|text| self.embed_one(&mut session, text))
+            .collect()
+    }
+
+    /// One text's vector: the mean of its tokens' hidden states, L2-normalised.
+    fn embed_one(&self, session: &mut Session, text: &str) -> Result<Vec<f32>, EmbedderError> {
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| EmbedderError::Tokenizer(e.to_string()))?;
+        let seq = encoding.get_ids().len();
+        let widen = |values: &[u32]| values.iter().map(|&v| i64::from(v)).collect::<Vec<_>>();
+        let tensor = |data: Vec<i64>| {
+            Tensor::from_array(([1, seq], data)).map_err(|e| EmbedderError::Runtime(e.to_string()))
+        };
+        let inputs = ort::inputs![
+            "input_ids" => tensor(widen(encoding.get_ids()))?,
+            "attention_mask" => tensor(widen(encoding.get_attention_mask()))?,
+            "token_type_ids" => tensor(widen(encoding.get_type_ids()))?,
+        ];
         let outputs = session
             .run(inputs)
             .map_err(|e| EmbedderError::Runtime(e.to_string()))?;
@@ -154,35 +182,19 @@ impl Embedder {
             .try_extract_tensor::<f32>()
             .map_err(|e| EmbedderError::Runtime(e.to_string()))?;
         let width = out_shape.last().copied().unwrap_or(0) as usize;
-        if width != DIMENSIONS || hidden.len() != batch * seq * DIMENSIONS {
+        if width != DIMENSIONS || hidden.len() != seq * DIMENSIONS || seq == 0 {
             return Err(EmbedderError::Runtime(format!(
                 "unexpected output shape {out_shape:?}"
             )));
         }
-        // Mean over the real (unpadded) tokens, then L2-normalise.
-        let vectors = (0..batch)
-            .map(|b| {
-                let mut sum = vec![0f32; DIMENSIONS];
-                let mut count = 0f32;
-                for t in 0..seq {
-                    if mask[b * seq + t] == 0 {
-                        continue;
-                    }
-                    count += 1.0;
-                    let row = &hidden[(b * seq + t) * DIMENSIONS..][..DIMENSIONS];
-                    sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
-                }
-                let norm = sum
-                    .iter()
-                    .map(|v| (v / count.max(1.0)).powi(2))
-                    .sum::<f32>()
-                    .sqrt();
-                sum.iter()
-                    .map(|v| v / count.max(1.0) / norm.max(1e-12))
-                    .collect()
-            })
-            .collect();
-        Ok(vectors)
+        // Every token is real (nothing is padded), so the mean is over all of them.
+        let mut sum = vec![0f32; DIMENSIONS];
+        for row in hidden.chunks_exact(DIMENSIONS) {
+            sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+        }
+        let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        sum.iter_mut().for_each(|v| *v /= norm);
+        Ok(sum)
     }
 }
 
@@ -228,5 +240,33 @@ mod tests {
         let unrelated = cosine(&v[0], &v[2]);
         assert!(paraphrase > 0.85, "paraphrase cosine {paraphrase}");
         assert!(unrelated < 0.5, "unrelated cosine {unrelated}");
+    }
+
+    /// With the int8 model, one run for several questions would give each a
+    /// vector that depends on the others (one activation scale per run).
+    #[test]
+    fn a_question_has_the_same_vector_whatever_it_is_embedded_with() {
+        let embedder = Embedder::load(&EmbedderConfig::default()).expect("run `make models` first");
+        let question = "How do I reset my password?";
+        let alone = embedder.embed(&[question]).unwrap().remove(0);
+        for company in [
+            "I was charged twice for the same purchase last week, can you refund one of them?",
+            "WHY IS MY ACCOUNT LOCKED?!!! 1234567890",
+        ] {
+            for batch in [[question, company], [company, question]] {
+                let vectors = embedder.embed(&batch).unwrap();
+                let together = vectors
+                    .iter()
+                    .zip(batch)
+                    .find(|(_, t)| *t == question)
+                    .unwrap()
+                    .0;
+                assert!(
+                    together == &alone,
+                    "{question:?} beside {company:?}: cosine {} to its vector alone",
+                    cosine(together, &alone)
+                );
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! index is rebuilt from them at start-up. Without the embedding model the cache
 //! still answers exact repeats.
 
-use super::batcher::{BatchError, BatchSettings, Batcher};
+use super::batcher::{BatchCounters, BatchError, BatchSettings, Batcher};
 use super::guard;
 use super::index::VectorIndex;
 use super::Embedder;
@@ -404,15 +404,9 @@ impl SemanticCache {
         result
     }
 
-    /// ONNX runs and questions embedded so far (their ratio is the mean batch).
-    pub fn embedding_counts(&self) -> (u64, u64) {
-        self.batcher.as_ref().map_or((0, 0), |b| {
-            let c = b.counters();
-            (
-                c.runs.load(Ordering::Relaxed),
-                c.embedded.load(Ordering::Relaxed),
-            )
-        })
+    /// What the embedding batcher has done so far, when the model is loaded.
+    pub fn embedding_counters(&self) -> Option<&BatchCounters> {
+        self.batcher.as_ref().map(|b| b.counters())
     }
 
     /// Stores a completed answer, unless the question or answer carries personal
