@@ -178,13 +178,18 @@ fn index_figures(out: &mut String) {
     say!(out, "");
 }
 
-/// Cache hits through the whole gateway, with `model` embedding the paraphrases.
-/// Returns how the paraphrases were batched.
-async fn http_figures(out: &mut String, label: &str, model: EmbedderConfig) -> String {
-    let dir = tempfile::tempdir().unwrap();
+/// Repeats of every HTTP scenario, the models interleaved; the table shows medians.
+const REPEATS: usize = 3;
+
+/// A gateway on simulated providers whose cache embeds with `model`, with every
+/// cached question of `PARAPHRASES` stored.
+async fn gateway_with(
+    model: EmbedderConfig,
+    dir: &std::path::Path,
+) -> (chaosai::server::RunningServer, String) {
     let mut config = Config::from_toml(include_str!("../config/chaosai.toml"), "bench").unwrap();
     config.server.addr = "127.0.0.1:0".parse().unwrap();
-    config.database.url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    config.database.url = format!("sqlite://{}", dir.join("bench.db").display());
     config.gateway.simulate = SimulateMode::Always;
     config.sim.chunk_delay_min_ms = 0;
     config.sim.chunk_delay_max_ms = 0;
@@ -193,7 +198,6 @@ async fn http_figures(out: &mut String, label: &str, model: EmbedderConfig) -> S
     let server = chaosai::server::start(config, options).await.unwrap();
     let url = format!("http://{}/v1/chat/completions", server.addr);
     let client = reqwest::Client::new();
-    let body = |q: &str| json!({"model": "chaosai", "messages": [{"role": "user", "content": q}]});
     for (cached, _) in PARAPHRASES {
         let res = client.post(&url).json(&body(cached)).send().await.unwrap();
         res.bytes().await.unwrap();
@@ -204,72 +208,117 @@ async fn http_figures(out: &mut String, label: &str, model: EmbedderConfig) -> S
     while cache.len() < PARAPHRASES.len() && Instant::now() < stored_by {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    (server, url)
+}
+
+fn body(question: &str) -> serde_json::Value {
+    json!({"model": "chaosai", "messages": [{"role": "user", "content": question}]})
+}
+
+/// 2,000 cache hits from `concurrency` clients; (p50 ms, p99 ms, req/s).
+async fn hits(url: &str, questions: &[&'static str], concurrency: usize) -> (f64, f64, f64) {
+    let client = reqwest::Client::new();
+    let total = 2_000;
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let (client, url, questions) = (client.clone(), url.to_string(), questions.to_vec());
+        workers.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            for request in 0..total / concurrency {
+                // Clients ask different questions at the same moment.
+                let question = questions[(worker + request) % questions.len()];
+                let t = Instant::now();
+                let res = client
+                    .post(&url)
+                    .json(&body(question))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    res.headers()["x-chaosai-served-by"],
+                    "cache",
+                    "{question:?}"
+                );
+                res.bytes().await.unwrap();
+                samples.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            samples
+        }));
+    }
+    let mut samples = Vec::new();
+    for w in workers {
+        samples.extend(w.await.unwrap());
+    }
+    let rate = samples.len() as f64 / started.elapsed().as_secs_f64();
+    let (p50, p99) = percentiles(samples);
+    (p50, p99, rate)
+}
+
+/// Cache hits through the whole gateway, one gateway per model, the models
+/// interleaved in every repeat.
+async fn http_figures(out: &mut String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gateways = Vec::new();
+    for (i, (label, model)) in models().into_iter().enumerate() {
+        let path = dir.path().join(i.to_string());
+        std::fs::create_dir_all(&path).unwrap();
+        let (server, url) = gateway_with(model, &path).await;
+        gateways.push((label, server, url));
+    }
     let paraphrases: Vec<&'static str> = PARAPHRASES.iter().map(|(_, asked)| *asked).collect();
     let scenarios: [(&str, Vec<&'static str>); 3] = [
         ("exact repeat (no embedding)", vec![PARAPHRASES[0].0]),
         ("one paraphrase asked by everyone", vec![PARAPHRASES[0].1]),
         ("16 different paraphrases", paraphrases),
     ];
-    for (name, questions) in scenarios {
+    say!(out, "| cache hit over HTTP | model | concurrency | p50 ms | p99 ms | throughput req/s |\n|---|---|---|---|---|---|");
+    for (name, questions) in &scenarios {
         for concurrency in [1usize, 16] {
-            let total = 2_000;
-            let started = Instant::now();
-            let mut workers = Vec::new();
-            for worker in 0..concurrency {
-                let (client, url, questions) = (client.clone(), url.clone(), questions.clone());
-                workers.push(tokio::spawn(async move {
-                    let mut samples = Vec::new();
-                    for request in 0..total / concurrency {
-                        // Clients ask different questions at the same moment.
-                        let question = questions[(worker + request) % questions.len()];
-                        let t = Instant::now();
-                        let res = client
-                            .post(&url)
-                            .json(&body(question))
-                            .send()
-                            .await
-                            .unwrap();
-                        assert_eq!(
-                            res.headers()["x-chaosai-served-by"],
-                            "cache",
-                            "{question:?}"
-                        );
-                        res.bytes().await.unwrap();
-                        samples.push(t.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    samples
-                }));
+            let mut runs = vec![Vec::new(); gateways.len()];
+            for _ in 0..REPEATS {
+                for (runs, (_, _, url)) in runs.iter_mut().zip(&gateways) {
+                    runs.push(hits(url, questions, concurrency).await);
+                }
             }
-            let mut samples = Vec::new();
-            for w in workers {
-                samples.extend(w.await.unwrap());
+            for (runs, (label, _, _)) in runs.iter().zip(&gateways) {
+                let median = |f: fn(&(f64, f64, f64)) -> f64| {
+                    let mut v: Vec<f64> = runs.iter().map(f).collect();
+                    v.sort_by(f64::total_cmp);
+                    v[v.len() / 2]
+                };
+                let (p50, p99, rate) = (median(|r| r.0), median(|r| r.1), median(|r| r.2));
+                say!(
+                    out,
+                    "| {name} | {label} | {concurrency} | {p50:.2} | {p99:.2} | {rate:.0} |"
+                );
             }
-            let rate = samples.len() as f64 / started.elapsed().as_secs_f64();
-            let (p50, p99) = percentiles(samples);
-            say!(
-                out,
-                "| {name} | {label} | {concurrency} | {p50:.2} | {p99:.2} | {rate:.0} |"
-            );
         }
     }
-    let batching = server
-        .gateway
-        .cache()
-        .and_then(|cache| cache.embedding_counters())
-        .map_or(String::new(), |c| {
+    say!(
+        out,
+        "\nEach row is the median of {REPEATS} runs of 2,000 requests, the models interleaved.\n"
+    );
+    for (label, server, _) in gateways {
+        if let Some(c) = server
+            .gateway
+            .cache()
+            .and_then(|cache| cache.embedding_counters())
+        {
             let (batches, runs, embedded) = (
                 c.batches.load(Relaxed),
                 c.model_runs.load(Relaxed),
                 c.embedded.load(Relaxed),
             );
-            format!(
+            say!(
+                out,
                 "With the {label} model, {embedded} questions were embedded in {batches} \
-                 batches (mean batch {:.2}) and {runs} model runs.\n",
+                 batches (mean batch {:.2}) and {runs} model runs.",
                 embedded as f64 / batches.max(1) as f64
-            )
-        });
-    server.shutdown().await;
-    batching
+            );
+        }
+        server.shutdown().await;
+    }
 }
 
 #[tokio::main]
@@ -283,12 +332,7 @@ async fn main() {
     );
     embedder_figures(&mut out);
     index_figures(&mut out);
-    say!(out, "| cache hit over HTTP | model | concurrency | p50 ms | p99 ms | throughput req/s |\n|---|---|---|---|---|---|");
-    let mut batching = String::new();
-    for (label, model) in models() {
-        batching += &http_figures(&mut out, label, model).await;
-    }
-    say!(out, "\n{batching}");
+    http_figures(&mut out).await;
     std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/bench")).unwrap();
     std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/CACHE.md"), &out).unwrap();
 }
