@@ -334,9 +334,9 @@ pub struct EmbedderConfig {
     pub model: String,
     /// The model's `tokenizer.json`.
     pub tokenizer: String,
-    /// Copies of the model that embed at once, each on its own thread (about
-    /// 40 MiB each): the distinct questions waiting together are shared among
-    /// them. One per core of a 2-core machine by default; 1 to 8.
+    /// Copies of the model that embed at once (about 40 MiB each), each served
+    /// by its own worker thread taking the oldest waiting question. One per core
+    /// of a 2-core machine by default; 1 to 8.
     pub sessions: usize,
 }
 
@@ -735,6 +735,20 @@ mod tests {
             .apply_env(|name| (name == "CHAOSAI_SIMULATE").then(|| "sometimes".into()))
             .unwrap_err();
         assert!(err.to_string().contains("CHAOSAI_SIMULATE"));
+    }
+
+    #[test]
+    fn embedder_sessions_are_bounded() {
+        for sessions in [0, 9] {
+            let text = format!("[embedder]\nsessions = {sessions}\n{MINIMAL}");
+            let err = Config::from_toml(&text, "test").unwrap_err();
+            assert!(err.to_string().contains("embedder.sessions"), "{err}");
+        }
+        let text = format!("[embedder]\nsessions = 1\n{MINIMAL}");
+        assert_eq!(
+            Config::from_toml(&text, "test").unwrap().embedder.sessions,
+            1
+        );
     }
 
     #[test]

@@ -1,45 +1,33 @@
-//! Micro-batching of embeddings: the questions waiting for the model at one
-//! moment are taken together, after an optional window that lets a burst gather
-//! (none by default), up to a maximum batch. One worker thread owns the model;
-//! a question that arrives while a batch is embedded waits for the next, which
-//! takes everyone waiting then, so under load a lookup waits for one batch, not
-//! a queue of separate turns. The same question asked by many at once is
-//! embedded once, and each distinct question in its own model run
-//! (`Embedder::embed` says why not one run for the batch).
+//! The embedding model's queue and its workers: one thread per model session,
+//! each taking the oldest waiting question as soon as it is free, so a lookup
+//! waits for the questions ahead of it, shared between the sessions, and never
+//! for a whole batch to finish. When a worker takes a question it also takes
+//! every other lookup waiting with the same text (the usual case during an
+//! outage: many customers asking the same thing), which is embedded once for
+//! all of them. Questions are not put into one model run together: with the
+//! int8 model a question's vector would then depend on its company
+//! (`Embedder::embed` says why).
 //!
 //! The queue is bounded: a question that finds it full is not embedded (the
 //! cache treats it as a miss and the question goes to the providers), so the
 //! model never becomes a line customers stand in.
 
 use super::embedder::{Embedder, EmbedderError};
-use std::collections::HashMap;
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
-/// How the batcher gathers questions.
+/// How many questions may wait.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchSettings {
-    /// Most questions in one run.
-    pub max_batch: usize,
-    /// How long the first question of a batch waits for others to join.
-    pub window: Duration,
-    /// Most questions waiting (beyond the running batch).
+    /// Most questions waiting for a worker (beyond those being embedded).
     pub max_waiting: usize,
 }
 
 impl Default for BatchSettings {
     fn default() -> Self {
-        Self {
-            max_batch: 32,
-            // No window: an idle model starts at once. Waiting for company buys
-            // nothing when every distinct question has its own run, and waiting
-            // 0.5 ms only added 0.5 ms to every lookup at low load; under load the
-            // queue fills while the model runs and batches form anyway.
-            window: Duration::ZERO,
-            max_waiting: 64,
-        }
+        Self { max_waiting: 64 }
     }
 }
 
@@ -58,127 +46,164 @@ pub enum BatchError {
     /// The model failed.
     #[error(transparent)]
     Model(#[from] EmbedderError),
-    /// The worker is gone (the process is shutting down).
-    #[error("the embedding worker stopped")]
+    /// The workers are gone (the process is shutting down).
+    #[error("the embedding workers stopped")]
     Stopped,
 }
 
-/// Counts of the batcher's work, for metrics and benchmarks.
+/// Counts of the workers' work, for metrics and benchmarks.
 #[derive(Debug, Default)]
 pub struct BatchCounters {
-    /// Batches taken from the queue.
-    pub batches: std::sync::atomic::AtomicU64,
-    /// Model runs: the distinct questions of each batch.
-    pub model_runs: std::sync::atomic::AtomicU64,
+    /// Model runs: one per distinct question taken.
+    pub model_runs: AtomicU64,
     /// Questions answered with a vector.
-    pub embedded: std::sync::atomic::AtomicU64,
+    pub embedded: AtomicU64,
 }
 
-/// The front of the worker: hands questions over and awaits their vectors.
+/// What the front and the workers share.
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Signalled when a question arrives or the queue closes.
+    arrived: Condvar,
+    max_waiting: usize,
+    counters: BatchCounters,
+}
+
+struct QueueState {
+    waiting: VecDeque<Job>,
+    /// False once the front is dropped: the workers finish what waits and stop.
+    open: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The oldest waiting question with every other lookup of the same text,
+    /// once one waits; `None` once the queue is closed and empty.
+    fn take(&self) -> Option<Vec<Job>> {
+        let mut state = self.lock();
+        loop {
+            if let Some(first) = state.waiting.pop_front() {
+                let mut same = vec![first];
+                let mut rest = VecDeque::with_capacity(state.waiting.len());
+                for job in state.waiting.drain(..) {
+                    if job.text == same[0].text {
+                        same.push(job);
+                    } else {
+                        rest.push_back(job);
+                    }
+                }
+                state.waiting = rest;
+                return Some(same);
+            }
+            if !state.open {
+                return None;
+            }
+            state = self.arrived.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// The front of the workers: hands questions over and awaits their vectors.
 pub struct Batcher {
-    jobs: SyncSender<Job>,
-    counters: Arc<BatchCounters>,
+    queue: Arc<Queue>,
 }
 
 impl Batcher {
-    /// Starts the worker thread for `embedder`.
+    /// Starts one worker thread per session of `embedder`.
     pub fn start(embedder: Arc<Embedder>, settings: BatchSettings) -> Self {
-        let (jobs, queue) = sync_channel(settings.max_waiting.max(1));
-        let counters = Arc::new(BatchCounters::default());
-        let worker_counters = counters.clone();
-        std::thread::Builder::new()
-            .name("chaosai-embed".into())
-            .spawn(move || work(&embedder, &queue, settings, &worker_counters))
-            .expect("the embedding thread starts");
-        Self { jobs, counters }
+        let batcher = Self::idle(settings);
+        batcher.spawn_workers(embedder);
+        batcher
     }
 
-    /// The vector of `text`, embedded with whatever else is waiting.
+    /// A queue without workers yet: questions wait until they start.
+    fn idle(settings: BatchSettings) -> Self {
+        Self {
+            queue: Arc::new(Queue {
+                state: Mutex::new(QueueState {
+                    waiting: VecDeque::new(),
+                    open: true,
+                }),
+                arrived: Condvar::new(),
+                max_waiting: settings.max_waiting.max(1),
+                counters: BatchCounters::default(),
+            }),
+        }
+    }
+
+    fn spawn_workers(&self, embedder: Arc<Embedder>) {
+        for session in 0..embedder.sessions() {
+            let (queue, embedder) = (self.queue.clone(), embedder.clone());
+            std::thread::Builder::new()
+                .name(format!("chaosai-embed-{session}"))
+                .spawn(move || work(&embedder, session, &queue))
+                .expect("an embedding thread starts");
+        }
+    }
+
+    /// The vector of `text`, from the next free session.
     pub async fn embed(&self, text: &str) -> Result<Vec<f32>, BatchError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job {
-            text: text.to_string(),
-            reply,
-        };
-        match self.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(BatchError::Busy),
-            Err(TrySendError::Disconnected(_)) => return Err(BatchError::Stopped),
+        {
+            let mut state = self.queue.lock();
+            if !state.open {
+                return Err(BatchError::Stopped);
+            }
+            if state.waiting.len() >= self.queue.max_waiting {
+                return Err(BatchError::Busy);
+            }
+            state.waiting.push_back(Job {
+                text: text.to_string(),
+                reply,
+            });
         }
+        self.queue.arrived.notify_one();
         match answer.await {
             Ok(result) => Ok(result?),
             Err(_) => Err(BatchError::Stopped),
         }
     }
 
-    /// What the worker has done.
+    /// What the workers have done.
     pub fn counters(&self) -> &BatchCounters {
-        &self.counters
+        &self.queue.counters
     }
 }
 
-/// The worker: one batch at a time, until every sender is gone.
-fn work(
-    embedder: &Embedder,
-    queue: &Receiver<Job>,
-    settings: BatchSettings,
-    counters: &BatchCounters,
-) {
-    use std::sync::atomic::Ordering;
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        let until = Instant::now() + settings.window;
-        while batch.len() < settings.max_batch {
-            // Everyone already waiting joins at once; then the window lets a burst gather.
-            if let Ok(job) = queue.try_recv() {
-                batch.push(job);
-                continue;
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match queue.recv_timeout(left) {
-                Ok(job) => batch.push(job),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.queue.lock().open = false;
+        self.queue.arrived.notify_all();
+    }
+}
+
+/// A worker: one question (and its repeats) at a time on its own session,
+/// until the queue closes.
+fn work(embedder: &Embedder, session: usize, queue: &Queue) {
+    while let Some(mut same) = queue.take() {
         // A caller that went away does not need its vector.
-        batch.retain(|job| !job.reply.is_closed());
-        if batch.is_empty() {
+        same.retain(|job| !job.reply.is_closed());
+        let Some(first) = same.first() else {
             continue;
-        }
-        // The same question asked by many at once (the usual one during an
-        // outage) is embedded once for all of them.
-        let mut distinct: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
-        let mut texts: Vec<&str> = Vec::with_capacity(batch.len());
-        let slots: Vec<usize> = batch
-            .iter()
-            .map(|job| {
-                *distinct.entry(job.text.as_str()).or_insert_with(|| {
-                    texts.push(job.text.as_str());
-                    texts.len() - 1
-                })
-            })
-            .collect();
-        let result = embedder.embed(&texts);
-        counters.batches.fetch_add(1, Ordering::Relaxed);
-        counters
-            .model_runs
-            .fetch_add(texts.len() as u64, Ordering::Relaxed);
+        };
+        let result = embedder.embed_with(session, &first.text);
+        queue.counters.model_runs.fetch_add(1, Ordering::Relaxed);
         match result {
-            Ok(vectors) => {
-                counters
+            Ok(vector) => {
+                queue
+                    .counters
                     .embedded
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                for (job, slot) in batch.into_iter().zip(slots) {
-                    let _ = job.reply.send(Ok(vectors[slot].clone()));
+                    .fetch_add(same.len() as u64, Ordering::Relaxed);
+                for job in same {
+                    let _ = job.reply.send(Ok(vector.clone()));
                 }
             }
             Err(err) => {
                 let message = err.to_string();
-                for job in batch {
+                for job in same {
                     let _ = job.reply.send(Err(EmbedderError::Runtime(message.clone())));
                 }
             }
@@ -192,25 +217,27 @@ mod tests {
     use crate::config::EmbedderConfig;
     use std::sync::atomic::Ordering::Relaxed;
 
+    fn embedder() -> Arc<Embedder> {
+        Arc::new(Embedder::load(&EmbedderConfig::default()).expect("run `make models` first"))
+    }
+
     /// Runs against the real model that `make models` installs (part of `make test`).
     #[tokio::test]
-    async fn questions_waiting_together_are_answered_together_and_a_repeat_once() {
-        let embedder =
-            Arc::new(Embedder::load(&EmbedderConfig::default()).expect("run `make models` first"));
+    async fn a_question_many_ask_at_once_is_embedded_once_for_all() {
+        let embedder = embedder();
         let (popular, other) = ("Where is my order?", "How do I reset my password?");
         let alone = embedder.embed(&[popular, other]).unwrap();
-        // The batch is full with the ninth question, so it is taken at once; the
-        // long window only keeps the first eight from being taken without it.
-        let batcher = Batcher::start(
-            embedder,
-            BatchSettings {
-                max_batch: 9,
-                window: Duration::from_secs(60),
-                max_waiting: 16,
-            },
-        );
-        let asked: Vec<&str> = std::iter::repeat_n(popular, 8).chain([other]).collect();
-        let vectors = futures::future::join_all(asked.iter().map(|q| batcher.embed(q))).await;
+        let batcher = Batcher::idle(BatchSettings { max_waiting: 16 });
+        let asked: Vec<&str> = std::iter::repeat_n(popular, 4)
+            .chain([other])
+            .chain(std::iter::repeat_n(popular, 4))
+            .collect();
+        let all = futures::future::join_all(asked.iter().map(|q| batcher.embed(q)));
+        let mut all = std::pin::pin!(all);
+        // Every question is queued before any worker runs.
+        assert!(futures::poll!(&mut all).is_pending());
+        batcher.spawn_workers(embedder);
+        let vectors = all.await;
         for (question, vector) in asked.iter().zip(vectors) {
             let expected = if *question == popular {
                 &alone[0]
@@ -220,12 +247,24 @@ mod tests {
             assert_eq!(&vector.unwrap(), expected, "{question:?}");
         }
         let c = batcher.counters();
-        assert_eq!(c.batches.load(Relaxed), 1);
         assert_eq!(
             c.model_runs.load(Relaxed),
             2,
             "the repeated question ran once"
         );
         assert_eq!(c.embedded.load(Relaxed), 9);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_turns_the_next_question_away_at_once() {
+        let batcher = Batcher::idle(BatchSettings { max_waiting: 2 });
+        let first = batcher.embed("one");
+        let second = batcher.embed("two");
+        let mut waiting = std::pin::pin!(futures::future::join(first, second));
+        assert!(futures::poll!(&mut waiting).is_pending());
+        assert!(matches!(
+            batcher.embed("three").await,
+            Err(BatchError::Busy)
+        ));
     }
 }

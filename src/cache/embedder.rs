@@ -144,6 +144,18 @@ impl Embedder {
         })
     }
 
+    /// Copies of the model that can run at once.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// `text`'s vector from session `session` (taken modulo [`Self::sessions`]),
+    /// for a caller that runs one thread per session.
+    pub fn embed_with(&self, session: usize, text: &str) -> Result<Vec<f32>, EmbedderError> {
+        let session = &self.sessions[session % self.sessions.len()];
+        Ok(self.embed_on(session, &[text])?.remove(0))
+    }
+
     /// `texts`' vectors from one session, one run each.
     fn embed_on(
         &self,

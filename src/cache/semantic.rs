@@ -225,7 +225,6 @@ impl SemanticCache {
             batcher: embedder.map(|embedder| {
                 let batch = BatchSettings {
                     max_waiting: settings.max_embeddings.max(1),
-                    ..BatchSettings::default()
                 };
                 Batcher::start(embedder, batch)
             }),
