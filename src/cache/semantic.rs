@@ -393,7 +393,8 @@ impl SemanticCache {
         }
     }
 
-    /// `text`'s vector, embedded together with whatever else waits for the model.
+    /// `text`'s vector from the next free embedding worker (shared with every
+    /// lookup of the same text waiting then).
     async fn embed(&self, text: &str) -> Result<Vec<f32>, BatchError> {
         let batcher = self.batcher.as_ref().ok_or(BatchError::Stopped)?;
         let result = batcher.embed(text).await;
