@@ -41,8 +41,8 @@ static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = On
 
 /// A loaded sentence embedder.
 pub struct Embedder {
-    /// `Session::run` takes `&mut self`: each session behind its own mutex, and a
-    /// batch's questions shared among them, each session on its own thread.
+    /// `Session::run` takes `&mut self`: each session behind its own mutex, used
+    /// by one worker thread of the cache (never empty).
     sessions: Vec<Mutex<Session>>,
     /// Word-piece tokenizer of the model, without padding.
     tokenizer: Tokenizer,
@@ -114,34 +114,21 @@ impl Embedder {
     }
 
     /// Embeds texts into unit vectors (cosine similarity = dot product), each in
-    /// its own model run; several texts are shared among the sessions, which run
-    /// at once on their own threads.
+    /// its own model run, on the first session. The cache's workers
+    /// (`super::batcher`) spread questions over every session instead.
     ///
     /// One run per text, not one padded run for all: the int8 model quantises
     /// its activations with one scale per run, so a question's vector would
     /// depend on whatever else happened to be waiting with it (cosine 0.993–0.996
     /// to its vector alone, enough to move a score across the threshold), and a
     /// padded run of mixed lengths costs more per question than runs of their
-    /// own lengths (`bench/CACHE.md`). A text's vector is the same at any load.
+    /// own lengths. A text's vector is the same at any load.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedderError> {
-        let share = texts.len().div_ceil(self.sessions.len()).max(1);
-        let mut parts = texts.chunks(share).zip(&self.sessions);
-        let Some((first, session)) = parts.next() else {
-            return Ok(Vec::new());
-        };
-        std::thread::scope(|scope| {
-            let others: Vec<_> = parts
-                .map(|(part, session)| scope.spawn(move || self.embed_on(session, part)))
-                .collect();
-            let mut vectors = self.embed_on(session, first)?;
-            for other in others {
-                let part = other
-                    .join()
-                    .map_err(|_| EmbedderError::Runtime("an embedding thread panicked".into()))?;
-                vectors.extend(part?);
-            }
-            Ok(vectors)
-        })
+        let mut session = self.lock(0)?;
+        texts
+            .iter()
+            .map(|text| self.embed_one(&mut session, text))
+            .collect()
     }
 
     /// Copies of the model that can run at once.
@@ -152,23 +139,13 @@ impl Embedder {
     /// `text`'s vector from session `session` (taken modulo [`Self::sessions`]),
     /// for a caller that runs one thread per session.
     pub fn embed_with(&self, session: usize, text: &str) -> Result<Vec<f32>, EmbedderError> {
-        let session = &self.sessions[session % self.sessions.len()];
-        Ok(self.embed_on(session, &[text])?.remove(0))
+        self.embed_one(&mut *self.lock(session)?, text)
     }
 
-    /// `texts`' vectors from one session, one run each.
-    fn embed_on(
-        &self,
-        session: &Mutex<Session>,
-        texts: &[&str],
-    ) -> Result<Vec<Vec<f32>>, EmbedderError> {
-        let mut session = session
+    fn lock(&self, session: usize) -> Result<std::sync::MutexGuard<'_, Session>, EmbedderError> {
+        self.sessions[session % self.sessions.len()]
             .lock()
-            .map_err(|_| EmbedderError::Runtime("embedder session poisoned".into()))?;
-        texts
-            .iter()
-            .map(|text| self.embed_one(&mut session, text))
-            .collect()
+            .map_err(|_| EmbedderError::Runtime("embedder session poisoned".into()))
     }
 
     /// One text's vector: the mean of its tokens' hidden states, L2-normalised.
