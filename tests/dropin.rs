@@ -512,3 +512,43 @@ async fn the_cache_answers_only_where_the_same_request_would_have_produced_it() 
         "cache"
     );
 }
+
+#[tokio::test]
+async fn a_wrong_url_or_method_gets_a_json_error_naming_it() {
+    let s = TestServer::start().await;
+    // A typo in the path: a 404 in the API's shape, not the site's HTML page.
+    let res = s
+        .client
+        .post(s.url("/v1/chat/completion"))
+        .json(&json!({"model": "chaosai", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unknown_url");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("POST /v1/chat/completion"), "{message}");
+    // A wrong method: a 405 with `Allow` and a body that says so.
+    for (method, path, allowed) in [
+        (reqwest::Method::GET, "/v1/chat/completions", "POST"),
+        (reqwest::Method::DELETE, "/v1/models", "GET"),
+    ] {
+        let res = s
+            .client
+            .request(method.clone(), s.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405, "{method} {path}");
+        let allow = res.headers()["allow"].to_str().unwrap().to_string();
+        assert!(allow.contains(allowed), "{allow}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(path),
+            "{body}"
+        );
+    }
+}

@@ -14,12 +14,13 @@ mod live;
 mod openai;
 mod origin;
 mod params;
+mod unmatched;
 
 use crate::gateway::Gateway;
 use crate::store::Store;
 use axum::{
     extract::{FromRef, State},
-    routing::{delete, get, post, put},
+    routing::{any, delete, get, post, put},
     Json, Router,
 };
 use leptos::prelude::LeptosOptions;
@@ -96,6 +97,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ws/events", get(live::events))
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/{*rest}", any(unmatched::unknown_v1))
         .route("/api/providers", get(chaos::providers))
         .route("/api/chaos", delete(chaos::heal_all))
         .route(
@@ -116,6 +118,8 @@ pub fn routes() -> Router<AppState> {
         .route("/chaos/login", get(admin::login_link).post(admin::login))
         .route("/api/cache", get(cache::list).delete(cache::clear))
         .route("/api/cache/{id}", delete(cache::remove))
+        // Set on every route above: a wrong method costs the right ones nothing.
+        .method_not_allowed_fallback(unmatched::method_not_allowed)
 }
 
 /// Ready once the server accepts connections: the state only exists after the
