@@ -416,6 +416,13 @@ async fn every_parameter_is_validated_with_the_right_param_in_the_error() {
         assert_eq!(error["error"]["type"], "invalid_request_error");
         assert!(!error["error"]["message"].as_str().unwrap().is_empty());
     }
+    // A limit too large is told the range, not that it is not positive.
+    let res = post(&s, &with(json!({"max_tokens": 1_000_000_000_000u64}))).await;
+    assert_eq!(res.status(), 400);
+    let error: Value = res.json().await.unwrap();
+    assert_eq!(error["error"]["param"], "max_tokens");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("from 1 to 4294967295"), "{message}");
     // Harmless extras and unknown fields are accepted, as OpenAI-compatible servers do.
     let res = post(
         &s,

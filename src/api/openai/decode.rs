@@ -379,7 +379,7 @@ fn refuse_unsupported(body: &Map<String, Value>) -> Result<(), ApiError> {
 
 fn max_tokens(body: &Map<String, Value>) -> Result<Option<u32>, ApiError> {
     let read = |name: &str| {
-        field(body, name, "a positive integer", |v| {
+        field(body, name, "an integer from 1 to 4294967295", |v| {
             v.as_u64().and_then(|n| u32::try_from(n).ok())
         })
     };
