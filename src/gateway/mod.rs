@@ -16,6 +16,7 @@
 //! It knows nothing of HTTP servers or the UI.
 
 mod answer;
+mod bounds;
 pub mod breaker;
 mod cache_key;
 pub mod cascade;

@@ -16,6 +16,7 @@
 //! is the provider's own report or, failing that, the gateway's estimate.
 
 use super::answer::AnswerEvent;
+use super::bounds::{Bounded, Bounds};
 use super::cache_key::PendingStore;
 use super::cascade::{Cascade, CascadeRequest, Delivery, Opened};
 use super::provider::{
@@ -24,11 +25,9 @@ use super::provider::{
 use super::recorder::Recorder;
 use super::request::OnBreak;
 use crate::shared::{AttemptOutcome, AttemptSummary, RequestStatus, Route, Usage, UsageSource};
-use futures::{future::BoxFuture, stream::BoxStream, FutureExt, StreamExt};
+use futures::{stream::BoxStream, StreamExt};
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Instant;
 
 /// What the customer is told when a broken answer cannot be completed.
@@ -38,10 +37,6 @@ const INTERRUPTED: &str =
 /// What the customer is told when the server stops before the answer ends.
 const SHUTTING_DOWN: &str =
     "The service is restarting, so this answer was cut short; what you see is incomplete.";
-
-/// How many pieces a source may have ready in a row before the server's grace
-/// period is looked at again.
-const ENDING_CHECK: u32 = 32;
 
 /// The model the gateway names when the cache answered.
 const CACHE_MODEL: &str = "chaosai-cache";
@@ -202,15 +197,10 @@ pub(super) struct Tail {
     settled: bool,
     /// The request's record, ended when the answer ends.
     recorder: Recorder,
-    /// Fires once the answer's deadline has passed. Made once per answer: a timer
-    /// made and dropped around every piece cost more than the piece.
-    deadline: Pin<Box<tokio::time::Sleep>>,
-    /// Completes when the server's grace period is over.
-    ending: futures::future::Fuse<BoxFuture<'static, ()>>,
+    /// The answer's deadline and the server's grace period.
+    bounds: Bounds,
     /// Stores the answer if it ends whole from one source.
     pending_store: Option<PendingStore>,
-    /// Pieces the source had ready in a row, without a wait.
-    ready_in_a_row: u32,
     /// Set once the final event is out.
     done: bool,
 }
@@ -259,18 +249,8 @@ impl Tail {
             },
             settled: false,
             recorder,
-            deadline: Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
-                answer_deadline,
-            ))),
-            ending: async move {
-                let mut ending = ending;
-                // A dropped sender ends the wait too: the server is going away.
-                let _ = ending.wait_for(|ending| *ending).await;
-            }
-            .boxed()
-            .fuse(),
+            bounds: Bounds::new(tokio::time::Instant::from_std(answer_deadline), ending),
             pending_store,
-            ready_in_a_row: 0,
             done: false,
         }
     }
@@ -296,7 +276,13 @@ impl Tail {
             let piece = match self.head.pop_front() {
                 Some(piece) => Some(Ok(piece)),
                 None => {
-                    let next = futures::future::poll_fn(|cx| self.poll_rest(cx)).await;
+                    let next = match self.bounds.next(&mut self.rest).await {
+                        Bounded::Next(next) => Some(next),
+                        Bounded::PastDeadline => {
+                            Some(Some(Err(ProviderError::Timeout(TimeoutKind::Total))))
+                        }
+                        Bounded::Ending => None,
+                    };
                     let Some(next) = next else {
                         self.done = true;
                         self.settle();
@@ -358,42 +344,6 @@ impl Tail {
             };
             return Some(event);
         }
-    }
-
-    /// The current source's next piece (`Some(None)` when it has ended), the
-    /// deadline's timeout, or `None` once the server's grace period is over.
-    ///
-    /// The source is polled first and the two timers only when it has nothing
-    /// ready: polling all three in a random order (`select!`) registered two
-    /// wakers and drew a random number for every piece of every answer. A
-    /// source that is always ready still meets the deadline (the clock is read
-    /// for every piece) and the end of the grace period (looked at every
-    /// [`ENDING_CHECK`] pieces).
-    fn poll_rest(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Option<Option<Result<Piece, ProviderError>>>> {
-        let timed_out = || Some(Some(Err(ProviderError::Timeout(TimeoutKind::Total))));
-        if let Poll::Ready(next) = self.rest.poll_next_unpin(cx) {
-            if tokio::time::Instant::now() >= self.deadline.deadline() {
-                return Poll::Ready(timed_out());
-            }
-            self.ready_in_a_row = self.ready_in_a_row.wrapping_add(1);
-            if self.ready_in_a_row.is_multiple_of(ENDING_CHECK)
-                && self.ending.poll_unpin(cx).is_ready()
-            {
-                return Poll::Ready(None);
-            }
-            return Poll::Ready(Some(next));
-        }
-        self.ready_in_a_row = 0;
-        if self.deadline.as_mut().poll_unpin(cx).is_ready() {
-            return Poll::Ready(timed_out());
-        }
-        if self.ending.poll_unpin(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
     }
 
     /// The answer ended as its source said it would: its tool calls (if any)
