@@ -536,6 +536,16 @@ async fn a_wrong_url_or_method_gets_a_json_error_naming_it() {
     assert_eq!(body["error"]["code"], "unknown_url");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("POST /v1/chat/completion"), "{message}");
+    // A long path is named, not echoed whole.
+    let long = format!("/v1/{}", "x".repeat(5_000));
+    let res = s.client.get(s.url(&long)).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let body: Value = res.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.len() < 500 && message.contains("/v1/xxx"),
+        "{message}"
+    );
     // A wrong method: a 405 with `Allow` and a body that says so.
     for (method, path, allowed) in [
         (reqwest::Method::GET, "/v1/chat/completions", "POST"),

@@ -64,6 +64,18 @@ impl ApiError {
         }
     }
 
+    /// A 405 for a method a route does not take (axum adds `Allow`).
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            kind: "invalid_request_error",
+            code: Some("method_not_allowed"),
+            param: None,
+            message: message.into(),
+            headers: None,
+        }
+    }
+
     /// A 422 for a well-formed body with an invalid value, naming the field.
     pub fn unprocessable(field: Option<&str>, message: impl Into<String>) -> Self {
         Self {
