@@ -14,13 +14,13 @@ model_dir="$tools/models/all-MiniLM-L6-v2"
 lib="$ort_dir/libonnxruntime.so.1.31.1"
 model="$model_dir/model.onnx"
 tokenizer="$model_dir/tokenizer.json"
-quantised="$model_dir/model-int8-dynamic.onnx"
+quantised="$model_dir/model-int8-per-token.onnx"
 
 lib_sha=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
 model_sha=8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6
 tokenizer_sha=be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037
 # The quantiser's output is a pure function of the model and the pinned quantiser.
-quantised_sha=cd3419f5c488484aac7b394a7231c44e20048fd54f7ce6aec40cb961dc89a11e
+quantised_sha=6e949c529631a5af732079b677a97dde6ff6b99e0eafd4eeb9ae29e3d328318e
 
 ok() { [ -f "$1" ] && echo "$2  $1" | sha256sum --check --status; }
 verify() { # file:sha256...; a file that does not match is removed
@@ -74,7 +74,7 @@ fi
 
 verify "$lib:$lib_sha" "$model:$model_sha" "$tokenizer:$tokenizer_sha"
 if ! ok "$quantised" "$quantised_sha"; then
-  echo "quantising the model to int8 (ONNX Runtime's dynamic quantiser) -> $quantised"
+  echo "quantising the model to int8, one scale per token (scripts/quantise-model.py) -> $quantised"
   # Into a throwaway directory, not any Python environment (no venv module needed).
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     --no-deps --only-binary=:all: --require-hashes --target "$work/quantiser" \

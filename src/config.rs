@@ -344,7 +344,7 @@ impl Default for EmbedderConfig {
     fn default() -> Self {
         Self {
             runtime_library: ".tools/onnxruntime/libonnxruntime.so.1.31.1".into(),
-            model: ".tools/models/all-MiniLM-L6-v2/model-int8-dynamic.onnx".into(),
+            model: ".tools/models/all-MiniLM-L6-v2/model-int8-per-token.onnx".into(),
             tokenizer: ".tools/models/all-MiniLM-L6-v2/tokenizer.json".into(),
             sessions: 2,
         }
