@@ -9,7 +9,7 @@ use ort::session::Session;
 use ort::value::Tensor;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
-use tokenizers::{Tokenizer, TruncationParams};
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 /// Width of the model's sentence vectors.
 pub const DIMENSIONS: usize = 384;
@@ -62,8 +62,13 @@ fn require(what: &'static str, path: &str) -> Result<(), EmbedderError> {
 fn build_session(env: &ort::environment::Environment, model: &str) -> ort::Result<Session> {
     // One intra-op thread without spinning: on two cores, parallelism across
     // requests beats parallelism inside one small model.
-    // No CPU arena and no memory pattern: questions vary in length, so neither
-    // is reused, and both keep peak memory well above what one inference needs.
+    // ONNX Runtime's CPU arena, which keeps what the largest run needed (a run
+    // holds at most about one longest question of text, `super::batcher`):
+    // measured in `bench/CACHE.md`, the gateway peaked at 146 MiB with it while
+    // questions of 250 tokens were embedded and at 247 MiB without it, when
+    // every tensor came from malloc and the freed space stayed scattered
+    // (209 MiB after); it also made a run at 16 clients about 12% cheaper.
+    // No memory pattern: questions vary in length, so a plan is rarely reused.
     let mut builder = Session::builder(env)?
         .with_intra_threads(1)
         .map_err(ort::Error::<()>::from)?
@@ -71,7 +76,7 @@ fn build_session(env: &ort::environment::Environment, model: &str) -> ort::Resul
         .map_err(ort::Error::<()>::from)?
         .with_memory_pattern(false)
         .map_err(ort::Error::<()>::from)?
-        .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+        .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(true).build()])
         .map_err(ort::Error::<()>::from)?;
     builder.commit_from_file(model)
 }
@@ -113,22 +118,19 @@ impl Embedder {
         })
     }
 
-    /// Embeds texts into unit vectors (cosine similarity = dot product), each in
-    /// its own model run, on the first session. The cache's workers
-    /// (`super::batcher`) spread questions over every session instead.
+    /// Embeds texts into unit vectors (cosine similarity = dot product) in one
+    /// model run on the first session. The cache's workers (`super::batcher`)
+    /// spread their runs over every session instead.
     ///
-    /// One run per text, not one padded run for all: the int8 model quantises
-    /// its activations with one scale per run, so a question's vector would
-    /// depend on whatever else happened to be waiting with it (cosine 0.993–0.996
-    /// to its vector alone, enough to move a score across the threshold), and a
-    /// padded run of mixed lengths costs more per question than runs of their
-    /// own lengths. A text's vector is the same at any load.
+    /// Several texts share a run padded to the longest of them. The model
+    /// quantises its activations one token at a time (`scripts/quantise-model.py`)
+    /// and padding is masked, so a text's vector is the same alone or in any
+    /// company, at any load. A model that quantised a whole run with one scale
+    /// made each vector depend on the largest value anywhere in the batch
+    /// (cosine 0.985–0.996 to its vector alone, enough to move a score across
+    /// the threshold).
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedderError> {
-        let mut session = self.lock(0)?;
-        texts
-            .iter()
-            .map(|text| self.embed_one(&mut session, text))
-            .collect()
+        self.embed_with(0, texts)
     }
 
     /// Copies of the model that can run at once.
@@ -136,10 +138,22 @@ impl Embedder {
         self.sessions.len()
     }
 
-    /// `text`'s vector from session `session` (taken modulo [`Self::sessions`]),
-    /// for a caller that runs one thread per session.
-    pub fn embed_with(&self, session: usize, text: &str) -> Result<Vec<f32>, EmbedderError> {
-        self.embed_one(&mut *self.lock(session)?, text)
+    /// `texts`' vectors from one run on session `session` (taken modulo
+    /// [`Self::sessions`]), for a caller that runs one thread per session.
+    pub fn embed_with(
+        &self,
+        session: usize,
+        texts: &[&str],
+    ) -> Result<Vec<Vec<f32>>, EmbedderError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encodings = texts
+            .iter()
+            .map(|text| self.tokenizer.encode(*text, true))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| EmbedderError::Tokenizer(e.to_string()))?;
+        self.run(&mut *self.lock(session)?, &encodings)
     }
 
     fn lock(&self, session: usize) -> Result<std::sync::MutexGuard<'_, Session>, EmbedderError> {
@@ -148,21 +162,37 @@ impl Embedder {
             .map_err(|_| EmbedderError::Runtime("embedder session poisoned".into()))
     }
 
-    /// One text's vector: the mean of its tokens' hidden states, L2-normalised.
-    fn embed_one(&self, session: &mut Session, text: &str) -> Result<Vec<f32>, EmbedderError> {
-        let encoding = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| EmbedderError::Tokenizer(e.to_string()))?;
-        let seq = encoding.get_ids().len();
-        let widen = |values: &[u32]| values.iter().map(|&v| i64::from(v)).collect::<Vec<_>>();
-        let tensor = |data: Vec<i64>| {
-            Tensor::from_array(([1, seq], data)).map_err(|e| EmbedderError::Runtime(e.to_string()))
+    /// One run for `encodings`, padded to the longest; each vector is the mean
+    /// of its own tokens' hidden states, L2-normalised.
+    fn run(
+        &self,
+        session: &mut Session,
+        encodings: &[Encoding],
+    ) -> Result<Vec<Vec<f32>>, EmbedderError> {
+        let rows = encodings.len();
+        let seq = encodings
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(0);
+        if seq == 0 {
+            return Err(EmbedderError::Tokenizer("no tokens".into()));
+        }
+        // Padding is token 0 with mask 0: the model attends to no padded token.
+        let padded = |values: fn(&Encoding) -> &[u32]| {
+            let mut data = vec![0i64; rows * seq];
+            for (row, encoding) in data.chunks_exact_mut(seq).zip(encodings) {
+                row.iter_mut()
+                    .zip(values(encoding))
+                    .for_each(|(slot, &v)| *slot = i64::from(v));
+            }
+            Tensor::from_array(([rows, seq], data))
+                .map_err(|e| EmbedderError::Runtime(e.to_string()))
         };
         let inputs = ort::inputs![
-            "input_ids" => tensor(widen(encoding.get_ids()))?,
-            "attention_mask" => tensor(widen(encoding.get_attention_mask()))?,
-            "token_type_ids" => tensor(widen(encoding.get_type_ids()))?,
+            "input_ids" => padded(Encoding::get_ids)?,
+            "attention_mask" => padded(Encoding::get_attention_mask)?,
+            "token_type_ids" => padded(Encoding::get_type_ids)?,
         ];
         let outputs = session
             .run(inputs)
@@ -171,19 +201,30 @@ impl Embedder {
             .try_extract_tensor::<f32>()
             .map_err(|e| EmbedderError::Runtime(e.to_string()))?;
         let width = out_shape.last().copied().unwrap_or(0) as usize;
-        if width != DIMENSIONS || hidden.len() != seq * DIMENSIONS || seq == 0 {
+        if width != DIMENSIONS || hidden.len() != rows * seq * DIMENSIONS {
             return Err(EmbedderError::Runtime(format!(
                 "unexpected output shape {out_shape:?}"
             )));
         }
-        // Every token is real (nothing is padded), so the mean is over all of them.
-        let mut sum = vec![0f32; DIMENSIONS];
-        for row in hidden.chunks_exact(DIMENSIONS) {
-            sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
-        }
-        let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-        sum.iter_mut().for_each(|v| *v /= norm);
-        Ok(sum)
+        let vectors = hidden
+            .chunks_exact(seq * DIMENSIONS)
+            .zip(encodings)
+            .map(|(states, encoding)| {
+                // The mean over the text's own tokens only, in order, so a
+                // padded row sums exactly what the text alone would.
+                let mut sum = vec![0f32; DIMENSIONS];
+                for token in states
+                    .chunks_exact(DIMENSIONS)
+                    .take(encoding.get_ids().len())
+                {
+                    sum.iter_mut().zip(token).for_each(|(s, v)| *s += v);
+                }
+                let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                sum.iter_mut().for_each(|v| *v /= norm);
+                sum
+            })
+            .collect();
+        Ok(vectors)
     }
 }
 
@@ -231,8 +272,10 @@ mod tests {
         assert!(unrelated < 0.5, "unrelated cosine {unrelated}");
     }
 
-    /// With the int8 model, one run for several questions would give each a
-    /// vector that depends on the others (one activation scale per run).
+    /// One run for several questions, padded to the longest: each still gets
+    /// the vector it gets alone. Fails with a model that quantises a whole run
+    /// with one scale (ONNX Runtime's own dynamic quantiser), or with pooling
+    /// that counts padded tokens.
     #[test]
     fn a_question_has_the_same_vector_whatever_it_is_embedded_with() {
         let embedder = Embedder::load(&EmbedderConfig::default()).expect("run `make models` first");
@@ -241,6 +284,7 @@ mod tests {
         for company in [
             "I was charged twice for the same purchase last week, can you refund one of them?",
             "WHY IS MY ACCOUNT LOCKED?!!! 1234567890",
+            "Hi",
         ] {
             for batch in [[question, company], [company, question]] {
                 let vectors = embedder.embed(&batch).unwrap();

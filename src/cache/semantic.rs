@@ -225,6 +225,7 @@ impl SemanticCache {
             batcher: embedder.map(|embedder| {
                 let batch = BatchSettings {
                     max_waiting: settings.max_embeddings.max(1),
+                    ..Default::default()
                 };
                 Batcher::start(embedder, batch)
             }),
