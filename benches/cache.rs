@@ -1,5 +1,6 @@
 //! Layer-0 figures: embedding one question, HNSW search at 10k and 100k entries,
-//! insert rate, and cache-hit latency over HTTP at concurrency 1 and 16.
+//! insert rate, cache-hit latency over HTTP at concurrency 1 and 16, and the
+//! gateway binary's memory while its model works.
 //! Prints markdown tables and writes them to `bench/CACHE.md`.
 //! `CHAOSAI_BENCH_INDEX_SIZES=10000` skips the 100k build.
 
@@ -85,7 +86,7 @@ async fn embedder_figures(out: &mut String) {
         let (m50, m99) = percentiles(mixed);
         latency += &format!("| short question (7 tokens) | {label} | {s50:.2} | {s99:.2} |\n");
         latency += &format!("| mixed questions (7–25 tokens) | {label} | {m50:.2} | {m99:.2} |\n");
-        let batcher = Batcher::start(Arc::new(embedder), BatchSettings { max_waiting: 64 });
+        let batcher = Batcher::start(Arc::new(embedder), BatchSettings::default());
         for size in [1usize, 8, 32] {
             let runs = (600 / size).max(20);
             let t = Instant::now();
@@ -318,6 +319,85 @@ async fn http_figures(out: &mut String) {
     }
 }
 
+/// The gateway binary's RSS when idle and at its peak while its model embeds:
+/// 16 clients asking paraphrases, then questions of about 250 tokens (as long
+/// as the model reads), which miss, are answered and stored: the largest runs
+/// the model makes.
+async fn memory_figures(out: &mut String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("chaosai.toml");
+    let config = include_str!("../config/chaosai.toml")
+        .replace("chunk_delay_min_ms = 20", "chunk_delay_min_ms = 0")
+        .replace("chunk_delay_max_ms = 40", "chunk_delay_max_ms = 0");
+    std::fs::write(&config_path, config).unwrap();
+    let env = [
+        ("CHAOSAI_CONFIG", config_path.display().to_string()),
+        (
+            "CHAOSAI_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("memory.db").display()),
+        ),
+    ];
+    let gateway = support::Gateway::start(&env, std::process::Stdio::null()).await;
+    let url = format!("{}/v1/chat/completions", gateway.base);
+    let client = reqwest::Client::new();
+    let ask = |question: String| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let res = client
+                .post(&url)
+                .json(&body(&question))
+                .send()
+                .await
+                .unwrap();
+            let by = res.headers()["x-chaosai-served-by"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            res.bytes().await.unwrap();
+            by
+        }
+    };
+    for (cached, _) in labelled::SHOULD_HIT {
+        ask(cached.to_string()).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let idle = gateway.memory_kib("VmRSS");
+    gateway.reset_peak_memory();
+    let mut paraphrases = Vec::new();
+    for (_, asked) in labelled::SHOULD_HIT {
+        if ask(asked.to_string()).await == "cache" && paraphrases.len() < CLIENTS {
+            paraphrases.push(*asked);
+        }
+    }
+    hits(&url, &paraphrases, CLIENTS).await;
+    // Distinct long questions, so that none is a repeat or a paraphrase.
+    let words = [
+        "order", "refund", "parcel", "account", "invoice", "courier", "warranty", "address",
+    ];
+    let long: Vec<String> = (0..32)
+        .map(|i| {
+            (0..250)
+                .map(|w| words[(i * 7 + w * (i % 5 + 1)) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    for chunk in long.chunks(8) {
+        futures::future::join_all(chunk.iter().cloned().map(&ask)).await;
+    }
+    let peak = gateway.memory_kib("VmHWM");
+    let after = gateway.memory_kib("VmRSS");
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    say!(
+        out,
+        "Gateway binary with the int8 model: {:.0} MiB idle, peak {:.0} MiB while 16 clients asked paraphrases and then 32 questions of about 250 tokens were asked 8 at a time, {:.0} MiB after.",
+        mib(idle),
+        mib(peak),
+        mib(after)
+    );
+    gateway.stop();
+}
+
 #[tokio::main]
 async fn main() {
     let mut out = String::from("# Cache benchmark\n\n");
@@ -330,6 +410,7 @@ async fn main() {
     embedder_figures(&mut out).await;
     index_figures(&mut out);
     http_figures(&mut out).await;
+    memory_figures(&mut out).await;
     std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/bench")).unwrap();
     std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/CACHE.md"), &out).unwrap();
 }
