@@ -243,6 +243,71 @@ async fn personal_data_cut_streams_and_fallbacks_are_never_cached() {
     assert_eq!(stats["stored"], 0, "{stats}");
 }
 
+/// Lookups that wait together share a model run; each paraphrase still scores
+/// exactly what it scores alone. With a model that quantises a whole run with
+/// one scale, a paraphrase's similarity moved with its company.
+#[tokio::test]
+async fn a_paraphrase_scores_the_same_alone_and_in_a_shared_run() {
+    let pairs = [
+        (
+            "How do I reset my password?",
+            "I forgot my password, how can I change it?",
+        ),
+        ("Where is my order?", "Where is my order right now?"),
+        (
+            "How long does a refund take?",
+            "How many days does it take to get a refund?",
+        ),
+        ("How much is shipping?", "How much does shipping cost?"),
+        ("Do you ship internationally?", "Do you ship abroad?"),
+        (
+            "How do I return an item?",
+            "What is the process to return an item?",
+        ),
+    ];
+    let s = TestServer::start_with(cached).await;
+    for (cached, _) in pairs {
+        s.chat("chaosai", cached, false).await;
+    }
+    entries(&s, pairs.len() as u64).await;
+    let similarity = |res: &reqwest::Response| {
+        assert_eq!(served_by(res), "cache");
+        res.headers()["x-chaosai-cache-similarity"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let mut alone = Vec::new();
+    for (_, asked) in pairs {
+        alone.push(similarity(&s.chat("chaosai", asked, false).await));
+    }
+    let counters = s
+        .server
+        .gateway
+        .cache()
+        .unwrap()
+        .embedding_counters()
+        .unwrap();
+    let mut shared = false;
+    for _ in 0..5 {
+        let runs = counters
+            .model_runs
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let together = pairs
+            .iter()
+            .map(|(_, asked)| s.chat("chaosai", asked, false));
+        for (res, alone) in futures::future::join_all(together).await.iter().zip(&alone) {
+            assert_eq!(&similarity(res), alone);
+        }
+        let ran = counters
+            .model_runs
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - runs;
+        shared |= ran < pairs.len() as u64;
+    }
+    assert!(shared, "six lookups at once never shared a model run");
+}
+
 #[tokio::test]
 async fn without_the_model_the_cache_still_answers_exact_repeats() {
     let s = TestServer::start_with(|c| {
