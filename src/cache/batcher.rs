@@ -7,10 +7,10 @@
 //! (micro-batching without a timer). A run takes the oldest question, others of
 //! similar length up to [`BatchSettings::max_batch`] and about 256 tokens in all
 //! (a run is padded to its longest question, so a short one beside a long one
-//! pays for the long one), and every other lookup of a text it holds, which is embedded once for all of
-//! them (the usual case during an outage: many customers asking the same thing).
-//! A question's vector does not depend on its company (`Embedder::embed` says
-//! why).
+//! pays for the long one), and every other lookup of a text it holds, which is
+//! embedded once for all of them (the usual case during an outage: many
+//! customers asking the same thing). A question's vector does not depend on its
+//! company (`Embedder::embed` says why).
 //!
 //! The queue is bounded: a question that finds it full is not embedded (the
 //! cache treats it as a miss and the question goes to the providers), so the
@@ -109,9 +109,9 @@ impl Queue {
     }
 
     /// The next run, once a question waits: the oldest question and up to
-    /// `max_batch - 1` other texts of similar length, in the order they came,
-    /// each with every lookup of the same text. `None` once the queue is closed
-    /// and empty.
+    /// `max_batch - 1` other texts of similar length, in the order they came and
+    /// within [`MAX_RUN_BYTES`], each with every lookup of the same text. `None`
+    /// once the queue is closed and empty.
     fn take(&self) -> Option<Vec<Vec<Job>>> {
         let mut state = self.lock();
         loop {

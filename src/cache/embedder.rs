@@ -128,7 +128,8 @@ impl Embedder {
     /// company, at any load. A model that quantised a whole run with one scale
     /// made each vector depend on the largest value anywhere in the batch
     /// (cosine 0.985–0.996 to its vector alone, enough to move a score across
-    /// the threshold).
+    /// the threshold). A run holds all of `texts`: the cache's workers pass a
+    /// few short questions at a time.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedderError> {
         self.embed_with(0, texts)
     }
