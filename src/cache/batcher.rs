@@ -30,8 +30,8 @@ pub struct BatchSettings {
     /// Most distinct questions in one model run. On the 2-core machine a run of
     /// 4 short questions costs each about 0.7 of a run of its own and larger
     /// runs gain little more, while a longer run holds up whoever arrives
-    /// during it: at 16 clients, 4, 6 and 8 gave the same p99 within the noise,
-    /// 3 and 2 a worse one (`README.md`, "Layer 0").
+    /// during it: at 16 clients, 3, 4, 6 and 8 gave the same p99 within the
+    /// noise, and 4 keeps a run short (`README.md`, "Layer 0").
     pub max_batch: usize,
 }
 
