@@ -605,6 +605,14 @@ async fn a_lone_record_is_written_when_the_flush_interval_ends_and_a_full_batch_
         tokio::task::yield_now().await;
     }
     assert_eq!(tokio::time::Instant::now(), before, "no time passed");
+    // A flush does not wait for the interval either: the writer, asleep until
+    // its batch's interval ends (it does not wait on the queue, so that a lone
+    // record never wakes it), is woken for the flush. Were it not, the paused
+    // clock would be moved on to the interval's end while everything waits.
+    writer.enqueue(fault(9));
+    writer.flush().await;
+    assert_eq!(writer.counters().written.load(Relaxed), 10);
+    assert_eq!(tokio::time::Instant::now(), before, "no time passed");
 }
 
 /// Makes the database itself refuse some rows, as a constraint would: the

@@ -144,6 +144,11 @@ struct Shared {
     drained: Notify,
     /// The feeder holds a record on its way from the overflow list to the queue.
     feeding: std::sync::atomic::AtomicBool,
+    /// Wakes the writer before its batch's interval ends; the writer does not
+    /// wait on the queue itself, so a record alone never wakes it.
+    due: Arc<Notify>,
+    /// Records that make a batch worth writing at once.
+    batch: usize,
 }
 
 /// Handle to the writer; cheap to clone.
@@ -165,6 +170,8 @@ impl AuditWriter {
             overflowed: Notify::new(),
             drained: Notify::new(),
             feeding: std::sync::atomic::AtomicBool::new(false),
+            due: Arc::new(Notify::new()),
+            batch: settings.batch.max(1),
         });
         let writer = Self { tx, shared };
         tokio::spawn(writer.clone().feed_overflow());
@@ -173,6 +180,7 @@ impl AuditWriter {
             rx,
             settings,
             writer.shared.counters.clone(),
+            writer.shared.due.clone(),
         ));
         (writer, task)
     }
@@ -182,10 +190,21 @@ impl AuditWriter {
         &self.shared.counters
     }
 
+    /// Records in the queue.
+    fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Wakes the writer if a batch's worth is queued.
+    fn nudge_if_full(&self) {
+        if self.queued() >= self.shared.batch {
+            self.shared.due.notify_one();
+        }
+    }
+
     /// Records queued and not yet handed to the writer (queue and overflow list).
     pub fn backlog(&self) -> usize {
-        let queued = self.tx.max_capacity() - self.tx.capacity();
-        queued + self.overflow().len()
+        self.queued() + self.overflow().len()
     }
 
     fn overflow(
@@ -208,7 +227,7 @@ impl AuditWriter {
             .send_timeout(Command::Record(record, ack), ROOM_WAIT)
             .await
         {
-            Ok(()) => {}
+            Ok(()) => self.nudge_if_full(),
             Err(mpsc::error::SendTimeoutError::Timeout(Command::Record(record, ack))) => {
                 self.overflowed(record, ack)
             }
@@ -220,7 +239,7 @@ impl AuditWriter {
     /// breaker transitions).
     pub fn enqueue(&self, record: AuditRecord) {
         match self.tx.try_send(Command::Record(record, None)) {
-            Ok(()) => {}
+            Ok(()) => self.nudge_if_full(),
             Err(mpsc::error::TrySendError::Full(Command::Record(record, ack))) => {
                 self.overflowed(record, ack)
             }
@@ -265,6 +284,7 @@ impl AuditWriter {
                 Some((record, ack)) => {
                     let sent = self.tx.send(Command::Record(record, ack)).await;
                     feeding.store(false, Ordering::Release);
+                    self.nudge_if_full();
                     if sent.is_err() {
                         return;
                     }
@@ -298,6 +318,7 @@ impl AuditWriter {
             older_than_ms,
             max_rows,
         });
+        self.shared.due.notify_one();
     }
 
     /// Waits until everything queued so far is written, overflowed records included.
@@ -313,6 +334,7 @@ impl AuditWriter {
         }
         let (ack, done) = oneshot::channel();
         if self.tx.send(Command::Flush(ack)).await.is_ok() {
+            self.shared.due.notify_one();
             let _ = done.await;
         }
     }
@@ -322,5 +344,6 @@ impl AuditWriter {
     #[doc(hidden)]
     pub async fn crash_writer(&self) {
         let _ = self.tx.send(Command::Crash).await;
+        self.shared.due.notify_one();
     }
 }

@@ -8,7 +8,7 @@ use crate::store::Db;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// A record and whoever waits for it to be committed.
 type Pending = (AuditRecord, Option<oneshot::Sender<bool>>);
@@ -23,18 +23,27 @@ struct Held {
 }
 
 /// Runs writers until the queue closes, starting a new one whenever one dies.
+/// `due` is the senders' nudge: a batch's worth is queued, or a command wants
+/// the batch now.
 pub(super) async fn supervise(
     pool: Db,
     rx: mpsc::Receiver<Command>,
     settings: AuditSettings,
     counters: Arc<AuditCounters>,
+    due: Arc<Notify>,
 ) {
     let held = Arc::new(Held {
         rx: tokio::sync::Mutex::new(rx),
         batch: Mutex::new(Vec::with_capacity(settings.batch)),
     });
     loop {
-        let writer = tokio::spawn(run(pool.clone(), held.clone(), settings, counters.clone()));
+        let writer = tokio::spawn(run(
+            pool.clone(),
+            held.clone(),
+            settings,
+            counters.clone(),
+            due.clone(),
+        ));
         match writer.await {
             Ok(()) => return,
             Err(err) => {
@@ -46,7 +55,20 @@ pub(super) async fn supervise(
 }
 
 /// The writer: batches records and writes them until the queue closes.
-async fn run(pool: Db, held: Arc<Held>, settings: AuditSettings, counters: Arc<AuditCounters>) {
+///
+/// Once a batch has begun, the writer does not wait on the queue, which would
+/// wake it for every record (a thread woken, or a task moved, for each request
+/// at low load: 1.6 context switches and 0.05 ms of CPU a request at
+/// concurrency 1). It sleeps until the batch's interval ends and takes
+/// whatever has arrived; the senders nudge it earlier through `due` when a
+/// batch's worth is waiting or a command (flush, prune) is.
+async fn run(
+    pool: Db,
+    held: Arc<Held>,
+    settings: AuditSettings,
+    counters: Arc<AuditCounters>,
+    due: Arc<Notify>,
+) {
     let mut rx = held.rx.lock().await;
     // A predecessor may have died holding a batch: it goes first.
     write_held(&pool, &held, &counters).await;
@@ -54,34 +76,47 @@ async fn run(pool: Db, held: Arc<Held>, settings: AuditSettings, counters: Arc<A
     while let Some(first) = rx.recv().await {
         let deadline = tokio::time::Instant::now() + settings.flush_interval;
         let mut next = Some(first);
-        loop {
-            match next.take() {
-                Some(Command::Record(record, ack)) => hold(&held).push((record, ack)),
-                Some(Command::Flush(ack)) => {
-                    acks.push(ack);
-                    break;
-                }
-                Some(Command::Prune {
-                    older_than_ms,
-                    max_rows,
-                }) => {
-                    write_held(&pool, &held, &counters).await;
-                    match sql::prune(&pool, older_than_ms, max_rows).await {
-                        Ok(0) => {}
-                        Ok(deleted) => tracing::info!(deleted, "audit retention pruned old rows"),
-                        Err(err) => tracing::warn!(error = %err, "audit retention failed"),
+        'batch: loop {
+            // Everything queued by now, without waiting.
+            loop {
+                let command = match next.take() {
+                    Some(command) => command,
+                    None => match rx.try_recv() {
+                        Ok(command) => command,
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => break 'batch,
+                    },
+                };
+                match command {
+                    Command::Record(record, ack) => hold(&held).push((record, ack)),
+                    Command::Flush(ack) => {
+                        acks.push(ack);
+                        break 'batch;
                     }
-                    break;
+                    Command::Prune {
+                        older_than_ms,
+                        max_rows,
+                    } => {
+                        write_held(&pool, &held, &counters).await;
+                        match sql::prune(&pool, older_than_ms, max_rows).await {
+                            Ok(0) => {}
+                            Ok(deleted) => {
+                                tracing::info!(deleted, "audit retention pruned old rows")
+                            }
+                            Err(err) => tracing::warn!(error = %err, "audit retention failed"),
+                        }
+                        break 'batch;
+                    }
+                    Command::Crash => panic!("audit writer crash requested"),
                 }
-                Some(Command::Crash) => panic!("audit writer crash requested"),
-                None => {}
+                if hold(&held).len() >= settings.batch {
+                    break 'batch;
+                }
             }
-            if hold(&held).len() >= settings.batch {
-                break;
-            }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(command)) => next = Some(command),
-                Ok(None) | Err(_) => break,
+            tokio::select! {
+                biased;
+                () = due.notified() => {}
+                () = tokio::time::sleep_until(deadline) => break,
             }
         }
         write_held(&pool, &held, &counters).await;
