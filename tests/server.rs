@@ -33,6 +33,29 @@ async fn health_and_models() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec!["chaosai", "claude", "gpt", "llama"]);
+    // The SDKs' `models.retrieve`: one model's object, or OpenAI's 404.
+    let one = client
+        .get(format!("{}/v1/models/gpt", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.status(), 200);
+    let one: Value = one.json().await.unwrap();
+    assert_eq!(one["id"], "gpt");
+    assert_eq!(one["object"], "model");
+    assert_eq!(one, models["data"][2], "the same object the list holds");
+    let unknown = client
+        .get(format!("{}/v1/models/gpt-9", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let unknown: Value = unknown.json().await.unwrap();
+    assert_eq!(unknown["error"]["code"], "model_not_found");
+    assert!(unknown["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("gpt-9"));
 }
 
 #[tokio::test]

@@ -122,6 +122,14 @@ test("errors are the SDK's own error classes, naming the parameter", async () =>
   expect(unknown).toBeInstanceOf(OpenAI.NotFoundError);
   expect(unknown.code).toBe("model_not_found");
 
+  // models.retrieve, which bots call at start-up to check their configured model.
+  const model = await client.models.retrieve("chaosai");
+  expect(model.id).toBe("chaosai");
+  expect(model.object).toBe("model");
+  const missing = await client.models.retrieve("no-such-model").catch((e) => e);
+  expect(missing).toBeInstanceOf(OpenAI.NotFoundError);
+  expect(missing.code).toBe("model_not_found");
+
   const many = await client.chat.completions
     .create({ model: "chaosai", n: 2, messages: [{ role: "user", content: "hi" }] })
     .catch((e) => e);

@@ -96,6 +96,7 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(live::metrics))
         .route("/ws/events", get(live::events))
         .route("/v1/models", get(openai::models))
+        .route("/v1/models/{*model}", get(openai::model))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/{*rest}", any(unmatched::unknown_v1))
         .route("/api/providers", get(chaos::providers))

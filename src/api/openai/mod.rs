@@ -16,7 +16,7 @@ use crate::gateway::{AnswerEvent, OnBreak};
 use crate::shared::{Route, Usage, UsageSource};
 use axum::{
     body::{Body, Bytes},
-    extract::{rejection::BytesRejection, State},
+    extract::{rejection::BytesRejection, Path as AxumPath, State},
     http::{header, HeaderMap, HeaderName, HeaderValue},
     response::{IntoResponse, Response},
     Json,
@@ -53,15 +53,36 @@ pub const TICKET: HeaderName = HeaderName::from_static("x-chaosai-ticket");
 /// chunk says it for every stream).
 pub const USAGE: HeaderName = HeaderName::from_static("x-chaosai-usage");
 
-/// `GET /v1/models`: the cascade plus every provider that can be pinned.
-pub async fn models(State(state): State<AppState>, _caller: Caller) -> Json<Value> {
+/// Every model a request can name: the cascade, then each provider that can be
+/// pinned, as OpenAI's model objects.
+fn model_objects(state: &AppState) -> Vec<Value> {
     let mut data =
         vec![json!({"id": CASCADE_MODEL, "object": "model", "created": 0, "owned_by": "chaosai"})];
     data.extend(state.gateway.cascade().providers().map(|p| {
         json!({"id": p.name(), "object": "model", "created": 0,
             "owned_by": p.protocol().as_str(), "upstream_model": p.model()})
     }));
-    Json(json!({"object": "list", "data": data}))
+    data
+}
+
+/// `GET /v1/models`: the cascade plus every provider that can be pinned.
+pub async fn models(State(state): State<AppState>, _caller: Caller) -> Json<Value> {
+    Json(json!({"object": "list", "data": model_objects(&state)}))
+}
+
+/// `GET /v1/models/{model}` (the SDKs' `models.retrieve`, which some bots call at
+/// start-up to check their configured model): that model's object, or OpenAI's
+/// 404 `model_not_found`.
+pub async fn model(
+    State(state): State<AppState>,
+    _caller: Caller,
+    AxumPath(id): AxumPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    model_objects(&state)
+        .into_iter()
+        .find(|m| m["id"] == id.as_str())
+        .map(Json)
+        .ok_or_else(|| crate::gateway::GatewayError::UnknownModel(id).into())
 }
 
 fn route_headers(
