@@ -568,4 +568,21 @@ async fn a_wrong_url_or_method_gets_a_json_error_naming_it() {
             "{body}"
         );
     }
+    // A compressed body is named as such (415), not reported as broken JSON.
+    let res = s
+        .client
+        .post(s.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(vec![0x1f, 0x8b, 0x08, 0x00, 0x00])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 415);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unsupported_content_encoding");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("gzip"),
+        "{body}"
+    );
 }

@@ -76,6 +76,23 @@ impl ApiError {
         }
     }
 
+    /// A 415 for a request body in an encoding the gateway does not read
+    /// (`Content-Encoding: gzip`, say), naming it: read as JSON it would only be
+    /// called "not valid JSON", which sends the caller looking in the wrong place.
+    pub fn unsupported_encoding(encoding: &str) -> Self {
+        let encoding: String = encoding.chars().take(64).collect();
+        Self {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            kind: "invalid_request_error",
+            code: Some("unsupported_content_encoding"),
+            param: None,
+            message: format!(
+                "request bodies are read uncompressed; Content-Encoding {encoding:?} is not supported"
+            ),
+            headers: None,
+        }
+    }
+
     /// A 422 for a well-formed body with an invalid value, naming the field.
     pub fn unprocessable(field: Option<&str>, message: impl Into<String>) -> Self {
         Self {

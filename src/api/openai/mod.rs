@@ -200,6 +200,12 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
+        let encoding = encoding.to_str().unwrap_or("(not text)").trim();
+        if !encoding.eq_ignore_ascii_case("identity") {
+            return Err(ApiError::unsupported_encoding(encoding));
+        }
+    }
     let mut request = decode::decode(&body?)?;
     apply_headers(&mut request.gateway, &headers, &caller)?;
     let prompt_estimate: u64 = request
