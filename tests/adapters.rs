@@ -450,6 +450,54 @@ async fn streamed_answers_arrive_in_pieces_and_end_cleanly() {
 }
 
 #[tokio::test]
+async fn a_server_that_ignores_stream_and_answers_whole_is_served_and_its_json_error_classified() {
+    for wire in wires() {
+        // Some compatible servers and proxies ignore `stream: true`.
+        let server = ScriptedServer::start(Script::respond(
+            200,
+            "application/json; charset=utf-8",
+            &(wire.answer)("Hello there"),
+        ))
+        .await;
+        let pieces: Vec<Piece> = pieces_of(&adapter(&wire, &server), &request())
+            .await
+            .into_iter()
+            .map(|p| p.unwrap_or_else(|e| panic!("{:?}: {e:?}", wire.protocol)))
+            .collect();
+        let texts: Vec<&Piece> = pieces.iter().filter(|p| p.is_content()).collect();
+        assert_eq!(
+            texts,
+            vec![&Piece::Text("Hello there".into())],
+            "{:?}",
+            wire.protocol
+        );
+        assert!(
+            pieces.contains(&Piece::Finish(FinishReason::Stop)),
+            "{:?}: the whole answer says why it stopped: {pieces:?}",
+            wire.protocol
+        );
+        assert_eq!(server.received.lock().unwrap()[0].body["stream"], true);
+
+        // An error object with a success status: the provider's message, as a
+        // server error (retryable, counted against its health), not "malformed".
+        let server = ScriptedServer::start(Script::respond(
+            200,
+            "application/json",
+            &(wire.error)("the backend is restarting"),
+        ))
+        .await;
+        let (deltas, error) = drain(&adapter(&wire, &server)).await;
+        assert!(deltas.is_empty());
+        match error {
+            Some(ProviderError::Server { message, .. }) => {
+                assert!(message.contains("restarting"), "{message}")
+            }
+            other => panic!("{:?}: {other:?}", wire.protocol),
+        }
+    }
+}
+
+#[tokio::test]
 async fn server_errors_and_overload_are_retryable_with_the_providers_message() {
     for wire in wires() {
         for status in [500, 503, 529] {

@@ -7,7 +7,9 @@
 //! (beyond it the attempt is malformed), and a stream as `sse.rs` says.
 
 use super::sse::{piece_stream, SseDecoder};
-use super::{retry_after, PieceStream, ProviderError, ProviderTarget, TimeoutKind, WireFault};
+use super::{
+    retry_after, Completion, PieceStream, ProviderError, ProviderTarget, TimeoutKind, WireFault,
+};
 use crate::config::Secret;
 use futures::StreamExt;
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
@@ -131,24 +133,62 @@ impl Target {
         error_message: ErrorParser,
     ) -> Result<T, ProviderError> {
         let response = send(request, self.limits, error_message).await?;
-        let bytes = read_capped(response, self.limits.stall, self.limits.max_body)
-            .await?
-            .map_err(|(cap, _)| {
-                ProviderError::Malformed(format!("the answer is larger than {cap} bytes"))
-            })?;
-        serde_json::from_slice(&bytes).map_err(|err| ProviderError::Malformed(err.to_string()))
+        parse_json(&self.read_answer(response).await?)
     }
 
     /// Sends a streamed request and decodes its SSE body with `decoder`.
+    ///
+    /// A server that ignores `stream: true` and answers with one JSON body (some
+    /// OpenAI-compatible servers and proxies do) is read whole within `max_body`
+    /// and made into pieces by `whole`, the adapter's reading of a whole answer:
+    /// a good answer is served, not counted against the provider as a stream that
+    /// never began. A JSON error object sent with a success status is a server
+    /// error with the provider's own message.
     pub async fn open_stream<D: SseDecoder>(
         &self,
         request: reqwest::RequestBuilder,
         error_message: ErrorParser,
         decoder: D,
+        whole: impl FnOnce(&[u8]) -> Result<Completion, ProviderError>,
     ) -> Result<PieceStream, ProviderError> {
         let response = send(request, self.limits, error_message).await?;
-        Ok(piece_stream(response, self.limits, decoder))
+        if !is_json(response.headers()) {
+            return Ok(piece_stream(response, self.limits, decoder));
+        }
+        let bytes = self.read_answer(response).await?;
+        let completion =
+            whole(&bytes).map_err(
+                |err| match error_message(&String::from_utf8_lossy(&bytes)) {
+                    Some(fault) => ProviderError::from_status(502, fault, None),
+                    None => err,
+                },
+            )?;
+        let pieces = completion.into_pieces().into_iter().map(Ok);
+        Ok(futures::stream::iter(pieces).boxed())
     }
+
+    /// Reads a whole answer within `max_body`.
+    async fn read_answer(&self, response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
+        read_capped(response, self.limits.stall, self.limits.max_body)
+            .await?
+            .map_err(|(cap, _)| {
+                ProviderError::Malformed(format!("the answer is larger than {cap} bytes"))
+            })
+    }
+}
+
+/// Parses a provider's JSON answer; what does not parse is malformed.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ProviderError> {
+    serde_json::from_slice(bytes).map_err(|err| ProviderError::Malformed(err.to_string()))
+}
+
+/// Whether a response says its body is JSON (`application/json`, any parameters).
+fn is_json(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// Sends the request and returns the response if its status is a success. An error

@@ -14,7 +14,7 @@
 
 mod decode;
 
-use super::wire::{KeyHeader, Target};
+use super::wire::{parse_json, KeyHeader, Target};
 use super::{
     Completion, PieceStream, Provider, ProviderError, ProviderRequest, ProviderTarget,
     ResponseFormat, ToolChoice,
@@ -268,11 +268,15 @@ impl Provider for AnthropicProvider {
     }
 
     async fn stream(&self, request: &ProviderRequest) -> Result<PieceStream, ProviderError> {
-        let decoder = decode::EventDecoder::new(
-            json_tool(&request.options.response_format).map(|(name, _)| name),
-        );
+        let tool = json_tool(&request.options.response_format).map(|(name, _)| name);
+        let decoder = decode::EventDecoder::new(tool.clone());
         self.target
-            .open_stream(self.request(request, true), decode::error_fault, decoder)
+            .open_stream(
+                self.request(request, true),
+                decode::error_fault,
+                decoder,
+                |bytes| parse_json::<decode::WireResponse>(bytes)?.into_completion(tool),
+            )
             .await
     }
 }

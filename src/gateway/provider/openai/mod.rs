@@ -8,7 +8,7 @@
 
 mod decode;
 
-use super::wire::{KeyHeader, Target};
+use super::wire::{parse_json, KeyHeader, Target};
 use super::{
     Completion, PieceStream, Provider, ProviderError, ProviderRequest, ProviderTarget,
     ResponseFormat, ToolChoice,
@@ -231,6 +231,7 @@ impl Provider for OpenAiProvider {
                 self.request(request, true),
                 decode::error_fault,
                 decode::ChunkDecoder::default(),
+                |bytes| parse_json::<decode::WireResponse>(bytes)?.into_completion(),
             )
             .await
     }
