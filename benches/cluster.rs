@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use std::fmt::Write;
 use std::process::Stdio;
 use std::time::Duration;
+use support::reference::Nginx;
 use support::{load, machine, median, percentiles, Gateway, Run, TOKEN};
 
 const REPEATS: usize = 3;
@@ -212,14 +213,14 @@ async fn main() {
     );
 
     // 3. Two replicas behind nginx against one.
-    let one = nginx(&dir, &[shared.port]).await;
-    let two = nginx(&dir, &[shared.port, b.port]).await;
+    let one = Nginx::start(dir.path(), &[shared.port]).await;
+    let two = Nginx::start(dir.path(), &[shared.port, b.port]).await;
     let _ = writeln!(
         out,
         "## Behind nginx: two replicas against one (non-streamed, c=64)\n\n| replicas | rps | p50 ms | p99 ms |\n|---|---|---|---|"
     );
-    for (n, (port, _)) in [(1, &one), (2, &two)] {
-        let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    for (n, nginx) in [(1, &one), (2, &two)] {
+        let url = format!("http://127.0.0.1:{}/v1/chat/completions", nginx.port);
         let mut runs = Vec::new();
         for _ in 0..REPEATS {
             runs.push(
@@ -246,13 +247,7 @@ async fn main() {
          the replicas share the same CPUs: a second replica adds capacity only where one \
          replica left a core idle."
     );
-    // SIGTERM, not SIGKILL: nginx's master takes its workers with it.
-    for (_, mut child) in [one, two] {
-        let _ = std::process::Command::new("kill")
-            .arg(child.id().to_string())
-            .status();
-        let _ = child.wait();
-    }
+    drop((one, two));
     println!("{out}");
     std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/bench")).unwrap();
     std::fs::write(
@@ -314,47 +309,4 @@ async fn redis_commands(redis: &Redis) -> String {
     } else {
         counts.join(", ")
     }
-}
-
-/// nginx on a free port in front of `ports`; the child is kept with the port.
-async fn nginx(dir: &tempfile::TempDir, ports: &[u16]) -> (u16, std::process::Child) {
-    let port = engines::free_port();
-    let root = dir.path().join(format!("nginx-{port}"));
-    std::fs::create_dir_all(&root).unwrap();
-    let servers: String = ports
-        .iter()
-        .map(|p| format!("server 127.0.0.1:{p} max_fails=0;\n"))
-        .collect();
-    let conf = format!(
-        "worker_processes 1; pid {root}/nginx.pid; error_log {root}/error.log warn;\n\
-         events {{ worker_connections 4096; }}\n\
-         http {{ access_log off; client_body_temp_path {root}/b; proxy_temp_path {root}/p;\n\
-           fastcgi_temp_path {root}/f; uwsgi_temp_path {root}/u; scgi_temp_path {root}/s;\n\
-           upstream g {{ least_conn; {servers} keepalive 64; }}\n\
-           server {{ listen 127.0.0.1:{port};\n\
-             location / {{ proxy_pass http://g; proxy_http_version 1.1;\n\
-               proxy_set_header Connection \"\"; proxy_buffering off; }} }} }}\n",
-        root = root.display()
-    );
-    let path = root.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = std::process::Command::new("nginx")
-        .arg("-c")
-        .arg(&path)
-        .arg("-p")
-        .arg(&root)
-        .args(["-g", "daemon off;"])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx (`make cluster` installs Debian's nginx-light)");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    (port, child)
 }

@@ -10,6 +10,7 @@ use serde_json::json;
 use std::fmt::Write;
 use std::process::Stdio;
 use std::time::Duration;
+use support::reference::{Nginx, Proxy, Relay};
 use support::{load, machine, median, Gateway, Run};
 
 /// Repeats of every scenario, interleaved direct / gateway; the table shows medians.
@@ -86,6 +87,7 @@ fn summarise(runs: Vec<(Run, f64)>, with_cpu: bool) -> Measured {
 
 #[tokio::main]
 async fn main() {
+    Relay::serve_if_asked().await;
     let scale: usize = std::env::var("CHAOSAI_BENCH_SCALE")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -254,6 +256,15 @@ async fn main() {
             );
         }
     }
+    reference_section(
+        &mut out,
+        &gateway,
+        (&direct_url, &gateway_url),
+        &openai.base_url,
+        dir.path(),
+        question,
+    )
+    .await;
     wrk_section(
         &mut out,
         &gateway,
@@ -285,6 +296,136 @@ async fn main() {
         &out,
     )
     .unwrap();
+}
+
+/// One path of the reference table: where requests go and whose CPU they cost.
+struct Path<'a> {
+    name: &'static str,
+    url: String,
+    model: &'static str,
+    headers: &'a [(&'a str, &'a str)],
+    /// The process's CPU seconds so far; `None` for the direct path.
+    cpu: Option<Box<dyn Fn() -> f64 + 'a>>,
+}
+
+/// The same requests through processes that only carry them (nginx, and the
+/// gateway's own HTTP stack as a bare relay), interleaved with direct calls and
+/// the gateway: what one more process on the path costs on this machine, so the
+/// gateway's added latency and its streamed-to-unstreamed CPU are read against
+/// that floor rather than against zero.
+async fn reference_section(
+    out: &mut String,
+    gateway: &Gateway,
+    (direct_url, gateway_url): (&str, &str),
+    upstream: &str,
+    dir: &std::path::Path,
+    question: impl Fn(bool, &str) -> serde_json::Value,
+) {
+    let origin = upstream
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .map(|host| format!("http://{host}"))
+        .expect("an http:// upstream");
+    let port: u16 = origin.rsplit(':').next().unwrap().parse().unwrap();
+    let has_nginx = std::process::Command::new("nginx")
+        .arg("-v")
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    let nginx: Option<Proxy> = if has_nginx {
+        Some(Nginx::start(dir, &[port]).await)
+    } else {
+        None
+    };
+    let relay = Relay::start(&origin).await;
+    let bypass = [("x-chaosai-cache", "bypass")];
+    let mut paths = vec![Path {
+        name: "direct to provider",
+        url: direct_url.to_string(),
+        model: "gpt-4o-mini",
+        headers: &[],
+        cpu: None,
+    }];
+    if let Some(nginx) = &nginx {
+        paths.push(Path {
+            name: "nginx in front (reference)",
+            url: nginx.url_for(direct_url),
+            model: "gpt-4o-mini",
+            headers: &[],
+            cpu: Some(Box::new(|| nginx.cpu_seconds())),
+        });
+    }
+    paths.push(Path {
+        name: "bare axum + reqwest relay (reference)",
+        url: relay.url_for(direct_url),
+        model: "gpt-4o-mini",
+        headers: &[],
+        cpu: Some(Box::new(|| relay.cpu_seconds())),
+    });
+    paths.push(Path {
+        name: "through the gateway",
+        url: gateway_url.to_string(),
+        model: "gpt",
+        headers: &bypass,
+        cpu: Some(Box::new(|| gateway.cpu_seconds())),
+    });
+    let _ = writeln!(out, "\n### Reference proxies on the same path\n");
+    let _ = writeln!(out, "The same requests through processes that only carry them, each interleaved with direct calls and the gateway (median of {REPEATS}): nginx (one process, keep-alive upstream, `proxy_buffering off`) and this bench binary as a bare relay on the gateway's own HTTP stack (axum's server, reqwest's client, the same runtime, nothing parsed). CPU is each process's own.{}\n", if has_nginx { "" } else { " nginx is not installed (`make bench` installs it): its rows are missing." });
+    let _ = writeln!(out, "| path | concurrency | req/s | p50 ms | p99 ms | added vs direct p50 / p99 ms | first byte p50 ms | process CPU ms/request | gateway overhead p99 ms |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let mut cpu_of = std::collections::HashMap::new();
+    for stream in [false, true] {
+        for c in [1usize, 64] {
+            let total = if c == 1 { 1_000 } else { 4_000 };
+            let mut runs: Vec<Vec<(Run, f64)>> = paths.iter().map(|_| Vec::new()).collect();
+            for _ in 0..REPEATS {
+                for (path, runs) in paths.iter().zip(runs.iter_mut()) {
+                    let before = path.cpu.as_ref().map_or(0.0, |cpu| cpu());
+                    let run = load(
+                        &path.url,
+                        path.headers,
+                        question(stream, path.model),
+                        total,
+                        c,
+                    )
+                    .await;
+                    let after = path.cpu.as_ref().map_or(0.0, |cpu| cpu());
+                    runs.push((run, (after - before) * 1000.0 / total as f64));
+                }
+            }
+            let kind = if stream { "streamed" } else { "non-streamed" };
+            let mut direct: Option<Run> = None;
+            for (path, runs) in paths.iter().zip(runs) {
+                let measured = summarise(runs, path.cpu.is_some());
+                row(
+                    out,
+                    &format!("{}, {kind}", path.name),
+                    c,
+                    &measured,
+                    direct.as_ref(),
+                );
+                if let Some(cpu) = measured.cpu_ms {
+                    cpu_of.insert((path.name, stream, c), cpu);
+                }
+                direct.get_or_insert(measured.run);
+            }
+        }
+    }
+    for c in [1usize, 64] {
+        let ratios: Vec<String> = paths
+            .iter()
+            .filter_map(|path| {
+                let plain = cpu_of.get(&(path.name, false, c))?;
+                let streamed = cpu_of.get(&(path.name, true, c))?;
+                Some(format!("{} {:.2}×", path.name, streamed / plain))
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nAt concurrency {c}, a streamed answer's CPU against the same answer unstreamed: {}.",
+            ratios.join(", ")
+        );
+    }
 }
 
 /// One wrk run: its throughput, latency percentiles (ms) and request count.

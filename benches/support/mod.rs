@@ -6,6 +6,7 @@ use std::time::Instant;
 
 #[path = "../../tests/support/binary.rs"]
 mod binary;
+pub mod reference;
 
 /// The gateway binary as a child process, shared with the tests (not every
 /// bench starts one).

@@ -28,6 +28,26 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// CPU time process `pid` has used so far, user + system over all its threads,
+/// in seconds (`/proc/<pid>/stat`, in clock ticks of 1/100 s).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces; the fields after its closing parenthesis don't.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 impl Binary {
     /// Starts the binary with `env` on a free port and waits for `/healthz`.
     pub async fn start(env: &[(&str, String)], stderr: Stdio) -> Self {
@@ -112,25 +132,10 @@ impl Binary {
         let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5");
     }
 
-    /// CPU time the process has used so far, user + system over all its threads,
-    /// in seconds (`/proc/<pid>/stat`, in clock ticks of 1/100 s).
+    /// CPU time the process has used so far, user + system over all its
+    /// threads, in seconds.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // The command name may hold spaces; the fields after its closing parenthesis don't.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (ticks(11) + ticks(12)) / 100.0
+        cpu_seconds(self.child.id())
     }
 
     /// Injects a fault through the chaos API.
