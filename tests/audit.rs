@@ -738,6 +738,89 @@ async fn a_ticket_number_is_shown_only_once_the_ticket_is_stored() {
     assert!(text.contains("could not open a ticket"), "{text}");
 }
 
+/// One chat-page turn through the `ask` server function: the conversation id it
+/// ran under and the reply's text.
+async fn chat_turn(s: &TestServer, conversation: Option<&str>, turns: Value) -> (String, String) {
+    let body = s
+        .client
+        .post(s.url("/api/ask"))
+        .json(&json!({"conversation_id": conversation, "turns": turns}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let id = events[0]["conversation_id"].as_str().unwrap().to_string();
+    let text = events.iter().filter_map(|e| e["text"].as_str()).collect();
+    (id, text)
+}
+
+/// The ticket number a reply names.
+fn ticket_in(text: &str) -> String {
+    let at = text
+        .find("T-")
+        .unwrap_or_else(|| panic!("no ticket in {text:?}"));
+    text[at..at + 10].to_string()
+}
+
+#[tokio::test]
+async fn a_customer_who_writes_again_during_an_outage_keeps_one_ticket() {
+    let s = TestServer::start_with(busy).await;
+    for provider in ["claude", "gpt", "llama"] {
+        s.inject(provider, json!({"kind": "outage"})).await;
+    }
+    let question = |q: &str| json!({"role": "user", "content": q});
+    let (conversation, first) = chat_turn(
+        &s,
+        None,
+        json!([question("My blender makes a strange noise")]),
+    )
+    .await;
+    let ticket = ticket_in(&first);
+    // The turn is on record (the audit writes it off the request path).
+    s.rows(
+        "SELECT COUNT(*) FROM messages WHERE role = 'assistant'",
+        |n| n >= 1,
+    )
+    .await;
+
+    // Writing again in the same conversation: the same ticket, said to be open.
+    let again = json!([
+        question("My blender makes a strange noise"),
+        {"role": "assistant", "content": first},
+        question("Hello? Is anyone there?")
+    ]);
+    let (_, second) = chat_turn(&s, Some(&conversation), again.clone()).await;
+    assert_eq!(ticket_in(&second), ticket, "{second}");
+    assert!(second.contains("still open"), "{second}");
+    assert_eq!(count(&s, "SELECT COUNT(*) FROM tickets").await, 1);
+
+    // Another conversation is another customer: its own ticket.
+    let (_, other) = chat_turn(&s, None, json!([question("My kettle leaks")])).await;
+    assert_ne!(ticket_in(&other), ticket);
+    assert_eq!(count(&s, "SELECT COUNT(*) FROM tickets").await, 2);
+
+    // Once an agent has resolved it, a new message opens a new ticket.
+    let resolved = s
+        .admin(
+            reqwest::Method::POST,
+            &format!("/api/tickets/{ticket}/resolve"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(resolved.status().is_success(), "{}", resolved.status());
+    let (_, third) = chat_turn(&s, Some(&conversation), again).await;
+    assert_ne!(ticket_in(&third), ticket, "{third}");
+    assert!(!third.contains("still open"), "{third}");
+    assert_eq!(count(&s, "SELECT COUNT(*) FROM tickets").await, 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_writes_tickets_and_audit_at_once_never_lock_the_database() {
     let s = TestServer::start_with(|c| {

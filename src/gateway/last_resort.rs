@@ -8,6 +8,7 @@ use crate::knowledge;
 use crate::shared::{AttemptSummary, ChatTurn};
 use crate::store::audit::AuditWriter;
 use crate::store::{Store, Ticket};
+use std::time::Duration;
 
 /// The apology when no ticket could be stored.
 const APOLOGY_WITHOUT_TICKET: &str = "I'm sorry: our assistants can't answer right now, and I \
@@ -96,11 +97,26 @@ need to repeat anything; quoting {ticket_id} helps if you contact us another way
     LastResortReply::Apology { ticket_id, text }
 }
 
+/// The reply when the customer's conversation already has an open ticket.
+fn still_open(ticket_id: String) -> LastResortReply {
+    let text = format!(
+        "I'm sorry: our assistants still can't answer right now. Your ticket {ticket_id} is still \
+open with this conversation, and a member of our support team will reply to you here as soon as \
+possible."
+    );
+    LastResortReply::Apology { ticket_id, text }
+}
+
+/// Longest the last resort looks for a conversation's open ticket: past it, a
+/// new ticket is opened rather than the customer kept waiting on the database.
+const OPEN_TICKET_LOOKUP: Duration = Duration::from_millis(500);
+
 /// The last resort of one gateway, with where its tickets go.
 pub(super) struct LastResort {
     /// The audit's writer, through which tickets are stored and acknowledged.
     pub audit: Option<AuditWriter>,
-    /// Where tickets go when the audit is off (only to measure its cost).
+    /// Where a conversation's open ticket is looked up, and where tickets go
+    /// when the audit is off (only to measure its cost).
     pub store: Option<Store>,
     /// Store `[redacted]` instead of customer text.
     pub redact: bool,
@@ -116,6 +132,8 @@ pub(super) struct TicketContext<'a> {
     pub turns: &'a [ChatTurn],
     /// The attempts that failed.
     pub attempts: &'a [AttemptSummary],
+    /// The chat page's conversation, when the request came from it.
+    pub conversation_id: Option<&'a str>,
 }
 
 impl LastResort {
@@ -128,6 +146,16 @@ impl LastResort {
             .map(|t| t.content.as_str())
             .unwrap_or_default();
         let reply = reply(question);
+        // A customer who writes again during an outage keeps the ticket they
+        // were given: one ticket a conversation for the agents, not one a message.
+        if let (LastResortReply::Apology { .. }, Some(conversation)) =
+            (&reply, context.conversation_id)
+        {
+            if let Some(open) = self.open_ticket_of(conversation).await {
+                tracing::warn!(request_id = %context.request_id, ticket = %open, "every provider failed: last resort, the conversation's ticket is still open");
+                return still_open(open);
+            }
+        }
         let topic = match &reply {
             LastResortReply::KnownAnswer { topic, .. } => Some(*topic),
             _ => None,
@@ -164,6 +192,23 @@ impl LastResort {
             }
         }
         reply
+    }
+
+    /// The conversation's open ticket, if the store can say within
+    /// [`OPEN_TICKET_LOOKUP`]; otherwise none, and a new one is opened.
+    async fn open_ticket_of(&self, conversation: &str) -> Option<String> {
+        let store = self.store.as_ref()?;
+        match tokio::time::timeout(OPEN_TICKET_LOOKUP, store.open_ticket_of(conversation)).await {
+            Ok(Ok(ticket)) => ticket,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "could not look up the conversation's open ticket");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("the conversation's open ticket was not found in time");
+                None
+            }
+        }
     }
 }
 

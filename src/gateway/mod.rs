@@ -247,6 +247,7 @@ impl Gateway {
                             created_at_ms: recorder.created_at_ms(),
                             turns: &cascade_request.turns,
                             attempts: &attempts,
+                            conversation_id: request.conversation_id.as_deref(),
                         })
                         .await;
                     ticket = reply.ticket_id().map(str::to_string);

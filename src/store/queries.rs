@@ -235,6 +235,20 @@ impl Store {
             .collect())
     }
 
+    /// The newest ticket still open that the last resort opened in conversation
+    /// `id`, found through the conversation's recorded turns.
+    pub async fn open_ticket_of(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let ticket = crate::with_db!(self.db(), pool => sqlx::query_scalar(
+            "SELECT t.id FROM messages m JOIN tickets t ON t.request_id = m.request_id \
+             WHERE m.conversation_id = $1 AND t.status = 'open' \
+             ORDER BY t.created_at_ms DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(ticket)
+    }
+
     /// Marks a ticket resolved at `at_ms`; `false` if there is no such open ticket.
     pub async fn resolve_ticket(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
         let done = crate::with_db!(self.db(), pool => sqlx::query(
