@@ -607,10 +607,21 @@ async fn a_lone_record_is_written_when_the_flush_interval_ends_and_a_full_batch_
     assert_eq!(tokio::time::Instant::now(), before, "no time passed");
     // A flush does not wait for the interval either: the writer, asleep until
     // its batch's interval ends (it does not wait on the queue, so that a lone
-    // record never wakes it), is woken for the flush. Were it not, the paused
-    // clock would be moved on to the interval's end while everything waits.
+    // record never wakes it), is woken for the flush. Yielding keeps the paused
+    // clock where it is, so a writer that slept on would never flush.
     writer.enqueue(fault(9));
-    writer.flush().await;
+    let flushed = tokio::spawn({
+        let writer = writer.clone();
+        async move { writer.flush().await }
+    });
+    let wall = std::time::Instant::now();
+    while !flushed.is_finished() {
+        assert!(
+            wall.elapsed() < Duration::from_secs(10),
+            "the flush waited for the interval"
+        );
+        tokio::task::yield_now().await;
+    }
     assert_eq!(writer.counters().written.load(Relaxed), 10);
     assert_eq!(tokio::time::Instant::now(), before, "no time passed");
 }
