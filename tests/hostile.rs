@@ -374,6 +374,36 @@ async fn slow_clients_cannot_hold_the_server_and_are_closed_on_its_own() {
     );
 }
 
+#[tokio::test]
+async fn a_request_head_beyond_32_kib_is_refused_and_the_server_goes_on() {
+    let s = TestServer::start().await;
+    // 300 KiB of header: within hyper's default buffer, so every connection
+    // under the cap could have held that much.
+    let mut socket = tokio::net::TcpStream::connect(s.server.addr).await.unwrap();
+    let mut head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    head.extend(std::iter::repeat_n(b'a', 300 << 10));
+    head.extend_from_slice(b"\r\n\r\n");
+    // The server may stop reading (and close) before the whole head is sent.
+    let _ = socket.write_all(&head).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(
+        response.starts_with("HTTP/1.1 431"),
+        "{}",
+        &response[..response.len().min(200)]
+    );
+    // An ordinary request with a browser's worth of cookies is served.
+    let res = s
+        .client
+        .get(s.url("/healthz"))
+        .header("cookie", format!("a={}", "c".repeat(8 << 10)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_releases_the_provider_within_the_stall_limit() {
     let hostile = Hostile::start(Attack::EndlessTokens).await;

@@ -16,6 +16,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
+/// Most bytes of a request head (request line and headers), on either protocol.
+/// hyper's defaults (about 400 KB of buffer for HTTP/1, 16 MiB of header list for
+/// HTTP/2) let every connection under the cap hold that much; with this bound the
+/// cap costs at most `max_connections` × 32 KiB of heads, and a larger head gets a
+/// 431. Browsers' cookies and SDKs' headers come to a few KiB.
+const MAX_HEAD_BYTES: usize = 32 << 10;
+
 /// What a connection may cost the server.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
@@ -85,12 +92,14 @@ pub async fn serve(
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read);
+                .header_read_timeout(limits.header_read)
+                .max_buf_size(MAX_HEAD_BYTES);
             builder
                 .http2()
                 .timer(TokioTimer::new())
                 .keep_alive_interval(Some(Duration::from_secs(30)))
                 .keep_alive_timeout(Duration::from_secs(10))
+                .max_header_list_size(MAX_HEAD_BYTES as u32)
                 // HTTP/2 websockets need the CONNECT protocol.
                 .enable_connect_protocol();
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
