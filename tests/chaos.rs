@@ -496,6 +496,16 @@ async fn the_chaos_api_requires_the_token_and_validates_specs() {
         ),
         (json!({"kind": "outage", "duration_s": 0}), "duration_s"),
         (json!({"kind": "meteor"}), "meteor"),
+        // A typo on a kind without fields is refused too, not a fault that never heals.
+        (json!({"kind": "outage", "duration": 30}), "duration"),
+        (
+            json!({"kind": "hang", "duration_ms": 30_000}),
+            "duration_ms",
+        ),
+        (
+            json!({"kind": "latency", "delay_ms": 100, "delay": 5}),
+            "delay",
+        ),
     ] {
         let res = s
             .admin(reqwest::Method::PUT, "/api/chaos/claude")
