@@ -749,23 +749,9 @@ async fn a_ticket_number_is_shown_only_once_the_ticket_is_stored() {
     assert!(text.contains("could not open a ticket"), "{text}");
 }
 
-/// One chat-page turn through the `ask` server function: the conversation id it
-/// ran under and the reply's text.
+/// One chat-page turn: the conversation id it ran under and the reply's text.
 async fn chat_turn(s: &TestServer, conversation: Option<&str>, turns: Value) -> (String, String) {
-    let body = s
-        .client
-        .post(s.url("/api/ask"))
-        .json(&json!({"conversation_id": conversation, "turns": turns}))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let events: Vec<Value> = body
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = s.chat_events(conversation, turns).await;
     let id = events[0]["conversation_id"].as_str().unwrap().to_string();
     let text = events.iter().filter_map(|e| e["text"].as_str()).collect();
     (id, text)

@@ -283,22 +283,16 @@ async fn bad_input_gets_a_json_4xx_naming_the_problem() {
 #[tokio::test]
 async fn the_chat_server_function_streams_newline_delimited_events() {
     let s = TestServer::start().await;
-    let res = reqwest::Client::new()
-        .post(format!("{}/api/ask", s.base))
-        .json(&json!({"turns": [
-            {"role": "user", "content": "I forgot my password"},
-            {"role": "assistant", "content": "Let me help."},
-            {"role": "user", "content": "what now?"}
-        ]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let body = res.text().await.unwrap();
-    let events: Vec<Value> = body
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = s
+        .chat_events(
+            None,
+            json!([
+                {"role": "user", "content": "I forgot my password"},
+                {"role": "assistant", "content": "Let me help."},
+                {"role": "user", "content": "what now?"}
+            ]),
+        )
+        .await;
     assert_eq!(events[0]["type"], "started");
     assert_eq!(events[0]["served_by"], "claude");
     let conversation = events[0]["conversation_id"].as_str().unwrap().to_string();

@@ -79,6 +79,25 @@ impl TestServer {
             .unwrap()
     }
 
+    /// One chat-page turn through the `ask` server function, in `conversation`
+    /// (a new one when `None`): its newline-delimited events, read to the end.
+    pub async fn chat_events(&self, conversation: Option<&str>, turns: Value) -> Vec<Value> {
+        let res = self
+            .client
+            .post(self.url("/api/ask"))
+            .json(&json!({"conversation_id": conversation, "turns": turns}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.text()
+            .await
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// An admin request with the test token.
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client
