@@ -7,7 +7,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::app::{read_stream, TestServer};
+use support::app::{api_error, read_stream, TestServer};
 
 /// An order-status tool as a support bot offers it.
 fn order_tool() -> Value {
@@ -531,10 +531,9 @@ async fn a_wrong_url_or_method_gets_a_json_error_naming_it() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 404);
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "unknown_url");
-    let message = body["error"]["message"].as_str().unwrap();
+    let error = api_error(res, 404).await;
+    assert_eq!(error["code"], "unknown_url");
+    let message = error["message"].as_str().unwrap();
     assert!(message.contains("POST /v1/chat/completion"), "{message}");
     // A long path is named, not echoed whole.
     let long = format!("/v1/{}", "x".repeat(5_000));
@@ -578,11 +577,10 @@ async fn a_wrong_url_or_method_gets_a_json_error_naming_it() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 415);
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "unsupported_content_encoding");
+    let error = api_error(res, 415).await;
+    assert_eq!(error["code"], "unsupported_content_encoding");
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("gzip"),
-        "{body}"
+        error["message"].as_str().unwrap().contains("gzip"),
+        "{error}"
     );
 }

@@ -9,7 +9,7 @@ use chaosai::clients::hash_key;
 use chaosai::config::ClientConfig;
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::app::{ask, TestServer};
+use support::app::{api_error, ask, TestServer};
 
 const ACME: &str = "sk-acme-0123456789abcdef";
 const BETA: &str = "sk-beta-0123456789abcdef";
@@ -89,9 +89,7 @@ async fn the_tenant_comes_from_the_key_so_clients_never_share_a_cache() {
         .send()
         .await
         .unwrap();
-    assert_eq!(claim.status(), 400);
-    let body: Value = claim.json().await.unwrap();
-    assert_eq!(body["error"]["param"], "x-chaosai-tenant");
+    assert_eq!(api_error(claim, 400).await["param"], "x-chaosai-tenant");
     let id = other.headers()["x-request-id"]
         .to_str()
         .unwrap()

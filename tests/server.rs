@@ -5,7 +5,7 @@ mod support;
 
 use chaosai::config::SimulateMode;
 use serde_json::{json, Value};
-use support::app::{ask, sse_data, TestServer};
+use support::app::{api_error, ask, sse_data, TestServer};
 use support::{Script, ScriptedServer};
 
 #[tokio::test]
@@ -44,18 +44,21 @@ async fn health_and_models() {
     assert_eq!(one["id"], "gpt");
     assert_eq!(one["object"], "model");
     assert_eq!(one, models["data"][2], "the same object the list holds");
-    let unknown = client
-        .get(format!("{}/v1/models/gpt-9", s.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unknown.status(), 404);
-    let unknown: Value = unknown.json().await.unwrap();
-    assert_eq!(unknown["error"]["code"], "model_not_found");
-    assert!(unknown["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("gpt-9"));
+    for (id, named) in [
+        ("gpt-9", "gpt-9".to_string()),
+        (&"m".repeat(5_000), "m".repeat(200)),
+    ] {
+        let res = client
+            .get(format!("{}/v1/models/{id}", s.base))
+            .send()
+            .await
+            .unwrap();
+        let error = api_error(res, 404).await;
+        assert_eq!(error["code"], "model_not_found");
+        let message = error["message"].as_str().unwrap();
+        // A long name is named, not echoed whole.
+        assert!(message.contains(&named) && message.len() < 500, "{message}");
+    }
 }
 
 #[tokio::test]

@@ -2,7 +2,11 @@
 //! Every endpoint requires the admin token; customer endpoints never do. Each
 //! change goes through the gateway's fault control, as the board's buttons do.
 
-use super::{admin::Admin, error::ApiError, AppState};
+use super::{
+    admin::Admin,
+    error::{echoed, ApiError},
+    AppState,
+};
 use crate::shared::{FaultChangedBy, FaultSpec, ProviderStatus};
 use axum::{
     body::Bytes,
@@ -53,7 +57,7 @@ fn parse_spec(body: &[u8]) -> Result<FaultSpec, ApiError> {
             .map(|fields| fields.keys().map(String::as_str).collect())
             .unwrap_or_default();
         expected.push("duration_s");
-        let field: String = field.chars().take(64).collect();
+        let field = echoed(field);
         return Err(ApiError::unprocessable(
             Some(&field),
             format!(

@@ -7,6 +7,18 @@ use axum::{
 };
 use serde_json::json;
 
+/// Most characters of a caller's text (a path, a header, a name) an error echoes.
+const MAX_ECHOED: usize = 200;
+
+/// `text` as an error names it, cut at [`MAX_ECHOED`] characters: what a caller
+/// sends can be long, and the error must stay small.
+pub(super) fn echoed(text: &str) -> String {
+    match text.char_indices().nth(MAX_ECHOED) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
 /// An error answer: status, OpenAI error type, optional offending parameter, message.
 #[derive(Debug)]
 pub struct ApiError {
@@ -80,7 +92,7 @@ impl ApiError {
     /// (`Content-Encoding: gzip`, say), naming it: read as JSON it would only be
     /// called "not valid JSON", which sends the caller looking in the wrong place.
     pub fn unsupported_encoding(encoding: &str) -> Self {
-        let encoding: String = encoding.chars().take(64).collect();
+        let encoding = echoed(encoding);
         Self {
             status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
             kind: "invalid_request_error",
@@ -176,7 +188,8 @@ impl From<crate::gateway::GatewayError> for ApiError {
                 code: Some("model_not_found"),
                 param: Some("model".into()),
                 message: format!(
-                    "The model {model:?} does not exist; GET /v1/models lists the models"
+                    "The model {:?} does not exist; GET /v1/models lists the models",
+                    echoed(&model)
                 ),
                 headers: None,
             },

@@ -2,29 +2,17 @@
 //! script that calls a wrong URL or uses a wrong method gets JSON naming the
 //! problem, not an empty 405 or the site's HTML page.
 
-use super::error::ApiError;
+use super::error::{echoed, ApiError};
 use axum::http::{Method, Uri};
 
 /// What the OpenAI-compatible surface serves, for the message of a wrong URL.
-const SERVED: &str = "POST /v1/chat/completions and GET /v1/models";
-
-/// Most characters of a path an error echoes: a URL can be long.
-const MAX_ECHOED: usize = 200;
-
-/// `uri`'s path as an error names it, cut at [`MAX_ECHOED`] characters.
-fn echoed(uri: &Uri) -> String {
-    let path = uri.path();
-    match path.char_indices().nth(MAX_ECHOED) {
-        Some((cut, _)) => format!("{}…", &path[..cut]),
-        None => path.to_string(),
-    }
-}
+const SERVED: &str = "POST /v1/chat/completions, GET /v1/models and GET /v1/models/{model}";
 
 /// A path under `/v1` that no route takes: a 404 that names it.
 pub async fn unknown_v1(method: Method, uri: Uri) -> ApiError {
     let mut error = ApiError::not_found(format!(
         "no endpoint {method} {}: this gateway serves {SERVED}",
-        echoed(&uri)
+        echoed(uri.path())
     ));
     error.code = Some("unknown_url");
     error
@@ -35,6 +23,6 @@ pub async fn unknown_v1(method: Method, uri: Uri) -> ApiError {
 pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::method_not_allowed(format!(
         "{} does not take {method}; the Allow header lists the methods it takes",
-        echoed(&uri)
+        echoed(uri.path())
     ))
 }

@@ -189,6 +189,13 @@ impl TestServer {
     }
 }
 
+/// The `error` object of an API error response, once its status is `status`.
+pub async fn api_error(res: reqwest::Response, status: u16) -> Value {
+    assert_eq!(res.status(), status, "{}", res.url());
+    let mut body: Value = res.json().await.unwrap();
+    body["error"].take()
+}
+
 /// A chat completion request body.
 pub fn ask(model: &str, question: &str, stream: bool) -> Value {
     json!({"model": model, "stream": stream, "messages": [

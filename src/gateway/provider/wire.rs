@@ -126,14 +126,17 @@ impl Target {
         }
     }
 
-    /// Sends a non-streamed request and parses its whole JSON answer.
-    pub async fn fetch_json<T: serde::de::DeserializeOwned>(
+    /// Sends a non-streamed request and reads its whole answer with `whole`, the
+    /// adapter's reading of a whole answer (the same one a streamed request
+    /// answered whole goes through).
+    pub async fn fetch_whole(
         &self,
         request: reqwest::RequestBuilder,
         error_message: ErrorParser,
-    ) -> Result<T, ProviderError> {
+        whole: impl FnOnce(&[u8]) -> Result<Completion, ProviderError>,
+    ) -> Result<Completion, ProviderError> {
         let response = send(request, self.limits, error_message).await?;
-        parse_json(&self.read_answer(response).await?)
+        whole(&self.read_answer(response).await?)
     }
 
     /// Sends a streamed request and decodes its SSE body with `decoder`.

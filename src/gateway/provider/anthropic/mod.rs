@@ -223,6 +223,11 @@ impl AnthropicProvider {
     }
 }
 
+/// A whole Messages answer; `tool` names the tool that carries a JSON answer.
+fn whole(bytes: &[u8], tool: Option<String>) -> Result<Completion, ProviderError> {
+    parse_json::<decode::WireResponse>(bytes)?.into_completion(tool)
+}
+
 #[async_trait]
 impl Provider for AnthropicProvider {
     fn name(&self) -> &str {
@@ -260,11 +265,12 @@ impl Provider for AnthropicProvider {
     }
 
     async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {
-        let body: decode::WireResponse = self
-            .target
-            .fetch_json(self.request(request, false), decode::error_fault)
-            .await?;
-        body.into_completion(json_tool(&request.options.response_format).map(|(name, _)| name))
+        let tool = json_tool(&request.options.response_format).map(|(name, _)| name);
+        self.target
+            .fetch_whole(self.request(request, false), decode::error_fault, |bytes| {
+                whole(bytes, tool)
+            })
+            .await
     }
 
     async fn stream(&self, request: &ProviderRequest) -> Result<PieceStream, ProviderError> {
@@ -275,7 +281,7 @@ impl Provider for AnthropicProvider {
                 self.request(request, true),
                 decode::error_fault,
                 decoder,
-                |bytes| parse_json::<decode::WireResponse>(bytes)?.into_completion(tool),
+                |bytes| whole(bytes, tool),
             )
             .await
     }

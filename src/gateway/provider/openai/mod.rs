@@ -199,6 +199,11 @@ impl OpenAiProvider {
     }
 }
 
+/// A whole Chat Completions answer.
+fn whole(bytes: &[u8]) -> Result<Completion, ProviderError> {
+    parse_json::<decode::WireResponse>(bytes)?.into_completion()
+}
+
 #[async_trait]
 impl Provider for OpenAiProvider {
     fn name(&self) -> &str {
@@ -218,11 +223,9 @@ impl Provider for OpenAiProvider {
     }
 
     async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {
-        let body: decode::WireResponse = self
-            .target
-            .fetch_json(self.request(request, false), decode::error_fault)
-            .await?;
-        body.into_completion()
+        self.target
+            .fetch_whole(self.request(request, false), decode::error_fault, whole)
+            .await
     }
 
     async fn stream(&self, request: &ProviderRequest) -> Result<PieceStream, ProviderError> {
@@ -231,7 +234,7 @@ impl Provider for OpenAiProvider {
                 self.request(request, true),
                 decode::error_fault,
                 decode::ChunkDecoder::default(),
-                |bytes| parse_json::<decode::WireResponse>(bytes)?.into_completion(),
+                whole,
             )
             .await
     }
