@@ -13,6 +13,8 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 
 export CHAOSAI_ADDR="127.0.0.1:$port"
 export CHAOSAI_URL="http://127.0.0.1:$port"
+# The Playwright page on 127.0.0.1 may call /v1 on localhost (the CORS test).
+export CHAOSAI_API_ORIGINS="http://127.0.0.1:$port"
 export CHAOSAI_SIMULATE=always
 export CHAOSAI_DATABASE_URL="sqlite://$root/$data/chaosai.db"
 export CHAOSAI_SIM_CHUNK_DELAY_MS=25

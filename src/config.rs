@@ -122,6 +122,11 @@ pub struct ServerConfig {
     /// address (behind a proxy): admin requests from that origin are accepted,
     /// and an `https://` address makes the admin cookie `Secure`.
     pub public_url: Option<String>,
+    /// Web origins (`https://shop.example`) whose pages may read `/v1` answers
+    /// while no client key is required; `*` is every origin. While keys are
+    /// required any page may, since it must present one (`CHAOSAI_API_ORIGINS`,
+    /// comma-separated, replaces the list).
+    pub api_origins: Vec<String>,
     /// Token the chaos and admin APIs require; from `CHAOSAI_ADMIN_TOKEN` only (a
     /// secret never lives in the config file). Generated at start-up when unset.
     #[serde(skip)]
@@ -140,6 +145,7 @@ impl Default for ServerConfig {
             max_messages: 200,
             max_message_chars: 32_000,
             public_url: None,
+            api_origins: Vec::new(),
             admin_token: None,
         }
     }
@@ -539,6 +545,14 @@ impl Config {
         if let Some(v) = get("CHAOSAI_ADMIN_TOKEN").filter(|t| !t.trim().is_empty()) {
             self.server.admin_token = Some(Secret::new(v));
         }
+        if let Some(v) = get("CHAOSAI_API_ORIGINS") {
+            self.server.api_origins = v
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(String::from)
+                .collect();
+        }
         if let Some(v) = get("CHAOSAI_DATABASE_URL") {
             self.database.url = v;
         }
@@ -598,6 +612,21 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        // A browser's Origin is `scheme://host[:port]` and nothing more: an entry
+        // with a path, or without a scheme, would never match and admit nobody.
+        for origin in &self.server.api_origins {
+            let origin = origin.trim_end_matches('/');
+            let host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            let whole = origin == "*"
+                || host.is_some_and(|h| !h.is_empty() && !h.contains(['/', '?', '#', '@']));
+            if !whole {
+                return Err(ConfigError::Invalid(format!(
+                    "server.api_origins: {origin:?} is not an origin such as https://shop.example or *"
+                )));
+            }
+        }
         if self.providers.is_empty() {
             return Err(ConfigError::Invalid(
                 "at least one provider is required".into(),
@@ -721,6 +750,31 @@ mod tests {
             !format!("{config:?}").contains("sk-test"),
             "Debug never prints a key"
         );
+    }
+
+    #[test]
+    fn api_origins_come_from_the_environment_and_must_be_origins() {
+        let mut config = Config::from_toml(MINIMAL, "test").unwrap();
+        config
+            .apply_env(|name| {
+                (name == "CHAOSAI_API_ORIGINS")
+                    .then(|| " https://shop.example, http://localhost:5173/ ,".into())
+            })
+            .unwrap();
+        assert_eq!(
+            config.server.api_origins,
+            ["https://shop.example", "http://localhost:5173/"]
+        );
+        for bad in [
+            "shop.example",
+            "https://shop.example/chat",
+            "https://",
+            "ftp://x",
+        ] {
+            let text = format!("[server]\napi_origins = [{bad:?}]\n{MINIMAL}");
+            let err = Config::from_toml(&text, "test").unwrap_err();
+            assert!(err.to_string().contains("api_origins"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -237,3 +237,114 @@ async fn without_keys_v1_is_open_and_single_tenant() {
         .unwrap();
     assert_eq!(tenant, "default");
 }
+
+/// A browser's preflight for `path` from a page at `origin`, as Chromium sends
+/// it for the OpenAI SDK.
+async fn preflight(s: &TestServer, path: &str, origin: &str) -> reqwest::Response {
+    s.client
+        .request(reqwest::Method::OPTIONS, s.url(path))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,x-stainless-os",
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The `Access-Control-Allow-Origin` a response carries, if any.
+fn allowed_origin(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get("access-control-allow-origin")
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn without_keys_only_listed_sites_may_read_v1_from_a_browser() {
+    let s = TestServer::start_with(|c| c.server.api_origins = vec!["https://shop.example".into()])
+        .await;
+    let ok = preflight(&s, "/v1/chat/completions", "https://shop.example").await;
+    assert!(ok.status().is_success(), "{}", ok.status());
+    assert_eq!(allowed_origin(&ok).as_deref(), Some("https://shop.example"));
+    let methods = ok.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap();
+    assert!(methods.contains("POST"), "{methods}");
+    let headers = ok.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap();
+    assert!(
+        headers.contains("authorization") && headers.contains("x-stainless-os"),
+        "{headers}"
+    );
+    assert_eq!(ok.headers()["access-control-max-age"], "600");
+    // Any other site is not told it may read: the browser stops the request.
+    let foreign = preflight(&s, "/v1/chat/completions", "https://evil.example").await;
+    assert_eq!(allowed_origin(&foreign), None);
+
+    // The answer itself, read by the listed page: its headers are exposed.
+    let res = s
+        .client
+        .post(s.url("/v1/chat/completions"))
+        .header("origin", "https://shop.example")
+        .json(&ask("chaosai", "How do I reset my password?", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        allowed_origin(&res).as_deref(),
+        Some("https://shop.example")
+    );
+    let exposed = res.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap();
+    for name in ["x-request-id", "x-chaosai-served-by", "retry-after"] {
+        assert!(exposed.contains(name), "{name} in {exposed}");
+    }
+    let vary = res.headers()["vary"].to_str().unwrap().to_ascii_lowercase();
+    assert!(vary.contains("origin"), "{vary}");
+}
+
+#[tokio::test]
+async fn with_keys_any_site_may_call_v1_with_a_key_but_never_the_admin_surfaces() {
+    let s = keyed().await;
+    let ok = preflight(&s, "/v1/chat/completions", "https://any.example").await;
+    assert_eq!(allowed_origin(&ok).as_deref(), Some("https://any.example"));
+    // A refusal is readable too, so the page's SDK raises AuthenticationError
+    // rather than an opaque network error.
+    let refused = s
+        .client
+        .post(s.url("/v1/chat/completions"))
+        .header("origin", "https://any.example")
+        .json(&ask("chaosai", "hi", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        allowed_origin(&refused).as_deref(),
+        Some("https://any.example")
+    );
+    let answered = s
+        .client
+        .post(s.url("/v1/chat/completions"))
+        .header("origin", "https://any.example")
+        .bearer_auth(BETA)
+        .json(&ask("chaosai", "How do I reset my password?", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    assert_eq!(
+        allowed_origin(&answered).as_deref(),
+        Some("https://any.example")
+    );
+    // The operator's surfaces grant no other site anything.
+    for path in ["/api/chaos/claude", "/api/clients"] {
+        let admin = preflight(&s, path, "https://any.example").await;
+        assert_eq!(allowed_origin(&admin), None, "{path}");
+    }
+}

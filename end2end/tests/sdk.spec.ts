@@ -166,3 +166,63 @@ test("client keys: a wrong key is an AuthenticationError, a spent limit a RateLi
     expect((await request.delete("/api/clients/sdk-bot", { headers: admin })).status()).toBe(204);
   }
 });
+
+// Chromium itself enforcing CORS: a page on one origin calling /v1 on another
+// (127.0.0.1 and localhost are different origins of the same server). The e2e
+// script lists the 127.0.0.1 origin in CHAOSAI_API_ORIGINS.
+test("a page on another site: listed sites and keyed calls may read /v1, others are stopped", async ({ page, request }) => {
+  const other = base.replace("127.0.0.1", "localhost");
+  const call = (target: string, key?: string) =>
+    page.evaluate(
+      async ({ target, key }) => {
+        try {
+          const res = await fetch(`${target}/v1/chat/completions`, {
+            method: "POST",
+            headers: {
+              "content-type": "application/json",
+              ...(key ? { authorization: `Bearer ${key}` } : {}),
+            },
+            body: JSON.stringify({
+              model: "chaosai",
+              messages: [{ role: "user", content: "How do I reset my password?" }],
+            }),
+          });
+          const body = await res.json();
+          return { status: res.status, servedBy: res.headers.get("x-chaosai-served-by"), body };
+        } catch (err) {
+          return { error: String(err) };
+        }
+      },
+      { target, key },
+    );
+
+  // The listed site (127.0.0.1) reads the answer and the gateway's headers.
+  await page.goto("/");
+  const listed: any = await call(other);
+  expect(listed.status).toBe(200);
+  expect(listed.servedBy).toBe("claude");
+  expect(listed.body.choices[0].message.content).toContain("reset link");
+
+  // A site nobody listed (localhost) is stopped by the browser while no key is needed.
+  await page.goto(`${other}/`);
+  const foreign: any = await call(base);
+  expect(foreign.error).toContain("Failed to fetch");
+
+  // Once keys are required, any site may call with its key.
+  const made = await request.post("/api/clients", {
+    headers: admin,
+    data: { name: "web-bot", tenant: "web-shop" },
+  });
+  expect(made.status()).toBe(201);
+  const { key } = await made.json();
+  try {
+    const keyed: any = await call(base, key);
+    expect(keyed.status).toBe(200);
+    expect(keyed.body.choices[0].message.content).toContain("reset link");
+    const keyless: any = await call(base);
+    expect(keyless.status).toBe(401);
+    expect(keyless.body.error.code).toBe("invalid_api_key");
+  } finally {
+    expect((await request.delete("/api/clients/web-bot", { headers: admin })).status()).toBe(204);
+  }
+});

@@ -533,6 +533,14 @@ pub async fn start_with_clock(
         store_up,
         redact: config.audit.redact_text,
         clients,
+        api_origins: crate::api::ApiOrigins::new(
+            config
+                .server
+                .api_origins
+                .iter()
+                .chain(&config.server.public_url)
+                .map(String::as_str),
+        ),
         prices: Arc::new(prices),
         store: store.clone(),
         traffic: traffic.clone(),
@@ -590,7 +598,7 @@ fn router(state: AppState, body_limit: usize, body_timeout: Duration) -> Router 
     let leptos_options = state.leptos_options.clone();
     let routes = generate_route_list(crate::app::App);
     Router::new()
-        .merge(api::routes())
+        .merge(api::routes(&state))
         .leptos_routes(&state, routes, {
             let options = leptos_options.clone();
             move || crate::app::shell(options.clone())
