@@ -796,6 +796,15 @@ async fn a_customer_who_writes_again_during_an_outage_keeps_one_ticket() {
     assert_eq!(ticket_in(&second), ticket, "{second}");
     assert!(second.contains("still open"), "{second}");
     assert_eq!(count(&s, "SELECT COUNT(*) FROM tickets").await, 1);
+    // The agent who picks the ticket up reads the conversation as it is now.
+    let kept: String = chaosai::with_db!(s.server.store.db(), pool => sqlx::query_scalar(
+        "SELECT conversation_json FROM tickets WHERE id = ?",
+    )
+    .bind(&ticket)
+    .fetch_one(pool)
+    .await)
+    .unwrap();
+    assert!(kept.contains("Is anyone there?"), "{kept}");
 
     // Another conversation is another customer: its own ticket.
     let (_, other) = chat_turn(&s, None, json!([question("My kettle leaks")])).await;

@@ -153,6 +153,9 @@ impl LastResort {
         {
             if let Some(open) = self.open_ticket_of(conversation).await {
                 tracing::warn!(request_id = %context.request_id, ticket = %open, "every provider failed: last resort, the conversation's ticket is still open");
+                if !self.redact {
+                    self.refresh_conversation(&open, context.turns).await;
+                }
                 return still_open(open);
             }
         }
@@ -192,6 +195,33 @@ impl LastResort {
             }
         }
         reply
+    }
+
+    /// Gives the open ticket `id` the conversation as it is now, so the agent
+    /// who picks it up reads what the customer wrote since, not the snapshot of
+    /// when it opened. Bounded like the lookup: the turns are on record in
+    /// `messages` either way, so a slow database costs the ticket's copy only.
+    async fn refresh_conversation(&self, id: &str, turns: &[ChatTurn]) {
+        let Some(store) = self.store.as_ref() else {
+            return;
+        };
+        let Ok(json) = serde_json::to_string(turns) else {
+            return;
+        };
+        match tokio::time::timeout(
+            OPEN_TICKET_LOOKUP,
+            store.update_ticket_conversation(id, &json),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(ticket = %id, error = %err, "could not update the ticket's conversation")
+            }
+            Err(_) => {
+                tracing::warn!(ticket = %id, "the ticket's conversation was not updated in time")
+            }
+        }
     }
 
     /// The conversation's open ticket, if the store can say within

@@ -249,6 +249,24 @@ impl Store {
         Ok(ticket)
     }
 
+    /// Replaces an open ticket's conversation with the newer `conversation_json`
+    /// (the customer wrote again before an agent answered); `false` if the
+    /// ticket is no longer open.
+    pub async fn update_ticket_conversation(
+        &self,
+        id: &str,
+        conversation_json: &str,
+    ) -> Result<bool, StoreError> {
+        let done = crate::with_db!(self.db(), pool => sqlx::query(
+            "UPDATE tickets SET conversation_json = $1 WHERE id = $2 AND status = 'open'",
+        )
+        .bind(conversation_json)
+        .bind(id)
+        .execute(pool)
+        .await.map(|done| done.rows_affected()))?;
+        Ok(done == 1)
+    }
+
     /// Marks a ticket resolved at `at_ms`; `false` if there is no such open ticket.
     pub async fn resolve_ticket(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
         let done = crate::with_db!(self.db(), pool => sqlx::query(
