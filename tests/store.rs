@@ -359,3 +359,71 @@ async fn an_unreachable_or_unknown_database_is_one_error_naming_it() {
         .to_string();
     assert!(err.contains("neither sqlite"), "{err}");
 }
+
+/// PostgreSQL's `text` cannot hold U+0000, which JSON (and so any customer or
+/// provider) may send: such a row was refused and set aside, losing a request's
+/// record, its chat turns, the cache entry and the ticket (whose number the
+/// customer was then not given).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_with_nul_characters_is_stored_on_postgres_like_any_other() {
+    let pg = Postgres::start().await;
+    let url = pg.url.clone();
+    let s = support::app::TestServer::start_with(move |c| {
+        c.database.url = url;
+        c.cache.enabled = true;
+    })
+    .await;
+    let res = s
+        .client
+        .post(s.url("/v1/chat/completions"))
+        .json(&serde_json::json!({"model": "chaosai", "messages": [
+            {"role": "user", "content": "Where is\u{0} my order?"}
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    s.rows(
+        &format!("SELECT COUNT(*) FROM requests WHERE id = '{id}'"),
+        |n| n == 1,
+    )
+    .await;
+    s.rows("SELECT COUNT(*) FROM cache_entries", |n| n == 1)
+        .await;
+
+    // During an outage, the chat page's turns and the ticket, quoting the question.
+    for provider in ["claude", "gpt", "llama"] {
+        s.inject(provider, serde_json::json!({"kind": "outage"}))
+            .await;
+    }
+    let events = s
+        .chat_events(
+            None,
+            serde_json::json!([{"role": "user", "content": "My blender\u{0} makes a strange noise"}]),
+        )
+        .await;
+    let reply: String = events.iter().filter_map(|e| e["text"].as_str()).collect();
+    assert!(reply.contains("ticket T-"), "{reply}");
+    s.rows("SELECT COUNT(*) FROM messages", |n| n == 2).await;
+    let question: String = chaosai::with_db!(s.server.store.db(), pool => sqlx::query_scalar(
+        "SELECT question FROM tickets",
+    )
+    .fetch_one(pool)
+    .await)
+    .unwrap();
+    assert_eq!(question, "My blender\u{FFFD} makes a strange noise");
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("chaosai_audit_rejected_total 0"),
+        "no row set aside"
+    );
+}

@@ -445,9 +445,9 @@ impl SemanticCache {
              VALUES ($1, $2, $3, $4, $5, $6, 0, 0) RETURNING id",
         )
         .bind(scope)
-        .bind(question)
+        .bind(crate::store::storable(question))
         .bind(&normalized)
-        .bind(answer)
+        .bind(crate::store::storable(answer))
         .bind(vector.as_deref().map(to_blob))
         .bind(created_at_ms)
         .fetch_one(pool)

@@ -86,6 +86,18 @@ pub enum ConnectError {
     Migrate(#[source] sqlx::migrate::MigrateError, &'static str),
 }
 
+/// `text` as every engine can hold it. PostgreSQL's `text` refuses U+0000, which
+/// JSON lets any customer or provider send: left in, it got the row refused and set
+/// aside (a request's record, a chat turn, a ticket) by anyone who typed `\u0000`.
+/// It becomes U+FFFD, on SQLite too, so both engines keep the same text.
+pub fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}").into()
+    } else {
+        text.into()
+    }
+}
+
 /// `url` with its password (if any) replaced, for logs.
 pub fn redacted(url: &str) -> String {
     match reqwest::Url::parse(url) {

@@ -12,7 +12,7 @@ mod history;
 pub mod queries;
 
 use crate::shared::{AttemptSummary, RequestStatus, Route, Surface, Usage, UsageSource};
-pub use db::{redacted, ConnectError, Db, Engine};
+pub use db::{redacted, storable, ConnectError, Db, Engine};
 
 /// Why the store could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +109,7 @@ impl Store {
         .bind(&ticket.id)
         .bind(ticket.created_at_ms)
         .bind(&ticket.request_id)
-        .bind(&ticket.question)
+        .bind(storable(&ticket.question))
         .bind(&ticket.conversation_json)
         .bind(&ticket.failure_json)
         .execute(pool)

@@ -2,7 +2,7 @@
 //! of fixed sizes per table, and retention over every table in small deletes.
 
 use super::AuditRecord;
-use crate::store::{Db, Engine};
+use crate::store::{storable, Db, Engine};
 use std::fmt::Write;
 use std::sync::OnceLock;
 
@@ -229,9 +229,9 @@ pub(super) async fn write_batch(db: &Db, batch: &[&AuditRecord]) -> Result<(), s
                 .bind(r.overhead_ms)
                 .bind(r.question_chars as i64)
                 .bind(r.answer_chars as i64)
-                .bind(&r.conversation_id)
+                .bind(r.conversation_id.as_deref().map(storable))
                 .bind(r.cache_similarity)
-                .bind(&r.tenant)
+                .bind(storable(&r.tenant))
                 .bind(saturating_i64(r.usage.prompt_tokens))
                 .bind(saturating_i64(r.usage.completion_tokens))
                 .bind(r.usage_source);
@@ -271,7 +271,7 @@ pub(super) async fn write_batch(db: &Db, batch: &[&AuditRecord]) -> Result<(), s
                 .bind(&t.provider)
                 .bind(t.from)
                 .bind(t.to)
-                .bind(&t.reason);
+                .bind(storable(&t.reason));
         }
         q.execute(&mut *tx).await?;
     }
@@ -293,10 +293,10 @@ pub(super) async fn write_batch(db: &Db, batch: &[&AuditRecord]) -> Result<(), s
         for m in chunk {
             q = q
                 .bind(m.at_ms)
-                .bind(&m.conversation_id)
+                .bind(storable(&m.conversation_id))
                 .bind(&m.request_id)
                 .bind(m.turn.role)
-                .bind(&m.turn.content);
+                .bind(storable(&m.turn.content));
         }
         q.execute(&mut *tx).await?;
     }
@@ -307,7 +307,7 @@ pub(super) async fn write_batch(db: &Db, batch: &[&AuditRecord]) -> Result<(), s
                 .bind(&t.id)
                 .bind(t.created_at_ms)
                 .bind(&t.request_id)
-                .bind(&t.question)
+                .bind(storable(&t.question))
                 .bind(&t.conversation_json)
                 .bind(&t.failure_json);
         }
