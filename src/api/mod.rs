@@ -67,8 +67,6 @@ pub struct AppParts {
     pub secure_cookies: bool,
     /// Client keys of `/v1`.
     pub clients: Arc<crate::clients::Clients>,
-    /// The sites whose pages may read `/v1` answers while no key is required.
-    pub api_origins: ApiOrigins,
     /// Whether customer text is stored redacted.
     pub redact: bool,
     /// What each provider's model costs, for the audit's cost report.
@@ -90,27 +88,19 @@ impl FromRef<AppState> for LeptosOptions {
     }
 }
 
-pub use cors::ApiOrigins;
+pub use cors::{ApiOrigins, WithCors};
 pub use origin::same_origin_only;
 
 /// The routes that are not Leptos pages.
-pub fn routes(state: &AppState) -> Router<AppState> {
-    let v1 = Router::new()
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(live::metrics))
+        .route("/ws/events", get(live::events))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{*model}", get(openai::model))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/{*rest}", any(unmatched::unknown_v1))
-        // Before the layer: a layered route is no longer a method router.
-        .method_not_allowed_fallback(unmatched::method_not_allowed)
-        .layer(cors::layer(
-            state.clients.clone(),
-            state.api_origins.clone(),
-        ));
-    Router::new()
-        .merge(v1)
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(live::metrics))
-        .route("/ws/events", get(live::events))
         .route("/api/providers", get(chaos::providers))
         .route("/api/chaos", delete(chaos::heal_all))
         .route(

@@ -4,7 +4,8 @@
 //! once (beyond that a new one is closed at once rather than left to queue), and
 //! a graceful shutdown stops accepting and lets in-flight exchanges finish.
 
-use axum::{body::Body, extract::Request, Router};
+use crate::api::WithCors;
+use axum::{body::Body, extract::Request};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -44,7 +45,7 @@ pub struct ListenCounters {
 /// exchanges finish (the caller bounds how long it waits for that).
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: WithCors,
     limits: ConnectionLimits,
     counters: Arc<ListenCounters>,
     mut shutdown: watch::Receiver<bool>,

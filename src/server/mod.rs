@@ -532,15 +532,7 @@ pub async fn start_with_clock(
         cluster: cluster.clone(),
         store_up,
         redact: config.audit.redact_text,
-        clients,
-        api_origins: crate::api::ApiOrigins::new(
-            config
-                .server
-                .api_origins
-                .iter()
-                .chain(&config.server.public_url)
-                .map(String::as_str),
-        ),
+        clients: clients.clone(),
         prices: Arc::new(prices),
         store: store.clone(),
         traffic: traffic.clone(),
@@ -564,6 +556,15 @@ pub async fn start_with_clock(
     .layer(axum::middleware::from_fn(move |request, next| {
         crate::api::same_origin_only(allowed_origins.clone(), request, next)
     }));
+    let api_origins = crate::api::ApiOrigins::new(
+        config
+            .server
+            .api_origins
+            .iter()
+            .chain(&config.server.public_url)
+            .map(String::as_str),
+    );
+    let app = crate::api::WithCors::new(app, clients, api_origins);
     let listener = tokio::net::TcpListener::bind(config.server.addr).await?;
     let addr = listener.local_addr()?;
     let limits = listen::ConnectionLimits {
@@ -598,7 +599,7 @@ fn router(state: AppState, body_limit: usize, body_timeout: Duration) -> Router 
     let leptos_options = state.leptos_options.clone();
     let routes = generate_route_list(crate::app::App);
     Router::new()
-        .merge(api::routes(&state))
+        .merge(api::routes())
         .leptos_routes(&state, routes, {
             let options = leptos_options.clone();
             move || crate::app::shell(options.clone())
