@@ -650,3 +650,64 @@ async fn two_real_binaries_share_an_outage_and_one_probe_closes_both() {
         "one successful probe for both"
     );
 }
+
+/// The status `s` gives a question asked with `key` (or none).
+async fn status_with(s: &TestServer, key: Option<&str>) -> u16 {
+    let mut request = s
+        .client
+        .post(s.url("/v1/chat/completions"))
+        .json(&json!({"model": "chaosai", "messages": [{"role": "user", "content": "Where is my order?"}]}));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// Waits until `s` gives `expected` to a question asked with `key`.
+async fn until_status(s: &TestServer, key: Option<&str>, expected: u16) {
+    support::eventually(|| async { (status_with(s, key).await == expected).then_some(()) }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_made_or_revoked_through_one_replica_is_in_force_on_the_other() {
+    let pg = support::engines::Postgres::start().await;
+    let on_pg = |url: String| move |c: &mut Config| c.database.url = url;
+    let a = TestServer::start_with(on_pg(pg.url.clone())).await;
+    let b = TestServer::start_with(on_pg(pg.url.clone())).await;
+    assert_eq!(status_with(&b, None).await, 200, "no key yet: open");
+
+    let make = |name: &'static str| {
+        let a = &a;
+        async move {
+            let made = a
+                .admin(reqwest::Method::POST, "/api/clients")
+                .json(&json!({"name": name, "tenant": "shop"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(made.status(), 201);
+            made.json::<Value>().await.unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let (bot, keeper) = (make("bot").await, make("keeper").await);
+    // The other replica takes the keys, and stops answering without one.
+    until_status(&b, None, 401).await;
+    until_status(&b, Some(&bot), 200).await;
+    assert_eq!(status_with(&b, Some(&keeper)).await, 200);
+
+    // Revoked through the first, the key stops working on the second too.
+    let revoked = a
+        .admin(reqwest::Method::DELETE, "/api/clients/bot")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    assert_eq!(status_with(&a, Some(&bot)).await, 401);
+    until_status(&b, Some(&bot), 401).await;
+    assert_eq!(status_with(&b, Some(&keeper)).await, 200);
+    let listed = b.admin_json("/api/clients").await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+}

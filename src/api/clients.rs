@@ -80,6 +80,7 @@ pub async fn create(
         tpm: new.tpm,
         origin: KeyOrigin::Admin,
     };
+    let _changing = state.clients.changing().await;
     state.clients.add(spec.clone()).map_err(conflict)?;
     if let Err(err) = state
         .store
@@ -102,6 +103,7 @@ pub async fn remove(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let _changing = state.clients.changing().await;
     let spec = state.clients.remove(&name).map_err(conflict)?;
     if let Err(err) = state.store.delete_client(&spec.name).await {
         // Kept in the database, it would come back at the next start.

@@ -136,6 +136,9 @@ pub fn new_key() -> String {
 pub struct Clients {
     by_hash: RwLock<HashMap<String, Arc<Client>>>,
     clock: SharedClock,
+    /// Held across a change of the key set and its write to the store, and
+    /// across a sync with the store, so a sync never sees one without the other.
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl Clients {
@@ -144,6 +147,7 @@ impl Clients {
         let clients = Self {
             by_hash: RwLock::new(HashMap::new()),
             clock,
+            changes: tokio::sync::Mutex::new(()),
         };
         for spec in specs {
             // Config validation already refused duplicates; a database row that
@@ -179,6 +183,11 @@ impl Clients {
         {
             return Err(ClientError::Duplicate(spec.name));
         }
+        self.insert(&mut clients, spec);
+        Ok(())
+    }
+
+    fn insert(&self, clients: &mut HashMap<String, Arc<Client>>, spec: ClientSpec) {
         let limiter = Limiter::new(spec.rpm, spec.tpm, self.clock.now());
         clients.insert(
             spec.key_sha256.clone(),
@@ -188,7 +197,34 @@ impl Clients {
                 clock: self.clock.clone(),
             }),
         );
-        Ok(())
+    }
+
+    /// Waits for, then holds, the right to change the key set: the admin API
+    /// holds it until its change is in the store, a sync while it reads the
+    /// store and applies what it read.
+    pub async fn changing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.changes.lock().await
+    }
+
+    /// Makes the admin-made clients those `stored` in the database, which
+    /// replicas share, so a key made or revoked through one replica is in force
+    /// on all. A client whose spec is unchanged keeps its rate-limit buckets;
+    /// the config file's clients are not touched. Returns whether anything changed.
+    pub fn sync(&self, stored: &[ClientSpec]) -> bool {
+        let mut clients = self.write();
+        let before = clients.len();
+        clients.retain(|_, c| c.spec.origin == KeyOrigin::Config || stored.contains(&c.spec));
+        let mut changed = clients.len() != before;
+        for spec in stored {
+            // A database row that repeats a config name or key loses to the file.
+            if !clients.values().any(|c| c.spec.name == spec.name)
+                && !clients.contains_key(&spec.key_sha256)
+            {
+                self.insert(&mut clients, spec.clone());
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// Removes a client made through the admin API.
@@ -273,5 +309,40 @@ mod tests {
         assert!(clients.find("b").is_none());
         assert!(new_key().starts_with("sk-chaosai-"));
         assert_ne!(new_key(), new_key());
+    }
+
+    #[test]
+    fn a_sync_takes_the_stores_admin_clients_and_keeps_unchanged_buckets() {
+        let clock = ManualClock::new();
+        let clients = Clients::new(
+            [
+                spec("acme", "a", KeyOrigin::Config),
+                spec("beta", "b", KeyOrigin::Admin),
+                spec("gone", "g", KeyOrigin::Admin),
+            ],
+            clock.clone() as SharedClock,
+        );
+        let beta = clients.find("b").unwrap();
+        assert!(beta.admit().is_ok());
+        // The store: beta unchanged, gone revoked elsewhere, new made elsewhere,
+        // and a row that repeats the config's name, which loses to the file.
+        let stored = [
+            spec("beta", "b", KeyOrigin::Admin),
+            spec("new", "n", KeyOrigin::Admin),
+            spec("acme", "other", KeyOrigin::Admin),
+        ];
+        assert!(clients.sync(&stored));
+        assert!(clients.find("g").is_none(), "revoked elsewhere");
+        assert_eq!(clients.find("n").unwrap().name(), "new");
+        assert!(clients.find("a").is_some() && clients.find("other").is_none());
+        assert!(
+            clients.find("b").unwrap().admit().is_err(),
+            "beta's spent bucket was kept, not refilled"
+        );
+        assert!(!clients.sync(&stored), "nothing changed the second time");
+        // Every admin client revoked: the config's key still guards /v1.
+        assert!(clients.sync(&[]));
+        assert!(!clients.is_open());
+        assert_eq!(clients.list().len(), 1);
     }
 }

@@ -523,6 +523,7 @@ pub async fn start_with_clock(
     if !clients.is_open() {
         tracing::info!(clients = clients.list().len(), "/v1 requires a client key");
     }
+    tasks::spawn_client_sync(clients.clone(), store.clone(), shutdown_signal.clone());
     let prices = config
         .providers
         .iter()

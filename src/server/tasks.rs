@@ -1,6 +1,7 @@
 //! The server's background work, each a loop that ends with the shutdown signal:
 //! healing faults whose time is up, probing OPEN providers, applying the audit's
-//! retention, and keeping the cache's hit counts and expiry current.
+//! retention, keeping the cache's hit counts and expiry current, and taking the
+//! client keys other replicas made or revoked.
 
 use super::settings::Retention;
 use crate::cache::SemanticCache;
@@ -16,6 +17,10 @@ const EXPIRY_TICK: Duration = Duration::from_millis(250);
 
 /// How often the cache persists hit counts and drops expired entries.
 const CACHE_TICK: Duration = Duration::from_secs(5);
+
+/// How often the client keys are read again from the store: a key made or
+/// revoked through another replica is in force here within this.
+const CLIENT_SYNC_TICK: Duration = Duration::from_secs(2);
 
 /// Runs `work` every `every` until shutdown, then `last` once.
 fn every<W, L>(every: Duration, mut shutdown: watch::Receiver<bool>, mut work: W, last: L)
@@ -134,6 +139,42 @@ pub fn spawn_store_watch(
                             "database unreachable: audit records wait in the queue and are retried"
                         );
                     }
+                }
+            })
+        },
+        || Box::pin(async {}),
+    );
+}
+
+/// Takes the client keys made or revoked through other replicas (they share
+/// the store), until shutdown. A revoked key must not go on working here, and a
+/// replica that had no key must not stay open once another has one. An
+/// unreachable store changes nothing: the keys in force stay.
+pub fn spawn_client_sync(
+    clients: Arc<crate::clients::Clients>,
+    store: crate::store::Store,
+    shutdown: watch::Receiver<bool>,
+) {
+    every(
+        CLIENT_SYNC_TICK,
+        shutdown,
+        move || {
+            let (clients, store) = (clients.clone(), store.clone());
+            Box::pin(async move {
+                let _changing = clients.changing().await;
+                match tokio::time::timeout(CLIENT_SYNC_TICK, store.clients()).await {
+                    Ok(Ok(stored)) => {
+                        if clients.sync(&stored) {
+                            tracing::info!(
+                                clients = clients.list().len(),
+                                "client keys changed through another replica"
+                            );
+                        }
+                    }
+                    Ok(Err(err)) => {
+                        tracing::debug!(error = %err, "client keys not read; those in force stay")
+                    }
+                    Err(_) => tracing::debug!("client keys not read in time; those in force stay"),
                 }
             })
         },
