@@ -827,6 +827,61 @@ async fn a_customer_who_writes_again_during_an_outage_keeps_one_ticket() {
     assert_eq!(count(&s, "SELECT COUNT(*) FROM tickets").await, 3);
 }
 
+/// An API caller's question during an outage, in `conversation` of `tenant`:
+/// the status and the ticket it names.
+async fn api_turn(
+    s: &TestServer,
+    tenant: &str,
+    conversation: &str,
+    question: &str,
+) -> (u16, Option<String>) {
+    let res = s
+        .client
+        .post(s.url("/v1/chat/completions"))
+        .header("x-chaosai-tenant", tenant)
+        .header("x-chaosai-conversation", conversation)
+        .json(&ask("chaosai", question, false))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let ticket = res
+        .headers()
+        .get("x-chaosai-ticket")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, ticket)
+}
+
+#[tokio::test]
+async fn an_api_caller_naming_its_conversation_keeps_one_ticket_too() {
+    let s = TestServer::start_with(busy).await;
+    for provider in ["claude", "gpt", "llama"] {
+        s.inject(provider, json!({"kind": "outage"})).await;
+    }
+    let (status, first) = api_turn(&s, "shop", "chat-42", "My blender makes a strange noise").await;
+    assert_eq!(status, 200);
+    let first = first.expect("a ticket");
+    let (_, again) = api_turn(&s, "shop", "chat-42", "Hello? Is anyone there?").await;
+    assert_eq!(again.as_deref(), Some(first.as_str()), "the same ticket");
+    // Another conversation, or the same name in another tenant: another customer.
+    let (_, other) = api_turn(&s, "shop", "chat-43", "My kettle leaks").await;
+    let (_, elsewhere) = api_turn(&s, "other-shop", "chat-42", "My kettle leaks").await;
+    let (other, elsewhere) = (other.unwrap(), elsewhere.unwrap());
+    assert!(other != first && elsewhere != first && other != elsewhere);
+    assert_eq!(count(&s, "SELECT COUNT(*) FROM tickets").await, 3);
+    // The requests are grouped under the conversation; the API's text is not
+    // kept as a chat transcript.
+    s.rows(
+        "SELECT COUNT(*) FROM requests WHERE conversation_id = 'api:shop:chat-42'",
+        |n| n == 2,
+    )
+    .await;
+    assert_eq!(count(&s, "SELECT COUNT(*) FROM messages").await, 0);
+    // A name that is not one is refused, naming the header.
+    let (status, _) = api_turn(&s, "shop", "no spaces please", "hi").await;
+    assert_eq!(status, 400);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_writes_tickets_and_audit_at_once_never_lock_the_database() {
     let s = TestServer::start_with(|c| {

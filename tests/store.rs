@@ -271,6 +271,7 @@ async fn exercise(url: &str, engine: Engine) {
                 question: "help".into(),
                 conversation_json: "[]".into(),
                 failure_json: "[]".into(),
+                conversation_id: Some(format!("conv-{}", n % 2)),
             })
             .await
             .unwrap();
@@ -281,6 +282,13 @@ async fn exercise(url: &str, engine: Engine) {
     assert_eq!(rest.items.len(), 1);
     assert!(store.resolve_ticket("T-1", 2_000_000).await.unwrap());
     assert!(!store.resolve_ticket("T-1", 2_000_001).await.unwrap());
+    // A conversation's newest open ticket; a resolved one is not found.
+    assert_eq!(
+        store.open_ticket_of("conv-0").await.unwrap().as_deref(),
+        Some("T-2")
+    );
+    assert_eq!(store.open_ticket_of("conv-1").await.unwrap(), None);
+    assert_eq!(store.open_ticket_of("conv-9").await.unwrap(), None);
 
     // Client keys.
     let spec = chaosai::clients::ClientSpec {

@@ -180,6 +180,7 @@ impl LastResort {
                     serde_json::to_string(context.turns).unwrap_or_default()
                 },
                 failure_json: serde_json::to_string(context.attempts).unwrap_or_default(),
+                conversation_id: context.conversation_id.map(str::to_string),
             };
             let id = ticket.id.clone();
             let durable = match (&self.audit, &self.store) {

@@ -71,11 +71,16 @@ impl Recorder {
         conversation_id: Option<String>,
         tenant: &str,
     ) -> Self {
-        let transcript = conversation_id.clone().map(|id| Transcript {
-            conversation_id: id,
-            question: sinks.storable(question),
-            answer: String::new(),
-        });
+        // API callers keep their own transcripts; their conversation id only
+        // groups their requests and tickets.
+        let transcript = conversation_id
+            .clone()
+            .filter(|_| surface == Surface::Chat)
+            .map(|id| Transcript {
+                conversation_id: id,
+                question: sinks.storable(question),
+                answer: String::new(),
+            });
         let record = RequestRecord {
             // Time-ordered (UUIDv7): each audit insert lands at the end of the id
             // indexes instead of on a random page, which kept the writer rewriting

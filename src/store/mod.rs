@@ -77,6 +77,9 @@ pub struct Ticket {
     pub conversation_json: String,
     /// The attempts that failed, as a JSON array.
     pub failure_json: String,
+    /// The conversation it was opened for, if the request named one: a
+    /// customer who writes again in it while the ticket is open keeps it.
+    pub conversation_id: Option<String>,
 }
 
 /// Handle to the database; cheap to clone.
@@ -103,8 +106,8 @@ impl Store {
     /// Stores a ticket; awaited, because the customer is told its number.
     pub async fn insert_ticket(&self, ticket: &Ticket) -> Result<(), StoreError> {
         crate::with_db!(&self.db, pool => sqlx::query(
-            "INSERT INTO tickets (id, created_at_ms, request_id, question, conversation_json, failure_json) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO tickets (id, created_at_ms, request_id, question, conversation_json, failure_json, \
+             conversation_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&ticket.id)
         .bind(ticket.created_at_ms)
@@ -112,6 +115,7 @@ impl Store {
         .bind(storable(&ticket.question))
         .bind(&ticket.conversation_json)
         .bind(&ticket.failure_json)
+        .bind(ticket.conversation_id.as_deref().map(storable))
         .execute(pool)
         .await.map(|done| done.rows_affected()))?;
         Ok(())

@@ -1,7 +1,7 @@
 //! Read queries behind the audit API and the audit page: newest first, paged by
 //! cursor, each list in one query.
 
-use super::{Store, StoreError};
+use super::{storable, Store, StoreError};
 use crate::shared::audit::{
     AttemptRow, Page, RequestRow, TicketRow, TransitionRow, UsageBy, UsageRow,
 };
@@ -235,15 +235,13 @@ impl Store {
             .collect())
     }
 
-    /// The newest ticket still open that the last resort opened in conversation
-    /// `id`, found through the conversation's recorded turns.
+    /// The newest ticket still open that the last resort opened in conversation `id`.
     pub async fn open_ticket_of(&self, id: &str) -> Result<Option<String>, StoreError> {
         let ticket = crate::with_db!(self.db(), pool => sqlx::query_scalar(
-            "SELECT t.id FROM messages m JOIN tickets t ON t.request_id = m.request_id \
-             WHERE m.conversation_id = $1 AND t.status = 'open' \
-             ORDER BY t.created_at_ms DESC LIMIT 1",
+            "SELECT id FROM tickets WHERE conversation_id = $1 AND status = 'open' \
+             ORDER BY created_at_ms DESC LIMIT 1",
         )
-        .bind(id)
+        .bind(storable(id))
         .fetch_optional(pool)
         .await)?;
         Ok(ticket)

@@ -46,6 +46,11 @@ pub const ON_BREAK: HeaderName = HeaderName::from_static("x-chaosai-on-break");
 /// The similarity of the cache entry that answered.
 pub const SIMILARITY: HeaderName = HeaderName::from_static("x-chaosai-cache-similarity");
 
+/// The caller's name for the conversation a request belongs to (its own
+/// customer's chat): during an outage, a customer who writes again in it keeps
+/// the ticket the last resort opened, as on the chat page.
+pub const CONVERSATION: HeaderName = HeaderName::from_static("x-chaosai-conversation");
+
 /// The ticket the last resort opened for a human agent.
 pub const TICKET: HeaderName = HeaderName::from_static("x-chaosai-ticket");
 /// Who counted the answer's `usage`: `provider`, `estimated`, `cache` or
@@ -169,6 +174,25 @@ fn apply_headers(
             ));
         }
         request.tenant = tenant.to_string();
+    }
+    if let Some(conversation) = headers.get(&CONVERSATION) {
+        let conversation = conversation
+            .to_str()
+            .ok()
+            .filter(|c| {
+                !c.is_empty()
+                    && c.len() <= 128
+                    && c.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+            })
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    Some("x-chaosai-conversation"),
+                    "x-chaosai-conversation must be 1-128 letters, digits, '-', '_', '.' or ':'",
+                )
+            })?;
+        // Within the tenant: one client can never name another's conversation.
+        request.conversation_id = Some(format!("api:{}:{conversation}", request.tenant));
     }
     match header_choice(headers, &CACHE_CONTROL) {
         None => {}

@@ -117,8 +117,9 @@ static MESSAGES: Insert = Insert::new(
     "",
 );
 static TICKETS: Insert = Insert::new(
-    "tickets (id, created_at_ms, request_id, question, conversation_json, failure_json)",
-    6,
+    "tickets (id, created_at_ms, request_id, question, conversation_json, failure_json, \
+     conversation_id)",
+    7,
     "",
 );
 
@@ -309,7 +310,8 @@ pub(super) async fn write_batch(db: &Db, batch: &[&AuditRecord]) -> Result<(), s
                 .bind(&t.request_id)
                 .bind(storable(&t.question))
                 .bind(&t.conversation_json)
-                .bind(&t.failure_json);
+                .bind(&t.failure_json)
+                .bind(t.conversation_id.as_deref().map(storable));
         }
         q.execute(&mut *tx).await?;
     }
