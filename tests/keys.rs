@@ -38,10 +38,23 @@ async fn keyed() -> TestServer {
 }
 
 async fn chat(s: &TestServer, key: Option<&str>, question: &str) -> reqwest::Response {
+    chat_from(s, None, key, question).await
+}
+
+/// A question asked with `key` (or none), by a page at `origin` (or a server).
+async fn chat_from(
+    s: &TestServer,
+    origin: Option<&str>,
+    key: Option<&str>,
+    question: &str,
+) -> reqwest::Response {
     let mut request = s
         .client
         .post(s.url("/v1/chat/completions"))
         .json(&ask("chaosai", question, false));
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
     if let Some(key) = key {
         request = request.bearer_auth(key);
     }
@@ -285,14 +298,13 @@ async fn without_keys_only_listed_sites_may_read_v1_from_a_browser() {
     assert_eq!(allowed_origin(&foreign), None);
 
     // The answer itself, read by the listed page: its headers are exposed.
-    let res = s
-        .client
-        .post(s.url("/v1/chat/completions"))
-        .header("origin", "https://shop.example")
-        .json(&ask("chaosai", "How do I reset my password?", false))
-        .send()
-        .await
-        .unwrap();
+    let res = chat_from(
+        &s,
+        Some("https://shop.example"),
+        None,
+        "How do I reset my password?",
+    )
+    .await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         allowed_origin(&res).as_deref(),
@@ -315,28 +327,19 @@ async fn with_keys_any_site_may_call_v1_with_a_key_but_never_the_admin_surfaces(
     assert_eq!(allowed_origin(&ok).as_deref(), Some("https://any.example"));
     // A refusal is readable too, so the page's SDK raises AuthenticationError
     // rather than an opaque network error.
-    let refused = s
-        .client
-        .post(s.url("/v1/chat/completions"))
-        .header("origin", "https://any.example")
-        .json(&ask("chaosai", "hi", false))
-        .send()
-        .await
-        .unwrap();
+    let refused = chat_from(&s, Some("https://any.example"), None, "hi").await;
     assert_eq!(refused.status(), 401);
     assert_eq!(
         allowed_origin(&refused).as_deref(),
         Some("https://any.example")
     );
-    let answered = s
-        .client
-        .post(s.url("/v1/chat/completions"))
-        .header("origin", "https://any.example")
-        .bearer_auth(BETA)
-        .json(&ask("chaosai", "How do I reset my password?", false))
-        .send()
-        .await
-        .unwrap();
+    let answered = chat_from(
+        &s,
+        Some("https://any.example"),
+        Some(BETA),
+        "How do I reset my password?",
+    )
+    .await;
     assert_eq!(answered.status(), 200);
     assert_eq!(
         allowed_origin(&answered).as_deref(),

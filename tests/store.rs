@@ -421,15 +421,7 @@ async fn text_with_nul_characters_is_stored_on_postgres_like_any_other() {
     .await)
     .unwrap();
     assert_eq!(question, "My blender\u{FFFD} makes a strange noise");
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics_text().await;
     assert!(
         metrics.contains("chaosai_audit_rejected_total 0"),
         "no row set aside"
