@@ -73,7 +73,7 @@ impl ApiOrigins {
             match origin.trim().trim_end_matches('/') {
                 "*" => this.any = true,
                 "" => {}
-                origin => this.listed.push(origin.to_ascii_lowercase()),
+                origin => this.listed.push(origin.to_string()),
             }
         }
         this
