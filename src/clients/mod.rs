@@ -15,7 +15,7 @@ use crate::clock::SharedClock;
 use crate::config::ClientConfig;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 crate::spelled! {
@@ -209,22 +209,43 @@ impl Clients {
     /// Makes the admin-made clients those `stored` in the database, which
     /// replicas share, so a key made or revoked through one replica is in force
     /// on all. A client whose spec is unchanged keeps its rate-limit buckets;
-    /// the config file's clients are not touched. Returns whether anything changed.
+    /// the config file's clients are not touched, and a row repeating one of
+    /// their names or keys loses to the file. Linear in the clients, and the
+    /// write lock (which key lookups wait on) is taken only when something
+    /// changed. Returns whether anything did.
     pub fn sync(&self, stored: &[ClientSpec]) -> bool {
-        let mut clients = self.write();
-        let before = clients.len();
-        clients.retain(|_, c| c.spec.origin == KeyOrigin::Config || stored.contains(&c.spec));
-        let mut changed = clients.len() != before;
-        for spec in stored {
-            // A database row that repeats a config name or key loses to the file.
-            if !clients.values().any(|c| c.spec.name == spec.name)
-                && !clients.contains_key(&spec.key_sha256)
+        let wanted: HashMap<&str, &ClientSpec> = stored
+            .iter()
+            .map(|spec| (spec.key_sha256.as_str(), spec))
+            .collect();
+        let stays = |c: &Client| {
+            c.spec.origin == KeyOrigin::Config
+                || wanted.get(c.spec.key_sha256.as_str()) == Some(&&c.spec)
+        };
+        {
+            let clients = self.read();
+            let config: HashSet<&str> = clients
+                .values()
+                .filter(|c| c.spec.origin == KeyOrigin::Config)
+                .map(|c| c.spec.name.as_str())
+                .collect();
+            if clients.values().all(|c| stays(c))
+                && stored.iter().all(|spec| {
+                    clients.contains_key(&spec.key_sha256) || config.contains(spec.name.as_str())
+                })
             {
-                self.insert(&mut clients, spec.clone());
-                changed = true;
+                return false;
             }
         }
-        changed
+        let mut clients = self.write();
+        clients.retain(|_, c| stays(c));
+        let mut names: HashSet<String> = clients.values().map(|c| c.spec.name.clone()).collect();
+        for spec in stored {
+            if !clients.contains_key(&spec.key_sha256) && names.insert(spec.name.clone()) {
+                self.insert(&mut clients, spec.clone());
+            }
+        }
+        true
     }
 
     /// Removes a client made through the admin API.
@@ -340,6 +361,9 @@ mod tests {
             "beta's spent bucket was kept, not refilled"
         );
         assert!(!clients.sync(&stored), "nothing changed the second time");
+        // Made again elsewhere under the same name with a new key: the new key only.
+        assert!(clients.sync(&[spec("beta", "b2", KeyOrigin::Admin)]));
+        assert!(clients.find("b").is_none() && clients.find("b2").is_some());
         // Every admin client revoked: the config's key still guards /v1.
         assert!(clients.sync(&[]));
         assert!(!clients.is_open());
