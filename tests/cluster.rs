@@ -711,3 +711,43 @@ async fn a_key_made_or_revoked_through_one_replica_is_in_force_on_the_other() {
     let listed = b.admin_json("/api/clients").await;
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
 }
+
+/// What `s` says is left of `client`'s requests per minute.
+async fn remaining_requests(s: &TestServer, client: &str) -> Option<u64> {
+    let listed = s.admin_json("/api/clients").await;
+    listed.as_array()?.iter().find(|c| c["name"] == client)?["remaining_requests"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_rate_limit_holds_across_replicas_not_once_per_replica() {
+    let (pg, redis) = (Postgres::start().await, Redis::start().await);
+    let a = replica("a", &pg, &redis, |_| {}).await;
+    let b = replica("b", &pg, &redis, |_| {}).await;
+    let made = a
+        .admin(reqwest::Method::POST, "/api/clients")
+        .json(&json!({"name": "bot", "tenant": "shop", "rpm": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let key = made.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    support::eventually(|| async {
+        (remaining_requests(&b, "bot").await == Some(4)).then_some(())
+    })
+    .await;
+    // The whole minute's allowance, spent through the first replica.
+    for _ in 0..4 {
+        assert_eq!(status_with(&a, Some(&key)).await, 200);
+    }
+    assert_eq!(status_with(&a, Some(&key)).await, 429);
+    // The second learns of it (without being asked anything) and refuses too,
+    // instead of granting the client another 4.
+    support::eventually(|| async {
+        (remaining_requests(&b, "bot").await == Some(0)).then_some(())
+    })
+    .await;
+    assert_eq!(status_with(&b, Some(&key)).await, 429);
+}

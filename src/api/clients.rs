@@ -2,7 +2,7 @@
 //! is shown once, in the answer, and kept only as a hash), remove one.
 
 use super::{admin::Admin, error::ApiError, AppState};
-use crate::clients::{hash_key, new_key, ClientError, ClientSpec, KeyOrigin};
+use crate::clients::{hash_key, new_key, ClientError, ClientSpec, ClientStatus, KeyOrigin};
 use axum::{
     body::Bytes,
     extract::{rejection::BytesRejection, Path, State},
@@ -34,9 +34,11 @@ fn conflict(err: ClientError) -> ApiError {
     error
 }
 
-/// `GET /api/clients`: every client, without its key.
-pub async fn list(_: Admin, State(state): State<AppState>) -> Json<Vec<ClientSpec>> {
-    Json(state.clients.list())
+/// `GET /api/clients`: every client, without its key, with what is left of
+/// its limits now (`remaining_requests`, `remaining_tokens`; with replicas,
+/// what this one knows the cluster spent).
+pub async fn list(_: Admin, State(state): State<AppState>) -> Json<Vec<ClientStatus>> {
+    Json(state.clients.list_remaining())
 }
 
 /// `POST /api/clients` `{name, tenant, rpm?, tpm?}`: makes a client; the answer

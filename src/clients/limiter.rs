@@ -65,6 +65,17 @@ impl Bucket {
 pub struct Limiter {
     requests: Option<Bucket>,
     tokens: Option<Bucket>,
+    /// What this replica spent since it last told the others.
+    unshared: Spent,
+}
+
+/// Requests admitted and tokens charged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Spent {
+    /// Requests admitted.
+    pub requests: u64,
+    /// Tokens charged.
+    pub tokens: u64,
 }
 
 impl Limiter {
@@ -73,6 +84,7 @@ impl Limiter {
         Self {
             requests: rpm.filter(|&n| n > 0).map(|n| Bucket::new(n, now)),
             tokens: tpm.filter(|&n| n > 0).map(|n| Bucket::new(n, now)),
+            unshared: Spent::default(),
         }
     }
 
@@ -100,6 +112,7 @@ impl Limiter {
             }
             requests.level -= 1.0;
         }
+        self.unshared.requests = self.unshared.requests.saturating_add(1);
         Ok(())
     }
 
@@ -111,6 +124,29 @@ impl Limiter {
             let floor = -10.0 * f64::from(bucket.per_minute);
             bucket.level = (bucket.level - tokens as f64).max(floor);
         }
+        self.unshared.tokens = self.unshared.tokens.saturating_add(tokens);
+    }
+
+    /// Takes in what the client spent through other replicas: their requests
+    /// and tokens come off these buckets, so its limits hold across the cluster
+    /// rather than once per replica. Bounded below like a charge, so a burst
+    /// elsewhere costs at most a minute's wait here.
+    pub fn absorb(&mut self, now: Instant, spent: Spent) {
+        for (bucket, amount) in [
+            (&mut self.requests, spent.requests),
+            (&mut self.tokens, spent.tokens),
+        ] {
+            if let Some(bucket) = bucket {
+                bucket.refill(now);
+                let floor = -f64::from(bucket.per_minute);
+                bucket.level = (bucket.level - amount as f64).max(floor);
+            }
+        }
+    }
+
+    /// What this replica spent since the last call, for the other replicas.
+    pub fn take_unshared(&mut self) -> Spent {
+        std::mem::take(&mut self.unshared)
     }
 
     /// What is left of each limit now: (requests, tokens), `None` where unlimited.
@@ -169,5 +205,45 @@ mod tests {
         }
         limiter.charge(start, u64::MAX);
         assert!(limiter.admit(start).is_ok());
+    }
+
+    #[test]
+    fn spending_elsewhere_comes_off_these_buckets_and_local_spending_is_taken_once() {
+        let start = Instant::now();
+        let mut limiter = Limiter::new(Some(4), Some(1_000), start);
+        assert!(limiter.admit(start).is_ok());
+        limiter.charge(start, 300);
+        assert_eq!(
+            limiter.take_unshared(),
+            Spent {
+                requests: 1,
+                tokens: 300
+            }
+        );
+        assert_eq!(limiter.take_unshared(), Spent::default(), "taken once");
+        // Three requests elsewhere: the fourth of the minute was the local one.
+        limiter.absorb(
+            start,
+            Spent {
+                requests: 3,
+                tokens: 0,
+            },
+        );
+        assert_eq!(limiter.admit(start).unwrap_err().limit, Limit::Requests);
+        assert_eq!(
+            limiter.take_unshared(),
+            Spent::default(),
+            "absorbed is not ours"
+        );
+        // A flood elsewhere costs at most a minute's wait, not an endless debt.
+        limiter.absorb(
+            start,
+            Spent {
+                requests: u64::MAX,
+                tokens: u64::MAX,
+            },
+        );
+        let later = start + Duration::from_secs(75);
+        assert!(limiter.admit(later).is_ok());
     }
 }

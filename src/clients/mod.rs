@@ -9,7 +9,7 @@
 
 mod limiter;
 
-pub use limiter::{Limit, Limited, Limiter};
+pub use limiter::{Limit, Limited, Limiter, Spent};
 
 use crate::clock::SharedClock;
 use crate::config::ClientConfig;
@@ -57,6 +57,18 @@ impl From<&ClientConfig> for ClientSpec {
             origin: KeyOrigin::Config,
         }
     }
+}
+
+/// A client as the admin API lists it: what it is allowed, and what is left.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ClientStatus {
+    /// What it is allowed.
+    #[serde(flatten)]
+    pub spec: ClientSpec,
+    /// Requests left this minute; `None` without a request limit.
+    pub remaining_requests: Option<u64>,
+    /// Tokens left this minute; `None` without a token limit.
+    pub remaining_tokens: Option<u64>,
 }
 
 /// Why a client could not be added or removed.
@@ -263,6 +275,52 @@ impl Clients {
             .remove(&hash.0)
             .map(|c| c.spec.clone())
             .expect("found above"))
+    }
+
+    /// What each client spent through this replica since the last call, for
+    /// the other replicas to take in (clients that spent nothing are left out).
+    pub fn take_spent(&self) -> Vec<(String, Spent)> {
+        self.read()
+            .values()
+            .filter_map(|c| {
+                let spent = c.limiter().take_unshared();
+                (spent != Spent::default()).then(|| (c.spec.name.clone(), spent))
+            })
+            .collect()
+    }
+
+    /// Takes in what clients spent through another replica, by name; a client
+    /// this replica does not know (not synced yet, or removed) is skipped.
+    pub fn absorb(&self, spent: &[(String, Spent)]) {
+        let clients = self.read();
+        let by_name: HashMap<&str, &Arc<Client>> = clients
+            .values()
+            .map(|c| (c.spec.name.as_str(), c))
+            .collect();
+        let now = self.clock.now();
+        for (name, spent) in spent {
+            if let Some(client) = by_name.get(name.as_str()) {
+                client.limiter().absorb(now, *spent);
+            }
+        }
+    }
+
+    /// Every client, by name, with what is left of its limits here.
+    pub fn list_remaining(&self) -> Vec<ClientStatus> {
+        let mut all: Vec<_> = self
+            .read()
+            .values()
+            .map(|c| {
+                let (remaining_requests, remaining_tokens) = c.remaining();
+                ClientStatus {
+                    spec: c.spec.clone(),
+                    remaining_requests,
+                    remaining_tokens,
+                }
+            })
+            .collect();
+        all.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        all
     }
 
     /// Every client, by name.

@@ -49,6 +49,23 @@ pub enum Message {
         /// Its id in the shared table.
         id: i64,
     },
+    /// What clients spent there since its last such message, so their rate
+    /// limits hold across the cluster.
+    Spent {
+        /// Per client that spent anything.
+        clients: Vec<ClientSpent>,
+    },
+}
+
+/// What one client spent through one replica.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientSpent {
+    /// The client's name.
+    pub client: String,
+    /// Requests admitted.
+    pub requests: u64,
+    /// Tokens charged.
+    pub tokens: u64,
 }
 
 /// A fault in force, as the shared table keeps it for replicas that join later.

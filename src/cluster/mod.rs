@@ -21,7 +21,7 @@
 
 mod message;
 
-pub use message::{Envelope, Message, SharedFault};
+pub use message::{ClientSpent, Envelope, Message, SharedFault};
 
 use crate::gateway::breaker::Remote;
 use crate::gateway::peers::Peers;
@@ -50,6 +50,9 @@ const FAILURES_TTL_MS: u64 = 60_000;
 /// Largest publication a replica reads: a full batch of traces is well under
 /// it; anything larger is not one of ours and is dropped unread.
 const MAX_ENVELOPE_BYTES: usize = 4 * 1024 * 1024;
+/// How often what clients spent here goes to the others: a client can
+/// overshoot its limit by what it spends on the other replicas in this time.
+const SHARE_SPENT: Duration = Duration::from_millis(500);
 /// Waits between attempts to subscribe again while Redis is down.
 const RESUBSCRIBE: Duration = Duration::from_millis(250);
 
@@ -80,6 +83,7 @@ enum Outgoing {
     ProbeDone(String),
     Event(Box<GatewayEvent>),
     CacheStored(i64),
+    Spent(Vec<ClientSpent>),
 }
 
 /// Counts of the cluster link, for `/metrics`.
@@ -105,6 +109,8 @@ pub struct Cluster {
     /// was first asked, so the first answer is logged either way.
     link: AtomicU8,
     counters: ClusterCounters,
+    /// The client keys whose spending is shared, once [`Cluster::share_limits`] ran.
+    clients: std::sync::OnceLock<Arc<crate::clients::Clients>>,
 }
 
 impl Cluster {
@@ -134,6 +140,7 @@ impl Cluster {
             inbox: std::sync::Mutex::new(Some(inbox)),
             link: AtomicU8::new(UNKNOWN),
             counters: ClusterCounters::default(),
+            clients: std::sync::OnceLock::new(),
         }))
     }
 
@@ -172,6 +179,43 @@ impl Cluster {
                 .publish(inbox, gateway.clone(), shutdown.clone()),
         );
         tokio::spawn(self.clone().subscribe(gateway, shutdown));
+    }
+
+    /// Shares what `clients` spend here with the other replicas, and takes in
+    /// what they spend there, so a client's rate limits hold across the
+    /// cluster instead of once per replica (once; a second call does nothing).
+    /// Stops when `shutdown` turns true.
+    pub fn share_limits(
+        self: &Arc<Self>,
+        clients: Arc<crate::clients::Clients>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        if self.clients.set(clients.clone()).is_err() {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SHARE_SPENT);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.changed() => return,
+                }
+                let spent: Vec<ClientSpent> = clients
+                    .take_spent()
+                    .into_iter()
+                    .map(|(client, spent)| ClientSpent {
+                        client,
+                        requests: spent.requests,
+                        tokens: spent.tokens,
+                    })
+                    .collect();
+                if !spent.is_empty() {
+                    me.queue(Outgoing::Spent(spent));
+                }
+            }
+        });
     }
 
     fn queue(&self, outgoing: Outgoing) {
@@ -293,6 +337,7 @@ impl Cluster {
                     Message::Event { event: *event }
                 }
                 Outgoing::CacheStored(id) => Message::CacheStored { id },
+                Outgoing::Spent(clients) => Message::Spent { clients },
             };
             messages.push(message);
         }
@@ -419,6 +464,21 @@ impl Cluster {
             Message::CacheStored { id } => {
                 if let Some(cache) = gateway.cache().cloned() {
                     tokio::spawn(async move { cache.adopt(id).await });
+                }
+            }
+            Message::Spent { clients } => {
+                if let Some(local) = self.clients.get() {
+                    let spent: Vec<_> = clients
+                        .into_iter()
+                        .map(|c| {
+                            let spent = crate::clients::Spent {
+                                requests: c.requests,
+                                tokens: c.tokens,
+                            };
+                            (c.client, spent)
+                        })
+                        .collect();
+                    local.absorb(&spent);
                 }
             }
         }

@@ -524,6 +524,9 @@ pub async fn start_with_clock(
         tracing::info!(clients = clients.list().len(), "/v1 requires a client key");
     }
     tasks::spawn_client_sync(clients.clone(), store.clone(), shutdown_signal.clone());
+    if let Some(cluster) = &cluster {
+        cluster.share_limits(clients.clone(), shutdown_signal.clone());
+    }
     let prices = config
         .providers
         .iter()
