@@ -676,23 +676,12 @@ async fn a_key_made_or_revoked_through_one_replica_is_in_force_on_the_other() {
     let b = TestServer::start_with(on_pg(pg.url.clone())).await;
     assert_eq!(status_with(&b, None).await, 200, "no key yet: open");
 
-    let make = |name: &'static str| {
-        let a = &a;
-        async move {
-            let made = a
-                .admin(reqwest::Method::POST, "/api/clients")
-                .json(&json!({"name": name, "tenant": "shop"}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(made.status(), 201);
-            made.json::<Value>().await.unwrap()["key"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        }
-    };
-    let (bot, keeper) = (make("bot").await, make("keeper").await);
+    let bot = a
+        .make_client(json!({"name": "bot", "tenant": "shop"}))
+        .await;
+    let keeper = a
+        .make_client(json!({"name": "keeper", "tenant": "shop"}))
+        .await;
     // The other replica takes the keys, and stops answering without one.
     until_status(&b, None, 401).await;
     until_status(&b, Some(&bot), 200).await;
@@ -723,17 +712,9 @@ async fn a_clients_rate_limit_holds_across_replicas_not_once_per_replica() {
     let (pg, redis) = (Postgres::start().await, Redis::start().await);
     let a = replica("a", &pg, &redis, |_| {}).await;
     let b = replica("b", &pg, &redis, |_| {}).await;
-    let made = a
-        .admin(reqwest::Method::POST, "/api/clients")
-        .json(&json!({"name": "bot", "tenant": "shop", "rpm": 4}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(made.status(), 201);
-    let key = made.json::<Value>().await.unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = a
+        .make_client(json!({"name": "bot", "tenant": "shop", "rpm": 4}))
+        .await;
     support::eventually(|| async {
         (remaining_requests(&b, "bot").await == Some(4)).then_some(())
     })

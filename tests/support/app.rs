@@ -112,6 +112,22 @@ impl TestServer {
         res.json().await.unwrap()
     }
 
+    /// Makes a client through the admin API (`{name, tenant, rpm?, tpm?}`) and
+    /// returns its key, shown this once.
+    pub async fn make_client(&self, client: Value) -> String {
+        let made = self
+            .admin(reqwest::Method::POST, "/api/clients")
+            .json(&client)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(made.status(), 201, "{client}");
+        made.json::<Value>().await.unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// Injects a fault (JSON spec) into a provider.
     pub async fn inject(&self, provider: &str, spec: Value) {
         let res = self
