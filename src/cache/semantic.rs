@@ -445,9 +445,9 @@ impl SemanticCache {
              VALUES ($1, $2, $3, $4, $5, $6, 0, 0) RETURNING id",
         )
         .bind(scope)
-        .bind(crate::store::storable(question))
+        .bind(crate::store::nul_free(question))
         .bind(&normalized)
-        .bind(crate::store::storable(answer))
+        .bind(crate::store::nul_free(answer))
         .bind(vector.as_deref().map(to_blob))
         .bind(created_at_ms)
         .fetch_one(pool)

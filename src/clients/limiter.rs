@@ -70,7 +70,7 @@ pub struct Limiter {
 }
 
 /// Requests admitted and tokens charged.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Spent {
     /// Requests admitted.
     pub requests: u64,

@@ -177,6 +177,11 @@ impl Clients {
         self.by_hash.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How many clients there are.
+    pub fn count(&self) -> usize {
+        self.read().len()
+    }
+
     /// Whether no key exists: `/v1` is then open.
     pub fn is_open(&self) -> bool {
         self.read().is_empty()
@@ -291,7 +296,7 @@ impl Clients {
 
     /// Takes in what clients spent through another replica, by name; a client
     /// this replica does not know (not synced yet, or removed) is skipped.
-    pub fn absorb(&self, spent: &[(String, Spent)]) {
+    pub fn absorb<'a>(&self, spent: impl IntoIterator<Item = (&'a str, Spent)>) {
         let clients = self.read();
         let by_name: HashMap<&str, &Arc<Client>> = clients
             .values()
@@ -299,8 +304,8 @@ impl Clients {
             .collect();
         let now = self.clock.now();
         for (name, spent) in spent {
-            if let Some(client) = by_name.get(name.as_str()) {
-                client.limiter().absorb(now, *spent);
+            if let Some(client) = by_name.get(name) {
+                client.limiter().absorb(now, spent);
             }
         }
     }

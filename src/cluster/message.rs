@@ -62,10 +62,9 @@ pub enum Message {
 pub struct ClientSpent {
     /// The client's name.
     pub client: String,
-    /// Requests admitted.
-    pub requests: u64,
-    /// Tokens charged.
-    pub tokens: u64,
+    /// What it spent there.
+    #[serde(flatten)]
+    pub spent: crate::clients::Spent,
 }
 
 /// A fault in force, as the shared table keeps it for replicas that join later.

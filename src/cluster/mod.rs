@@ -205,11 +205,7 @@ impl Cluster {
                 let spent: Vec<ClientSpent> = clients
                     .take_spent()
                     .into_iter()
-                    .map(|(client, spent)| ClientSpent {
-                        client,
-                        requests: spent.requests,
-                        tokens: spent.tokens,
-                    })
+                    .map(|(client, spent)| ClientSpent { client, spent })
                     .collect();
                 if !spent.is_empty() {
                     me.queue(Outgoing::Spent(spent));
@@ -468,17 +464,7 @@ impl Cluster {
             }
             Message::Spent { clients } => {
                 if let Some(local) = self.clients.get() {
-                    let spent: Vec<_> = clients
-                        .into_iter()
-                        .map(|c| {
-                            let spent = crate::clients::Spent {
-                                requests: c.requests,
-                                tokens: c.tokens,
-                            };
-                            (c.client, spent)
-                        })
-                        .collect();
-                    local.absorb(&spent);
+                    local.absorb(clients.iter().map(|c| (c.client.as_str(), c.spent)));
                 }
             }
         }

@@ -521,7 +521,7 @@ pub async fn start_with_clock(
         .collect::<Vec<_>>();
     let clients = Arc::new(crate::clients::Clients::new(client_specs, clock.clone()));
     if !clients.is_open() {
-        tracing::info!(clients = clients.list().len(), "/v1 requires a client key");
+        tracing::info!(clients = clients.count(), "/v1 requires a client key");
     }
     tasks::spawn_client_sync(clients.clone(), store.clone(), shutdown_signal.clone());
     if let Some(cluster) = &cluster {

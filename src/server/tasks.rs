@@ -166,7 +166,7 @@ pub fn spawn_client_sync(
                     Ok(Ok(stored)) => {
                         if clients.sync(&stored) {
                             tracing::info!(
-                                clients = clients.list().len(),
+                                clients = clients.count(),
                                 "client keys changed through another replica"
                             );
                         }

@@ -90,7 +90,7 @@ pub enum ConnectError {
 /// JSON lets any customer or provider send: left in, it got the row refused and set
 /// aside (a request's record, a chat turn, a ticket) by anyone who typed `\u0000`.
 /// It becomes U+FFFD, on SQLite too, so both engines keep the same text.
-pub fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+pub fn nul_free(text: &str) -> std::borrow::Cow<'_, str> {
     if text.contains('\0') {
         text.replace('\0', "\u{FFFD}").into()
     } else {

@@ -12,7 +12,7 @@ mod history;
 pub mod queries;
 
 use crate::shared::{AttemptSummary, RequestStatus, Route, Surface, Usage, UsageSource};
-pub use db::{redacted, storable, ConnectError, Db, Engine};
+pub use db::{nul_free, redacted, ConnectError, Db, Engine};
 
 /// Why the store could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -112,10 +112,10 @@ impl Store {
         .bind(&ticket.id)
         .bind(ticket.created_at_ms)
         .bind(&ticket.request_id)
-        .bind(storable(&ticket.question))
+        .bind(nul_free(&ticket.question))
         .bind(&ticket.conversation_json)
         .bind(&ticket.failure_json)
-        .bind(ticket.conversation_id.as_deref().map(storable))
+        .bind(ticket.conversation_id.as_deref().map(nul_free))
         .execute(pool)
         .await.map(|done| done.rows_affected()))?;
         Ok(())

@@ -1,7 +1,7 @@
 //! Read queries behind the audit API and the audit page: newest first, paged by
 //! cursor, each list in one query.
 
-use super::{storable, Store, StoreError};
+use super::{nul_free, Store, StoreError};
 use crate::shared::audit::{
     AttemptRow, Page, RequestRow, TicketRow, TransitionRow, UsageBy, UsageRow,
 };
@@ -241,7 +241,7 @@ impl Store {
             "SELECT id FROM tickets WHERE conversation_id = $1 AND status = 'open' \
              ORDER BY created_at_ms DESC LIMIT 1",
         )
-        .bind(storable(id))
+        .bind(nul_free(id))
         .fetch_optional(pool)
         .await)?;
         Ok(ticket)

@@ -2,7 +2,7 @@
 //! of fixed sizes per table, and retention over every table in small deletes.
 
 use super::AuditRecord;
-use crate::store::{storable, Db, Engine};
+use crate::store::{nul_free, Db, Engine};
 use std::fmt::Write;
 use std::sync::OnceLock;
 
@@ -230,9 +230,9 @@ pub(super) async fn write_batch(db: &Db, batch: &[&AuditRecord]) -> Result<(), s
                 .bind(r.overhead_ms)
                 .bind(r.question_chars as i64)
                 .bind(r.answer_chars as i64)
-                .bind(r.conversation_id.as_deref().map(storable))
+                .bind(r.conversation_id.as_deref().map(nul_free))
                 .bind(r.cache_similarity)
-                .bind(storable(&r.tenant))
+                .bind(nul_free(&r.tenant))
                 .bind(saturating_i64(r.usage.prompt_tokens))
                 .bind(saturating_i64(r.usage.completion_tokens))
                 .bind(r.usage_source);
@@ -272,7 +272,7 @@ pub(super) async fn write_batch(db: &Db, batch: &[&AuditRecord]) -> Result<(), s
                 .bind(&t.provider)
                 .bind(t.from)
                 .bind(t.to)
-                .bind(storable(&t.reason));
+                .bind(nul_free(&t.reason));
         }
         q.execute(&mut *tx).await?;
     }
@@ -294,10 +294,10 @@ pub(super) async fn write_batch(db: &Db, batch: &[&AuditRecord]) -> Result<(), s
         for m in chunk {
             q = q
                 .bind(m.at_ms)
-                .bind(storable(&m.conversation_id))
+                .bind(nul_free(&m.conversation_id))
                 .bind(&m.request_id)
                 .bind(m.turn.role)
-                .bind(storable(&m.turn.content));
+                .bind(nul_free(&m.turn.content));
         }
         q.execute(&mut *tx).await?;
     }
@@ -308,10 +308,10 @@ pub(super) async fn write_batch(db: &Db, batch: &[&AuditRecord]) -> Result<(), s
                 .bind(&t.id)
                 .bind(t.created_at_ms)
                 .bind(&t.request_id)
-                .bind(storable(&t.question))
+                .bind(nul_free(&t.question))
                 .bind(&t.conversation_json)
                 .bind(&t.failure_json)
-                .bind(t.conversation_id.as_deref().map(storable));
+                .bind(t.conversation_id.as_deref().map(nul_free));
         }
         q.execute(&mut *tx).await?;
     }
