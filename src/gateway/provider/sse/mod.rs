@@ -21,7 +21,7 @@ use parser::Parser;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 /// After the provider said why it stopped, trailing events (a usage chunk,
@@ -70,6 +70,10 @@ struct Reader<D> {
     /// must fire sooner, not for every chunk: a timer per chunk cost more than
     /// parsing it.
     stall: Pin<Box<tokio::time::Sleep>>,
+    /// The waker the stall timer holds, until it is moved: the same task waits
+    /// between almost every two chunks, and a timer that already holds its waker
+    /// is only asked whether it fired, not registered again.
+    stall_waker: Option<Waker>,
 }
 
 impl<D: SseDecoder> Reader<D> {
@@ -117,6 +121,7 @@ impl<D: SseDecoder> Reader<D> {
                 let limit = tokio::time::Instant::now() + wait;
                 if self.stall.deadline() > limit {
                     self.stall.as_mut().reset(limit);
+                    self.stall_waker = None;
                 }
                 *self.limit.insert(limit)
             }
@@ -126,13 +131,26 @@ impl<D: SseDecoder> Reader<D> {
                 Poll::Ready(next) => break next,
                 Poll::Pending => {}
             }
+            let holds_waker = self
+                .stall_waker
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()));
+            if holds_waker && !self.stall.is_elapsed() {
+                return Poll::Pending;
+            }
             match self.stall.as_mut().poll(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    self.stall_waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
                 Poll::Ready(()) if tokio::time::Instant::now() >= limit => {
                     return Poll::Ready(Err(ProviderError::Timeout(TimeoutKind::Stall)))
                 }
                 // Set for an earlier wait: bytes came meanwhile.
-                Poll::Ready(()) => self.stall.as_mut().reset(limit),
+                Poll::Ready(()) => {
+                    self.stall.as_mut().reset(limit);
+                    self.stall_waker = None;
+                }
             }
         };
         self.limit = None;
@@ -177,6 +195,7 @@ impl<D: SseDecoder> Stream for Reader<D> {
             }
             if let Some(event) = this.parser.next_event() {
                 this.absorb(&event);
+                this.parser.recycle(event);
                 continue;
             }
             match this.poll_bytes(cx) {
@@ -207,6 +226,7 @@ pub(crate) fn piece_stream<D: SseDecoder>(
         scratch: Vec::new(),
         limit: None,
         stall,
+        stall_waker: None,
     }
     .boxed()
 }
@@ -300,6 +320,45 @@ mod tests {
             expected.push(Piece::Finish(FinishReason::Stop));
             prop_assert_eq!(pieces, expected);
         }
+    }
+
+    /// The pieces of a body whose chunks come after the given pauses (on the
+    /// paused clock), then a finish and `[DONE]` after `last_pause`.
+    async fn paced(pauses: &[u64], last_pause: u64) -> Vec<Result<Piece, ProviderError>> {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
+        let pauses = pauses.to_vec();
+        tokio::spawn(async move {
+            for (i, pause) in pauses.into_iter().enumerate() {
+                tokio::time::sleep(Duration::from_secs(pause)).await;
+                let event = format!("data: {}\n\n", serde_json::json!({"t": i.to_string()}));
+                let _ = tx.unbounded_send(Ok(event.into_bytes()));
+            }
+            tokio::time::sleep(Duration::from_secs(last_pause)).await;
+            let _ = tx.unbounded_send(Ok(b"data: {\"f\": true}\n\ndata: [DONE]\n\n".to_vec()));
+        });
+        let response =
+            reqwest::Response::from(axum::http::Response::new(reqwest::Body::wrap_stream(rx)));
+        piece_stream(response, limits(), Chunks).collect().await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_wait_has_the_whole_stall_limit_and_no_more() {
+        // Each pause is under the 5 s limit, though together they pass it many times.
+        let pieces = paced(&[4, 4, 1, 4, 4, 4], 4).await;
+        assert_eq!(pieces.len(), 7, "{pieces:?}");
+        assert!(pieces.iter().all(Result::is_ok), "{pieces:?}");
+        // A pause over the limit after many short ones is a stall.
+        let started = tokio::time::Instant::now();
+        let pieces = paced(&[1, 4, 1], 6).await;
+        assert_eq!(pieces.len(), 4, "{pieces:?}");
+        assert!(
+            matches!(
+                pieces.last(),
+                Some(Err(ProviderError::Timeout(TimeoutKind::Stall)))
+            ),
+            "{pieces:?}"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(11));
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub(crate) struct Parser {
     ready: VecDeque<Event>,
     /// The last byte seen was a `\r`: a `\n` right after it ends no extra line.
     after_cr: bool,
+    /// An event handed back once read, whose buffers the next event reuses: a
+    /// stream is dozens of events of about the same size.
+    spare: Option<Event>,
 }
 
 impl Parser {
@@ -55,6 +58,7 @@ impl Parser {
             max_event,
             ready: VecDeque::new(),
             after_cr: false,
+            spare: None,
         }
     }
 
@@ -95,6 +99,13 @@ impl Parser {
         self.ready.pop_front()
     }
 
+    /// Takes back an event that has been read, to reuse its buffers.
+    pub fn recycle(&mut self, mut event: Event) {
+        event.event.clear();
+        event.data.clear();
+        self.spare = Some(event);
+    }
+
     fn grow(&mut self, bytes: &[u8]) -> Result<(), ParseError> {
         if self.partial.len() + bytes.len() > self.max_event {
             return Err(ParseError::TooLarge(self.max_event));
@@ -106,10 +117,13 @@ impl Parser {
     fn line(&mut self, line: &[u8]) -> Result<(), ParseError> {
         if line.is_empty() {
             // A blank line dispatches the event (if it carried data).
+            let next = self.spare.take().unwrap_or_default();
+            let event = std::mem::replace(&mut self.event, next);
             if std::mem::take(&mut self.has_data) {
-                self.ready.push_back(std::mem::take(&mut self.event));
+                self.ready.push_back(event);
+            } else {
+                self.recycle(event);
             }
-            self.event = Event::default();
             self.event_bytes = 0;
             return Ok(());
         }
@@ -120,20 +134,30 @@ impl Parser {
         if line[0] == b':' {
             return Ok(()); // a comment (keep-alive)
         }
-        let line = std::str::from_utf8(line).map_err(|_| ParseError::NotUtf8)?;
-        let (field, value) = match line.split_once(':') {
-            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-            None => (line, ""),
+        // Split on bytes and check only the values kept: a field this parser
+        // ignores need not be text.
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &[][..]),
         };
+        let text = || std::str::from_utf8(value).map_err(|_| ParseError::NotUtf8);
         match field {
-            "data" => {
+            b"data" => {
+                let value = text()?;
                 if self.has_data {
                     self.event.data.push('\n');
                 }
                 self.event.data.push_str(value);
                 self.has_data = true;
             }
-            "event" => self.event.event = value.to_string(),
+            b"event" => {
+                let value = text()?;
+                self.event.event.clear();
+                self.event.event.push_str(value);
+            }
             // `id` and `retry` mean nothing to an answer; unknown fields are ignored.
             _ => {}
         }
@@ -152,7 +176,9 @@ mod tests {
         for chunk in chunks {
             parser.push(chunk)?;
             while let Some(event) = parser.next_event() {
-                events.push(event);
+                // Handed back as the reader does: the next event reuses its buffers.
+                events.push(event.clone());
+                parser.recycle(event);
             }
         }
         Ok(events)
