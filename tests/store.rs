@@ -372,6 +372,67 @@ async fn an_unreachable_or_unknown_database_is_one_error_naming_it() {
 /// provider) may send: such a row was refused and set aside, losing a request's
 /// record, its chat turns, the cache entry and the ticket (whose number the
 /// customer was then not given).
+#[tokio::test]
+async fn a_nul_character_from_an_admin_is_refused_by_name_or_finds_nothing_never_a_postgres_error()
+{
+    let pg = Postgres::start().await;
+    let url = pg.url.clone();
+    let s = support::app::TestServer::start_with(move |c| c.database.url = url).await;
+    use reqwest::Method;
+    for (method, path, param) in [
+        (Method::GET, "/api/audit/requests/chatcmpl-x%00y", "id"),
+        (Method::POST, "/api/tickets/T-x%00/resolve", "id"),
+        (Method::DELETE, "/api/cache/1%00", "id"),
+        (Method::DELETE, "/api/clients/bot%00", "name"),
+        (Method::GET, "/api/audit/requests?tenant=acme%00", "tenant"),
+        (
+            Method::GET,
+            "/api/audit/export?format=csv&tenant=acme%00",
+            "tenant",
+        ),
+    ] {
+        let res = s.admin(method.clone(), path).send().await.unwrap();
+        let error = support::app::api_error(res, 400).await;
+        assert_eq!(error["param"], param, "{method} {path}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains("NUL"),
+            "{method} {path}: {error}"
+        );
+    }
+    // The same lookups without the NUL reach the database and find nothing.
+    let res = s
+        .admin(Method::GET, "/api/audit/requests/chatcmpl-xy")
+        .send()
+        .await
+        .unwrap();
+    support::app::api_error(res, 404).await;
+    let page = s.admin_json("/api/audit/requests?tenant=acme").await;
+    assert_eq!(page["items"], serde_json::json!([]));
+
+    // The board's own server functions take JSON, where a NUL needs no
+    // escaping in the URL: it finds nothing rather than failing the query.
+    let res = s
+        .admin(Method::POST, "/api/board/audit-request")
+        .json(&serde_json::json!({"id": "chatcmpl-x\u{0}y"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap(),
+        serde_json::Value::Null
+    );
+    let res = s
+        .admin(Method::POST, "/api/board/audit-requests")
+        .json(&serde_json::json!({"query": {"tenant": "acme\u{0}", "provider": "gpt\u{0}", "route": "x\u{0}"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let page: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(page["items"], serde_json::json!([]), "{page}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_with_nul_characters_is_stored_on_postgres_like_any_other() {
     let pg = Postgres::start().await;

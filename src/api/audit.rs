@@ -3,7 +3,12 @@
 //! cost, by provider or by tenant; resolving tickets; and the request list of a
 //! filter exported as CSV or JSON lines, streamed page by page.
 
-use super::{admin::Admin, error::ApiError, params::Params, AppState};
+use super::{
+    admin::Admin,
+    error::ApiError,
+    params::{Params, PathText},
+    AppState,
+};
 use crate::shared::audit::{
     CostReport, Page, RequestRow, TicketRow, TransitionRow, UsageBy, UsageRow,
 };
@@ -11,7 +16,7 @@ use crate::shared::{RequestStatus, Route};
 use crate::store::queries::RequestFilter;
 use axum::{
     body::Body,
-    extract::{rejection::QueryRejection, Path, Query, State},
+    extract::{rejection::QueryRejection, Query, State},
     http::{header, StatusCode},
     response::{IntoResponse, Response},
     Json,
@@ -80,7 +85,7 @@ pub fn filter(params: &Params, now_ms: i64) -> Result<RequestFilter, ApiError> {
 pub async fn request(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> Result<Json<RequestRow>, ApiError> {
     match state.store.request(&id).await? {
         Some(row) => Ok(Json(row)),
@@ -176,7 +181,7 @@ pub async fn cost_report(
 pub async fn resolve_ticket(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> Result<StatusCode, ApiError> {
     let now = state.gateway.clock().unix_ms();
     if state.store.resolve_ticket(&id, now).await? {

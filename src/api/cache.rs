@@ -1,9 +1,14 @@
 //! The cache admin API (admin token): list and search entries, delete one, clear all.
 
-use super::{admin::Admin, error::ApiError, params::Params, AppState};
+use super::{
+    admin::Admin,
+    error::ApiError,
+    params::{Params, PathText},
+    AppState,
+};
 use crate::cache::SemanticCache;
 use axum::{
-    extract::{rejection::QueryRejection, Path, Query, State},
+    extract::{rejection::QueryRejection, Query, State},
     Json,
 };
 use serde_json::{json, Value};
@@ -47,7 +52,7 @@ pub async fn list(
 pub async fn remove(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> Result<Json<Value>, ApiError> {
     let cache = cache(&state)?;
     let id: i64 = id

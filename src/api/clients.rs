@@ -1,11 +1,11 @@
 //! The client-key admin API (admin token): list the clients, make one (its key
 //! is shown once, in the answer, and kept only as a hash), remove one.
 
-use super::{admin::Admin, error::ApiError, AppState};
+use super::{admin::Admin, error::ApiError, params::PathText, AppState};
 use crate::clients::{hash_key, new_key, ClientError, ClientSpec, ClientStatus, KeyOrigin};
 use axum::{
     body::Bytes,
-    extract::{rejection::BytesRejection, Path, State},
+    extract::{rejection::BytesRejection, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     Json,
@@ -103,7 +103,7 @@ pub async fn create(
 pub async fn remove(
     _: Admin,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathText(name): PathText,
 ) -> Result<StatusCode, ApiError> {
     let _changing = state.clients.changing().await;
     let spec = state.clients.remove(&name).map_err(conflict)?;

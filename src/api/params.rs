@@ -1,9 +1,46 @@
 //! Query parameters of the admin read APIs, checked one by one so that an error
-//! names the parameter: unknown names, empty values, page sizes and cursors.
+//! names the parameter: unknown names, empty values, page sizes and cursors; and
+//! the one text segment of an admin path.
+//!
+//! Neither may hold U+0000 (NUL, `%00` in a URL): PostgreSQL's `text` cannot, so
+//! a lookup or a filter holding one failed as a server error instead of finding
+//! nothing.
 
 use super::error::ApiError;
-use axum::extract::{rejection::QueryRejection, Query};
+use axum::extract::{rejection::QueryRejection, FromRequestParts, Path, Query};
+use axum::http::request::Parts;
 use std::collections::HashMap;
+
+/// Refuses `value` of parameter `name` if it holds a NUL character.
+fn without_nul(name: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(ApiError::invalid(
+            Some(name),
+            format!("{name} must not contain a NUL character (%00)"),
+        ));
+    }
+    Ok(())
+}
+
+/// The one text segment of an admin path (`/api/audit/requests/{id}`), decoded
+/// and free of NUL characters; a refusal names the segment in the API's error
+/// shape.
+pub struct PathText(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathText {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(segments) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid(None, format!("invalid path: {}", e.body_text())))?;
+        let Ok([(name, value)]) = <[_; 1]>::try_from(segments) else {
+            return Err(ApiError::invalid(None, "the path must have one parameter"));
+        };
+        without_nul(&name, &value)?;
+        Ok(Self(value))
+    }
+}
 
 /// Largest page a caller may ask for.
 pub const MAX_LIMIT: i64 = 500;
@@ -22,6 +59,9 @@ impl Params {
     ) -> Result<Self, ApiError> {
         let Query(map) =
             query.map_err(|e| ApiError::invalid(None, format!("invalid query string: {e}")))?;
+        for (name, value) in &map {
+            without_nul(name, value)?;
+        }
         if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
             return Err(ApiError::invalid(
                 Some(unknown),

@@ -86,14 +86,18 @@ impl Store {
             if let Some(before) = filter.before {
                 q.push(" AND r.rowid < ").push_bind(before);
             }
+            // The filter's texts may come from a browser: held to what the
+            // columns can hold, a NUL finds nothing instead of failing the query.
             if let Some(route) = &filter.route {
-                q.push(" AND r.served_by = ").push_bind(route.clone());
+                q.push(" AND r.served_by = ")
+                    .push_bind(nul_free(route.as_str()).into_owned());
             }
             if let Some(status) = filter.status {
                 q.push(" AND r.status = ").push_bind(status);
             }
             if let Some(tenant) = &filter.tenant {
-                q.push(" AND r.tenant = ").push_bind(tenant.clone());
+                q.push(" AND r.tenant = ")
+                    .push_bind(nul_free(tenant).into_owned());
             }
             if let Some(from) = filter.from_ms {
                 q.push(" AND r.created_at_ms >= ").push_bind(from);
@@ -105,7 +109,7 @@ impl Store {
                 q.push(
                     " AND EXISTS (SELECT 1 FROM attempts a WHERE a.request_id = r.id AND a.provider = ",
                 )
-                .push_bind(provider)
+                .push_bind(nul_free(provider).into_owned())
                 .push(")");
             }
             q.push(" ORDER BY r.rowid DESC LIMIT ")
@@ -135,6 +139,8 @@ impl Store {
 
     /// One request with its attempts.
     pub async fn request(&self, id: &str) -> Result<Option<RequestRow>, StoreError> {
+        let id = nul_free(id);
+        let id = id.as_ref();
         let row: Option<RequestRow> = crate::with_db!(self.db(), pool => sqlx::query_as(&format!("{REQUEST_COLUMNS} WHERE r.id = $1"))
             .bind(id)
             .fetch_optional(pool)
