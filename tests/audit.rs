@@ -796,15 +796,36 @@ async fn a_customer_who_writes_again_during_an_outage_keeps_one_ticket() {
     assert_eq!(ticket_in(&second), ticket, "{second}");
     assert!(second.contains("still open"), "{second}");
     assert_eq!(count(&s, "SELECT COUNT(*) FROM tickets").await, 1);
-    // The agent who picks the ticket up reads the conversation as it is now.
-    let kept: String = chaosai::with_db!(s.server.store.db(), pool => sqlx::query_scalar(
-        "SELECT conversation_json FROM tickets WHERE id = ?",
-    )
-    .bind(&ticket)
-    .fetch_one(pool)
-    .await)
-    .unwrap();
-    assert!(kept.contains("Is anyone there?"), "{kept}");
+    // The agent who opens the ticket reads the conversation as it is now, and
+    // what every provider answered before the last resort.
+    let opened = s.admin_json(&format!("/api/tickets/{ticket}")).await;
+    assert_eq!(opened["ticket"]["id"], ticket.as_str());
+    assert_eq!(
+        opened["ticket"]["question"], "My blender makes a strange noise",
+        "the list still shows what opened it"
+    );
+    let said: Vec<&str> = opened["conversation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|turn| turn["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(said.first(), Some(&"My blender makes a strange noise"));
+    assert_eq!(said.last(), Some(&"Hello? Is anyone there?"), "{opened}");
+    let attempts = opened["attempts"].as_array().unwrap();
+    let mut failed: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["provider"].as_str().unwrap())
+        .collect();
+    failed.dedup();
+    assert_eq!(failed, ["claude", "gpt", "llama"], "{opened}");
+    assert!(attempts.iter().all(|a| a["status"] == 503), "{opened}");
+    let missing = s
+        .admin(reqwest::Method::GET, "/api/tickets/T-NOSUCH00")
+        .send()
+        .await
+        .unwrap();
+    support::app::api_error(missing, 404).await;
 
     // Another conversation is another customer: its own ticket.
     let (_, other) = chat_turn(&s, None, json!([question("My kettle leaks")])).await;
@@ -863,6 +884,14 @@ async fn an_api_caller_naming_its_conversation_keeps_one_ticket_too() {
     let first = first.expect("a ticket");
     let (_, again) = api_turn(&s, "shop", "chat-42", "Hello? Is anyone there?").await;
     assert_eq!(again.as_deref(), Some(first.as_str()), "the same ticket");
+    // The ticket shows the caller's latest message, though no transcript is kept.
+    let opened = s.admin_json(&format!("/api/tickets/{first}")).await;
+    let last = opened["conversation"].as_array().unwrap().last().cloned();
+    assert_eq!(
+        last.unwrap()["content"],
+        "Hello? Is anyone there?",
+        "{opened}"
+    );
     // Another conversation, or the same name in another tenant: another customer.
     let (_, other) = api_turn(&s, "shop", "chat-43", "My kettle leaks").await;
     let (_, elsewhere) = api_turn(&s, "other-shop", "chat-42", "My kettle leaks").await;

@@ -482,6 +482,15 @@ async fn text_with_nul_characters_is_stored_on_postgres_like_any_other() {
     .await)
     .unwrap();
     assert_eq!(question, "My blender\u{FFFD} makes a strange noise");
+    // The agent opens it on PostgreSQL too, the conversation as the customer wrote it.
+    let at = reply.find("T-").unwrap();
+    let opened = s
+        .admin_json(&format!("/api/tickets/{}", &reply[at..at + 10]))
+        .await;
+    assert_eq!(
+        opened["conversation"][0]["content"], "My blender\u{0} makes a strange noise",
+        "{opened}"
+    );
     let metrics = s.metrics_text().await;
     assert!(
         metrics.contains("chaosai_audit_rejected_total 0"),

@@ -70,8 +70,20 @@ test("the audit page answers a support lead: filter, open a request, export, res
   const jsonl = await (await page.request.get((await page.locator("a.export-jsonl").getAttribute("href"))!)).text();
   expect(jsonl.trim().split("\n").map((l) => JSON.parse(l).served_by)).toEqual(["gpt", "gpt", "gpt"]);
 
-  // Mark the ticket resolved.
+  // Open the ticket: the customer's words and what failed before the last resort.
   const row = page.locator(`tr[data-ticket="${ticket}"]`);
+  const detail = page.locator(`tr[data-ticket-detail="${ticket}"]`);
+  await expect(detail).toHaveCount(0);
+  await row.getByRole("button", { name: "Conversation" }).click();
+  await expect(row.getByRole("button", { name: "Conversation" })).toHaveAttribute("aria-expanded", "true");
+  await expect(detail.locator('li[data-role="user"]')).toHaveText("user: My kettle leaks water");
+  await expect(detail.locator(".attempts")).toContainText("gpt (server error, HTTP 503)");
+  await expect(detail.locator(".attempts")).toContainText("llama");
+  await detail.screenshot({ path: "screenshots/ticket-opened.png" });
+  await row.getByRole("button", { name: "Conversation" }).click();
+  await expect(detail).toHaveCount(0);
+
+  // Mark the ticket resolved.
   await expect(row).toHaveAttribute("data-status", "open");
   await row.getByRole("button", { name: "Mark resolved" }).click();
   await expect(row).toHaveAttribute("data-status", "resolved");

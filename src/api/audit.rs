@@ -10,7 +10,7 @@ use super::{
     AppState,
 };
 use crate::shared::audit::{
-    CostReport, Page, RequestRow, TicketRow, TransitionRow, UsageBy, UsageRow,
+    CostReport, Page, RequestRow, TicketDetail, TicketRow, TransitionRow, UsageBy, UsageRow,
 };
 use crate::shared::{RequestStatus, Route};
 use crate::store::queries::RequestFilter;
@@ -175,6 +175,19 @@ pub async fn cost_report(
 ) -> Result<CostReport, crate::store::StoreError> {
     let spend = state.store.spend(from, to).await?;
     Ok(CostReport::from_spend((from, to), &spend, &state.prices))
+}
+
+/// `GET /api/tickets/{id}`: one ticket with its conversation and the attempts
+/// that failed before it.
+pub async fn ticket(
+    _: Admin,
+    State(state): State<AppState>,
+    PathText(id): PathText,
+) -> Result<Json<TicketDetail>, ApiError> {
+    match state.store.ticket(&id).await? {
+        Some(ticket) => Ok(Json(ticket)),
+        None => Err(ApiError::not_found(format!("no ticket {id:?}"))),
+    }
 }
 
 /// `POST /api/tickets/{id}/resolve`: an agent handled the ticket.

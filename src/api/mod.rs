@@ -114,6 +114,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/audit/incident", get(history::incident_api))
         .route("/api/audit/costs", get(audit::costs))
         .route("/api/audit/export", get(audit::export))
+        .route("/api/tickets/{id}", get(audit::ticket))
         .route("/api/tickets/{id}/resolve", post(audit::resolve_ticket))
         .route("/api/clients", get(clients::list).post(clients::create))
         .route("/api/clients/{name}", delete(clients::remove))

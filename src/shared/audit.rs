@@ -310,6 +310,19 @@ impl AuditQuery {
     }
 }
 
+/// One ticket as an agent opens it: what the customer said, up to their latest
+/// message, and what every provider answered before the last resort took over.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TicketDetail {
+    /// The ticket.
+    pub ticket: TicketRow,
+    /// The conversation, as of the customer's latest message while the ticket
+    /// was open (empty when customer text is stored redacted).
+    pub conversation: Vec<crate::shared::ChatTurn>,
+    /// The attempts of the request that opened it.
+    pub attempts: Vec<crate::shared::AttemptSummary>,
+}
+
 /// One request as the audit page opens it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RequestDetail {

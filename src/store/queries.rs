@@ -3,7 +3,7 @@
 
 use super::{nul_free, Store, StoreError};
 use crate::shared::audit::{
-    AttemptRow, Page, RequestRow, TicketRow, TransitionRow, UsageBy, UsageRow,
+    AttemptRow, Page, RequestRow, TicketDetail, TicketRow, TransitionRow, UsageBy, UsageRow,
 };
 use crate::shared::{ChatTurn, RequestStatus, Role, Route, Usage};
 use sqlx::QueryBuilder;
@@ -192,6 +192,31 @@ impl Store {
         .fetch_all(pool)
         .await)?;
         Ok(page(rows, limit, |r| r.cursor))
+    }
+
+    /// One ticket with its conversation and the attempts that failed before it.
+    /// A record whose JSON no longer reads shows empty lists, not an error: the
+    /// ticket itself is still the agent's to handle.
+    pub async fn ticket(&self, id: &str) -> Result<Option<TicketDetail>, StoreError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            ticket: TicketRow,
+            conversation_json: String,
+            failure_json: String,
+        }
+        let row: Option<Row> = crate::with_db!(self.db(), pool => sqlx::query_as(
+            "SELECT rowid AS cursor, id, created_at_ms, request_id, question, status, resolved_at_ms, \
+             conversation_json, failure_json FROM tickets WHERE id = $1",
+        )
+        .bind(nul_free(id))
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row.map(|row| TicketDetail {
+            ticket: row.ticket,
+            conversation: serde_json::from_str(&row.conversation_json).unwrap_or_default(),
+            attempts: serde_json::from_str(&row.failure_json).unwrap_or_default(),
+        }))
     }
 
     /// Tokens spent since `since_ms` (Unix ms), by provider or by tenant, the

@@ -5,7 +5,7 @@
 //! JavaScript (the form is a plain GET; the tables render on the server).
 //!
 //! - `requests`: the filtered request list, paged, and one request opened.
-//! - `tickets`: the last resort's tickets, resolvable.
+//! - `tickets`: the last resort's tickets, each opened to its conversation, resolvable.
 //! - `costs`: tokens and dollars by provider and by tenant.
 
 mod costs;

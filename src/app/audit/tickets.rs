@@ -1,7 +1,9 @@
-//! The tickets the last resort opened for human agents, and resolving them.
+//! The tickets the last resort opened for human agents, each opened on demand
+//! to the conversation as it stands and the attempts that failed, and
+//! resolving them.
 
 use super::super::incident::hms;
-use crate::shared::audit::{TicketRow, TicketStatus};
+use crate::shared::audit::{TicketDetail, TicketRow, TicketStatus};
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
 
@@ -14,6 +16,17 @@ pub async fn audit_tickets() -> Result<Vec<TicketRow>, ServerFnError> {
         .tickets(None, 50)
         .await
         .map(|page| page.items)
+        .map_err(|e| ServerFnError::new(e.to_string()))
+}
+
+/// One ticket with its conversation and failed attempts.
+#[server(input = Json, endpoint = "board/ticket")]
+pub async fn audit_ticket(id: String) -> Result<Option<TicketDetail>, ServerFnError> {
+    let state = super::super::admin_state().await?;
+    state
+        .store
+        .ticket(&id)
+        .await
         .map_err(|e| ServerFnError::new(e.to_string()))
 }
 
@@ -60,17 +73,33 @@ pub fn Tickets() -> impl IntoView {
                                 <tbody>
                                     {rows.into_iter().map(|t| {
                                         let id = t.id.clone();
+                                        let shown = t.id.clone();
                                         let open = t.status == TicketStatus::Open;
+                                        // Loaded only when asked for: a page of tickets
+                                        // does not fetch fifty conversations.
+                                        let expanded = RwSignal::new(false);
                                         view! {
                                             <tr data-ticket=t.id.clone() data-status=t.status.as_str()>
                                                 <td class="ticket-id">{t.id.clone()}</td>
                                                 <td>{hms(t.created_at_ms)}</td>
                                                 <td>{t.question.clone()}</td>
                                                 <td class="ticket-status">{t.status.as_str()}{t.resolved_at_ms.map(|at| format!(" at {}", hms(at)))}</td>
-                                                <td>{open.then(|| view! {
-                                                    <button class="resolve" on:click=move |_| resolve(id.clone())>"Mark resolved"</button>
-                                                })}</td>
+                                                <td>
+                                                    <button class="show-conversation"
+                                                        aria-expanded=move || expanded.get().to_string()
+                                                        on:click=move |_| expanded.update(|e| *e = !*e)>
+                                                        "Conversation"
+                                                    </button>
+                                                    {open.then(|| view! {
+                                                        <button class="resolve" on:click=move |_| resolve(id.clone())>"Mark resolved"</button>
+                                                    })}
+                                                </td>
                                             </tr>
+                                            {move || expanded.get().then(|| view! {
+                                                <tr class="ticket-detail" data-ticket-detail=shown.clone()>
+                                                    <td colspan="5"><TicketOpened id=shown.clone()/></td>
+                                                </tr>
+                                            })}
                                         }
                                     }).collect_view()}
                                 </tbody>
@@ -80,5 +109,41 @@ pub fn Tickets() -> impl IntoView {
                 })}
             </Suspense>
         </section>
+    }
+}
+
+/// One ticket opened: the conversation as the agent picks it up, then what each
+/// provider answered before the last resort did.
+#[component]
+fn TicketOpened(id: String) -> impl IntoView {
+    let detail = Resource::new(move || id.clone(), audit_ticket);
+    view! {
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || detail.get().map(|result| match result {
+                Err(err) => view! { <p class="notice" role="alert">{err.to_string()}</p> }.into_any(),
+                Ok(None) => view! { <p class="notice" role="alert">"No such ticket."</p> }.into_any(),
+                Ok(Some(detail)) => {
+                    let failed = detail.attempts.iter().map(|a| format!(
+                        "{} ({}{})",
+                        a.provider,
+                        a.outcome.as_str().replace('_', " "),
+                        a.status.map(|s| format!(", HTTP {s}")).unwrap_or_default(),
+                    )).collect::<Vec<_>>();
+                    view! {
+                        {detail.conversation.is_empty().then(|| view! {
+                            <p class="muted">"No conversation on record (customer text may be stored redacted)."</p>
+                        })}
+                        <ol class="messages">
+                            {detail.conversation.into_iter().map(|m| view! {
+                                <li data-role=m.role.as_str()><b>{m.role.as_str()}</b>": "{m.content}</li>
+                            }).collect_view()}
+                        </ol>
+                        {(!failed.is_empty()).then(|| view! {
+                            <p class="attempts">"Failed before it: "{failed.join(" · ")}</p>
+                        })}
+                    }.into_any()
+                }
+            })}
+        </Suspense>
     }
 }
