@@ -18,6 +18,7 @@ use futures::future::{BoxFuture, Fuse};
 use futures::{FutureExt, Stream, StreamExt};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
+use tokio::task::coop::unconstrained;
 use tokio::time::{Instant, Sleep};
 
 /// How many pieces a source may have ready in a row before the server's grace
@@ -103,10 +104,15 @@ impl Bounds {
             }
             self.ending_news.mark_unchanged();
         }
-        if self.deadline.as_mut().poll_unpin(cx).is_ready() {
+        // Outside the task's budget: a timer polled once the budget is spent
+        // registers nothing, and would then never be asked again.
+        if unconstrained(self.deadline.as_mut())
+            .poll_unpin(cx)
+            .is_ready()
+        {
             return Poll::Ready(Bounded::PastDeadline);
         }
-        if self.ending.poll_unpin(cx).is_ready() {
+        if unconstrained(&mut self.ending).poll_unpin(cx).is_ready() {
             return Poll::Ready(Bounded::Ending);
         }
         self.registered = Some(cx.waker().clone());
@@ -204,6 +210,30 @@ mod tests {
         let started = Instant::now();
         assert_eq!(bounds.next(&mut source).await, Bounded::Ending);
         assert_eq!(started.elapsed(), Duration::from_secs(1));
+    }
+
+    /// Spends the current task's whole coop budget, as an answer whose source
+    /// had many pieces ready may have before it waits.
+    fn spend_budget(cx: &mut Context<'_>) {
+        while let Poll::Ready(progress) = tokio::task::coop::poll_proceed(cx) {
+            progress.made_progress();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_begun_with_the_budget_spent_still_meets_the_deadline() {
+        let (mut bounds, _tx) = limited(Duration::from_secs(2));
+        let mut source = futures::stream::pending::<&str>();
+        let first = futures::future::poll_fn(|cx| {
+            spend_budget(cx);
+            Poll::Ready(bounds.poll_next(&mut source, cx))
+        })
+        .await;
+        assert!(first.is_pending());
+        let started = Instant::now();
+        let next = tokio::time::timeout(Duration::from_secs(10), bounds.next(&mut source)).await;
+        assert_eq!(next, Ok(Bounded::PastDeadline));
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
     }
 
     /// A waker that counts its wakes.

@@ -15,11 +15,10 @@ use super::{Piece, PieceStream, ProviderError, TimeoutKind};
 #[cfg(test)]
 pub(crate) use envelope::testing;
 pub(crate) use envelope::{Borrowed, Envelope};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 pub(crate) use parser::Event;
 use parser::Parser;
 use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -138,7 +137,9 @@ impl<D: SseDecoder> Reader<D> {
             if holds_waker && !self.stall.is_elapsed() {
                 return Poll::Pending;
             }
-            match self.stall.as_mut().poll(cx) {
+            // Outside the task's budget: polled once the budget is spent, the
+            // timer would register nothing and never be asked again.
+            match tokio::task::coop::unconstrained(self.stall.as_mut()).poll_unpin(cx) {
                 Poll::Pending => {
                     self.stall_waker = Some(cx.waker().clone());
                     return Poll::Pending;
@@ -359,6 +360,33 @@ mod tests {
             "{pieces:?}"
         );
         assert_eq!(started.elapsed(), Duration::from_secs(11));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_begun_with_the_budget_spent_still_stalls_out() {
+        let (_tx, rx) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
+        let response =
+            reqwest::Response::from(axum::http::Response::new(reqwest::Body::wrap_stream(rx)));
+        let mut pieces = piece_stream(response, limits(), Chunks);
+        // The task's coop budget is spent (many pieces were ready) when the wait begins.
+        let first = futures::future::poll_fn(|cx| {
+            while let Poll::Ready(progress) = tokio::task::coop::poll_proceed(cx) {
+                progress.made_progress();
+            }
+            Poll::Ready(pieces.poll_next_unpin(cx))
+        })
+        .await;
+        assert!(first.is_pending());
+        let started = tokio::time::Instant::now();
+        let next = tokio::time::timeout(Duration::from_secs(60), pieces.next()).await;
+        assert!(
+            matches!(
+                next,
+                Ok(Some(Err(ProviderError::Timeout(TimeoutKind::Stall))))
+            ),
+            "{next:?}"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
     }
 
     #[test]
