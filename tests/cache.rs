@@ -362,6 +362,29 @@ async fn the_cache_admin_api_lists_searches_deletes_and_clears() {
         ),
         "claude"
     );
+    // An entry in the table this replica does not hold (another replica stored
+    // it) is still deleted there, or it would come back at the next start.
+    chaosai::with_db!(s.server.store.db(), pool => sqlx::query(
+        "INSERT INTO cache_entries (id, scope, question, normalized, answer, created_at_ms) \
+         VALUES (900, 's', 'q', 'q', 'a', 0)",
+    )
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected()))
+    .unwrap();
+    let res = s
+        .admin(reqwest::Method::DELETE, "/api/cache/900")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let left: i64 = chaosai::with_db!(s.server.store.db(), pool => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM cache_entries WHERE id = 900",
+    )
+    .fetch_one(pool)
+    .await)
+    .unwrap();
+    assert_eq!(left, 0);
     let res = s
         .admin(reqwest::Method::GET, "/api/cache?limit=0")
         .send()

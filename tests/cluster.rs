@@ -269,6 +269,58 @@ async fn an_answer_cached_through_one_replica_is_a_paraphrase_hit_on_the_other()
     assert_eq!(served_by(&res), "cache");
 }
 
+/// How many entries a replica's cache holds.
+async fn cache_entries(s: &TestServer) -> u64 {
+    s.admin_json("/api/cache").await["stats"]["entries"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_an_admin_removes_through_one_replica_is_gone_from_every_replica() {
+    let (pg, redis) = (Postgres::start().await, Redis::start().await);
+    let cached = |c: &mut Config| c.cache.enabled = true;
+    let a = replica("a", &pg, &redis, cached).await;
+    let b = replica("b", &pg, &redis, cached).await;
+    for question in ["How do I reset my password?", "Where is my order?"] {
+        assert_eq!(
+            served_by(&a.chat("chaosai", question, false).await),
+            "claude"
+        );
+    }
+    support::eventually(|| async { (cache_entries(&b).await == 2).then_some(()) }).await;
+
+    // An admin finds a wrong answer and removes it through A: B must not serve it.
+    let listed = a.admin_json("/api/cache?q=password").await;
+    let id = listed["entries"][0]["id"].as_i64().unwrap();
+    let removed = a
+        .admin(reqwest::Method::DELETE, &format!("/api/cache/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(removed.status().is_success(), "{}", removed.status());
+    support::eventually(|| async { (cache_entries(&b).await == 1).then_some(()) }).await;
+    let res = b
+        .chat("chaosai", "How do I reset my password?", false)
+        .await;
+    assert_eq!(
+        served_by(&res),
+        "claude",
+        "asked again, not served the removed answer"
+    );
+
+    // Clearing through B empties A too.
+    let cleared = b
+        .admin(reqwest::Method::DELETE, "/api/cache")
+        .send()
+        .await
+        .unwrap();
+    assert!(cleared.status().is_success(), "{}", cleared.status());
+    support::eventually(|| async { (cache_entries(&a).await == 0).then_some(()) }).await;
+    let res = a.chat("chaosai", "Where is my order?", false).await;
+    assert_eq!(served_by(&res), "claude");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_through_every_replica_are_all_audited_in_postgres() {
     let (pg, redis) = (Postgres::start().await, Redis::start().await);

@@ -18,4 +18,4 @@ pub mod semantic;
 
 pub use batcher::{BatchError, BatchSettings, Batcher};
 pub use embedder::{Embedder, EmbedderError};
-pub use semantic::{CacheSettings, Hit, SemanticCache};
+pub use semantic::{CacheSettings, Hit, Removed, SemanticCache};

@@ -133,6 +133,18 @@ pub struct SemanticCache {
     /// Told the id of every entry stored here, so other replicas sharing the
     /// table can index it ([`SemanticCache::adopt`]).
     on_stored: std::sync::OnceLock<Box<dyn Fn(i64) + Send + Sync>>,
+    /// Told what an admin removed here, so other replicas sharing the table stop
+    /// answering with it ([`SemanticCache::forget`]).
+    on_removed: std::sync::OnceLock<Box<dyn Fn(Removed) + Send + Sync>>,
+}
+
+/// What an admin removed from the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removed {
+    /// One entry, by id.
+    Entry(i64),
+    /// Every entry.
+    All,
 }
 
 /// Why the cache could not start.
@@ -238,6 +250,7 @@ impl SemanticCache {
             counters: CacheCounters::default(),
             clock,
             on_stored: std::sync::OnceLock::new(),
+            on_removed: std::sync::OnceLock::new(),
         };
         for (view, normalized) in views {
             cache.add_entry(view, normalized);
@@ -501,6 +514,12 @@ impl SemanticCache {
         let _ = self.on_stored.set(Box::new(told));
     }
 
+    /// Calls `told` with what an admin removes from now on (once; a second call
+    /// is ignored). Eviction and expiry are each replica's own and not told.
+    pub fn on_removed(&self, told: impl Fn(Removed) + Send + Sync + 'static) {
+        let _ = self.on_removed.set(Box::new(told));
+    }
+
     /// Indexes an entry another replica stored in the shared table; `false` when
     /// it is unknown, already indexed or no longer fresh.
     pub async fn adopt(&self, id: i64) -> bool {
@@ -568,35 +587,74 @@ impl SemanticCache {
             .collect();
         victims.sort_unstable();
         for (_, id) in victims.into_iter().take(over) {
-            self.remove(id).await;
+            self.drop_entry(id).await;
         }
         // Stale points pile up under steady eviction; keep the graph lean.
         self.compact().await;
     }
 
-    /// Deletes one entry; returns whether it existed.
+    /// Deletes one entry, as an admin asks: here, in the store and, through
+    /// [`on_removed`](Self::on_removed), on the other replicas. Returns whether
+    /// it existed here.
     pub async fn remove(&self, id: i64) -> bool {
+        let existed = self.drop_entry(id).await;
+        if let Some(told) = self.on_removed.get() {
+            // Told even when unknown here: another replica may hold it.
+            told(Removed::Entry(id));
+        }
+        existed
+    }
+
+    /// Stops answering with what another replica's admin removed; the shared
+    /// table has already lost it. Returns how many entries went.
+    pub fn forget(&self, removed: Removed) -> usize {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let mut exact = self.exact.write().unwrap_or_else(|e| e.into_inner());
+        match removed {
+            Removed::Entry(id) => match entries.remove(&id) {
+                Some(entry) => {
+                    exact.remove(&(entry.view.scope, entry.normalized));
+                    1
+                }
+                None => 0,
+            },
+            Removed::All => {
+                exact.clear();
+                std::mem::take(&mut *entries).len()
+            }
+        }
+    }
+
+    /// Deletes one entry here and from the store; returns whether either held
+    /// it. The store is asked even when this replica does not hold the entry:
+    /// another replica may have stored it, and it would come back at a restart.
+    async fn drop_entry(&self, id: i64) -> bool {
         let removed = self
             .entries
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
-        let Some(entry) = removed else { return false };
-        self.exact
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(entry.view.scope.clone(), entry.normalized));
-        if let Err(err) = crate::with_db!(&self.db, pool => sqlx::query("DELETE FROM cache_entries WHERE id = $1")
+        if let Some(entry) = &removed {
+            self.exact
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(entry.view.scope.clone(), entry.normalized.clone()));
+        }
+        let stored = crate::with_db!(&self.db, pool => sqlx::query("DELETE FROM cache_entries WHERE id = $1")
             .bind(id)
             .execute(pool)
-            .await.map(|done| done.rows_affected()))
-        {
-            tracing::warn!(error = %err, id, "cache entry not deleted from the store");
+            .await.map(|done| done.rows_affected()));
+        match stored {
+            Ok(rows) => removed.is_some() || rows > 0,
+            Err(err) => {
+                tracing::warn!(error = %err, id, "cache entry not deleted from the store");
+                removed.is_some()
+            }
         }
-        true
     }
 
-    /// Deletes every entry; returns how many there were.
+    /// Deletes every entry, as an admin asks: here, in the store and on the
+    /// other replicas. Returns how many there were here.
     pub async fn clear(&self) -> usize {
         let count = {
             let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
@@ -613,6 +671,9 @@ impl SemanticCache {
             .await.map(|done| done.rows_affected()))
         {
             tracing::warn!(error = %err, "cache not cleared in the store");
+        }
+        if let Some(told) = self.on_removed.get() {
+            told(Removed::All);
         }
         count
     }
@@ -731,7 +792,7 @@ impl SemanticCache {
                 .await.map(|done| done.rows_affected()));
         }
         for id in expired {
-            self.remove(id).await;
+            self.drop_entry(id).await;
         }
         self.compact().await;
     }

@@ -49,6 +49,12 @@ pub enum Message {
         /// Its id in the shared table.
         id: i64,
     },
+    /// A cache entry an admin removed there (every entry, without an id), no
+    /// longer to answer with here.
+    CacheRemoved {
+        /// Its id in the shared table; `None` when the whole cache was cleared.
+        id: Option<i64>,
+    },
     /// What clients spent there since its last such message, so their rate
     /// limits hold across the cluster.
     Spent {
@@ -107,6 +113,8 @@ mod tests {
                     retry_in_ms: 4_000,
                 },
                 Message::CacheStored { id: 7 },
+                Message::CacheRemoved { id: Some(7) },
+                Message::CacheRemoved { id: None },
             ],
         };
         let text = serde_json::to_string(&envelope).unwrap();

@@ -23,6 +23,7 @@ mod message;
 
 pub use message::{ClientSpent, Envelope, Message, SharedFault};
 
+use crate::cache::Removed;
 use crate::gateway::breaker::Remote;
 use crate::gateway::peers::Peers;
 use crate::gateway::Gateway;
@@ -83,6 +84,7 @@ enum Outgoing {
     ProbeDone(String),
     Event(Box<GatewayEvent>),
     CacheStored(i64),
+    CacheRemoved(Removed),
     Spent(Vec<ClientSpent>),
 }
 
@@ -171,6 +173,12 @@ impl Cluster {
             cache.on_stored(move |id| {
                 if let Some(me) = me.upgrade() {
                     me.queue(Outgoing::CacheStored(id));
+                }
+            });
+            let me = Arc::downgrade(self);
+            cache.on_removed(move |removed| {
+                if let Some(me) = me.upgrade() {
+                    me.queue(Outgoing::CacheRemoved(removed));
                 }
             });
         }
@@ -333,6 +341,12 @@ impl Cluster {
                     Message::Event { event: *event }
                 }
                 Outgoing::CacheStored(id) => Message::CacheStored { id },
+                Outgoing::CacheRemoved(removed) => Message::CacheRemoved {
+                    id: match removed {
+                        Removed::Entry(id) => Some(id),
+                        Removed::All => None,
+                    },
+                },
                 Outgoing::Spent(clients) => Message::Spent { clients },
             };
             messages.push(message);
@@ -460,6 +474,11 @@ impl Cluster {
             Message::CacheStored { id } => {
                 if let Some(cache) = gateway.cache().cloned() {
                     tokio::spawn(async move { cache.adopt(id).await });
+                }
+            }
+            Message::CacheRemoved { id } => {
+                if let Some(cache) = gateway.cache() {
+                    cache.forget(id.map_or(Removed::All, Removed::Entry));
                 }
             }
             Message::Spent { clients } => {
