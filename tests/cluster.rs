@@ -309,7 +309,11 @@ async fn an_answer_an_admin_removes_through_one_replica_is_gone_from_every_repli
         "asked again, not served the removed answer"
     );
 
-    // Clearing through B empties A too.
+    // Clearing through B empties A too (once B's new answer is stored, which
+    // happens after it is sent, and A has it as well).
+    for s in [&a, &b] {
+        support::eventually(|| async { (cache_entries(s).await == 2).then_some(()) }).await;
+    }
     let cleared = b
         .admin(reqwest::Method::DELETE, "/api/cache")
         .send()

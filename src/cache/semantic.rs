@@ -568,6 +568,19 @@ impl SemanticCache {
             },
             row.normalized,
         );
+        // An admin may have removed it between the read and now, and the news of
+        // it may have come before the entry was added here: the row is deleted
+        // before the news is sent, so looking again after adding closes the gap.
+        let still: Result<Option<i64>, sqlx::Error> = crate::with_db!(&self.db, pool => sqlx::query_scalar(
+            "SELECT id FROM cache_entries WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await);
+        if let Ok(None) = still {
+            self.forget(Removed::Entry(id));
+            return false;
+        }
         self.evict().await;
         true
     }
