@@ -112,6 +112,31 @@ pub fn Tickets() -> impl IntoView {
     }
 }
 
+/// What each provider answered before the last resort, a provider's retries
+/// that ended alike counted once (`gpt (server error, HTTP 503) ×2`).
+fn failed_attempts(attempts: &[crate::shared::AttemptSummary]) -> Vec<String> {
+    let mut lines: Vec<(String, usize)> = Vec::new();
+    for a in attempts {
+        let line = format!(
+            "{} ({}{})",
+            a.provider,
+            a.outcome.as_str().replace('_', " "),
+            a.status.map(|s| format!(", HTTP {s}")).unwrap_or_default(),
+        );
+        match lines.last_mut() {
+            Some((last, count)) if *last == line => *count += 1,
+            _ => lines.push((line, 1)),
+        }
+    }
+    lines
+        .into_iter()
+        .map(|(line, count)| match count {
+            1 => line,
+            n => format!("{line} ×{n}"),
+        })
+        .collect()
+}
+
 /// One ticket opened: the conversation as the agent picks it up, then what each
 /// provider answered before the last resort did.
 #[component]
@@ -123,12 +148,7 @@ fn TicketOpened(id: String) -> impl IntoView {
                 Err(err) => view! { <p class="notice" role="alert">{err.to_string()}</p> }.into_any(),
                 Ok(None) => view! { <p class="notice" role="alert">"No such ticket."</p> }.into_any(),
                 Ok(Some(detail)) => {
-                    let failed = detail.attempts.iter().map(|a| format!(
-                        "{} ({}{})",
-                        a.provider,
-                        a.outcome.as_str().replace('_', " "),
-                        a.status.map(|s| format!(", HTTP {s}")).unwrap_or_default(),
-                    )).collect::<Vec<_>>();
+                    let failed = failed_attempts(&detail.attempts);
                     view! {
                         {detail.conversation.is_empty().then(|| view! {
                             <p class="muted">"No conversation on record (customer text may be stored redacted)."</p>
@@ -145,5 +165,42 @@ fn TicketOpened(id: String) -> impl IntoView {
                 }
             })}
         </Suspense>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::{AttemptOutcome, AttemptSummary};
+
+    fn attempt(provider: &str, outcome: AttemptOutcome, status: Option<u16>) -> AttemptSummary {
+        AttemptSummary {
+            provider: provider.into(),
+            outcome,
+            status,
+            latency_ms: 1,
+            breaker: None,
+            usage: None,
+        }
+    }
+
+    #[test]
+    fn a_providers_retries_that_ended_alike_are_counted_once() {
+        let attempts = [
+            attempt("claude", AttemptOutcome::SkippedOpen, None),
+            attempt("gpt", AttemptOutcome::ServerError, Some(503)),
+            attempt("gpt", AttemptOutcome::ServerError, Some(503)),
+            attempt("llama", AttemptOutcome::ServerError, Some(503)),
+            attempt("llama", AttemptOutcome::ServerError, Some(500)),
+        ];
+        assert_eq!(
+            failed_attempts(&attempts),
+            [
+                "claude (skipped open)",
+                "gpt (server error, HTTP 503) ×2",
+                "llama (server error, HTTP 503)",
+                "llama (server error, HTTP 500)",
+            ]
+        );
     }
 }
