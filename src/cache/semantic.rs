@@ -608,7 +608,7 @@ impl SemanticCache {
 
     /// Deletes one entry, as an admin asks: here, in the store and, through
     /// [`on_removed`](Self::on_removed), on the other replicas. Returns whether
-    /// it existed here.
+    /// it existed here or in the store.
     pub async fn remove(&self, id: i64) -> bool {
         let existed = self.drop_entry(id).await;
         if let Some(told) = self.on_removed.get() {
@@ -621,19 +621,29 @@ impl SemanticCache {
     /// Stops answering with what another replica's admin removed; the shared
     /// table has already lost it. Returns how many entries went.
     pub fn forget(&self, removed: Removed) -> usize {
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        let mut exact = self.exact.write().unwrap_or_else(|e| e.into_inner());
+        // One lock at a time: no path holds one of them while taking the other.
         match removed {
-            Removed::Entry(id) => match entries.remove(&id) {
-                Some(entry) => {
-                    exact.remove(&(entry.view.scope, entry.normalized));
-                    1
-                }
-                None => 0,
-            },
+            Removed::Entry(id) => {
+                let entry = self
+                    .entries
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                let Some(entry) = entry else { return 0 };
+                self.exact
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&(entry.view.scope, entry.normalized));
+                1
+            }
             Removed::All => {
-                exact.clear();
-                std::mem::take(&mut *entries).len()
+                let gone =
+                    std::mem::take(&mut *self.entries.write().unwrap_or_else(|e| e.into_inner()));
+                self.exact
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+                gone.len()
             }
         }
     }
