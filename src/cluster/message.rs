@@ -61,6 +61,11 @@ pub enum Message {
         /// Per client that spent anything.
         clients: Vec<ClientSpent>,
     },
+    /// A kind this replica does not know: a newer replica's, during a rolling
+    /// upgrade. Read as nothing, so the rest of its batch (breaker openings,
+    /// faults) still counts instead of the whole envelope being unreadable.
+    #[serde(other)]
+    Unknown,
 }
 
 /// What one client spent through one replica.
@@ -102,6 +107,26 @@ impl SharedFault {
 mod tests {
     use super::*;
     use crate::shared::FaultKind;
+
+    #[test]
+    fn a_kind_from_a_newer_replica_leaves_the_rest_of_its_batch_readable() {
+        let text = r#"{"from":"b","messages":[
+            {"kind":"closed","provider":"gpt"},
+            {"kind":"something_newer","detail":{"x":1}},
+            {"kind":"cache_stored","id":7}
+        ]}"#;
+        let envelope: Envelope = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            envelope.messages,
+            [
+                Message::Closed {
+                    provider: "gpt".into()
+                },
+                Message::Unknown,
+                Message::CacheStored { id: 7 },
+            ]
+        );
+    }
 
     #[test]
     fn messages_round_trip_and_a_shared_fault_keeps_what_is_left_of_its_duration() {

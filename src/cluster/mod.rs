@@ -486,6 +486,7 @@ impl Cluster {
                     local.absorb(clients.iter().map(|c| (c.client.as_str(), c.spent)));
                 }
             }
+            Message::Unknown => {}
         }
     }
 }
