@@ -826,6 +826,22 @@ async fn a_customer_who_writes_again_during_an_outage_keeps_one_ticket() {
         .await
         .unwrap();
     support::app::api_error(missing, 404).await;
+    // A long id is quoted cut short, as every error quotes what a caller sent.
+    let long = s
+        .admin(
+            reqwest::Method::GET,
+            &format!("/api/tickets/{}", "T".repeat(5_000)),
+        )
+        .send()
+        .await
+        .unwrap();
+    let error = support::app::api_error(long, 404).await;
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.chars().count() < 300,
+        "{} characters",
+        message.len()
+    );
 
     // Another conversation is another customer: its own ticket.
     let (_, other) = chat_turn(&s, None, json!([question("My kettle leaks")])).await;

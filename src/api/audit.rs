@@ -5,7 +5,7 @@
 
 use super::{
     admin::Admin,
-    error::ApiError,
+    error::{echoed, ApiError},
     params::{Params, PathText},
     AppState,
 };
@@ -89,7 +89,7 @@ pub async fn request(
 ) -> Result<Json<RequestRow>, ApiError> {
     match state.store.request(&id).await? {
         Some(row) => Ok(Json(row)),
-        None => Err(ApiError::not_found(format!("no request {id:?}"))),
+        None => Err(ApiError::not_found(format!("no request {:?}", echoed(&id)))),
     }
 }
 
@@ -186,7 +186,7 @@ pub async fn ticket(
 ) -> Result<Json<TicketDetail>, ApiError> {
     match state.store.ticket(&id).await? {
         Some(ticket) => Ok(Json(ticket)),
-        None => Err(ApiError::not_found(format!("no ticket {id:?}"))),
+        None => Err(ApiError::not_found(format!("no ticket {:?}", echoed(&id)))),
     }
 }
 
@@ -200,7 +200,10 @@ pub async fn resolve_ticket(
     if state.store.resolve_ticket(&id, now).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::not_found(format!("no open ticket {id:?}")))
+        Err(ApiError::not_found(format!(
+            "no open ticket {:?}",
+            echoed(&id)
+        )))
     }
 }
 

@@ -6,7 +6,7 @@
 //! a lookup or a filter holding one failed as a server error instead of finding
 //! nothing.
 
-use super::error::ApiError;
+use super::error::{echoed, ApiError};
 use axum::extract::{rejection::QueryRejection, FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use std::collections::HashMap;
@@ -14,8 +14,10 @@ use std::collections::HashMap;
 /// Refuses `value` of parameter `name` if it holds a NUL character.
 fn without_nul(name: &str, value: &str) -> Result<(), ApiError> {
     if value.contains('\0') {
+        // A query's names are the caller's text too.
+        let name = echoed(name);
         return Err(ApiError::invalid(
-            Some(name),
+            Some(&name),
             format!("{name} must not contain a NUL character (%00)"),
         ));
     }
