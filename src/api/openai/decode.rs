@@ -378,9 +378,13 @@ fn refuse_unsupported(body: &Map<String, Value>) -> Result<(), ApiError> {
 }
 
 fn max_tokens(body: &Map<String, Value>) -> Result<Option<u32>, ApiError> {
+    // Zero is refused here, not by the core's check, so that the error names
+    // the field the client sent.
     let read = |name: &str| {
         field(body, name, "an integer from 1 to 4294967295", |v| {
-            v.as_u64().and_then(|n| u32::try_from(n).ok())
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|&n| n >= 1)
         })
     };
     let newer = read("max_completion_tokens")?;
@@ -541,6 +545,7 @@ mod tests {
             ("stream", json!("yes")),
             ("max_tokens", json!(-1)),
             ("max_completion_tokens", json!("many")),
+            ("max_completion_tokens", json!(0)),
             ("tools", json!({})),
             ("tool_choice", json!("sometimes")),
             ("parallel_tool_calls", json!("no")),
