@@ -381,6 +381,60 @@ fn openai_answer(text: &str) -> Script {
 }
 
 #[tokio::test]
+async fn an_answer_without_text_or_a_tool_call_falls_over_whole_or_streamed() {
+    let backup = ScriptedServer::start(openai_answer("backup")).await;
+    let anthropic_empty = Script::respond(
+        200,
+        "application/json",
+        &serde_json::json!({"type": "message", "role": "assistant", "content": [],
+            "stop_reason": "end_turn", "usage": {"input_tokens": 5, "output_tokens": 0}})
+        .to_string(),
+    );
+    let openai_null = Script::respond(
+        200,
+        "application/json",
+        &serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": null},
+            "finish_reason": "stop"}]})
+        .to_string(),
+    );
+    let openai_thought_only = Script::respond(
+        200,
+        "application/json",
+        &serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": ""},
+            "finish_reason": "length"}], "usage": {"prompt_tokens": 5, "completion_tokens": 256,
+            "total_tokens": 261, "completion_tokens_details": {"reasoning_tokens": 256}}})
+        .to_string(),
+    );
+    for (protocol, script) in [
+        (Protocol::Anthropic, anthropic_empty),
+        (Protocol::OpenAi, openai_null),
+        (Protocol::OpenAi, openai_thought_only),
+    ] {
+        let empty = ScriptedServer::start(script).await;
+        let base = match protocol {
+            Protocol::OpenAi => format!("{}/v1", empty.url),
+            Protocol::Anthropic => empty.url.clone(),
+        };
+        let cascade = cascade(vec![
+            entry("empty", protocol, &base),
+            entry("llama", Protocol::OpenAi, &format!("{}/v1", backup.url)),
+        ]);
+        // A server that answers a stream request whole takes the same path.
+        for delivery in [Delivery::Whole, Delivery::Streamed] {
+            let served = cascade.open(&question(), delivery).await.unwrap();
+            assert_eq!(served_by(&served), "llama", "{protocol:?} {delivery:?}");
+            assert_eq!(whole_text(&served), "backup");
+            let outcomes: Vec<_> = served.attempts.iter().map(|a| a.outcome).collect();
+            assert_eq!(
+                outcomes,
+                vec![AttemptOutcome::Malformed, AttemptOutcome::Ok],
+                "{protocol:?} {delivery:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn one_transient_failure_of_a_healthy_provider_is_retried_at_once() {
     let flaky = ScriptedServer::sequence(vec![
         openai_error(503, "busy", "busy"),
@@ -514,6 +568,44 @@ async fn a_continuation_is_asked_only_of_providers_that_can_continue() {
         body["messages"].as_array().unwrap().last().unwrap()["content"],
         "The first part"
     );
+}
+
+#[tokio::test]
+async fn a_continuation_with_nothing_to_add_ends_the_answer_instead_of_failing() {
+    // The break came after the last word: the provider asked to continue says
+    // it stopped and adds nothing, which is a whole answer, not an empty one.
+    let done = ScriptedServer::start(openai_answer("")).await;
+    let backup = ScriptedServer::start(openai_answer(" never asked")).await;
+    let prefill = |name: &str, url: &str| {
+        let mut entry = entry(name, Protocol::OpenAi, &format!("{url}/v1"));
+        entry.provider = provider::build(
+            Protocol::OpenAi,
+            ProviderTarget {
+                name: name.into(),
+                model: format!("{name}-model"),
+                base: Endpoint::direct(format!("{url}/v1")),
+                api_key: None,
+                limits: WireLimits::with_timeouts(TIMEOUTS.first_byte, TIMEOUTS.stall),
+                continuation: ContinuationStyle::Prefill,
+            },
+            reqwest::Client::new(),
+        );
+        entry
+    };
+    let cascade = cascade(vec![
+        prefill("llama", &done.url),
+        prefill("mistral", &backup.url),
+    ]);
+    let mut request = question();
+    request.continuation = Some("Your order ships tomorrow.".into());
+    for delivery in [Delivery::Whole, Delivery::Streamed] {
+        let served = cascade.open(&request, delivery).await.unwrap();
+        assert_eq!(served_by(&served), "llama", "{delivery:?}");
+        assert_eq!(whole_text(&served), "", "{delivery:?}");
+        assert_eq!(served.attempts.len(), 1, "{delivery:?}");
+        assert_eq!(served.attempts[0].outcome, AttemptOutcome::Ok);
+    }
+    assert_eq!(backup.hits(), 0);
 }
 
 #[tokio::test]

@@ -48,6 +48,13 @@ pub struct Timeouts {
     pub answer: Duration,
 }
 
+/// Whether an answer that ended without a content piece is still whole: only
+/// when it continues a broken one and the provider said why it stopped (the
+/// broken answer was already complete; there is nothing to add).
+fn nothing_to_add(request: &ProviderRequest, pieces: &[Piece]) -> bool {
+    request.continuation.is_some() && pieces.iter().any(|p| matches!(p, Piece::Finish(_)))
+}
+
 /// How the caller wants the answer: the provider is asked the same way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery {
@@ -470,8 +477,16 @@ impl Cascade {
         match delivery {
             Delivery::Whole => {
                 let completion = provider.complete(request).await?;
+                // Judged as a stream that ended before its first content piece:
+                // an answer with neither text nor a tool call (`content: null`, a
+                // reasoning model that spent its tokens thinking) would show the
+                // customer nothing, so the next provider is asked instead.
+                let pieces = completion.into_pieces();
+                if !nothing_to_add(request, &pieces) && !pieces.iter().any(Piece::is_content) {
+                    return Err(ProviderError::Malformed("empty answer".into()));
+                }
                 Ok(Opened {
-                    head: completion.into_pieces(),
+                    head: pieces,
                     rest: futures::stream::empty().boxed(),
                 })
             }
@@ -481,6 +496,10 @@ impl Cascade {
                 let first_token = tokio::time::timeout(self.timeouts.first_token, async {
                     loop {
                         match rest.next().await {
+                            None if nothing_to_add(request, &head) => {
+                                rest = futures::stream::empty().boxed();
+                                return Ok(());
+                            }
                             None => return Err(ProviderError::Malformed("empty answer".into())),
                             Some(Err(err)) => return Err(err),
                             Some(Ok(piece)) => {

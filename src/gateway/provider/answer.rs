@@ -114,13 +114,15 @@ pub struct Completion {
 }
 
 impl Completion {
-    /// The completion as the pieces a stream of it would carry.
+    /// The completion as the pieces a stream of it would carry: empty text is
+    /// no piece, as in a stream, so an answer with neither text nor a tool call
+    /// has no content piece and fails as a stream that never started.
     pub fn into_pieces(self) -> Vec<Piece> {
         let mut pieces = Vec::with_capacity(4 + self.tool_calls.len());
         if let Some(served) = self.served {
             pieces.push(Piece::Served(served));
         }
-        if !self.text.is_empty() || self.tool_calls.is_empty() {
+        if !self.text.is_empty() {
             pieces.push(Piece::Text(self.text));
         }
         for (index, call) in self.tool_calls.into_iter().enumerate() {
