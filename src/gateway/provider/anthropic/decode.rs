@@ -128,10 +128,12 @@ pub(super) fn error_fault(body: &str) -> Option<WireFault> {
 }
 
 /// Anthropic's stop reasons in OpenAI's vocabulary. The forced tool of a JSON
-/// answer stops with `tool_use`, but for the caller the answer simply ended.
+/// answer stops with `tool_use`, but for the caller the answer simply ended. An
+/// answer the context window cut short is cut as surely as one `max_tokens` cut:
+/// read as a plain stop, it would pass for whole.
 fn finish_reason(stop_reason: Option<&str>, json_answer: bool) -> FinishReason {
     match stop_reason {
-        Some("max_tokens") => FinishReason::Length,
+        Some("max_tokens" | "model_context_window_exceeded") => FinishReason::Length,
         Some("tool_use") if json_answer => FinishReason::Stop,
         Some("tool_use") => FinishReason::ToolCalls,
         Some("refusal") => FinishReason::ContentFilter,
@@ -380,6 +382,22 @@ mod tests {
     use super::super::super::sse::testing::{json_string, per_event};
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn every_documented_stop_reason_says_whether_the_answer_was_cut() {
+        for (reason, finish) in [
+            ("end_turn", FinishReason::Stop),
+            ("stop_sequence", FinishReason::Stop),
+            ("pause_turn", FinishReason::Stop),
+            ("max_tokens", FinishReason::Length),
+            ("model_context_window_exceeded", FinishReason::Length),
+            ("tool_use", FinishReason::ToolCalls),
+            ("refusal", FinishReason::ContentFilter),
+        ] {
+            assert_eq!(finish_reason(Some(reason), false), finish, "{reason}");
+        }
+        assert_eq!(finish_reason(Some("tool_use"), true), FinishReason::Stop);
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
