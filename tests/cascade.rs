@@ -12,7 +12,7 @@ use chaosai::gateway::cascade::{
 use chaosai::gateway::events::EventBus;
 use chaosai::gateway::metrics::Metrics;
 use chaosai::gateway::prompt::PromptTemplate;
-use chaosai::gateway::provider::{self, Endpoint, Piece, ProviderTarget, WireLimits};
+use chaosai::gateway::provider::{self, Endpoint, FinishReason, Piece, ProviderTarget, WireLimits};
 use chaosai::shared::{
     AttemptOutcome, BreakerState, ChatTurn, ContinuationStyle, GatewayEvent, ProbeMode, Transition,
 };
@@ -431,6 +431,33 @@ async fn an_answer_without_text_or_a_tool_call_falls_over_whole_or_streamed() {
                 "{protocol:?} {delivery:?}"
             );
         }
+    }
+
+    // An answer the provider's content filter emptied is its safety decision,
+    // which the caller sees rather than a provider that might decide otherwise.
+    let filtered = ScriptedServer::start(Script::respond(
+        200,
+        "application/json",
+        &serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": null},
+            "finish_reason": "content_filter"}]})
+        .to_string(),
+    ))
+    .await;
+    let cascade = cascade(vec![
+        entry("gpt", Protocol::OpenAi, &format!("{}/v1", filtered.url)),
+        entry("llama", Protocol::OpenAi, &format!("{}/v1", backup.url)),
+    ]);
+    for delivery in [Delivery::Whole, Delivery::Streamed] {
+        let served = cascade.open(&question(), delivery).await.unwrap();
+        assert_eq!(served_by(&served), "gpt", "{delivery:?}");
+        assert!(
+            served
+                .answer
+                .head
+                .contains(&Piece::Finish(FinishReason::ContentFilter)),
+            "{delivery:?}"
+        );
+        assert_eq!(served.attempts.len(), 1);
     }
 }
 

@@ -18,8 +18,8 @@ use super::metrics::Metrics;
 use super::peers::Peers;
 use super::prompt::PromptTemplate;
 use super::provider::{
-    Options, Piece, PieceStream, Provider, ProviderError, ProviderRequest, TimeoutKind,
-    ToolCallDelta,
+    FinishReason, Options, Piece, PieceStream, Provider, ProviderError, ProviderRequest,
+    TimeoutKind, ToolCallDelta,
 };
 use crate::clock::SharedClock;
 use crate::shared::{
@@ -48,11 +48,17 @@ pub struct Timeouts {
     pub answer: Duration,
 }
 
-/// Whether an answer that ended without a content piece is still whole: only
-/// when it continues a broken one and the provider said why it stopped (the
-/// broken answer was already complete; there is nothing to add).
-fn nothing_to_add(request: &ProviderRequest, pieces: &[Piece]) -> bool {
-    request.continuation.is_some() && pieces.iter().any(|p| matches!(p, Piece::Finish(_)))
+/// Whether an answer that ended without a content piece is still an answer:
+/// when the provider's content filter stopped it (a safety decision is the
+/// caller's to see, never routed around, as a refused request is not), or when
+/// it continues a broken answer and the provider said it stopped (the broken
+/// answer was already complete; there is nothing to add).
+fn whole_without_content(request: &ProviderRequest, pieces: &[Piece]) -> bool {
+    pieces.iter().any(|piece| match piece {
+        Piece::Finish(FinishReason::ContentFilter) => true,
+        Piece::Finish(_) => request.continuation.is_some(),
+        _ => false,
+    })
 }
 
 /// How the caller wants the answer: the provider is asked the same way.
@@ -482,7 +488,8 @@ impl Cascade {
                 // reasoning model that spent its tokens thinking) would show the
                 // customer nothing, so the next provider is asked instead.
                 let pieces = completion.into_pieces();
-                if !nothing_to_add(request, &pieces) && !pieces.iter().any(Piece::is_content) {
+                if !whole_without_content(request, &pieces) && !pieces.iter().any(Piece::is_content)
+                {
                     return Err(ProviderError::Malformed("empty answer".into()));
                 }
                 Ok(Opened {
@@ -496,7 +503,7 @@ impl Cascade {
                 let first_token = tokio::time::timeout(self.timeouts.first_token, async {
                     loop {
                         match rest.next().await {
-                            None if nothing_to_add(request, &head) => {
+                            None if whole_without_content(request, &head) => {
                                 rest = futures::stream::empty().boxed();
                                 return Ok(());
                             }
