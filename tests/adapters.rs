@@ -9,8 +9,8 @@ use chaosai::gateway::provider::{
     self, Endpoint, FinishReason, Options, Piece, Provider, ProviderError, ProviderRequest,
     ProviderTarget, Sampling, TimeoutKind, Tool, ToolCallDelta, ToolChoice, WireLimits,
 };
-use chaosai::shared::ChatTurn;
 use chaosai::shared::ContinuationStyle;
+use chaosai::shared::{AttemptOutcome, ChatTurn};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -525,6 +525,108 @@ async fn server_errors_and_overload_are_retryable_with_the_providers_message() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn a_server_refusing_only_the_wording_is_asked_again_rewritten_and_remembers() {
+    let wire = openai();
+    // OpenAI's reasoning models refuse `max_tokens`, in these words and code.
+    let refusal = serde_json::json!({"error": {
+        "message": "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+        "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}})
+    .to_string();
+    let server = ScriptedServer::sequence(vec![
+        Script::respond(400, "application/json", &refusal),
+        Script::respond(200, "application/json", &(wire.answer)("thought it over")),
+    ])
+    .await;
+    let adapter = adapter(&wire, &server);
+    let answer = adapter.complete(&request()).await.unwrap();
+    assert_eq!(answer.text, "thought it over");
+    adapter.complete(&request()).await.unwrap();
+    let bodies: Vec<_> = server
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.body.clone())
+        .collect();
+    assert_eq!(bodies.len(), 3, "one refusal, then each request once");
+    assert!(bodies[0].get("max_tokens").is_some());
+    for body in &bodies[1..] {
+        assert!(body.get("max_tokens").is_none(), "{body}");
+        assert_eq!(body["max_completion_tokens"], bodies[0]["max_tokens"]);
+    }
+
+    // Groq refused `stream_options` in these words: streams go on without it.
+    let refusal = serde_json::json!({"error": {
+        "message": "property 'stream_options' is unsupported, did you mean 'stream'?",
+        "type": "invalid_request_error"}})
+    .to_string();
+    let mut events = (wire.deltas)(&["Hel", "lo"]);
+    events.extend((wire.end)());
+    let server = ScriptedServer::sequence(vec![
+        Script::respond(400, "application/json", &refusal),
+        Script::sse(events, Duration::from_millis(1), End::Close),
+    ])
+    .await;
+    let adapter = self::adapter(&wire, &server);
+    let (deltas, error) = drain(&adapter).await;
+    assert_eq!(deltas, vec!["Hel", "lo"]);
+    assert!(error.is_none(), "{error:?}");
+    let bodies: Vec<_> = server
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.body.clone())
+        .collect();
+    assert_eq!(bodies.len(), 2);
+    assert!(bodies[0].get("stream_options").is_some());
+    assert!(bodies[1].get("stream_options").is_none());
+    assert_eq!(bodies[1]["stream"], true);
+
+    // Any other 400 is the caller's, and goes back once, unretried.
+    let server = ScriptedServer::start(Script::respond(
+        400,
+        "application/json",
+        &(wire.error)("max_tokens is too large"),
+    ))
+    .await;
+    let err = self::adapter(&wire, &server)
+        .complete(&request())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProviderError::InvalidRequest { .. }),
+        "{err:?}"
+    );
+    assert_eq!(server.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_model_that_does_not_take_a_value_is_unsupported_not_the_callers_mistake() {
+    let wire = openai();
+    let server = ScriptedServer::start(Script::respond(
+        400,
+        "application/json",
+        &serde_json::json!({"error": {
+            "message": "Unsupported value: 'temperature' does not support 0.2 with this model. Only the default (1) value is supported.",
+            "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"}})
+        .to_string(),
+    ))
+    .await;
+    let err = adapter(&wire, &server)
+        .complete(&request())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProviderError::Unsupported { status: 400, .. }),
+        "{err:?}"
+    );
+    assert!(err.falls_through());
+    assert!(!err.counts_against_provider());
+    assert_eq!(err.outcome(), AttemptOutcome::Unsupported);
 }
 
 #[tokio::test]

@@ -462,6 +462,63 @@ async fn an_answer_without_text_or_a_tool_call_falls_over_whole_or_streamed() {
 }
 
 #[tokio::test]
+async fn a_model_that_does_not_take_a_value_passes_to_the_next_and_all_refusing_is_a_400() {
+    let refusal = Script::respond(
+        400,
+        "application/json",
+        &serde_json::json!({"error": {
+            "message": "Unsupported value: 'temperature' does not support 0.2 with this model.",
+            "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"}})
+        .to_string(),
+    );
+    let reasoning = ScriptedServer::start(refusal.clone()).await;
+    let backup = ScriptedServer::start(openai_answer("backup")).await;
+    let cascade = cascade(vec![
+        entry(
+            "o-model",
+            Protocol::OpenAi,
+            &format!("{}/v1", reasoning.url),
+        ),
+        entry("llama", Protocol::OpenAi, &format!("{}/v1", backup.url)),
+    ]);
+    let served = cascade.open(&question(), Delivery::Whole).await.unwrap();
+    assert_eq!(served_by(&served), "llama");
+    let outcomes: Vec<_> = served.attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        vec![AttemptOutcome::Unsupported, AttemptOutcome::Ok]
+    );
+
+    let other = ScriptedServer::start(refusal).await;
+    let cascade = self::cascade(vec![
+        entry(
+            "o-model",
+            Protocol::OpenAi,
+            &format!("{}/v1", reasoning.url),
+        ),
+        entry("o-other", Protocol::OpenAi, &format!("{}/v1", other.url)),
+    ]);
+    for _ in 0..4 {
+        match cascade.open(&question(), Delivery::Whole).await {
+            Err(CascadeError::InvalidRequest {
+                provider,
+                status,
+                message,
+                attempts,
+            }) => {
+                assert_eq!((provider.as_str(), status), ("o-model", 400));
+                assert!(message.contains("temperature"), "{message}");
+                assert_eq!(attempts.len(), 2);
+            }
+            Err(other) => panic!("{other:?}"),
+            Ok(served) => panic!("served by {}", served_by(&served)),
+        }
+    }
+    // Refusals say nothing of the providers' health: no breaker opened.
+    assert_eq!(other.hits(), 4);
+}
+
+#[tokio::test]
 async fn one_transient_failure_of_a_healthy_provider_is_retried_at_once() {
     let flaky = ScriptedServer::sequence(vec![
         openai_error(503, "busy", "busy"),

@@ -569,6 +569,7 @@ impl Cascade {
             too_large: None,
             refused_by_all: true,
             unsupported: None,
+            refused: None,
         };
         for slot in self.candidates(request)? {
             let name = slot.name();
@@ -678,6 +679,13 @@ impl Cascade {
                     ProviderError::TooLarge { status, message } => {
                         drop(permit);
                         run.too_large = Some((name.to_string(), status, message));
+                    }
+                    // This provider's model does not take what the request
+                    // carries; one whose model does may serve it.
+                    ProviderError::Unsupported { status, message } => {
+                        drop(permit);
+                        run.refused
+                            .get_or_insert((name.to_string(), status, message));
                     }
                     err => {
                         tracing::warn!(provider = name, kind = %err.outcome(), error = %err, "attempt failed");
@@ -814,6 +822,8 @@ struct Run {
     refused_by_all: bool,
     /// The parameter a provider could not honour, if one could not.
     unsupported: Option<&'static str>,
+    /// The first provider that said its model does not take the request as it is.
+    refused: Option<(String, u16, String)>,
 }
 
 impl Run {
@@ -844,6 +854,18 @@ impl Run {
                 .attempts
                 .iter()
                 .all(|a| a.outcome == AttemptOutcome::Unsupported);
+        // Every provider said its model does not take the request as it is:
+        // the caller hears it from the first, as it would from that provider.
+        if all_unsupported && self.unsupported.is_none() {
+            if let Some((provider, status, message)) = self.refused {
+                return CascadeError::InvalidRequest {
+                    provider,
+                    status,
+                    message,
+                    attempts: self.attempts,
+                };
+            }
+        }
         if let (Some(param), true) = (self.unsupported, all_unsupported) {
             let providers = self
                 .attempts

@@ -68,6 +68,17 @@ pub enum ProviderError {
         /// The provider's message.
         message: String,
     },
+    /// This provider's model does not take a parameter or value the request
+    /// carries (OpenAI's `unsupported_parameter` / `unsupported_value`: a
+    /// reasoning model refuses `temperature`): the request is valid, and a
+    /// provider whose model takes it may serve it; this one is well.
+    #[error("not supported by this provider ({status}): {message}")]
+    Unsupported {
+        /// HTTP status.
+        status: u16,
+        /// The provider's message.
+        message: String,
+    },
     /// The request is too large for this provider (its context window, or a 413):
     /// another provider with a larger window may serve it, and this one is well.
     #[error("too large for this provider ({status}): {message}")]
@@ -91,6 +102,15 @@ pub struct WireFault {
 }
 
 impl WireFault {
+    /// Whether the provider says its model does not take a parameter or value
+    /// of the request, by OpenAI's codes for it.
+    fn is_unsupported(&self) -> bool {
+        matches!(
+            self.code.as_deref(),
+            Some("unsupported_parameter" | "unsupported_value")
+        )
+    }
+
     /// Whether the provider says the request does not fit its window: OpenAI's
     /// and Groq's `context_length_exceeded` code, or the wording Anthropic
     /// ("prompt is too long"), vLLM and others use without a code.
@@ -126,7 +146,9 @@ impl ProviderError {
     pub fn counts_against_provider(&self) -> bool {
         !matches!(
             self,
-            ProviderError::InvalidRequest { .. } | ProviderError::TooLarge { .. }
+            ProviderError::InvalidRequest { .. }
+                | ProviderError::TooLarge { .. }
+                | ProviderError::Unsupported { .. }
         )
     }
 
@@ -150,7 +172,8 @@ impl ProviderError {
             ProviderError::Server { status, .. }
             | ProviderError::Misconfigured { status, .. }
             | ProviderError::InvalidRequest { status, .. }
-            | ProviderError::TooLarge { status, .. } => Some(*status),
+            | ProviderError::TooLarge { status, .. }
+            | ProviderError::Unsupported { status, .. } => Some(*status),
             ProviderError::RateLimited { .. } => Some(429),
             _ => None,
         }
@@ -175,6 +198,7 @@ impl ProviderError {
             ProviderError::Misconfigured { .. } => AttemptOutcome::Misconfigured,
             ProviderError::InvalidRequest { .. } => AttemptOutcome::InvalidRequest,
             ProviderError::TooLarge { .. } => AttemptOutcome::TooLarge,
+            ProviderError::Unsupported { .. } => AttemptOutcome::Unsupported,
         }
     }
 
@@ -191,6 +215,7 @@ impl ProviderError {
             300..=399 | 401 | 403 | 404 => ProviderError::Misconfigured { status, message },
             413 => ProviderError::TooLarge { status, message },
             400..=499 if fault.is_too_large() => ProviderError::TooLarge { status, message },
+            400..=499 if fault.is_unsupported() => ProviderError::Unsupported { status, message },
             400..=499 => ProviderError::InvalidRequest { status, message },
             _ => ProviderError::Server { status, message },
         }

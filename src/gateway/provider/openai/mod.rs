@@ -7,6 +7,7 @@
 //! and error bodies.
 
 mod decode;
+mod dialect;
 
 use super::wire::{parse_json, KeyHeader, Target};
 use super::{
@@ -15,6 +16,7 @@ use super::{
 };
 use crate::shared::{ContinuationStyle, Protocol, Role};
 use async_trait::async_trait;
+use dialect::{Dialect, Wording};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -24,13 +26,19 @@ pub struct OpenAiProvider {
     target: Target,
     /// How this server continues a partial answer, if it can.
     continuation: ContinuationStyle,
+    /// What this server turned out not to take of a request's first wording.
+    dialect: Dialect,
 }
 
 #[derive(Serialize)]
 struct WireRequest<'a> {
     model: &'a str,
     messages: Vec<WireMessage<'a>>,
-    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    /// OpenAI's reasoning models take the cap only under this name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -113,7 +121,17 @@ impl OpenAiProvider {
         Self {
             target: Target::new(target, "/chat/completions", client, KeyHeader::Bearer),
             continuation,
+            dialect: Dialect::default(),
         }
+    }
+
+    /// Says once per adaptation that the server refused the request's wording.
+    fn rewritten(&self, refusal: &ProviderError) {
+        tracing::warn!(
+            provider = %self.target.name,
+            error = %refusal,
+            "the server refused the request's wording; asking again rewritten, as from now on"
+        );
     }
 
     fn messages<'a>(&self, request: &'a ProviderRequest) -> Vec<WireMessage<'a>> {
@@ -158,7 +176,12 @@ impl OpenAiProvider {
         messages
     }
 
-    fn request(&self, request: &ProviderRequest, stream: bool) -> reqwest::RequestBuilder {
+    fn request(
+        &self,
+        request: &ProviderRequest,
+        stream: bool,
+        wording: Wording,
+    ) -> reqwest::RequestBuilder {
         let vllm = request.continuation.is_some()
             && self.continuation == ContinuationStyle::ContinueFinalMessage;
         let sampling = &request.options.sampling;
@@ -166,7 +189,8 @@ impl OpenAiProvider {
         let body = WireRequest {
             model: &self.target.model,
             messages: self.messages(request),
-            max_tokens: request.max_tokens,
+            max_tokens: (!wording.completion_tokens).then_some(request.max_tokens),
+            max_completion_tokens: wording.completion_tokens.then_some(request.max_tokens),
             temperature: sampling.temperature,
             top_p: sampling.top_p,
             stop: &sampling.stop,
@@ -191,7 +215,8 @@ impl OpenAiProvider {
             parallel_tool_calls: request.options.parallel_tool_calls.filter(|_| has_tools),
             response_format: response_format(&request.options.response_format),
             stream,
-            stream_options: stream.then(|| json!({"include_usage": true})),
+            stream_options: (stream && !wording.no_stream_options)
+                .then(|| json!({"include_usage": true})),
             continue_final_message: vllm.then_some(true),
             add_generation_prompt: vllm.then_some(false),
         };
@@ -223,20 +248,40 @@ impl Provider for OpenAiProvider {
     }
 
     async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {
-        self.target
-            .fetch_whole(self.request(request, false), decode::error_fault, whole)
-            .await
+        loop {
+            let wording = self.dialect.wording();
+            let result = self
+                .target
+                .fetch_whole(
+                    self.request(request, false, wording),
+                    decode::error_fault,
+                    whole,
+                )
+                .await;
+            match result {
+                Err(err) if self.dialect.learn(wording, false, &err) => self.rewritten(&err),
+                result => return result,
+            }
+        }
     }
 
     async fn stream(&self, request: &ProviderRequest) -> Result<PieceStream, ProviderError> {
-        self.target
-            .open_stream(
-                self.request(request, true),
-                decode::error_fault,
-                decode::ChunkDecoder::default(),
-                whole,
-            )
-            .await
+        loop {
+            let wording = self.dialect.wording();
+            let result = self
+                .target
+                .open_stream(
+                    self.request(request, true, wording),
+                    decode::error_fault,
+                    decode::ChunkDecoder::default(),
+                    whole,
+                )
+                .await;
+            match result {
+                Err(err) if self.dialect.learn(wording, true, &err) => self.rewritten(&err),
+                result => return result,
+            }
+        }
     }
 }
 
@@ -262,7 +307,10 @@ mod tests {
     }
 
     fn body_of(request: &ProviderRequest, stream: bool) -> Value {
-        let built = adapter().request(request, stream).build().unwrap();
+        let built = adapter()
+            .request(request, stream, Wording::default())
+            .build()
+            .unwrap();
         serde_json::from_slice(built.body().unwrap().as_bytes().unwrap()).unwrap()
     }
 
