@@ -519,6 +519,35 @@ async fn a_model_that_does_not_take_a_value_passes_to_the_next_and_all_refusing_
 }
 
 #[tokio::test]
+async fn a_claude_that_refuses_temperature_with_top_p_is_passed_by_and_then_skipped() {
+    let claude = ScriptedServer::start(Script::respond(
+        400,
+        "application/json",
+        r#"{"type":"error","error":{"type":"invalid_request_error","message":"`temperature` and `top_p` cannot both be specified for this model. Please use only one."}}"#,
+    ))
+    .await;
+    let backup = ScriptedServer::start(openai_answer("backup")).await;
+    let cascade = cascade(vec![
+        entry("claude", Protocol::Anthropic, &claude.url),
+        entry("gpt", Protocol::OpenAi, &format!("{}/v1", backup.url)),
+    ]);
+    let mut both = question();
+    both.options.sampling.temperature = Some(0.2);
+    both.options.sampling.top_p = Some(0.9);
+    for round in 0..2 {
+        let served = cascade.open(&both, Delivery::Streamed).await.unwrap();
+        assert_eq!(served_by(&served), "gpt", "round {round}");
+        assert_eq!(served.attempts[0].outcome, AttemptOutcome::Unsupported);
+    }
+    assert_eq!(claude.hits(), 1, "learned once, then passed by without I/O");
+    // One of the two is still Claude's to serve.
+    let mut one = question();
+    one.options.sampling.temperature = Some(0.2);
+    let _ = cascade.open(&one, Delivery::Whole).await;
+    assert_eq!(claude.hits(), 2);
+}
+
+#[tokio::test]
 async fn one_transient_failure_of_a_healthy_provider_is_retried_at_once() {
     let flaky = ScriptedServer::sequence(vec![
         openai_error(503, "busy", "busy"),

@@ -118,13 +118,23 @@ struct WireErrorBody {
 }
 
 /// The fault an error body describes, if it is Anthropic's error shape.
+/// Anthropic has no error codes; the one refusal that is about the model, not
+/// the request, gets OpenAI's code for it, so that it is classified alike.
 pub(super) fn error_fault(body: &str) -> Option<WireFault> {
     let error = serde_json::from_str::<WireError>(body).ok()?.error;
     Some(WireFault {
+        code: refuses_temperature_with_top_p(&error.message)
+            .then(|| "unsupported_parameter".to_string()),
         message: error.message,
-        code: None,
         kind: Some(error.kind).filter(|k| !k.is_empty()),
     })
+}
+
+/// Whether `message` is the refusal of Claude models since Sonnet 4.5 to take
+/// `temperature` and `top_p` together ("`temperature` and `top_p` cannot both
+/// be specified for this model"), which older models and other providers take.
+pub(super) fn refuses_temperature_with_top_p(message: &str) -> bool {
+    message.contains("temperature") && message.contains("top_p") && message.contains("both")
 }
 
 /// Anthropic's stop reasons in OpenAI's vocabulary. The forced tool of a JSON

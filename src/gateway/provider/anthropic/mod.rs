@@ -23,6 +23,7 @@ use crate::shared::{ChatTurn, ContinuationStyle, Protocol, Role};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The API version this adapter speaks.
 const API_VERSION: &str = "2023-06-01";
@@ -41,6 +42,9 @@ pub struct AnthropicProvider {
     target: Target,
     /// `prefill` unless configured off.
     continuation: ContinuationStyle,
+    /// The model refused `temperature` with `top_p` once: later requests with
+    /// both pass it by without I/O, as one above its maximum temperature does.
+    refuses_both_samplings: AtomicBool,
 }
 
 #[derive(Serialize)]
@@ -172,7 +176,24 @@ impl AnthropicProvider {
         Self {
             target: Target::new(target, "/v1/messages", client, API_KEY),
             continuation,
+            refuses_both_samplings: AtomicBool::new(false),
         }
+    }
+
+    /// Remembers the model's refusal of `temperature` with `top_p`, so that the
+    /// next request with both is passed by without asking.
+    fn learn<T>(&self, result: Result<T, ProviderError>) -> Result<T, ProviderError> {
+        if let Err(ProviderError::Unsupported { message, .. }) = &result {
+            if decode::refuses_temperature_with_top_p(message)
+                && !self.refuses_both_samplings.swap(true, Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    provider = %self.target.name,
+                    "the model takes temperature or top_p, not both: requests with both go to the next provider from now on"
+                );
+            }
+        }
+        result
     }
 
     fn request(&self, request: &ProviderRequest, stream: bool) -> reqwest::RequestBuilder {
@@ -247,13 +268,15 @@ impl Provider for AnthropicProvider {
     }
 
     fn cannot_honour(&self, request: &ProviderRequest) -> Option<&'static str> {
-        if request
-            .options
-            .sampling
-            .temperature
-            .is_some_and(|t| t > MAX_TEMPERATURE)
-        {
+        let sampling = &request.options.sampling;
+        if sampling.temperature.is_some_and(|t| t > MAX_TEMPERATURE) {
             return Some("temperature");
+        }
+        if sampling.temperature.is_some()
+            && sampling.top_p.is_some()
+            && self.refuses_both_samplings.load(Ordering::Relaxed)
+        {
+            return Some("top_p");
         }
         let json = request.options.response_format != ResponseFormat::Text;
         // The JSON technique takes the tools over; and a JSON answer lives in a
@@ -266,24 +289,28 @@ impl Provider for AnthropicProvider {
 
     async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {
         let tool = json_tool(&request.options.response_format).map(|(name, _)| name);
-        self.target
+        let result = self
+            .target
             .fetch_whole(self.request(request, false), decode::error_fault, |bytes| {
                 whole(bytes, tool)
             })
-            .await
+            .await;
+        self.learn(result)
     }
 
     async fn stream(&self, request: &ProviderRequest) -> Result<PieceStream, ProviderError> {
         let tool = json_tool(&request.options.response_format).map(|(name, _)| name);
         let decoder = decode::EventDecoder::new(tool.clone());
-        self.target
+        let result = self
+            .target
             .open_stream(
                 self.request(request, true),
                 decode::error_fault,
                 decoder,
                 |bytes| whole(bytes, tool),
             )
-            .await
+            .await;
+        self.learn(result)
     }
 }
 
