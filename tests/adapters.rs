@@ -544,13 +544,7 @@ async fn a_server_refusing_only_the_wording_is_asked_again_rewritten_and_remembe
     let answer = adapter.complete(&request()).await.unwrap();
     assert_eq!(answer.text, "thought it over");
     adapter.complete(&request()).await.unwrap();
-    let bodies: Vec<_> = server
-        .received
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| r.body.clone())
-        .collect();
+    let bodies = server.bodies();
     assert_eq!(bodies.len(), 3, "one refusal, then each request once");
     assert!(bodies[0].get("max_tokens").is_some());
     for body in &bodies[1..] {
@@ -574,13 +568,7 @@ async fn a_server_refusing_only_the_wording_is_asked_again_rewritten_and_remembe
     let (deltas, error) = drain(&adapter).await;
     assert_eq!(deltas, vec!["Hel", "lo"]);
     assert!(error.is_none(), "{error:?}");
-    let bodies: Vec<_> = server
-        .received
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| r.body.clone())
-        .collect();
+    let bodies = server.bodies();
     assert_eq!(bodies.len(), 2);
     assert!(bodies[0].get("stream_options").is_some());
     assert!(bodies[1].get("stream_options").is_none());

@@ -149,6 +149,12 @@ impl ScriptedServer {
     pub fn hits(&self) -> usize {
         self.received.lock().unwrap().len()
     }
+
+    /// The JSON bodies of the requests that arrived, in order.
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        let received = self.received.lock().unwrap();
+        received.iter().map(|r| r.body.clone()).collect()
+    }
 }
 
 async fn read_request(stream: &mut TcpStream) -> Option<Received> {
