@@ -14,7 +14,8 @@ use chaosai::gateway::metrics::Metrics;
 use chaosai::gateway::prompt::PromptTemplate;
 use chaosai::gateway::provider::{self, Endpoint, FinishReason, Piece, ProviderTarget, WireLimits};
 use chaosai::shared::{
-    AttemptOutcome, BreakerState, ChatTurn, ContinuationStyle, GatewayEvent, ProbeMode, Transition,
+    AttemptOutcome, BreakerState, ChatTurn, ContinuationStyle, GatewayEvent, ProbeMode, Role,
+    Transition,
 };
 use futures::StreamExt;
 use std::sync::Arc;
@@ -545,6 +546,25 @@ async fn a_claude_that_refuses_temperature_with_top_p_is_passed_by_and_then_skip
     one.options.sampling.temperature = Some(0.2);
     let _ = cascade.open(&one, Delivery::Whole).await;
     assert_eq!(claude.hits(), 2);
+}
+
+#[tokio::test]
+async fn an_empty_assistant_turn_in_the_history_reaches_anthropic_as_nothing() {
+    // Anthropic refuses a message without content and a whitespace-only text
+    // block; a bot's history may hold an empty reply all the same.
+    let claude = simulated(Protocol::Anthropic).await;
+    let cascade = cascade(vec![entry("claude", Protocol::Anthropic, &claude)]);
+    let mut request = question();
+    request.turns = vec![
+        ChatTurn::user("Hi"),
+        ChatTurn::new(Role::Assistant, String::new()),
+        ChatTurn::user("Are you there?"),
+        ChatTurn::new(Role::Assistant, " \n".to_string()),
+        ChatTurn::user("Where is my order?"),
+    ];
+    let served = cascade.open(&request, Delivery::Whole).await.unwrap();
+    assert_eq!(served_by(&served), "claude");
+    assert_eq!(served.attempts[0].outcome, AttemptOutcome::Ok);
 }
 
 #[tokio::test]

@@ -70,6 +70,11 @@ fn turns(messages: &[Value]) -> Result<Vec<ChatTurn>, String> {
                 ))
             }
         };
+        if blocks.is_empty() && !(role == Role::Assistant && i + 1 == messages.len()) {
+            return Err(format!(
+                "messages.{i}: all messages must have non-empty content except for the optional final assistant message"
+            ));
+        }
         let mut answered = Vec::new();
         let mut turn = ChatTurn::new(role, String::new());
         for (n, block) in blocks.iter().enumerate() {
@@ -80,6 +85,11 @@ fn turns(messages: &[Value]) -> Result<Vec<ChatTurn>, String> {
                         return Err(format!(
                             "messages.{i}.content.{n}.text: text content blocks must be non-empty"
                         ));
+                    }
+                    if text.trim().is_empty() {
+                        return Err(
+                            "messages: text content blocks must contain non-whitespace text".into(),
+                        );
                     }
                     turn.content.push_str(text);
                 }

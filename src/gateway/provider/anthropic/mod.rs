@@ -103,8 +103,9 @@ fn blocks(turn: &ChatTurn) -> Vec<Value> {
             "content": turn.content}));
         return blocks;
     }
-    // Anthropic refuses empty text blocks; an assistant turn may be calls only.
-    if !turn.content.is_empty() {
+    // Anthropic refuses empty and whitespace-only text blocks; an assistant
+    // turn may be calls only.
+    if !turn.content.trim().is_empty() {
         blocks.push(json!({"type": "text", "text": turn.content}));
     }
     for call in &turn.tool_calls {
@@ -129,6 +130,11 @@ fn messages(request: &ProviderRequest) -> Vec<WireMessage> {
             "user"
         };
         let content = blocks(turn);
+        // An assistant turn with nothing in it (a bot's record of an empty
+        // reply) says nothing, and Anthropic refuses a message without content.
+        if content.is_empty() {
+            continue;
+        }
         match messages.last_mut() {
             Some(last) if last.role == role => last.content.extend(content),
             _ => messages.push(WireMessage { role, content }),
