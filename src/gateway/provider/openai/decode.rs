@@ -163,7 +163,9 @@ struct WireDelta<'a> {
 
 #[derive(Deserialize)]
 struct WireToolCallDelta {
-    index: u32,
+    /// Left out by some compatible servers; see [`CallOrder`].
+    #[serde(default)]
+    index: Option<u32>,
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
@@ -281,9 +283,39 @@ impl WireResponse {
 #[derive(Default)]
 pub(super) struct ChunkDecoder {
     named: bool,
+    /// Which call a fragment without an index belongs to.
+    calls: CallOrder,
     /// The envelope of the last chunk that carried only text, once the model is
     /// named (the one piece of state a chunk's meaning depends on).
     envelope: Envelope,
+}
+
+/// The tool calls a stream has opened so far. OpenAI numbers every fragment
+/// with its call's `index`; some compatible servers leave it out (sending each
+/// call whole, or its first fragment with an `id` and the rest without). A
+/// fragment without one then opens the next call when it carries a new id, and
+/// otherwise continues the call opened last.
+#[derive(Default)]
+struct CallOrder {
+    /// Calls opened: one past the highest index seen.
+    opened: u32,
+    /// The id of the call opened last.
+    last_id: Option<String>,
+}
+
+impl CallOrder {
+    fn index_of(&mut self, index: Option<u32>, id: Option<&str>) -> u32 {
+        let index = match index {
+            Some(index) => index,
+            None if id.is_some() && id != self.last_id.as_deref() => self.opened,
+            None => self.opened.saturating_sub(1),
+        };
+        self.opened = self.opened.max(index.saturating_add(1));
+        if let Some(id) = id {
+            self.last_id = Some(id.to_string());
+        }
+        index
+    }
 }
 
 impl SseDecoder for ChunkDecoder {
@@ -331,10 +363,10 @@ impl SseDecoder for ChunkDecoder {
                 out.push(Piece::Text(text.0.into_owned()));
             }
             for call in delta.tool_calls.unwrap_or_default() {
-                if call.index >= MAX_TOOL_CALLS {
+                let index = self.calls.index_of(call.index, call.id.as_deref());
+                if index >= MAX_TOOL_CALLS {
                     return Err(ProviderError::Malformed(format!(
-                        "tool call index {} is beyond {MAX_TOOL_CALLS}",
-                        call.index
+                        "tool call index {index} is beyond {MAX_TOOL_CALLS}"
                     )));
                 }
                 let function = call.function.unwrap_or(WireFunctionDelta {
@@ -342,7 +374,7 @@ impl SseDecoder for ChunkDecoder {
                     arguments: None,
                 });
                 out.push(Piece::ToolCall(ToolCallDelta {
-                    index: call.index,
+                    index,
                     id: call.id,
                     name: function.name,
                     arguments: function.arguments.unwrap_or_default(),
@@ -544,6 +576,34 @@ mod tests {
                 prompt_tokens: 12,
                 completion_tokens: 9
             })
+        );
+    }
+
+    #[test]
+    fn tool_call_fragments_without_an_index_are_numbered_by_their_ids() {
+        let pieces = decode_all(&[
+            // Each call whole, as some compatible servers send them.
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"id":"a","type":"function","function":{"name":"order_status","arguments":"{\"id\":1}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"id":"b","type":"function","function":{"name":"refund","arguments":""}}]}}]}"#,
+            // The rest of the second, without its id.
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"function":{"arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+        ])
+        .unwrap();
+        let fragments: Vec<ToolCallDelta> = pieces
+            .into_iter()
+            .filter_map(|p| match p {
+                Piece::ToolCall(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        let indexes: Vec<u32> = fragments.iter().map(|d| d.index).collect();
+        assert_eq!(indexes, [0, 1, 1]);
+        let calls = ToolCallDelta::assemble(&fragments).unwrap();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            (calls[1].name.as_str(), calls[1].arguments.as_str()),
+            ("refund", "{}")
         );
     }
 
