@@ -176,8 +176,10 @@ struct WireToolCallDelta {
 struct WireFunctionDelta {
     #[serde(default)]
     name: Option<String>,
+    /// A piece of JSON text, as OpenAI sends it; some compatible servers send a
+    /// call's whole arguments as a JSON object instead.
     #[serde(default)]
-    arguments: Option<String>,
+    arguments: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -377,7 +379,10 @@ impl SseDecoder for ChunkDecoder {
                     index,
                     id: call.id,
                     name: function.name,
-                    arguments: function.arguments.unwrap_or_default(),
+                    arguments: match function.arguments {
+                        None | Some(Value::Null) => String::new(),
+                        Some(arguments) => arguments_text(arguments),
+                    },
                 }));
             }
             if let Some(reason) = choice.finish_reason {
@@ -582,8 +587,9 @@ mod tests {
     #[test]
     fn tool_call_fragments_without_an_index_are_numbered_by_their_ids() {
         let pieces = decode_all(&[
-            // Each call whole, as some compatible servers send them.
-            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"id":"a","type":"function","function":{"name":"order_status","arguments":"{\"id\":1}"}}]}}]}"#,
+            // Each call whole, as some compatible servers send them (one with
+            // its arguments as an object).
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"id":"a","type":"function","function":{"name":"order_status","arguments":{"id":1}}}]}}]}"#,
             r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"id":"b","type":"function","function":{"name":"refund","arguments":""}}]}}]}"#,
             // The rest of the second, without its id.
             r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"function":{"arguments":"{}"}}]}}]}"#,
@@ -601,6 +607,7 @@ mod tests {
         assert_eq!(indexes, [0, 1, 1]);
         let calls = ToolCallDelta::assemble(&fragments).unwrap();
         assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].arguments, r#"{"id":1}"#);
         assert_eq!(
             (calls[1].name.as_str(), calls[1].arguments.as_str()),
             ("refund", "{}")
