@@ -520,6 +520,27 @@ async fn a_model_that_does_not_take_a_value_passes_to_the_next_and_all_refusing_
 }
 
 #[tokio::test]
+async fn a_whitespace_stop_sequence_passes_anthropic_by_for_a_provider_that_takes_it() {
+    // Anthropic refuses a stop sequence of whitespace alone, "\n" included.
+    let claude = simulated(Protocol::Anthropic).await;
+    let gpt = simulated(Protocol::OpenAi).await;
+    let cascade = cascade(vec![
+        entry("claude", Protocol::Anthropic, &claude),
+        entry("gpt", Protocol::OpenAi, &gpt),
+    ]);
+    let mut request = question();
+    request.options.sampling.stop = vec!["\n".into()];
+    let served = cascade.open(&request, Delivery::Whole).await.unwrap();
+    assert_eq!(served_by(&served), "gpt");
+    assert_eq!(served.attempts[0].outcome, AttemptOutcome::Unsupported);
+    assert_eq!(served.attempts[0].latency_ms, 0, "no I/O");
+    // A stop sequence with something in it is Claude's to honour.
+    request.options.sampling.stop = vec!["\nCustomer:".into()];
+    let served = cascade.open(&request, Delivery::Whole).await.unwrap();
+    assert_eq!(served_by(&served), "claude");
+}
+
+#[tokio::test]
 async fn a_claude_that_refuses_temperature_with_top_p_is_passed_by_and_then_skipped() {
     let claude = ScriptedServer::start(Script::respond(
         400,

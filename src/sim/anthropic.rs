@@ -162,6 +162,13 @@ fn decode(body: &Value) -> Result<SimRequest, String> {
     {
         return Err("temperature: Input should be less than or equal to 1".into());
     }
+    let stops = body["stop_sequences"].as_array().into_iter().flatten();
+    if stops
+        .filter_map(Value::as_str)
+        .any(|stop| stop.trim().is_empty())
+    {
+        return Err("stop_sequences: each stop sequence must contain non-whitespace".into());
+    }
     let messages = body["messages"]
         .as_array()
         .filter(|m| !m.is_empty())

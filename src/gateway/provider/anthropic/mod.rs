@@ -284,6 +284,11 @@ impl Provider for AnthropicProvider {
         {
             return Some("top_p");
         }
+        // Anthropic refuses a whitespace-only stop sequence ("\n" is a common
+        // one); dropped, it would not stop the answer where the caller asked.
+        if sampling.stop.iter().any(|stop| stop.trim().is_empty()) {
+            return Some("stop");
+        }
         let json = request.options.response_format != ResponseFormat::Text;
         // The JSON technique takes the tools over; and a JSON answer lives in a
         // tool's input, which a prefill cannot continue.
