@@ -541,6 +541,21 @@ async fn a_whitespace_stop_sequence_passes_anthropic_by_for_a_provider_that_take
 }
 
 #[tokio::test]
+async fn a_tool_schema_without_its_root_type_reaches_anthropic_as_an_object() {
+    // OpenAI takes `"parameters": {}`; Anthropic refuses a schema without a type.
+    let claude = simulated(Protocol::Anthropic).await;
+    let cascade = cascade(vec![entry("claude", Protocol::Anthropic, &claude)]);
+    let mut request = question();
+    request.options.tools = vec![provider::Tool {
+        name: "reset_password".into(),
+        description: Some("Sends a password reset link".into()),
+        parameters: serde_json::json!({}),
+    }];
+    let served = cascade.open(&request, Delivery::Whole).await.unwrap();
+    assert_eq!(served_by(&served), "claude");
+}
+
+#[tokio::test]
 async fn a_claude_that_refuses_temperature_with_top_p_is_passed_by_and_then_skipped() {
     let claude = ScriptedServer::start(Script::respond(
         400,

@@ -189,6 +189,14 @@ fn decode(body: &Value) -> Result<SimRequest, String> {
     {
         return Err("tools: each tool needs a name and an input_schema".into());
     }
+    if let Some(i) = tools
+        .iter()
+        .position(|t| t.parameters["type"].as_str() != Some("object"))
+    {
+        return Err(format!(
+            "tools.{i}.custom.input_schema.type: Field required"
+        ));
+    }
     let choice = &body["tool_choice"];
     if !choice.is_null() && tools.is_empty() {
         return Err("tool_choice: may only be specified while providing tools".into());

@@ -151,6 +151,20 @@ fn messages(request: &ProviderRequest) -> Vec<WireMessage> {
     messages
 }
 
+/// A tool's JSON schema as Anthropic takes it: OpenAI accepts a schema that
+/// leaves out its root `"type": "object"` (`"parameters": {}`), Anthropic
+/// refuses the tool without it.
+fn input_schema(schema: &Value) -> Value {
+    match schema {
+        Value::Object(fields) if !fields.contains_key("type") => {
+            let mut fields = fields.clone();
+            fields.insert("type".into(), json!("object"));
+            Value::Object(fields)
+        }
+        schema => schema.clone(),
+    }
+}
+
 /// The forced tool that carries a JSON answer, if one is wanted.
 fn json_tool(format: &ResponseFormat) -> Option<(String, Value)> {
     match format {
@@ -209,7 +223,7 @@ impl AnthropicProvider {
             Some((name, schema)) => (
                 vec![
                     json!({"name": name, "description": "Give the answer as this JSON.",
-                    "input_schema": schema}),
+                    "input_schema": input_schema(schema)}),
                 ],
                 Some(json!({"type": "tool", "name": name})),
             ),
@@ -219,7 +233,8 @@ impl AnthropicProvider {
                     .tools
                     .iter()
                     .map(|tool| {
-                        let mut spec = json!({"name": tool.name, "input_schema": tool.parameters});
+                        let mut spec =
+                            json!({"name": tool.name, "input_schema": input_schema(&tool.parameters)});
                         if let Some(description) = &tool.description {
                             spec["description"] = json!(description);
                         }
