@@ -618,6 +618,41 @@ async fn a_model_that_does_not_take_a_value_is_unsupported_not_the_callers_mista
 }
 
 #[tokio::test]
+async fn a_server_that_streams_a_whole_request_anyway_is_read_to_its_end() {
+    for wire in wires() {
+        let mut events = (wire.deltas)(&["Your order ", "ships today."]);
+        events.extend((wire.end)());
+        let server =
+            ScriptedServer::start(Script::sse(events, Duration::from_millis(1), End::Close)).await;
+        let answer = adapter(&wire, &server).complete(&request()).await.unwrap();
+        assert_eq!(
+            answer.text, "Your order ships today.",
+            "{:?}",
+            wire.protocol
+        );
+        assert_eq!(answer.finish_reason, FinishReason::Stop);
+        assert_eq!(server.bodies()[0]["stream"], false);
+
+        // Cut before its end, it is no answer at all.
+        let events = (wire.deltas)(&["Your order ", "ships"]);
+        let server =
+            ScriptedServer::start(Script::sse(events, Duration::from_millis(1), End::Close)).await;
+        let err = adapter(&wire, &server)
+            .complete(&request())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProviderError::Malformed(_) | ProviderError::Connection(_)
+            ),
+            "{:?}: {err:?}",
+            wire.protocol
+        );
+    }
+}
+
+#[tokio::test]
 async fn rate_limits_carry_their_retry_after() {
     for wire in wires() {
         let script = Script::with_headers(

@@ -4,6 +4,7 @@
 use super::ProviderError;
 use crate::shared::{ToolCall, Usage};
 use futures::stream::BoxStream;
+use futures::StreamExt;
 
 crate::spelled! {
     /// Why a provider stopped, in OpenAI's vocabulary (each adapter maps its own).
@@ -114,6 +115,30 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// The whole answer a stream of pieces makes, read to its end; a stream
+    /// that breaks, or whose tool calls do not assemble, is no answer.
+    pub async fn gather(mut pieces: PieceStream) -> Result<Completion, ProviderError> {
+        let mut completion = Completion {
+            served: None,
+            text: String::new(),
+            tool_calls: Vec::new(),
+            finish_reason: FinishReason::Stop,
+            usage: None,
+        };
+        let mut fragments = Vec::new();
+        while let Some(piece) = pieces.next().await {
+            match piece? {
+                Piece::Served(served) => completion.served = Some(served),
+                Piece::Text(text) => completion.text.push_str(&text),
+                Piece::ToolCall(fragment) => fragments.push(fragment),
+                Piece::Usage(usage) => completion.usage = Some(usage),
+                Piece::Finish(reason) => completion.finish_reason = reason,
+            }
+        }
+        completion.tool_calls = ToolCallDelta::assemble(&fragments)?;
+        Ok(completion)
+    }
+
     /// The completion as the pieces a stream of it would carry: empty text is
     /// no piece, as in a stream, so an answer with neither text nor a tool call
     /// has no content piece and fails as a stream that never started.

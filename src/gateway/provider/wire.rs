@@ -129,13 +129,22 @@ impl Target {
     /// Sends a non-streamed request and reads its whole answer with `whole`, the
     /// adapter's reading of a whole answer (the same one a streamed request
     /// answered whole goes through).
-    pub async fn fetch_whole(
+    ///
+    /// A server that streams anyway (`text/event-stream`; some proxies always
+    /// do) is read through `decoder` to the stream's own end, under the stream's
+    /// limits, and its pieces make the answer: a stream cut before its end is as
+    /// broken here as it would be streamed.
+    pub async fn fetch_whole<D: SseDecoder>(
         &self,
         request: reqwest::RequestBuilder,
         error_message: ErrorParser,
+        decoder: D,
         whole: impl FnOnce(&[u8]) -> Result<Completion, ProviderError>,
     ) -> Result<Completion, ProviderError> {
         let response = send(request, self.limits, error_message).await?;
+        if is_event_stream(response.headers()) {
+            return Completion::gather(piece_stream(response, self.limits, decoder)).await;
+        }
         whole(&self.read_answer(response).await?)
     }
 
@@ -187,11 +196,20 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
 
 /// Whether a response says its body is JSON (`application/json`, any parameters).
 fn is_json(headers: &reqwest::header::HeaderMap) -> bool {
+    content_type_is(headers, "application/json")
+}
+
+/// Whether a response says its body is a server-sent event stream.
+fn is_event_stream(headers: &reqwest::header::HeaderMap) -> bool {
+    content_type_is(headers, "text/event-stream")
+}
+
+fn content_type_is(headers: &reqwest::header::HeaderMap, wanted: &str) -> bool {
     headers
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"))
+        .is_some_and(|kind| kind.trim().eq_ignore_ascii_case(wanted))
 }
 
 /// Sends the request and returns the response if its status is a success. An error

@@ -317,9 +317,12 @@ impl Provider for AnthropicProvider {
         let tool = json_tool(&request.options.response_format).map(|(name, _)| name);
         let result = self
             .target
-            .fetch_whole(self.request(request, false), decode::error_fault, |bytes| {
-                whole(bytes, tool)
-            })
+            .fetch_whole(
+                self.request(request, false),
+                decode::error_fault,
+                decode::EventDecoder::new(tool.clone()),
+                |bytes| whole(bytes, tool),
+            )
             .await;
         self.learn(result)
     }

@@ -255,6 +255,7 @@ impl Provider for OpenAiProvider {
                 .fetch_whole(
                     self.request(request, false, wording),
                     decode::error_fault,
+                    decode::ChunkDecoder::default(),
                     whole,
                 )
                 .await;
