@@ -7,6 +7,7 @@
 //! - `listen`: the accept loop, with the limits slow or greedy clients need.
 
 mod listen;
+mod outbound;
 mod settings;
 mod tasks;
 
@@ -143,11 +144,13 @@ async fn build_cascade(
     // Redirects are not followed: an LLM API does not redirect, and following one
     // would carry the provider's key (`x-api-key` is not a header reqwest strips)
     // to whatever host the redirect names. A 3xx fails over like any failure.
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(config.gateway.connect_timeout_ms))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
+    let client = outbound::client(
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.gateway.connect_timeout_ms))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none()),
+    )?
+    .build()?;
     let mut bases = Vec::new();
     let mut upstreams = HashMap::new();
     for provider in &config.providers {
@@ -174,13 +177,15 @@ async fn build_cascade(
     // timeouts, since it stands in for the provider, not for the gateway. Its own
     // limits only keep an upstream that never answers from holding a task and a
     // socket forever (the adapter gives up much earlier and drops the request).
-    let proxy_client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(config.gateway.connect_timeout_ms))
-        .read_timeout(Duration::from_millis(
-            config.gateway.attempt_timeout_ms.max(1_000),
-        ))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
+    let proxy_client = outbound::client(
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.gateway.connect_timeout_ms))
+            .read_timeout(Duration::from_millis(
+                config.gateway.attempt_timeout_ms.max(1_000),
+            ))
+            .redirect(reqwest::redirect::Policy::none()),
+    )?
+    .build()?;
     let proxy = FaultProxy::start(plan.clone(), upstreams, proxy_client).await?;
     let entries = config
         .providers
