@@ -184,7 +184,9 @@ pub struct ClusterConfig {
 pub struct GatewayConfig {
     /// Limit on establishing a TCP/TLS connection to a provider.
     pub connect_timeout_ms: u64,
-    /// Limit from sending a request to receiving the response head.
+    /// Limit from sending a streamed request to receiving the response head. A
+    /// non-streamed answer's head comes only once the whole answer is written,
+    /// so it is held to `attempt_timeout_ms` instead.
     pub first_byte_timeout_ms: u64,
     /// Limit from the response head to the first content token of a stream.
     pub first_token_timeout_ms: u64,

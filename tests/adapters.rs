@@ -742,6 +742,38 @@ async fn a_slow_first_byte_times_out() {
 }
 
 #[tokio::test]
+async fn a_whole_answer_may_take_its_writing_time_to_begin_but_a_stream_may_not() {
+    // A provider sends a whole answer's head once the answer is written, which
+    // takes real models seconds: only a stream is held to the first-byte limit.
+    let limits = WireLimits {
+        whole_answer: Duration::from_secs(5),
+        ..LIMITS
+    };
+    for wire in wires() {
+        let script = Script::respond(200, "application/json", &(wire.answer)("written"))
+            .delayed(Duration::from_millis(900));
+        let server = ScriptedServer::start(script).await;
+        let target = ProviderTarget {
+            name: "under-test".into(),
+            model: "test-model".into(),
+            base: Endpoint::direct(format!("{}{}", server.url, wire.base_suffix)),
+            api_key: Some(Secret::new("secret-key")),
+            limits,
+            continuation: ContinuationStyle::default_for(wire.protocol),
+        };
+        let adapter = provider::build(wire.protocol, target, reqwest::Client::new());
+        let answer = adapter.complete(&request()).await.unwrap();
+        assert_eq!(answer.text, "written", "{:?}", wire.protocol);
+        assert_eq!(
+            drain(&adapter).await.1,
+            Some(ProviderError::Timeout(TimeoutKind::FirstByte)),
+            "{:?}",
+            wire.protocol
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_stream_that_stalls_times_out() {
     for wire in wires() {
         let mut events = (wire.deltas)(&["one"]);

@@ -32,6 +32,7 @@ impl From<&GatewayConfig> for WireLimits {
     fn from(c: &GatewayConfig) -> Self {
         WireLimits {
             first_byte: ms(c.first_byte_timeout_ms),
+            whole_answer: ms(c.attempt_timeout_ms),
             stall: ms(c.stall_timeout_ms),
             max_error_body: c.max_error_body_bytes.max(1024),
             max_body: c.max_response_bytes.max(1024),

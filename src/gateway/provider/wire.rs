@@ -21,8 +21,13 @@ pub(crate) type ErrorParser = fn(&str) -> Option<WireFault>;
 /// Limits an adapter enforces itself, because only it sees the response arrive.
 #[derive(Clone, Copy, Debug)]
 pub struct WireLimits {
-    /// From sending the request to the response head.
+    /// From sending a streamed request to the response head.
     pub first_byte: Duration,
+    /// From sending a non-streamed request to the response head, which a
+    /// provider sends only once it has written the whole answer: a 300-token
+    /// answer takes real models several seconds, so the first-byte limit of a
+    /// stream would fail every long answer. The attempt's own limit.
+    pub whole_answer: Duration,
     /// Longest silence between two chunks of a body.
     pub stall: Duration,
     /// Most bytes of an error body read for its message.
@@ -36,11 +41,13 @@ pub struct WireLimits {
 }
 
 impl WireLimits {
-    /// Limits with these timeouts and the default size caps (1 MiB error bodies,
-    /// 8 MiB answers, 1 MiB events, 8 MiB streams).
+    /// Limits with these timeouts (`first_byte` for whole answers too) and the
+    /// default size caps (1 MiB error bodies, 8 MiB answers, 1 MiB events, 8 MiB
+    /// streams).
     pub const fn with_timeouts(first_byte: Duration, stall: Duration) -> Self {
         Self {
             first_byte,
+            whole_answer: first_byte,
             stall,
             max_error_body: 1 << 20,
             max_body: 8 << 20,
@@ -141,7 +148,13 @@ impl Target {
         decoder: D,
         whole: impl FnOnce(&[u8]) -> Result<Completion, ProviderError>,
     ) -> Result<Completion, ProviderError> {
-        let response = send(request, self.limits, error_message).await?;
+        let response = send(
+            request,
+            self.limits.whole_answer,
+            self.limits,
+            error_message,
+        )
+        .await?;
         if is_event_stream(response.headers()) {
             return Completion::gather(piece_stream(response, self.limits, decoder)).await;
         }
@@ -163,7 +176,7 @@ impl Target {
         decoder: D,
         whole: impl FnOnce(&[u8]) -> Result<Completion, ProviderError>,
     ) -> Result<PieceStream, ProviderError> {
-        let response = send(request, self.limits, error_message).await?;
+        let response = send(request, self.limits.first_byte, self.limits, error_message).await?;
         if !is_json(response.headers()) {
             return Ok(piece_stream(response, self.limits, decoder));
         }
@@ -212,14 +225,16 @@ fn content_type_is(headers: &reqwest::header::HeaderMap, wanted: &str) -> bool {
         .is_some_and(|kind| kind.trim().eq_ignore_ascii_case(wanted))
 }
 
-/// Sends the request and returns the response if its status is a success. An error
-/// status is classified with what `error_message` extracts from the body.
+/// Sends the request and returns the response if its head arrives within
+/// `head_within` and its status is a success. An error status is classified
+/// with what `error_message` extracts from the body.
 async fn send(
     request: reqwest::RequestBuilder,
+    head_within: Duration,
     limits: WireLimits,
     error_message: ErrorParser,
 ) -> Result<reqwest::Response, ProviderError> {
-    let response = match tokio::time::timeout(limits.first_byte, request.send()).await {
+    let response = match tokio::time::timeout(head_within, request.send()).await {
         Err(_) => return Err(ProviderError::Timeout(TimeoutKind::FirstByte)),
         Ok(Err(err)) => return Err(ProviderError::from_transport(&err)),
         Ok(Ok(response)) => response,
