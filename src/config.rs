@@ -401,6 +401,21 @@ pub struct ProviderConfig {
     /// 5xx, a reset before the response, a 429 asking for at most a second).
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// This provider's own limits, in place of the `[gateway]` ones: a
+    /// reasoning model thinks for many seconds before its first token, which
+    /// under the gateway's 4 s would be a timeout on every attempt and an open
+    /// breaker on a healthy provider.
+    #[serde(default)]
+    pub first_byte_timeout_ms: Option<u64>,
+    /// See `first_byte_timeout_ms`.
+    #[serde(default)]
+    pub first_token_timeout_ms: Option<u64>,
+    /// See `first_byte_timeout_ms`.
+    #[serde(default)]
+    pub stall_timeout_ms: Option<u64>,
+    /// See `first_byte_timeout_ms`.
+    #[serde(default)]
+    pub attempt_timeout_ms: Option<u64>,
     /// What its model costs, US dollars per million prompt tokens (for the
     /// audit's cost report; unset means unknown, not free).
     #[serde(default)]
@@ -471,6 +486,10 @@ impl ProviderConfig {
             probe: default_probe(),
             continuation: None,
             retries: default_retries(),
+            first_byte_timeout_ms: None,
+            first_token_timeout_ms: None,
+            stall_timeout_ms: None,
+            attempt_timeout_ms: None,
             price_input_per_mtok: None,
             price_output_per_mtok: None,
             api_key: None,
@@ -656,6 +675,18 @@ impl Config {
                     p.name
                 )));
             }
+            let own = [
+                ("first_byte_timeout_ms", p.first_byte_timeout_ms),
+                ("first_token_timeout_ms", p.first_token_timeout_ms),
+                ("stall_timeout_ms", p.stall_timeout_ms),
+                ("attempt_timeout_ms", p.attempt_timeout_ms),
+            ];
+            if let Some((field, _)) = own.iter().find(|(_, ms)| *ms == Some(0)) {
+                return Err(ConfigError::Invalid(format!(
+                    "provider {:?}: {field} of 0 lets nothing through; leave it out for the gateway's",
+                    p.name
+                )));
+            }
             if !names.insert(p.name.as_str()) {
                 return Err(ConfigError::Invalid(format!(
                     "duplicate provider name {:?}",
@@ -791,6 +822,20 @@ mod tests {
             .apply_env(|name| (name == "CHAOSAI_SIMULATE").then(|| "sometimes".into()))
             .unwrap_err();
         assert!(err.to_string().contains("CHAOSAI_SIMULATE"));
+    }
+
+    #[test]
+    fn a_providers_own_limits_replace_the_gateways_and_zero_is_refused() {
+        let text = MINIMAL.replace(
+            "base_url = \"https://api.openai.com/v1\"",
+            "base_url = \"https://api.openai.com/v1\"\nfirst_token_timeout_ms = 30000",
+        );
+        let config = Config::from_toml(&text, "test").unwrap();
+        assert_eq!(config.providers[0].first_token_timeout_ms, Some(30_000));
+        assert_eq!(config.providers[0].attempt_timeout_ms, None);
+        let zero = text.replace("30000", "0");
+        let err = Config::from_toml(&zero, "test").unwrap_err();
+        assert!(err.to_string().contains("first_token_timeout_ms"), "{err}");
     }
 
     #[test]

@@ -54,6 +54,8 @@ fn entry(name: &str, protocol: Protocol, base_url: &str) -> CascadeEntry {
         },
         simulated: false,
         retries: 0,
+        first_token: None,
+        attempt: None,
     }
 }
 
@@ -601,6 +603,75 @@ async fn an_empty_assistant_turn_in_the_history_reaches_anthropic_as_nothing() {
     let served = cascade.open(&request, Delivery::Whole).await.unwrap();
     assert_eq!(served_by(&served), "claude");
     assert_eq!(served.attempts[0].outcome, AttemptOutcome::Ok);
+}
+
+#[tokio::test]
+async fn a_provider_with_its_own_first_token_limit_may_think_longer() {
+    // A reasoning model: the head at once, the first token after 900 ms, when
+    // the cascade's first-token limit is 400 ms.
+    let mut thinking = Script::sse(
+        vec![
+            sse_event(
+                None,
+                r#"{"choices":[{"index":0,"delta":{"role":"assistant"}}]}"#,
+            ),
+            sse_event(
+                None,
+                r#"{"choices":[{"index":0,"delta":{"content":"Thought it over."}}]}"#,
+            ),
+            sse_event(
+                None,
+                r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            ),
+            sse_event(None, "[DONE]"),
+        ],
+        Duration::ZERO,
+        End::Close,
+    );
+    thinking.parts[1].0 = Duration::from_millis(900);
+    let thinker = ScriptedServer::start(thinking).await;
+    let backup = ScriptedServer::start(openai_answer("backup")).await;
+    let cascade_with = |first_token: Option<Duration>| {
+        let url = format!("{}/v1", thinker.url);
+        let mut patient = entry("o-model", Protocol::OpenAi, &url);
+        if let Some(limit) = first_token {
+            // As the server builds it from `first_token_timeout_ms`: the
+            // cascade's limit and the reader's patience before the first token.
+            patient.first_token = Some(limit);
+            patient.provider = provider::build(
+                Protocol::OpenAi,
+                ProviderTarget {
+                    name: "o-model".into(),
+                    model: "o-model-model".into(),
+                    base: Endpoint::direct(url),
+                    api_key: None,
+                    limits: WireLimits {
+                        first_token: limit,
+                        ..WireLimits::with_timeouts(TIMEOUTS.first_byte, TIMEOUTS.stall)
+                    },
+                    continuation: ContinuationStyle::None,
+                },
+                reqwest::Client::new(),
+            );
+        }
+        cascade(vec![
+            patient,
+            entry("llama", Protocol::OpenAi, &format!("{}/v1", backup.url)),
+        ])
+    };
+    let served = cascade_with(None)
+        .open(&question(), Delivery::Streamed)
+        .await
+        .unwrap();
+    assert_eq!(served_by(&served), "llama");
+    assert_eq!(served.attempts[0].outcome, AttemptOutcome::Timeout);
+
+    let served = cascade_with(Some(Duration::from_secs(3)))
+        .open(&question(), Delivery::Streamed)
+        .await
+        .unwrap();
+    assert_eq!(served_by(&served), "o-model");
+    assert_eq!(whole_text(&served), "Thought it over.");
 }
 
 #[tokio::test]

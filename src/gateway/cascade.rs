@@ -84,6 +84,10 @@ pub struct CascadeEntry {
     pub simulated: bool,
     /// Immediate retries after one transient failure.
     pub retries: u32,
+    /// Its own first-token limit, in place of the cascade's (a reasoning model).
+    pub first_token: Option<Duration>,
+    /// Its own attempt limit, in place of the cascade's.
+    pub attempt: Option<Duration>,
 }
 
 /// A request as the cascade sees it.
@@ -358,6 +362,11 @@ impl Cascade {
         self.timeouts
     }
 
+    /// How long one attempt on `slot`'s provider may take.
+    fn attempt_limit(&self, slot: &Slot) -> Duration {
+        slot.entry.attempt.unwrap_or(self.timeouts.attempt)
+    }
+
     /// Every breaker's state, in priority order.
     pub fn breakers(&self) -> Vec<BreakerView> {
         let now = self.clock.now();
@@ -476,10 +485,11 @@ impl Cascade {
     /// invisible to the customer; that piece is also when it counts as a success.
     async fn call(
         &self,
-        provider: &Arc<dyn Provider>,
+        entry: &CascadeEntry,
         request: &ProviderRequest,
         delivery: Delivery,
     ) -> Result<Opened, ProviderError> {
+        let provider = &entry.provider;
         match delivery {
             Delivery::Whole => {
                 let completion = provider.complete(request).await?;
@@ -500,7 +510,8 @@ impl Cascade {
             Delivery::Streamed => {
                 let mut rest = provider.stream(request).await?;
                 let mut head = Vec::new();
-                let first_token = tokio::time::timeout(self.timeouts.first_token, async {
+                let limit = entry.first_token.unwrap_or(self.timeouts.first_token);
+                let first_token = tokio::time::timeout(limit, async {
                     loop {
                         match rest.next().await {
                             None if whole_without_content(request, &head) => {
@@ -634,8 +645,8 @@ impl Cascade {
                 };
                 let started = Instant::now();
                 let result = tokio::time::timeout(
-                    left.min(self.timeouts.attempt),
-                    self.call(&slot.entry.provider, &provider_request, delivery),
+                    left.min(self.attempt_limit(slot)),
+                    self.call(&slot.entry, &provider_request, delivery),
                 )
                 .await
                 .unwrap_or(Err(ProviderError::Timeout(TimeoutKind::Total)));
@@ -763,7 +774,7 @@ impl Cascade {
             let (cascade, peers) = (self.clone(), peers.clone());
             started.push(tokio::spawn(async move {
                 let slot = &cascade.slots[index];
-                let lease = cascade.timeouts.attempt + LEASE_MARGIN;
+                let lease = cascade.attempt_limit(slot) + LEASE_MARGIN;
                 if peers.probe_lease(slot.name(), lease).await {
                     let begun = slot.breaker().begin_probe(cascade.clock.now());
                     if let Some((admission, transition)) = begun {
@@ -793,7 +804,7 @@ impl Cascade {
             continuation: None,
         };
         let result = tokio::time::timeout(
-            self.timeouts.attempt,
+            self.attempt_limit(slot),
             slot.entry.provider.complete(&request),
         )
         .await

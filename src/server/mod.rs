@@ -201,7 +201,7 @@ async fn build_cascade(
                     plan.route_flag(&provider.name),
                 ),
                 api_key: provider.api_key.clone().filter(|_| !simulated),
-                limits: (&config.gateway).into(),
+                limits: settings::wire_limits(&config.gateway, provider),
                 continuation: provider.continuation(),
             };
             let template = provider
@@ -215,6 +215,8 @@ async fn build_cascade(
                 breaker: provider.into(),
                 simulated,
                 retries: provider.retries,
+                first_token: provider.first_token_timeout_ms.map(Duration::from_millis),
+                attempt: provider.attempt_timeout_ms.map(Duration::from_millis),
             }
         })
         .collect();

@@ -28,11 +28,31 @@ impl From<&GatewayConfig> for Timeouts {
     }
 }
 
+/// A provider's wire limits: its own timeouts where it has them, the gateway's
+/// otherwise.
+pub(super) fn wire_limits(gateway: &GatewayConfig, provider: &ProviderConfig) -> WireLimits {
+    let mut limits = WireLimits::from(gateway);
+    if let Some(first_byte) = provider.first_byte_timeout_ms {
+        limits.first_byte = ms(first_byte);
+    }
+    if let Some(stall) = provider.stall_timeout_ms {
+        limits.stall = ms(stall);
+    }
+    if let Some(attempt) = provider.attempt_timeout_ms {
+        limits.whole_answer = ms(attempt);
+    }
+    if let Some(first_token) = provider.first_token_timeout_ms {
+        limits.first_token = ms(first_token);
+    }
+    limits
+}
+
 impl From<&GatewayConfig> for WireLimits {
     fn from(c: &GatewayConfig) -> Self {
         WireLimits {
             first_byte: ms(c.first_byte_timeout_ms),
             whole_answer: ms(c.attempt_timeout_ms),
+            first_token: ms(c.first_token_timeout_ms),
             stall: ms(c.stall_timeout_ms),
             max_error_body: c.max_error_body_bytes.max(1024),
             max_body: c.max_response_bytes.max(1024),

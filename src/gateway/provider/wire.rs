@@ -30,6 +30,10 @@ pub struct WireLimits {
     pub whole_answer: Duration,
     /// Longest silence between two chunks of a body.
     pub stall: Duration,
+    /// Longest silence of a stream before its first content: a reasoning model
+    /// is silent while it thinks, which the first-token limit bounds, not the
+    /// stall limit. Never shorter than `stall`.
+    pub first_token: Duration,
     /// Most bytes of an error body read for its message.
     pub max_error_body: usize,
     /// Most bytes of a whole (non-streamed) answer.
@@ -49,6 +53,7 @@ impl WireLimits {
             first_byte,
             whole_answer: first_byte,
             stall,
+            first_token: stall,
             max_error_body: 1 << 20,
             max_body: 8 << 20,
             max_event: 1 << 20,

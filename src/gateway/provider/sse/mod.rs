@@ -61,6 +61,8 @@ struct Reader<D> {
     ended: Option<Result<(), ProviderError>>,
     /// The provider said why it stopped: the answer is whole, whatever follows.
     finished: bool,
+    /// A content piece arrived: silences are stalls from now on.
+    started: bool,
     /// Scratch buffer for one event's pieces.
     scratch: Vec<Piece>,
     /// When the wait for the next bytes becomes a stall; set when a wait starts.
@@ -90,7 +92,10 @@ impl<D: SseDecoder> Reader<D> {
                     self.finished = true;
                     self.ready.push_back(Piece::Finish(reason));
                 }
-                piece => self.ready.push_back(piece),
+                piece => {
+                    self.started |= piece.is_content();
+                    self.ready.push_back(piece);
+                }
             }
         }
         match flow {
@@ -114,8 +119,10 @@ impl<D: SseDecoder> Reader<D> {
             None => {
                 let wait = if self.finished {
                     self.limits.stall.min(TRAILER_WAIT)
-                } else {
+                } else if self.started {
                     self.limits.stall
+                } else {
+                    self.limits.stall.max(self.limits.first_token)
                 };
                 let limit = tokio::time::Instant::now() + wait;
                 if self.stall.deadline() > limit {
@@ -224,6 +231,7 @@ pub(crate) fn piece_stream<D: SseDecoder>(
         ready: VecDeque::new(),
         ended: None,
         finished: false,
+        started: false,
         scratch: Vec::new(),
         limit: None,
         stall,
@@ -360,6 +368,38 @@ mod tests {
             "{pieces:?}"
         );
         assert_eq!(started.elapsed(), Duration::from_secs(11));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn before_its_first_content_a_stream_has_the_first_token_limit_after_it_the_stall_limit()
+    {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
+        tokio::spawn(async move {
+            // The head's first event carries no content; a model then thinks.
+            let _ = tx.unbounded_send(Ok(b"data: {}\n\n".to_vec()));
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            let _ = tx.unbounded_send(Ok(b"data: {\"t\": \"a\"}\n\n".to_vec()));
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            let _ = tx.unbounded_send(Ok(b"data: {\"t\": \"b\"}\n\n".to_vec()));
+        });
+        let response =
+            reqwest::Response::from(axum::http::Response::new(reqwest::Body::wrap_stream(rx)));
+        let mut patient = limits();
+        patient.first_token = Duration::from_secs(30);
+        let started = tokio::time::Instant::now();
+        let pieces: Vec<_> = piece_stream(response, patient, Chunks).collect().await;
+        assert!(
+            matches!(pieces.first(), Some(Ok(Piece::Text(t))) if t == "a"),
+            "{pieces:?}"
+        );
+        assert!(
+            matches!(
+                pieces.last(),
+                Some(Err(ProviderError::Timeout(TimeoutKind::Stall)))
+            ),
+            "{pieces:?}"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(25));
     }
 
     #[tokio::test(start_paused = true)]
