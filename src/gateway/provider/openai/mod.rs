@@ -125,13 +125,24 @@ impl OpenAiProvider {
         }
     }
 
-    /// Says once per adaptation that the server refused the request's wording.
-    fn rewritten(&self, refusal: &ProviderError) {
-        tracing::warn!(
-            provider = %self.target.name,
-            error = %refusal,
-            "the server refused the request's wording; asking again rewritten, as from now on"
-        );
+    /// Sends with `send` in the wording learned so far, and once more in a new
+    /// one for each refusal of the wording alone (at most once per adaptation).
+    async fn worded<T, F, Fut>(&self, stream: bool, send: F) -> Result<T, ProviderError>
+    where
+        F: Fn(Wording) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
+        loop {
+            let wording = self.dialect.wording();
+            match send(wording).await {
+                Err(err) if self.dialect.learn(wording, stream, &err) => tracing::warn!(
+                    provider = %self.target.name,
+                    error = %err,
+                    "the server refused the request's wording; asking again rewritten, as from now on"
+                ),
+                result => return result,
+            }
+        }
     }
 
     fn messages<'a>(&self, request: &'a ProviderRequest) -> Vec<WireMessage<'a>> {
@@ -248,41 +259,27 @@ impl Provider for OpenAiProvider {
     }
 
     async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {
-        loop {
-            let wording = self.dialect.wording();
-            let result = self
-                .target
-                .fetch_whole(
-                    self.request(request, false, wording),
-                    decode::error_fault,
-                    decode::ChunkDecoder::default(),
-                    whole,
-                )
-                .await;
-            match result {
-                Err(err) if self.dialect.learn(wording, false, &err) => self.rewritten(&err),
-                result => return result,
-            }
-        }
+        self.worded(false, |wording| {
+            self.target.fetch_whole(
+                self.request(request, false, wording),
+                decode::error_fault,
+                decode::ChunkDecoder::default(),
+                whole,
+            )
+        })
+        .await
     }
 
     async fn stream(&self, request: &ProviderRequest) -> Result<PieceStream, ProviderError> {
-        loop {
-            let wording = self.dialect.wording();
-            let result = self
-                .target
-                .open_stream(
-                    self.request(request, true, wording),
-                    decode::error_fault,
-                    decode::ChunkDecoder::default(),
-                    whole,
-                )
-                .await;
-            match result {
-                Err(err) if self.dialect.learn(wording, true, &err) => self.rewritten(&err),
-                result => return result,
-            }
-        }
+        self.worded(true, |wording| {
+            self.target.open_stream(
+                self.request(request, true, wording),
+                decode::error_fault,
+                decode::ChunkDecoder::default(),
+                whole,
+            )
+        })
+        .await
     }
 }
 
