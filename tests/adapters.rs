@@ -14,7 +14,7 @@ use chaosai::shared::{AttemptOutcome, ChatTurn};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{sse_event, End, Script, ScriptedServer};
+use support::{sse_event, unsupported_temperature, End, Script, ScriptedServer};
 
 /// What a protocol looks like on the wire, for scripting its test servers.
 struct Wire {
@@ -378,6 +378,14 @@ async fn pieces_of(
 }
 
 /// Collects a stream: the deltas, and the error that ended it, if any.
+/// The error a whole request to `server` ends in.
+async fn whole_error(wire: &Wire, server: &ScriptedServer) -> ProviderError {
+    adapter(wire, server)
+        .complete(&request())
+        .await
+        .unwrap_err()
+}
+
 async fn drain(adapter: &Arc<dyn Provider>) -> (Vec<String>, Option<ProviderError>) {
     let mut stream = match adapter.stream(&request()).await {
         Ok(stream) => stream,
@@ -581,10 +589,7 @@ async fn a_server_refusing_only_the_wording_is_asked_again_rewritten_and_remembe
         &(wire.error)("max_tokens is too large"),
     ))
     .await;
-    let err = self::adapter(&wire, &server)
-        .complete(&request())
-        .await
-        .unwrap_err();
+    let err = whole_error(&wire, &server).await;
     assert!(
         matches!(err, ProviderError::InvalidRequest { .. }),
         "{err:?}"
@@ -595,19 +600,8 @@ async fn a_server_refusing_only_the_wording_is_asked_again_rewritten_and_remembe
 #[tokio::test]
 async fn a_model_that_does_not_take_a_value_is_unsupported_not_the_callers_mistake() {
     let wire = openai();
-    let server = ScriptedServer::start(Script::respond(
-        400,
-        "application/json",
-        &serde_json::json!({"error": {
-            "message": "Unsupported value: 'temperature' does not support 0.2 with this model. Only the default (1) value is supported.",
-            "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"}})
-        .to_string(),
-    ))
-    .await;
-    let err = adapter(&wire, &server)
-        .complete(&request())
-        .await
-        .unwrap_err();
+    let server = ScriptedServer::start(unsupported_temperature()).await;
+    let err = whole_error(&wire, &server).await;
     assert!(
         matches!(err, ProviderError::Unsupported { status: 400, .. }),
         "{err:?}"
@@ -637,10 +631,7 @@ async fn a_server_that_streams_a_whole_request_anyway_is_read_to_its_end() {
         let events = (wire.deltas)(&["Your order ", "ships"]);
         let server =
             ScriptedServer::start(Script::sse(events, Duration::from_millis(1), End::Close)).await;
-        let err = adapter(&wire, &server)
-            .complete(&request())
-            .await
-            .unwrap_err();
+        let err = whole_error(&wire, &server).await;
         assert!(
             matches!(
                 err,
@@ -661,10 +652,7 @@ async fn rate_limits_carry_their_retry_after() {
             &(wire.error)("slow down"),
         );
         let server = ScriptedServer::start(script).await;
-        let err = adapter(&wire, &server)
-            .complete(&request())
-            .await
-            .unwrap_err();
+        let err = whole_error(&wire, &server).await;
         assert_eq!(
             err,
             ProviderError::RateLimited {
@@ -686,10 +674,7 @@ async fn client_errors_do_not_fall_through_but_credential_errors_do() {
             &(wire.error)("bad field"),
         ))
         .await;
-        let err = adapter(&wire, &server)
-            .complete(&request())
-            .await
-            .unwrap_err();
+        let err = whole_error(&wire, &server).await;
         assert_eq!(
             err,
             ProviderError::InvalidRequest {
@@ -705,10 +690,7 @@ async fn client_errors_do_not_fall_through_but_credential_errors_do() {
             &(wire.error)("bad key"),
         ))
         .await;
-        let err = adapter(&wire, &server)
-            .complete(&request())
-            .await
-            .unwrap_err();
+        let err = whole_error(&wire, &server).await;
         assert!(
             matches!(err, ProviderError::Misconfigured { status: 401, .. }),
             "{err:?}"
@@ -799,10 +781,7 @@ async fn malformed_bodies_and_events_are_classified() {
         let server =
             ScriptedServer::start(Script::respond(200, "application/json", r#"{"choices": ["#))
                 .await;
-        let err = adapter(&wire, &server)
-            .complete(&request())
-            .await
-            .unwrap_err();
+        let err = whole_error(&wire, &server).await;
         assert!(
             matches!(err, ProviderError::Malformed(_)),
             "{:?}: {err:?}",
@@ -880,10 +859,7 @@ async fn nothing_listening_is_a_connection_error() {
             url,
             received: Default::default(),
         };
-        let err = adapter(&wire, &server)
-            .complete(&request())
-            .await
-            .unwrap_err();
+        let err = whole_error(&wire, &server).await;
         assert!(
             matches!(err, ProviderError::Connection(_)),
             "{:?}: {err:?}",
@@ -1001,10 +977,7 @@ async fn a_nonsensical_retry_after_is_no_retry_after() {
                 &(wire.error)("slow down"),
             );
             let server = ScriptedServer::start(script).await;
-            let err = adapter(&wire, &server)
-                .complete(&request())
-                .await
-                .unwrap_err();
+            let err = whole_error(&wire, &server).await;
             let ProviderError::RateLimited { retry_after, .. } = err else {
                 panic!("{err:?}")
             };

@@ -20,7 +20,7 @@ use chaosai::shared::{
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{sse_event, End, Script, ScriptedServer};
+use support::{sse_event, unsupported_temperature, End, Script, ScriptedServer};
 
 const TIMEOUTS: Timeouts = Timeouts {
     first_byte: Duration::from_millis(400),
@@ -466,14 +466,7 @@ async fn an_answer_without_text_or_a_tool_call_falls_over_whole_or_streamed() {
 
 #[tokio::test]
 async fn a_model_that_does_not_take_a_value_passes_to_the_next_and_all_refusing_is_a_400() {
-    let refusal = Script::respond(
-        400,
-        "application/json",
-        &serde_json::json!({"error": {
-            "message": "Unsupported value: 'temperature' does not support 0.2 with this model.",
-            "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"}})
-        .to_string(),
-    );
+    let refusal = unsupported_temperature();
     let reasoning = ScriptedServer::start(refusal.clone()).await;
     let backup = ScriptedServer::start(openai_answer("backup")).await;
     let cascade = cascade(vec![

@@ -232,6 +232,18 @@ async fn handle(mut stream: TcpStream, script: Script, log: Arc<Mutex<Vec<Receiv
     }
 }
 
+/// OpenAI's 400 for a value a reasoning model does not take (`temperature`).
+pub fn unsupported_temperature() -> Script {
+    Script::respond(
+        400,
+        "application/json",
+        &serde_json::json!({"error": {
+            "message": "Unsupported value: 'temperature' does not support 0.2 with this model. Only the default (1) value is supported.",
+            "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"}})
+        .to_string(),
+    )
+}
+
 /// One SSE event, framed.
 pub fn sse_event(event: Option<&str>, data: &str) -> String {
     match event {

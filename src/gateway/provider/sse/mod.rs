@@ -333,6 +333,21 @@ mod tests {
 
     /// The pieces of a body whose chunks come after the given pauses (on the
     /// paused clock), then a finish and `[DONE]` after `last_pause`.
+    /// A response whose body is what `rx` receives, as it arrives.
+    fn body(
+        rx: futures::channel::mpsc::UnboundedReceiver<Result<Vec<u8>, std::io::Error>>,
+    ) -> reqwest::Response {
+        reqwest::Response::from(axum::http::Response::new(reqwest::Body::wrap_stream(rx)))
+    }
+
+    /// Whether a stream's pieces end in a stall.
+    fn stalled(pieces: &[Result<Piece, ProviderError>]) -> bool {
+        matches!(
+            pieces.last(),
+            Some(Err(ProviderError::Timeout(TimeoutKind::Stall)))
+        )
+    }
+
     async fn paced(pauses: &[u64], last_pause: u64) -> Vec<Result<Piece, ProviderError>> {
         let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
         let pauses = pauses.to_vec();
@@ -345,8 +360,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(last_pause)).await;
             let _ = tx.unbounded_send(Ok(b"data: {\"f\": true}\n\ndata: [DONE]\n\n".to_vec()));
         });
-        let response =
-            reqwest::Response::from(axum::http::Response::new(reqwest::Body::wrap_stream(rx)));
+        let response = body(rx);
         piece_stream(response, limits(), Chunks).collect().await
     }
 
@@ -360,13 +374,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let pieces = paced(&[1, 4, 1], 6).await;
         assert_eq!(pieces.len(), 4, "{pieces:?}");
-        assert!(
-            matches!(
-                pieces.last(),
-                Some(Err(ProviderError::Timeout(TimeoutKind::Stall)))
-            ),
-            "{pieces:?}"
-        );
+        assert!(stalled(&pieces), "{pieces:?}");
         assert_eq!(started.elapsed(), Duration::from_secs(11));
     }
 
@@ -382,8 +390,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(6)).await;
             let _ = tx.unbounded_send(Ok(b"data: {\"t\": \"b\"}\n\n".to_vec()));
         });
-        let response =
-            reqwest::Response::from(axum::http::Response::new(reqwest::Body::wrap_stream(rx)));
+        let response = body(rx);
         let mut patient = limits();
         patient.first_token = Duration::from_secs(30);
         let started = tokio::time::Instant::now();
@@ -392,21 +399,14 @@ mod tests {
             matches!(pieces.first(), Some(Ok(Piece::Text(t))) if t == "a"),
             "{pieces:?}"
         );
-        assert!(
-            matches!(
-                pieces.last(),
-                Some(Err(ProviderError::Timeout(TimeoutKind::Stall)))
-            ),
-            "{pieces:?}"
-        );
+        assert!(stalled(&pieces), "{pieces:?}");
         assert_eq!(started.elapsed(), Duration::from_secs(25));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_wait_begun_with_the_budget_spent_still_stalls_out() {
         let (_tx, rx) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
-        let response =
-            reqwest::Response::from(axum::http::Response::new(reqwest::Body::wrap_stream(rx)));
+        let response = body(rx);
         let mut pieces = piece_stream(response, limits(), Chunks);
         // The task's coop budget is spent (many pieces were ready) when the wait begins.
         let first = futures::future::poll_fn(|cx| {
