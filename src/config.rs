@@ -416,6 +416,11 @@ pub struct ProviderConfig {
     /// See `first_byte_timeout_ms`.
     #[serde(default)]
     pub attempt_timeout_ms: Option<u64>,
+    /// Whether its model can look at images a customer shows. A text-only
+    /// model (Groq's Llama 3.1) is passed by for a question with images
+    /// instead of being sent parts it would refuse.
+    #[serde(default = "default_images")]
+    pub images: bool,
     /// What its model costs, US dollars per million prompt tokens (for the
     /// audit's cost report; unset means unknown, not free).
     #[serde(default)]
@@ -462,6 +467,10 @@ fn default_retries() -> u32 {
     1
 }
 
+fn default_images() -> bool {
+    true
+}
+
 impl ProviderConfig {
     /// How this provider continues a partial answer: as configured, or its
     /// protocol's default.
@@ -490,6 +499,7 @@ impl ProviderConfig {
             first_token_timeout_ms: None,
             stall_timeout_ms: None,
             attempt_timeout_ms: None,
+            images: default_images(),
             price_input_per_mtok: None,
             price_output_per_mtok: None,
             api_key: None,

@@ -56,6 +56,7 @@ fn entry(name: &str, protocol: Protocol, base_url: &str) -> CascadeEntry {
         retries: 0,
         first_token: None,
         attempt: None,
+        images: true,
     }
 }
 

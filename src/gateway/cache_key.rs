@@ -65,11 +65,13 @@ impl AnswerCache {
         if !request.use_cache || !cascade.options.cacheable() {
             return None;
         }
-        let tools_involved = cascade
+        // A tool's result or an image says more than the text the cache keys
+        // on: two questions worded alike about different pictures differ.
+        let beyond_text = cascade
             .turns
             .iter()
-            .any(|t| t.role == Role::Tool || !t.tool_calls.is_empty());
-        if tools_involved {
+            .any(|t| t.role == Role::Tool || !t.tool_calls.is_empty() || !t.images.is_empty());
+        if beyond_text {
             return None;
         }
         let (question, before) = cascade.turns.split_last()?;

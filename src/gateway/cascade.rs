@@ -88,6 +88,9 @@ pub struct CascadeEntry {
     pub first_token: Option<Duration>,
     /// Its own attempt limit, in place of the cascade's.
     pub attempt: Option<Duration>,
+    /// Whether its model can look at images; a question with images passes a
+    /// text-only one by.
+    pub images: bool,
 }
 
 /// A request as the cascade sees it.
@@ -594,18 +597,31 @@ impl Cascade {
                 );
                 continue;
             }
-            let provider_request = Self::provider_request(&slot.entry, request);
-            if let Some(param) = slot.entry.provider.cannot_honour(&provider_request) {
-                run.record(
-                    name,
-                    AttemptOutcome::Unsupported,
-                    None,
-                    Duration::ZERO,
-                    None,
-                );
-                run.unsupported.get_or_insert(param);
-                continue;
-            }
+            // A text-only model is passed by before its request is built.
+            let blind = !slot.entry.images && request.turns.iter().any(|t| !t.images.is_empty());
+            let honoured = if blind {
+                Err("image_url")
+            } else {
+                let built = Self::provider_request(&slot.entry, request);
+                match slot.entry.provider.cannot_honour(&built) {
+                    Some(param) => Err(param),
+                    None => Ok(built),
+                }
+            };
+            let provider_request = match honoured {
+                Ok(built) => built,
+                Err(param) => {
+                    run.record(
+                        name,
+                        AttemptOutcome::Unsupported,
+                        None,
+                        Duration::ZERO,
+                        None,
+                    );
+                    run.unsupported.get_or_insert(param);
+                    continue;
+                }
+            };
             let mut retries_left = slot.entry.retries;
             loop {
                 let Some(left) = deadline

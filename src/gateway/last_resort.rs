@@ -5,7 +5,7 @@
 
 use super::recorder::REDACTED;
 use crate::knowledge;
-use crate::shared::{AttemptSummary, ChatTurn};
+use crate::shared::{AttemptSummary, ChatTurn, Image, ImageSource, TurnPart};
 use crate::store::audit::AuditWriter;
 use crate::store::{Store, Ticket};
 use std::time::Duration;
@@ -111,6 +111,47 @@ possible."
 /// new ticket is opened rather than the customer kept waiting on the database.
 const OPEN_TICKET_LOOKUP: Duration = Duration::from_millis(500);
 
+/// The conversation as a ticket keeps it (JSON): a picture sent inline is
+/// named where it was shown, not kept. Megabytes of base64 in every ticket of
+/// an outage would fill the audit queue and the database; a linked picture
+/// stays, as the agent can open it.
+fn transcript(turns: &[ChatTurn]) -> String {
+    let kept: Vec<ChatTurn> = turns
+        .iter()
+        .map(|turn| {
+            if turn.images.is_empty() {
+                return turn.clone();
+            }
+            let mut kept = ChatTurn {
+                content: String::with_capacity(turn.content.len() + 32),
+                images: Vec::new(),
+                ..turn.clone()
+            };
+            let mut images = Vec::new();
+            for part in turn.parts() {
+                match part {
+                    TurnPart::Text(text) => kept.content.push_str(text),
+                    TurnPart::Image(image) => match &image.source {
+                        ImageSource::Url { .. } => images.push(Image {
+                            at: kept.content.len(),
+                            ..image.clone()
+                        }),
+                        ImageSource::Data { media_type, base64 } => {
+                            kept.content.push_str(&format!(
+                                "[picture: {media_type}, {} KB, not kept]",
+                                (base64.len() * 3 / 4).div_ceil(1024)
+                            ));
+                        }
+                    },
+                }
+            }
+            kept.images = images;
+            kept
+        })
+        .collect();
+    serde_json::to_string(&kept).unwrap_or_default()
+}
+
 /// The last resort of one gateway, with where its tickets go.
 pub(super) struct LastResort {
     /// The audit's writer, through which tickets are stored and acknowledged.
@@ -177,7 +218,7 @@ impl LastResort {
                 conversation_json: if self.redact {
                     "[]".into()
                 } else {
-                    serde_json::to_string(context.turns).unwrap_or_default()
+                    transcript(context.turns)
                 },
                 failure_json: serde_json::to_string(context.attempts).unwrap_or_default(),
                 conversation_id: context.conversation_id.map(str::to_string),
@@ -206,9 +247,7 @@ impl LastResort {
         let Some(store) = self.store.as_ref() else {
             return;
         };
-        let Ok(json) = serde_json::to_string(turns) else {
-            return;
-        };
+        let json = transcript(turns);
         match tokio::time::timeout(
             OPEN_TICKET_LOOKUP,
             store.update_ticket_conversation(id, &json),
@@ -246,6 +285,42 @@ impl LastResort {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared::ImageType;
+
+    #[test]
+    fn a_tickets_transcript_names_inline_pictures_and_keeps_linked_ones() {
+        let mut turn = ChatTurn::user("Look: and here.");
+        let linked = Image {
+            source: ImageSource::Url {
+                url: "https://shop.example/a.png".into(),
+            },
+            detail: None,
+            at: "Look: and here.".len(),
+        };
+        turn.images = vec![
+            Image {
+                source: ImageSource::Data {
+                    media_type: ImageType::Png,
+                    base64: "A".repeat(4096),
+                },
+                detail: None,
+                at: "Look: ".len(),
+            },
+            linked.clone(),
+        ];
+        let kept: Vec<ChatTurn> = serde_json::from_str(&transcript(&[turn])).unwrap();
+        assert_eq!(
+            kept[0].content,
+            "Look: [picture: image/png, 3 KB, not kept]and here."
+        );
+        assert_eq!(
+            kept[0].images,
+            vec![Image {
+                at: kept[0].content.len(),
+                ..linked
+            }]
+        );
+    }
 
     #[test]
     fn a_clear_topic_gets_the_marked_known_answer() {

@@ -227,6 +227,12 @@ impl Tail {
                             .sum::<usize>()
                 })
                 .sum::<usize>();
+        let image_tokens: u64 = request
+            .turns
+            .iter()
+            .flat_map(|t| &t.images)
+            .map(crate::shared::Image::estimated_tokens)
+            .sum();
         Self {
             cascade,
             request,
@@ -242,7 +248,7 @@ impl Tail {
             fragments: Vec::new(),
             queued: VecDeque::new(),
             bill: Bill {
-                prompt_estimate: (prompt_chars as u64).div_ceil(4),
+                prompt_estimate: (prompt_chars as u64).div_ceil(4) + image_tokens,
                 total: Usage::default(),
                 source: None,
                 current: SourceCost::default(),

@@ -85,7 +85,9 @@ pub(super) fn validate(
                 ),
             ));
         }
-        let may_be_empty = matches!(turn.role, Role::Assistant | Role::Tool);
+        // A customer may show a picture without a word.
+        let may_be_empty =
+            matches!(turn.role, Role::Assistant | Role::Tool) || !turn.images.is_empty();
         if turn.content.trim().is_empty() && !may_be_empty {
             return Err(bad(param.clone(), format!("{param} must not be empty")));
         }

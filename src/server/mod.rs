@@ -217,6 +217,7 @@ async fn build_cascade(
                 retries: provider.retries,
                 first_token: provider.first_token_timeout_ms.map(Duration::from_millis),
                 attempt: provider.attempt_timeout_ms.map(Duration::from_millis),
+                images: provider.images,
             }
         })
         .collect();

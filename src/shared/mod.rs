@@ -9,17 +9,20 @@
 //! - `audit`: the rows the audit API and the audit page read.
 //! - `history`: the board's seed (the last minutes) and the incident timeline.
 //! - `usage`: what an answer cost in tokens, and who counted it.
+//! - `image`: a picture a customer shows with a question.
 //! - `spelling`: the macro that gives each of those names one spelling.
 
 pub mod audit;
 mod events;
 pub mod history;
+mod image;
 mod outcome;
 mod provider;
 mod spelling;
 mod usage;
 
 pub use events::*;
+pub use image::{Image, ImageDetail, ImageSource, ImageType};
 pub use outcome::*;
 pub use provider::*;
 use serde::{Deserialize, Serialize};
@@ -64,6 +67,9 @@ pub struct ChatTurn {
     /// A tool turn: the call it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// A customer turn's images, in the order they were shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<Image>,
 }
 
 impl ChatTurn {
@@ -74,7 +80,39 @@ impl ChatTurn {
             content: content.into(),
             tool_calls: Vec::new(),
             tool_call_id: None,
+            images: Vec::new(),
         }
+    }
+
+    /// A rough count of the prompt tokens this turn costs: its text (a token
+    /// is about four characters) and its images.
+    pub fn estimated_tokens(&self) -> u64 {
+        Usage::estimate(&self.content)
+            + self.images.iter().map(Image::estimated_tokens).sum::<u64>()
+    }
+
+    /// The turn's text and images in the order they were shown: text pieces
+    /// (never empty) and images between them.
+    pub fn parts(&self) -> impl Iterator<Item = TurnPart<'_>> {
+        let mut parts = Vec::with_capacity(2 * self.images.len() + 1);
+        let mut from = 0;
+        for image in &self.images {
+            // An offset past the text or inside a character means the end.
+            let at = if self.content.is_char_boundary(image.at) {
+                image.at.max(from)
+            } else {
+                self.content.len()
+            };
+            if at > from {
+                parts.push(TurnPart::Text(&self.content[from..at]));
+            }
+            parts.push(TurnPart::Image(image));
+            from = at;
+        }
+        if from < self.content.len() {
+            parts.push(TurnPart::Text(&self.content[from..]));
+        }
+        parts.into_iter()
     }
 
     /// A turn said by the customer.
@@ -86,6 +124,15 @@ impl ChatTurn {
     pub fn assistant(content: impl Into<String>) -> Self {
         Self::new(Role::Assistant, content)
     }
+}
+
+/// A piece of a turn in the order it was shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TurnPart<'a> {
+    /// Text.
+    Text(&'a str),
+    /// An image.
+    Image(&'a Image),
 }
 
 /// One line of the chat page's answer stream (newline-delimited JSON).
@@ -124,4 +171,57 @@ pub enum ChatEvent {
         /// A message fit to show the customer.
         message: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(at: usize) -> Image {
+        Image {
+            source: ImageSource::Url {
+                url: "https://shop.example/a.png".into(),
+            },
+            detail: None,
+            at,
+        }
+    }
+
+    #[test]
+    fn a_turns_parts_keep_their_order_whatever_the_offsets() {
+        let mut turn = ChatTurn::user("héllo there");
+        turn.images = vec![image(0), image(6), image(6)];
+        let parts: Vec<_> = turn.parts().collect();
+        assert_eq!(
+            parts,
+            [
+                TurnPart::Image(&turn.images[0]),
+                TurnPart::Text("héllo"),
+                TurnPart::Image(&turn.images[1]),
+                TurnPart::Image(&turn.images[2]),
+                TurnPart::Text(" there"),
+            ]
+        );
+        // An offset inside a character or past the text puts the image last;
+        // one before an earlier image's keeps the order shown.
+        turn.images = vec![image(2), image(99)];
+        let parts: Vec<_> = turn.parts().collect();
+        assert_eq!(
+            parts,
+            [
+                TurnPart::Text("héllo there"),
+                TurnPart::Image(&turn.images[0]),
+                TurnPart::Image(&turn.images[1]),
+            ]
+        );
+        turn.images = vec![image(6), image(1)];
+        let parts: Vec<_> = turn.parts().collect();
+        assert_eq!(parts[2], TurnPart::Image(&turn.images[1]));
+        assert_eq!(parts[3], TurnPart::Text(" there"));
+        // The estimate counts the pictures.
+        assert_eq!(
+            turn.estimated_tokens(),
+            Usage::estimate("héllo there") + 2 * 765
+        );
+    }
 }

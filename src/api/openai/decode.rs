@@ -5,10 +5,10 @@
 //! silently ignored.
 
 use super::super::error::ApiError;
-use super::CASCADE_MODEL;
+use super::{image, CASCADE_MODEL};
 use crate::gateway::provider::{Options, ResponseFormat, Sampling, Tool, ToolChoice};
 use crate::gateway::{GatewayRequest, OnBreak, DEFAULT_TENANT};
-use crate::shared::{ChatTurn, Role, Surface, ToolCall};
+use crate::shared::{ChatTurn, Image, Role, Surface, ToolCall};
 use serde_json::{Map, Value};
 
 /// A decoded chat completion request.
@@ -66,12 +66,18 @@ fn number(body: &Map<String, Value>, name: &str) -> Result<Option<f32>, ApiError
     field(body, name, "a number", |v| v.as_f64().map(|n| n as f32))
 }
 
-fn text_parts(content: &Value, index: usize) -> Result<String, ApiError> {
+/// A turn's text and, from a customer, the images shown with it.
+fn content_parts(
+    content: &Value,
+    index: usize,
+    role: Role,
+) -> Result<(String, Vec<Image>), ApiError> {
     let param = format!("messages[{index}].content");
     match content {
-        Value::String(s) => Ok(s.clone()),
+        Value::String(s) => Ok((s.clone(), Vec::new())),
         Value::Array(parts) => {
             let mut text = String::new();
+            let mut images = Vec::new();
             for (n, part) in parts.iter().enumerate() {
                 let part_param = format!("{param}[{n}]");
                 match part.get("type").and_then(Value::as_str) {
@@ -87,25 +93,33 @@ fn text_parts(content: &Value, index: usize) -> Result<String, ApiError> {
                             }
                         }
                     }
-                    Some(kind @ ("image_url" | "input_audio" | "file")) => {
+                    // As OpenAI has it: only the customer shows pictures.
+                    Some("image_url") if role != Role::User => {
                         return Err(invalid(
                             &part_param,
-                            format!("{part_param}: {kind} parts are not supported; this gateway's providers are asked in text only"),
+                            format!("{part_param}: image_url parts are only allowed in user messages, not {}", role.as_str()),
+                        ))
+                    }
+                    Some("image_url") => images.push(image::read(part, &part_param, text.len())?),
+                    Some(kind @ ("input_audio" | "file")) => {
+                        return Err(invalid(
+                            &part_param,
+                            format!("{part_param}: {kind} parts are not supported; this gateway's providers are asked in text and images only"),
                         ))
                     }
                     _ => {
                         return Err(invalid(
                             &part_param,
-                            format!("{part_param} must be a text part ({{\"type\": \"text\", \"text\": …}})"),
+                            format!("{part_param} must be a text part ({{\"type\": \"text\", \"text\": …}}) or an image_url part"),
                         ))
                     }
                 }
             }
-            Ok(text)
+            Ok((text, images))
         }
         _ => Err(invalid(
             &param,
-            format!("{param} must be a string or an array of text parts"),
+            format!("{param} must be a string or an array of content parts"),
         )),
     }
 }
@@ -164,16 +178,17 @@ fn turn(message: &Value, index: usize) -> Result<ChatTurn, ApiError> {
         }
         None => return Err(invalid(&param, format!("{param} is required"))),
     };
-    let content = match message.get("content") {
+    let (content, images) = match message.get("content") {
         // An assistant turn that only calls tools has no content.
-        None | Some(Value::Null) if role == Role::Assistant => String::new(),
+        None | Some(Value::Null) if role == Role::Assistant => (String::new(), Vec::new()),
         None | Some(Value::Null) => {
             let param = format!("messages[{index}].content");
             return Err(invalid(&param, format!("{param} is required")));
         }
-        Some(content) => text_parts(content, index)?,
+        Some(content) => content_parts(content, index, role)?,
     };
     let mut turn = ChatTurn::new(role, content);
+    turn.images = images;
     turn.tool_calls = tool_calls(message, index)?;
     if !turn.tool_calls.is_empty() && role != Role::Assistant {
         let param = format!("messages[{index}].tool_calls");
@@ -424,6 +439,16 @@ pub(super) fn decode(body: &[u8]) -> Result<ApiRequest, ApiError> {
         .enumerate()
         .map(|(index, message)| turn(message, index))
         .collect::<Result<Vec<_>, _>>()?;
+    let images: usize = turns.iter().map(|t| t.images.len()).sum();
+    if images > image::MAX_IMAGES {
+        return Err(invalid(
+            "messages",
+            format!(
+                "messages show {images} images; providers take at most {} in one request",
+                image::MAX_IMAGES
+            ),
+        ));
+    }
     refuse_unsupported(&body)?;
     let stream = field(&body, "stream", "a boolean", Value::as_bool)?.unwrap_or(false);
     let include_usage = match field(&body, "stream_options", "an object", Value::as_object)? {
@@ -483,6 +508,7 @@ pub(super) fn decode(body: &[u8]) -> Result<ApiRequest, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared::TurnPart;
     use serde_json::json;
 
     fn param_of(body: Value) -> Option<String> {
@@ -591,14 +617,50 @@ mod tests {
     }
 
     #[test]
-    fn image_parts_are_refused_by_position() {
+    fn image_parts_keep_their_place_in_the_customers_text() {
         let body = json!({"model": "chaosai", "messages": [{"role": "user", "content": [
-            {"type": "text", "text": "what is this?"},
-            {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]});
+            {"type": "text", "text": "what is this? "},
+            {"type": "image_url", "image_url": {"url": "https://shop.example/a.png", "detail": "high"}},
+            {"type": "text", "text": "It came with my parcel."}]}]});
+        let request = decode(body.to_string().as_bytes()).ok().unwrap();
+        let turn = &request.gateway.turns[0];
+        assert_eq!(turn.content, "what is this? It came with my parcel.");
+        assert_eq!(turn.images.len(), 1);
+        assert_eq!(turn.images[0].at, "what is this? ".len());
+        let parts: Vec<_> = turn.parts().collect();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0], TurnPart::Text("what is this? "));
+        assert_eq!(parts[1], TurnPart::Image(&turn.images[0]));
+        assert_eq!(parts[2], TurnPart::Text("It came with my parcel."));
+    }
+
+    #[test]
+    fn images_outside_a_customer_turn_or_beyond_the_limit_are_refused() {
+        let image =
+            json!({"type": "image_url", "image_url": {"url": "https://shop.example/a.png"}});
+        for role in ["system", "assistant", "tool"] {
+            let body = json!({"model": "chaosai", "messages": [
+                {"role": role, "content": [image.clone()], "tool_call_id": "call_1"},
+                {"role": "user", "content": "hi"}]});
+            let err = decode(body.to_string().as_bytes()).err().unwrap();
+            assert_eq!(err.param.as_deref(), Some("messages[0].content[0]"));
+            assert!(
+                err.message.contains("only allowed in user messages"),
+                "{}",
+                err.message
+            );
+        }
+        let many = vec![image.clone(); image::MAX_IMAGES + 1];
+        let body = json!({"model": "chaosai", "messages": [{"role": "user", "content": many}]});
         let err = decode(body.to_string().as_bytes()).err().unwrap();
-        assert_eq!(err.param.as_deref(), Some("messages[0].content[1]"));
+        assert_eq!(err.param.as_deref(), Some("messages"));
+        assert!(err.message.contains("at most 100"), "{}", err.message);
+        let audio = json!({"model": "chaosai", "messages": [{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}]});
+        let err = decode(audio.to_string().as_bytes()).err().unwrap();
+        assert_eq!(err.param.as_deref(), Some("messages[0].content[0]"));
         assert!(
-            err.message.contains("image_url parts are not supported"),
+            err.message.contains("input_audio parts are not supported"),
             "{}",
             err.message
         );

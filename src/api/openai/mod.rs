@@ -9,11 +9,12 @@
 
 mod decode;
 mod encode;
+mod image;
 
 use super::keys::Caller;
 use super::{error::ApiError, AppState};
 use crate::gateway::{AnswerEvent, OnBreak};
-use crate::shared::{Route, Usage, UsageSource};
+use crate::shared::{ChatTurn, Route, UsageSource};
 use axum::{
     body::{Body, Bytes},
     extract::{rejection::BytesRejection, Path as AxumPath, State},
@@ -236,7 +237,7 @@ pub async fn chat_completions(
         .gateway
         .turns
         .iter()
-        .map(|t| Usage::estimate(&t.content))
+        .map(ChatTurn::estimated_tokens)
         .sum();
     let charge = caller.admit(&state, prompt_estimate)?;
     let created = unix_now();

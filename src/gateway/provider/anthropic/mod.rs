@@ -19,7 +19,7 @@ use super::{
     Completion, PieceStream, Provider, ProviderError, ProviderRequest, ProviderTarget,
     ResponseFormat, ToolChoice,
 };
-use crate::shared::{ChatTurn, ContinuationStyle, Protocol, Role};
+use crate::shared::{ChatTurn, ContinuationStyle, Image, ImageSource, Protocol, Role, TurnPart};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -94,6 +94,18 @@ fn tool_use_id(id: &str) -> String {
     }
 }
 
+/// An image as Anthropic takes it: its bytes with their type, or its address.
+/// Anthropic has no `detail`; it looks at the picture as it is.
+fn image_block(image: &Image) -> Value {
+    let source = match &image.source {
+        ImageSource::Data { media_type, base64 } => {
+            json!({"type": "base64", "media_type": media_type.as_str(), "data": base64})
+        }
+        ImageSource::Url { url } => json!({"type": "url", "url": url}),
+    };
+    json!({"type": "image", "source": source})
+}
+
 /// A turn's content blocks.
 fn blocks(turn: &ChatTurn) -> Vec<Value> {
     let mut blocks = Vec::with_capacity(1 + turn.tool_calls.len());
@@ -105,8 +117,16 @@ fn blocks(turn: &ChatTurn) -> Vec<Value> {
     }
     // Anthropic refuses empty and whitespace-only text blocks; an assistant
     // turn may be calls only.
-    if !turn.content.trim().is_empty() {
-        blocks.push(json!({"type": "text", "text": turn.content}));
+    if turn.images.is_empty() {
+        if !turn.content.trim().is_empty() {
+            blocks.push(json!({"type": "text", "text": turn.content}));
+        }
+    } else {
+        blocks.extend(turn.parts().filter_map(|part| match part {
+            TurnPart::Text(text) if text.trim().is_empty() => None,
+            TurnPart::Text(text) => Some(json!({"type": "text", "text": text})),
+            TurnPart::Image(image) => Some(image_block(image)),
+        }));
     }
     for call in &turn.tool_calls {
         let input = serde_json::from_str::<Value>(&call.arguments)
@@ -436,6 +456,41 @@ mod tests {
         assert_eq!(body["stop_sequences"], json!(["END"]));
         assert_eq!(body["metadata"], json!({"user_id": "u-1"}));
         assert!(body.get("seed").is_none());
+    }
+
+    #[test]
+    fn images_become_image_blocks_in_the_order_they_were_shown() {
+        let mut request = request();
+        let mut turn = ChatTurn::user("What is this?  It came today.");
+        turn.images = vec![
+            Image {
+                source: ImageSource::Url {
+                    url: "https://shop.example/a.jpg".into(),
+                },
+                detail: Some(crate::shared::ImageDetail::High),
+                at: "What is this?".len(),
+            },
+            Image {
+                source: ImageSource::Data {
+                    media_type: crate::shared::ImageType::Webp,
+                    base64: "UklGRg==".into(),
+                },
+                detail: None,
+                at: "What is this?  ".len(),
+            },
+        ];
+        request.turns = vec![turn];
+        let body = body_of(&request);
+        // The whitespace between the two images is no block: Anthropic refuses those.
+        assert_eq!(
+            body["messages"][0]["content"],
+            json!([
+                {"type": "text", "text": "What is this?"},
+                {"type": "image", "source": {"type": "url", "url": "https://shop.example/a.jpg"}},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/webp", "data": "UklGRg=="}},
+                {"type": "text", "text": "It came today."},
+            ])
+        );
     }
 
     #[test]

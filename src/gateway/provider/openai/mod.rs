@@ -14,7 +14,7 @@ use super::{
     Completion, PieceStream, Provider, ProviderError, ProviderRequest, ProviderTarget,
     ResponseFormat, ToolChoice,
 };
-use crate::shared::{ContinuationStyle, Protocol, Role};
+use crate::shared::{ChatTurn, ContinuationStyle, Protocol, Role, TurnPart};
 use async_trait::async_trait;
 use dialect::{Dialect, Wording};
 use serde::Serialize;
@@ -77,7 +77,7 @@ struct WireRequest<'a> {
 struct WireMessage<'a> {
     role: &'static str,
     /// `null` for an assistant turn that only calls tools, as OpenAI sends it.
-    content: Option<&'a str>,
+    content: Option<WireContent<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,6 +85,37 @@ struct WireMessage<'a> {
     /// DeepSeek and Mistral: this trailing assistant message is a prefix to continue.
     #[serde(skip_serializing_if = "Option::is_none")]
     prefix: Option<bool>,
+}
+
+/// A message's content: its text, or, when the customer showed images, its
+/// parts in the order they were shown.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WireContent<'a> {
+    Text(&'a str),
+    Parts(Vec<Value>),
+}
+
+impl<'a> WireContent<'a> {
+    fn of(turn: &'a ChatTurn) -> Self {
+        if turn.images.is_empty() {
+            return WireContent::Text(&turn.content);
+        }
+        WireContent::Parts(
+            turn.parts()
+                .map(|part| match part {
+                    TurnPart::Text(text) => json!({"type": "text", "text": text}),
+                    TurnPart::Image(image) => {
+                        let mut spec = json!({"url": image.url()});
+                        if let Some(detail) = image.detail {
+                            spec["detail"] = json!(detail.as_str());
+                        }
+                        json!({"type": "image_url", "image_url": spec})
+                    }
+                })
+                .collect(),
+        )
+    }
 }
 
 fn tool_choice(choice: &ToolChoice) -> Value {
@@ -150,7 +181,7 @@ impl OpenAiProvider {
         if !request.system.is_empty() {
             messages.push(WireMessage {
                 role: "system",
-                content: Some(&request.system),
+                content: Some(WireContent::Text(&request.system)),
                 tool_calls: Vec::new(),
                 tool_call_id: None,
                 prefix: None,
@@ -160,7 +191,7 @@ impl OpenAiProvider {
             let calls_only = turn.content.is_empty() && !turn.tool_calls.is_empty();
             WireMessage {
                 role: turn.role.as_str(),
-                content: (!calls_only).then_some(turn.content.as_str()),
+                content: (!calls_only).then(|| WireContent::of(turn)),
                 tool_calls: turn
                     .tool_calls
                     .iter()
@@ -178,7 +209,7 @@ impl OpenAiProvider {
         if let Some(partial) = &request.continuation {
             messages.push(WireMessage {
                 role: Role::Assistant.as_str(),
-                content: Some(partial),
+                content: Some(WireContent::Text(partial)),
                 tool_calls: Vec::new(),
                 tool_call_id: None,
                 prefix: (self.continuation == ContinuationStyle::Prefix).then_some(true),
@@ -287,7 +318,7 @@ impl Provider for OpenAiProvider {
 mod tests {
     use super::*;
     use crate::gateway::provider::{Endpoint, Options, Sampling, Tool, WireLimits};
-    use crate::shared::{ChatTurn, ToolCall};
+    use crate::shared::{ChatTurn, Image, ImageDetail, ImageSource, ImageType, ToolCall};
     use std::time::Duration;
 
     fn adapter() -> OpenAiProvider {
@@ -384,5 +415,41 @@ mod tests {
         assert_eq!(body["messages"][2]["tool_calls"][0]["id"], "call_1");
         assert_eq!(body["messages"][3]["role"], "tool");
         assert_eq!(body["messages"][3]["tool_call_id"], "call_1");
+    }
+
+    #[test]
+    fn images_go_out_as_parts_in_the_order_they_were_shown() {
+        let mut request = request();
+        let mut turn = ChatTurn::user("What is this? It came today.");
+        turn.images = vec![
+            Image {
+                source: ImageSource::Data {
+                    media_type: ImageType::Png,
+                    base64: "iVBORw0KGgo=".into(),
+                },
+                detail: Some(ImageDetail::Low),
+                at: 0,
+            },
+            Image {
+                source: ImageSource::Url {
+                    url: "https://shop.example/a.jpg".into(),
+                },
+                detail: None,
+                at: "What is this? ".len(),
+            },
+        ];
+        request.turns = vec![turn];
+        let body = body_of(&request, false);
+        assert_eq!(
+            body["messages"][1]["content"],
+            json!([
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
+                {"type": "text", "text": "What is this? "},
+                {"type": "image_url", "image_url": {"url": "https://shop.example/a.jpg"}},
+                {"type": "text", "text": "It came today."},
+            ])
+        );
+        // The system turn and a text-only turn stay plain strings.
+        assert_eq!(body["messages"][0]["content"], "Be brief.");
     }
 }
