@@ -403,8 +403,8 @@ async fn every_parameter_is_validated_with_the_right_param_in_the_error() {
         ),
         (
             json!({"model": "chaosai", "messages": [{"role": "user", "content": [
-                {"type": "text", "text": "What is in this photo?"},
-                {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/a.png"}}]}]}),
+                {"type": "text", "text": "What does this recording say?"},
+                {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]}]}),
             "messages[0].content[1]",
         ),
     ];
@@ -518,6 +518,149 @@ async fn the_cache_answers_only_where_the_same_request_would_have_produced_it() 
         turn(&s, body, false).await.headers["x-chaosai-served-by"],
         "cache"
     );
+}
+
+/// A 1×1 PNG, as a support widget sends a screenshot: base64 in a data URL.
+const PIXEL_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg==";
+
+/// The customer's question with a picture shown after its first sentence.
+fn with_picture(first: &str, rest: &str, url: &str) -> Value {
+    json!({"role": "user", "content": [
+        {"type": "text", "text": first},
+        {"type": "image_url", "image_url": {"url": url}},
+        {"type": "text", "text": rest}]})
+}
+
+#[tokio::test]
+async fn a_customers_picture_reaches_the_models_that_can_look_and_passes_the_others_by() {
+    // Llama, a text-only model, first in the cascade.
+    let s = TestServer::start_with(|c| {
+        c.cache.enabled = true;
+        c.providers.rotate_right(1);
+    })
+    .await;
+    assert_eq!(s.providers().await[0]["name"], "llama");
+    let png = format!("data:image/png;base64,{PIXEL_PNG}");
+    let question = with_picture("Can I get a refund?", " Here is the damage.", &png);
+    // Both protocols, whole and streamed: the simulated models check the image
+    // as the real APIs do (Anthropic: the bytes must be the declared type) and
+    // say what they saw.
+    for model in ["claude", "gpt"] {
+        for stream in [false, true] {
+            let answer = turn(&s, json!({"model": model, "messages": [question]}), stream).await;
+            assert!(
+                answer
+                    .text
+                    .starts_with("I looked at the picture you sent (a PNG)."),
+                "{model}, stream {stream}: {}",
+                answer.text
+            );
+            assert!(answer.text.contains("refund"), "{}", answer.text);
+            // The provider charged for the picture, not only for the words.
+            assert!(
+                answer.usage["prompt_tokens"].as_u64().unwrap() > 765,
+                "{}",
+                answer.usage
+            );
+        }
+    }
+    // Through the cascade the text-only model is passed by without being asked.
+    let answer = turn(
+        &s,
+        json!({"model": "chaosai", "messages": [question]}),
+        false,
+    )
+    .await;
+    assert_eq!(answer.headers["x-chaosai-served-by"], "claude");
+    let (status, attempts) = s.audited(&answer.id).await;
+    assert_eq!(status, "ok");
+    assert_eq!(
+        attempts,
+        vec![
+            ("llama".to_string(), "unsupported".to_string()),
+            ("claude".to_string(), "ok".to_string())
+        ]
+    );
+    // Several pictures, a linked one among them, keep their order.
+    let linked = json!({"model": "claude", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://shop.example/parcel.jpg", "detail": "low"}},
+        {"type": "text", "text": "Is this damage covered?"},
+        {"type": "image_url", "image_url": {"url": png}}]}]});
+    let answer = turn(&s, linked, true).await;
+    assert!(
+        answer.text.starts_with(
+            "I looked at the 2 pictures you sent (one linked from https://shop.example/parcel.jpg, a PNG)."
+        ),
+        "{}",
+        answer.text
+    );
+    // A picture without a word is a question too.
+    let wordless = json!({"model": "gpt", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": png}}]}]});
+    let answer = turn(&s, wordless, false).await;
+    assert!(
+        answer
+            .text
+            .starts_with("I looked at the picture you sent (a PNG)."),
+        "{}",
+        answer.text
+    );
+    // Asked of the text-only model alone: a 400 that names what it cannot take.
+    let res = post(&s, &json!({"model": "llama", "messages": [question]})).await;
+    let err = api_error(res, 400).await;
+    assert_eq!(err["param"], "image_url");
+    assert!(err["message"].as_str().unwrap().contains("llama"), "{err}");
+    // A question about a picture is never answered from, nor stored in, the
+    // cache: the same words about another picture ask something else.
+    assert_eq!(s.metric("chaosai_cache_hits_total").await, 0.0);
+    let (entries,): (i64,) = chaosai::with_db!(s.server.store.db(), pool => sqlx::query_as("SELECT COUNT(*) FROM cache_entries")
+        .fetch_one(pool)
+        .await)
+        .unwrap();
+    assert_eq!(entries, 0);
+    let words = json!({"role": "user", "content": "Can I get a refund? Here is the damage."});
+    turn(&s, json!({"model": "chaosai", "messages": [words]}), false).await;
+    s.rows("SELECT COUNT(*) FROM cache_entries", |n| n == 1)
+        .await;
+    let again = turn(
+        &s,
+        json!({"model": "chaosai", "messages": [question]}),
+        false,
+    )
+    .await;
+    assert_eq!(again.headers["x-chaosai-served-by"], "claude");
+    assert!(
+        again.text.starts_with("I looked at the picture"),
+        "{}",
+        again.text
+    );
+}
+
+#[tokio::test]
+async fn a_picture_no_provider_would_take_is_refused_naming_the_part() {
+    let s = TestServer::start().await;
+    let not_an_image = "data:image/png;base64,aGVsbG8gd29ybGQ=";
+    for (content, param, expected) in [
+        (
+            json!([{"type": "image_url", "image_url": {"url": not_an_image}}]),
+            "messages[0].content[0].image_url.url",
+            "not a PNG, JPEG, GIF or WebP image",
+        ),
+        (
+            json!([{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]),
+            "messages[0].content[1].image_url.url",
+            "http(s) address or a data URL",
+        ),
+    ] {
+        let res = post(
+            &s,
+            &json!({"model": "chaosai", "messages": [{"role": "user", "content": content}]}),
+        )
+        .await;
+        let err = api_error(res, 400).await;
+        assert_eq!(err["param"], param, "{err}");
+        assert!(err["message"].as_str().unwrap().contains(expected), "{err}");
+    }
 }
 
 #[tokio::test]

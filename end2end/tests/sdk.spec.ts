@@ -107,6 +107,38 @@ test("a tool-call round trip, streamed and assembled by the SDK's own helper", a
   }
 });
 
+test("a customer's screenshot, sent as the SDK types it, reaches a model that can look", async () => {
+  const client = sdk();
+  // A 1×1 PNG in a data URL, as a support widget sends a pasted screenshot.
+  const png =
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg==";
+  for (const model of ["claude", "chaosai"]) {
+    const answer = await client.chat.completions.create({
+      model,
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "text", text: "Can I get a refund?" },
+            { type: "image_url", image_url: { url: png, detail: "high" } },
+          ],
+        },
+      ],
+    });
+    expect(answer.choices[0].message.content).toMatch(/^I looked at the picture you sent \(a PNG\)\./);
+    expect(answer.usage!.prompt_tokens).toBeGreaterThan(765);
+  }
+  // Llama is text-only: asked alone, it is a BadRequestError naming what it cannot take.
+  const blind = await client.chat.completions
+    .create({
+      model: "llama",
+      messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: png } }] }],
+    })
+    .catch((e) => e);
+  expect(blind).toBeInstanceOf(OpenAI.BadRequestError);
+  expect(blind.param).toBe("image_url");
+});
+
 test("errors are the SDK's own error classes, naming the parameter", async () => {
   const client = sdk();
   const bad = await client.chat.completions

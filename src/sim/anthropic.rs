@@ -6,7 +6,7 @@
 
 use super::model::{reply, Reply};
 use super::{argument_pieces, fresh_id, paced, think, OfferedTool, SimRequest, SimState, ToolUse};
-use crate::shared::{ChatTurn, Role, ToolCall};
+use crate::shared::{ChatTurn, Image, ImageSource, ImageType, Role, ToolCall};
 use axum::{
     extract::State,
     http::{HeaderMap, StatusCode},
@@ -39,6 +39,44 @@ fn blocks_text(content: &Value) -> Option<String> {
         ),
         _ => None,
     }
+}
+
+/// An image block's source, checked as Anthropic checks it: one of four
+/// formats, the bytes of the format declared, or an http(s) address.
+fn image(source: &Value, at: usize) -> Result<Image, String> {
+    let source = match source["type"].as_str() {
+        Some("base64") => {
+            let declared = source["media_type"]
+                .as_str()
+                .and_then(|t| t.parse::<ImageType>().ok())
+                .ok_or("media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'")?;
+            let data = source["data"].as_str().ok_or("data: Field required")?;
+            match super::inline_image(data) {
+                Some(found) if found == declared => {}
+                _ => {
+                    return Err(format!(
+                        "Image does not match the provided media type {declared}"
+                    ))
+                }
+            }
+            ImageSource::Data {
+                media_type: declared,
+                base64: data.to_string(),
+            }
+        }
+        Some("url") => match source["url"].as_str() {
+            Some(url) if super::fetchable(url) => ImageSource::Url {
+                url: url.to_string(),
+            },
+            _ => return Err("url: Input should be a valid URL".into()),
+        },
+        other => return Err(format!("type: Input tag {other:?} found using 'type' does not match any of the expected tags: 'base64', 'url'")),
+    };
+    Ok(Image {
+        source,
+        detail: None,
+        at,
+    })
 }
 
 /// The conversation as turns; tool results become `tool` turns. Checks that
@@ -93,6 +131,11 @@ fn turns(messages: &[Value]) -> Result<Vec<ChatTurn>, String> {
                     }
                     turn.content.push_str(text);
                 }
+                (Role::User, Some("image")) => {
+                    let image = image(&block["source"], turn.content.len())
+                        .map_err(|why| format!("messages.{i}.content.{n}.image.source: {why}"))?;
+                    turn.images.push(image);
+                }
                 (Role::Assistant, Some("tool_use")) => {
                     let id = block["id"].as_str().unwrap_or_default();
                     let valid_id = !id.is_empty()
@@ -139,7 +182,7 @@ fn turns(messages: &[Value]) -> Result<Vec<ChatTurn>, String> {
             ));
         }
         open_calls = turn.tool_calls.iter().map(|c| c.id.clone()).collect();
-        if !turn.content.is_empty() || !turn.tool_calls.is_empty() {
+        if !turn.content.is_empty() || !turn.tool_calls.is_empty() || !turn.images.is_empty() {
             turns.push(turn);
         }
     }

@@ -16,7 +16,7 @@ mod model;
 mod openai;
 
 use crate::config::{Protocol, SimConfig};
-use crate::shared::ChatTurn;
+use crate::shared::{ChatTurn, ImageType};
 use axum::{
     response::{sse::Event, Sse},
     routing::post,
@@ -133,7 +133,8 @@ struct SimRequest {
 }
 
 impl SimRequest {
-    /// The prompt's size in the model's tokens (words, as `knowledge::tokens` cuts them).
+    /// The prompt's size in the model's tokens (words, as `knowledge::tokens`
+    /// cuts them, and what a real model charges for each image).
     fn prompt_tokens(&self) -> usize {
         let words = |text: &str| crate::knowledge::tokens(text).len();
         words(&self.system)
@@ -145,6 +146,10 @@ impl SimRequest {
                         + t.tool_calls
                             .iter()
                             .map(|c| words(&c.arguments))
+                            .sum::<usize>()
+                        + t.images
+                            .iter()
+                            .map(|i| i.estimated_tokens() as usize)
                             .sum::<usize>()
                 })
                 .sum::<usize>()
@@ -181,6 +186,22 @@ fn paced(
 fn argument_pieces(arguments: &str) -> Vec<String> {
     let chars: Vec<char> = arguments.chars().collect();
     chars.chunks(6).map(|c| c.iter().collect()).collect()
+}
+
+/// The format of an inline image's `base64`, if it decodes to one a model
+/// reads (a real provider checks the bytes).
+fn inline_image(base64: &str) -> Option<ImageType> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(base64)
+        .ok()?;
+    ImageType::sniff(&bytes)
+}
+
+/// Whether `url` is one a provider would fetch an image from.
+fn fetchable(url: &str) -> bool {
+    reqwest::Url::parse(url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
 }
 
 /// A fresh id with `prefix`, as each protocol spells its ids.

@@ -6,7 +6,7 @@
 
 use super::{OfferedTool, SimRequest, ToolUse};
 use crate::knowledge;
-use crate::shared::{ChatTurn, Role, ToolCall};
+use crate::shared::{ChatTurn, Image, ImageSource, ImageType, Role, ToolCall};
 use serde_json::{json, Map, Value};
 
 /// Most calls made at once.
@@ -245,14 +245,47 @@ fn from_results(results: &[&ChatTurn]) -> String {
 fn answer_text(turns: &[ChatTurn]) -> String {
     if let [rest @ .., last] = turns {
         if last.role == Role::Assistant {
-            let full = knowledge::answer(rest);
+            let full = full_answer(rest);
             return match full.strip_prefix(last.content.trim_end()) {
                 Some(remainder) => remainder.to_string(),
                 None => full,
             };
         }
     }
-    knowledge::answer(turns)
+    full_answer(turns)
+}
+
+/// The whole answer to `turns`: what the model saw in the pictures of the
+/// question, if it showed any, then the knowledge base's answer.
+fn full_answer(turns: &[ChatTurn]) -> String {
+    let answer = knowledge::answer(turns);
+    let question = turns.iter().rev().find(|t| t.role == Role::User);
+    match question.map(|q| q.images.as_slice()) {
+        Some(images) if !images.is_empty() => format!("{} {answer}", looked_at(images)),
+        _ => answer,
+    }
+}
+
+/// What a model that looked at `images` says of them first (the tests read it
+/// to know what reached the provider).
+pub(super) fn looked_at(images: &[Image]) -> String {
+    let kinds: Vec<String> = images
+        .iter()
+        .map(|image| match &image.source {
+            ImageSource::Data { media_type, .. } => match media_type {
+                ImageType::Png => "a PNG".to_string(),
+                ImageType::Jpeg => "a JPEG".to_string(),
+                ImageType::Gif => "a GIF".to_string(),
+                ImageType::Webp => "a WebP".to_string(),
+            },
+            ImageSource::Url { url } => format!("one linked from {url}"),
+        })
+        .collect();
+    let what = match images.len() {
+        1 => "picture".to_string(),
+        n => format!("{n} pictures"),
+    };
+    format!("I looked at the {what} you sent ({}).", kinds.join(", "))
 }
 
 /// The model's reply to `request`; `new_id` names each tool call.

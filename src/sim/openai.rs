@@ -7,7 +7,7 @@
 
 use super::model::{reply, Reply};
 use super::{argument_pieces, fresh_id, paced, think, OfferedTool, SimRequest, SimState, ToolUse};
-use crate::shared::{ChatTurn, Role, ToolCall};
+use crate::shared::{ChatTurn, Image, ImageDetail, ImageSource, ImageType, Role, ToolCall};
 use axum::{
     extract::State,
     http::StatusCode,
@@ -29,19 +29,85 @@ fn error(message: &str, param: Option<&str>) -> Response {
         .into_response()
 }
 
-fn text_of(content: &Value) -> Option<String> {
+/// Whether `model` can look at images: the text-only models a cascade may
+/// hold (Groq's Llama 3) refuse image parts, as the real ones do.
+fn sees_images(model: &str) -> bool {
+    !model.starts_with("llama-3") && !model.starts_with("gpt-3.5")
+}
+
+/// A message's text and images; an error names what the real API would refuse.
+fn content_of(content: &Value, sees_images: bool) -> Result<(String, Vec<Image>), String> {
     match content {
-        Value::String(s) => Some(s.clone()),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| p.get("text").and_then(Value::as_str).map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .map(|v| v.concat()),
-        _ => None,
+        Value::String(s) => Ok((s.clone(), Vec::new())),
+        Value::Array(parts) => {
+            let mut text = String::new();
+            let mut images = Vec::new();
+            for part in parts {
+                match part.get("type").and_then(Value::as_str) {
+                    Some("text") => text.push_str(
+                        part.get("text")
+                            .and_then(Value::as_str)
+                            .ok_or("Missing required parameter: 'text'.")?,
+                    ),
+                    Some("image_url") if !sees_images => {
+                        return Err(
+                            "Invalid content type. image_url is only supported by certain models."
+                                .into(),
+                        )
+                    }
+                    Some("image_url") => images.push(image(part, text.len())?),
+                    other => {
+                        return Err(format!(
+                        "Invalid value: {other:?}. Supported values are: 'text' and 'image_url'."
+                    ))
+                    }
+                }
+            }
+            Ok((text, images))
+        }
+        _ => Err("Invalid type for content: expected a string or an array".into()),
     }
 }
 
-fn turns(messages: &[Value]) -> Result<(String, Vec<ChatTurn>), (String, String)> {
+/// An `image_url` part, checked as OpenAI checks it before its model looks.
+fn image(part: &Value, at: usize) -> Result<Image, String> {
+    let url = part["image_url"]["url"]
+        .as_str()
+        .ok_or("Missing required parameter: 'image_url.url'.")?;
+    let detail = match part["image_url"].get("detail") {
+        None | Some(Value::Null) => None,
+        Some(d) => Some(
+            d.as_str()
+                .and_then(|d| d.parse::<ImageDetail>().ok())
+                .ok_or("Invalid value for 'detail': expected 'auto', 'low' or 'high'.")?,
+        ),
+    };
+    let source = if let Some(data) = url.strip_prefix("data:") {
+        let (head, base64) = data.split_once(',').ok_or("Invalid image URL.")?;
+        let declared = head.strip_suffix(";base64").ok_or("Invalid image URL.")?;
+        let media_type = declared
+            .parse::<ImageType>()
+            .ok()
+            .and_then(|_| super::inline_image(base64))
+            .ok_or("You uploaded an unsupported image. Please make sure your image is valid and of one of the following formats: ['png', 'jpeg', 'gif', 'webp'].")?;
+        ImageSource::Data {
+            media_type,
+            base64: base64.to_string(),
+        }
+    } else if super::fetchable(url) {
+        ImageSource::Url {
+            url: url.to_string(),
+        }
+    } else {
+        return Err("Invalid image URL: expected a valid URL or a base64 data URL.".into());
+    };
+    Ok(Image { source, detail, at })
+}
+
+fn turns(
+    messages: &[Value],
+    sees_images: bool,
+) -> Result<(String, Vec<ChatTurn>), (String, String)> {
     let mut system = String::new();
     let mut turns = Vec::new();
     let mut called = HashSet::new();
@@ -54,16 +120,24 @@ fn turns(messages: &[Value]) -> Result<(String, Vec<ChatTurn>), (String, String)
             Some("tool") => Role::Tool,
             other => return Err((format!("Invalid value for 'role': {other:?}"), at("role"))),
         };
-        let content = match m.get("content") {
-            None | Some(Value::Null) if role == Role::Assistant => String::new(),
-            content => content.and_then(text_of).ok_or_else(|| {
-                (
+        let (content, images) = match m.get("content") {
+            None | Some(Value::Null) if role == Role::Assistant => (String::new(), Vec::new()),
+            None | Some(Value::Null) => {
+                return Err((
                     format!("Missing required parameter: '{}'.", at("content")),
                     at("content"),
-                )
-            })?,
+                ))
+            }
+            Some(content) => content_of(content, sees_images).map_err(|e| (e, at("content")))?,
         };
+        if !images.is_empty() && role != Role::User {
+            return Err((
+                format!("Image URLs are only allowed for messages with role 'user', but this message with role '{}' contains an image URL.", role.as_str()),
+                at("content"),
+            ));
+        }
         let mut turn = ChatTurn::new(role, content);
+        turn.images = images;
         for call in m
             .get("tool_calls")
             .and_then(Value::as_array)
@@ -124,7 +198,7 @@ fn decode(body: &Value) -> Result<(SimRequest, StreamOptions), (String, String)>
             "'messages' must contain at least one message".to_string(),
             "messages".to_string(),
         ))?;
-    let (system, turns) = turns(messages)?;
+    let (system, turns) = turns(messages, sees_images(&model))?;
     let tools: Vec<OfferedTool> = body
         .get("tools")
         .and_then(Value::as_array)
