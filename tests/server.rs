@@ -284,6 +284,30 @@ async fn bad_input_gets_a_json_4xx_naming_the_problem() {
 }
 
 #[tokio::test]
+async fn the_chat_server_function_refuses_pictures_it_cannot_check() {
+    let s = TestServer::start().await;
+    // Images in the page's own turn shape skip /v1's checks: a file URL that a
+    // provider would be asked to fetch, with an offset past the text.
+    let res = s
+        .client
+        .post(s.url("/api/ask"))
+        .json(&json!({"turns": [{"role": "user", "content": "look",
+            "images": [{"source": {"kind": "url", "url": "file:///etc/passwd"}, "at": 99}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("takes text only"), "{body}");
+    s.server.audit.as_ref().unwrap().flush().await;
+    let (requests,): (i64,) = chaosai::with_db!(s.server.store.db(), pool => sqlx::query_as("SELECT COUNT(*) FROM requests")
+        .fetch_one(pool)
+        .await)
+        .unwrap();
+    assert_eq!(requests, 0, "no provider was asked");
+}
+
+#[tokio::test]
 async fn the_chat_server_function_streams_newline_delimited_events() {
     let s = TestServer::start().await;
     let events = s

@@ -24,6 +24,21 @@ pub async fn ask(
         line
     }
 
+    /// The caller's mistake: a 400 (a server function's error is otherwise a 500).
+    fn refused(message: impl std::fmt::Display) -> ServerFnError {
+        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+            response.set_status(axum::http::StatusCode::BAD_REQUEST);
+        }
+        ServerFnError::new(message)
+    }
+
+    // The page has no way to show a picture; images come only through /v1,
+    // whose edge checks each one. Unchecked ones must not reach a provider.
+    if turns.iter().any(|t| !t.images.is_empty()) {
+        return Err(refused(
+            "the chat page takes text only; send pictures through /v1/chat/completions",
+        ));
+    }
     let state = expect_context::<AppState>();
     // The browser's id is only trusted if it looks like one we issued.
     let conversation_id = conversation_id
@@ -64,7 +79,7 @@ pub async fn ask(
                 .map(Ok);
             Ok(TextStream::new(lines))
         }
-        Err(err @ GatewayError::BadRequest { .. }) => Err(ServerFnError::new(err.to_string())),
+        Err(err @ GatewayError::BadRequest { .. }) => Err(refused(err)),
         Err(err) => {
             let failed = ChatEvent::Failed {
                 message: format!("Sorry, this question could not be answered: {err}"),
