@@ -48,18 +48,15 @@ pub(super) fn read(part: &Value, param: &str, at: usize) -> Result<Image, ApiErr
         .ok_or_else(|| invalid(&url_param, format!("{url_param} must be a string")))?;
     let detail = match spec.get("detail") {
         None | Some(Value::Null) => None,
-        Some(Value::String(d)) => Some(d.parse::<ImageDetail>().map_err(|_| {
-            invalid(
-                &format!("{param}.image_url.detail"),
-                format!("{param}.image_url.detail must be \"auto\", \"low\" or \"high\""),
-            )
-        })?),
-        Some(_) => {
-            return Err(invalid(
-                &format!("{param}.image_url.detail"),
-                format!("{param}.image_url.detail must be \"auto\", \"low\" or \"high\""),
-            ))
-        }
+        Some(detail) => Some(
+            detail
+                .as_str()
+                .and_then(|d| d.parse::<ImageDetail>().ok())
+                .ok_or_else(|| {
+                    let at = format!("{param}.image_url.detail");
+                    invalid(&at, format!("{at} must be \"auto\", \"low\" or \"high\""))
+                })?,
+        ),
     };
     let source = source(url).map_err(|why| invalid(&url_param, format!("{url_param}: {why}")))?;
     Ok(Image { source, detail, at })
