@@ -7,7 +7,8 @@ mod support;
 use chaosai::config::{Protocol, Secret};
 use chaosai::gateway::provider::{
     self, Endpoint, FinishReason, Options, Piece, Provider, ProviderError, ProviderRequest,
-    ProviderTarget, Sampling, TimeoutKind, Tool, ToolCallDelta, ToolChoice, WireLimits,
+    ProviderTarget, ReasoningEffort, Sampling, TimeoutKind, Tool, ToolCallDelta, ToolChoice,
+    WireLimits,
 };
 use chaosai::shared::ContinuationStyle;
 use chaosai::shared::{AttemptOutcome, ChatTurn};
@@ -581,6 +582,34 @@ async fn a_server_refusing_only_the_wording_is_asked_again_rewritten_and_remembe
     assert!(bodies[0].get("stream_options").is_some());
     assert!(bodies[1].get("stream_options").is_none());
     assert_eq!(bodies[1]["stream"], true);
+
+    // A model that does not reason refuses `reasoning_effort`, a hint it can
+    // go without: asked again without it, and from then on.
+    let refusal = serde_json::json!({"error": {
+        "message": "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+        "type": "invalid_request_error", "param": "reasoning_effort", "code": "unsupported_parameter"}})
+    .to_string();
+    let server = ScriptedServer::sequence(vec![
+        Script::respond(400, "application/json", &refusal),
+        Script::respond(
+            200,
+            "application/json",
+            &(wire.answer)("no thinking needed"),
+        ),
+    ])
+    .await;
+    let adapter = self::adapter(&wire, &server);
+    let mut effortful = request();
+    effortful.options.reasoning_effort = Some(ReasoningEffort::Low);
+    let answer = adapter.complete(&effortful).await.unwrap();
+    assert_eq!(answer.text, "no thinking needed");
+    adapter.complete(&effortful).await.unwrap();
+    let bodies = server.bodies();
+    assert_eq!(bodies.len(), 3, "one refusal, then each request once");
+    assert_eq!(bodies[0]["reasoning_effort"], "low");
+    for body in &bodies[1..] {
+        assert!(body.get("reasoning_effort").is_none(), "{body}");
+    }
 
     // Any other 400 is the caller's, and goes back once, unretried.
     let server = ScriptedServer::start(Script::respond(

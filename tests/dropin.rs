@@ -664,6 +664,54 @@ async fn a_picture_no_provider_would_take_is_refused_naming_the_part() {
 }
 
 #[tokio::test]
+async fn reasoning_effort_reaches_a_model_that_reasons_and_the_others_go_without_it() {
+    // gpt as a reasoning model; llama (Llama 3.1) does not reason, and its
+    // simulation refuses `reasoning_effort` as OpenAI and Groq do.
+    let s = TestServer::start_with(|c| {
+        c.cache.enabled = true;
+        c.providers[1].model = "o4-mini".into();
+    })
+    .await;
+    let ask = |model: &str, effort: &str| {
+        json!({"model": model, "reasoning_effort": effort,
+            "messages": [{"role": "user", "content": "How do I reset my password?"}]})
+    };
+    for (model, served_by) in [
+        ("gpt", "gpt"),
+        ("llama", "llama"),
+        ("claude", "claude"),
+        ("chaosai", "claude"),
+    ] {
+        for stream in [false, true] {
+            let answer = turn(&s, ask(model, "low"), stream).await;
+            assert_eq!(answer.headers["x-chaosai-served-by"], served_by, "{model}");
+            assert!(
+                answer.text.contains("reset link"),
+                "{model}: {}",
+                answer.text
+            );
+            let (status, attempts) = s.audited(&answer.id).await;
+            assert_eq!(status, "ok");
+            assert_eq!(
+                attempts,
+                vec![(served_by.to_string(), "ok".to_string())],
+                "{model}"
+            );
+        }
+    }
+    // A level nobody offers is the caller's mistake.
+    let res = post(&s, &ask("chaosai", "extreme")).await;
+    let err = api_error(res, 400).await;
+    assert_eq!(err["param"], "reasoning_effort");
+    // How hard a model thought is part of the request: no cached answer.
+    let (entries,): (i64,) = chaosai::with_db!(s.server.store.db(), pool => sqlx::query_as("SELECT COUNT(*) FROM cache_entries")
+        .fetch_one(pool)
+        .await)
+        .unwrap();
+    assert_eq!(entries, 0);
+}
+
+#[tokio::test]
 async fn a_wrong_url_or_method_gets_a_json_error_naming_it() {
     let s = TestServer::start().await;
     // A typo in the path: a 404 in the API's shape, not the site's HTML page.

@@ -19,14 +19,25 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 fn error(message: &str, param: Option<&str>) -> Response {
+    // OpenAI's code for a parameter the model does not take, beside its words.
+    let code = message
+        .starts_with("Unsupported parameter")
+        .then_some("unsupported_parameter");
     (
         StatusCode::BAD_REQUEST,
         Json(
             json!({"error": {"message": message, "type": "invalid_request_error",
-            "param": param, "code": null}}),
+            "param": param, "code": code}}),
         ),
     )
         .into_response()
+}
+
+/// Whether `model` reasons before it answers, and so takes `reasoning_effort`
+/// and refuses `max_tokens` for `max_completion_tokens`: OpenAI's o-series and
+/// GPT-5 family.
+fn reasons(model: &str) -> bool {
+    model.starts_with('o') || model.starts_with("gpt-5")
 }
 
 /// Whether `model` can look at images: the text-only models a cascade may
@@ -253,7 +264,21 @@ fn decode(body: &Value) -> Result<(SimRequest, StreamOptions), (String, String)>
             .collect(),
         _ => Vec::new(),
     };
-    let max_tokens = match body.get("max_tokens").and_then(Value::as_u64) {
+    let given = |name: &str| body.get(name).filter(|v| !v.is_null());
+    if given("reasoning_effort").is_some() && !reasons(&model) {
+        return Err((
+            "Unsupported parameter: 'reasoning_effort' is not supported with this model.".into(),
+            "reasoning_effort".into(),
+        ));
+    }
+    if reasons(&model) && given("max_tokens").is_some() {
+        return Err((
+            "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.".into(),
+            "max_tokens".into(),
+        ));
+    }
+    let cap = given("max_completion_tokens").or(given("max_tokens"));
+    let max_tokens = match cap.and_then(Value::as_u64) {
         Some(0) => return Err(("max_tokens must be at least 1".into(), "max_tokens".into())),
         Some(n) => n as usize,
         None => usize::MAX,

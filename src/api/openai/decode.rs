@@ -6,7 +6,9 @@
 
 use super::super::error::ApiError;
 use super::{image, CASCADE_MODEL};
-use crate::gateway::provider::{Options, ResponseFormat, Sampling, Tool, ToolChoice};
+use crate::gateway::provider::{
+    Options, ReasoningEffort, ResponseFormat, Sampling, Tool, ToolChoice,
+};
 use crate::gateway::{GatewayRequest, OnBreak, DEFAULT_TENANT};
 use crate::shared::{ChatTurn, Image, Role, Surface, ToolCall};
 use serde_json::{Map, Value};
@@ -36,10 +38,6 @@ const REFUSED: &[(&str, &str)] = &[
     (
         "web_search_options",
         "web search is not supported by this gateway",
-    ),
-    (
-        "reasoning_effort",
-        "reasoning_effort is not supported: the cascade's providers could not all honour it",
     ),
 ];
 
@@ -486,6 +484,12 @@ pub(super) fn decode(body: &[u8]) -> Result<ApiRequest, ApiError> {
         tool_choice: tool_choice(&body)?,
         parallel_tool_calls: field(&body, "parallel_tool_calls", "a boolean", Value::as_bool)?,
         response_format: response_format(&body)?,
+        reasoning_effort: field(
+            &body,
+            "reasoning_effort",
+            "\"none\", \"minimal\", \"low\", \"medium\", \"high\", \"xhigh\" or \"max\"",
+            |v| v.as_str()?.parse::<ReasoningEffort>().ok(),
+        )?,
     };
     let pinned = (model != CASCADE_MODEL).then(|| model.clone());
     Ok(ApiRequest {
@@ -583,6 +587,8 @@ mod tests {
             ("functions", json!([])),
             ("function_call", json!("auto")),
             ("modalities", json!(["text", "audio"])),
+            ("reasoning_effort", json!("extreme")),
+            ("reasoning_effort", json!(2)),
         ] {
             assert_eq!(
                 param_of(with(json!({ name: value }))).as_deref(),

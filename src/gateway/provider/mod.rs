@@ -28,7 +28,9 @@ pub use endpoint::Endpoint;
 pub(crate) use error::retry_after;
 pub use error::{ProviderError, TimeoutKind, WireFault};
 pub use openai::OpenAiProvider;
-pub use request::{Options, ProviderRequest, ResponseFormat, Sampling, Tool, ToolChoice};
+pub use request::{
+    Options, ProviderRequest, ReasoningEffort, ResponseFormat, Sampling, Tool, ToolChoice,
+};
 pub use wire::WireLimits;
 
 use crate::config::Secret;

@@ -79,6 +79,28 @@ impl Sampling {
     }
 }
 
+crate::spelled! {
+    /// How hard a reasoning model should think before it answers (OpenAI's
+    /// `reasoning_effort`). A hint about cost and latency, not about the
+    /// answer's form: a provider whose model does not reason goes without it.
+    pub enum ReasoningEffort {
+        /// No reasoning (GPT-5.1 and later).
+        None => "none",
+        /// The least.
+        Minimal => "minimal",
+        /// Little.
+        Low => "low",
+        /// The usual default.
+        Medium => "medium",
+        /// Much.
+        High => "high",
+        /// More (GPT-5.1-Codex-Max and later).
+        Xhigh => "xhigh",
+        /// The most a model offers.
+        Max => "max",
+    }
+}
+
 /// What the caller asked for beyond the conversation: how to sample, which tools
 /// the model may call, and the answer's form. It travels unchanged from the API
 /// to every provider a request reaches, failover or not.
@@ -94,15 +116,18 @@ pub struct Options {
     pub parallel_tool_calls: Option<bool>,
     /// The form of the answer.
     pub response_format: ResponseFormat,
+    /// How hard a reasoning model should think (`None`: its default).
+    pub reasoning_effort: Option<ReasoningEffort>,
 }
 
 impl Options {
     /// Whether a cached answer could be what these options produce: free text,
-    /// default sampling, no tools.
+    /// default sampling and effort, no tools.
     pub fn cacheable(&self) -> bool {
         self.sampling.is_default()
             && self.tools.is_empty()
             && self.response_format == ResponseFormat::Text
+            && self.reasoning_effort.is_none()
     }
 }
 

@@ -2,9 +2,11 @@
 //! is first written, learned from its own refusals and remembered for the
 //! provider's life. OpenAI's reasoning models refuse `max_tokens` (they take
 //! `max_completion_tokens`, which other compatible servers do not know), and
-//! some compatible servers refuse `stream_options`. Such a refusal is about the
-//! wording, not the request: the request is sent again at once, rewritten,
-//! within the same attempt, instead of the 400 reaching the caller.
+//! some compatible servers refuse `stream_options`; a model that does not reason
+//! (GPT-4o, Llama) refuses `reasoning_effort`, a hint it can go without. Such a
+//! refusal is about the wording, not the request: the request is sent again at
+//! once, rewritten, within the same attempt, instead of the 400 reaching the
+//! caller.
 
 use super::super::ProviderError;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -17,10 +19,22 @@ pub(super) struct Wording {
     /// A stream is asked for without `stream_options` (its usage is then the
     /// gateway's estimate).
     pub no_stream_options: bool,
+    /// The model does not reason: `reasoning_effort` is left out.
+    pub no_reasoning_effort: bool,
 }
 
 const COMPLETION_TOKENS: u8 = 1;
 const NO_STREAM_OPTIONS: u8 = 2;
+const NO_REASONING_EFFORT: u8 = 4;
+
+/// What a refused request carried that a refusal may be about.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Carried {
+    /// It was a stream (so it had `stream_options`, unless worded without).
+    pub stream: bool,
+    /// It had a `reasoning_effort`.
+    pub effort: bool,
+}
 
 /// The wording learned so far; every adaptation is one-way, so a request is
 /// rewritten at most once per adaptation.
@@ -34,13 +48,14 @@ impl Dialect {
         Wording {
             completion_tokens: bits & COMPLETION_TOKENS != 0,
             no_stream_options: bits & NO_STREAM_OPTIONS != 0,
+            no_reasoning_effort: bits & NO_REASONING_EFFORT != 0,
         }
     }
 
     /// Learns from `err`, the server's answer to a request written as `sent`,
     /// whether it refused only the wording; if so the request should be sent
     /// again, as [`Dialect::wording`] now says.
-    pub fn learn(&self, sent: Wording, stream: bool, err: &ProviderError) -> bool {
+    pub fn learn(&self, sent: Wording, carried: Carried, err: &ProviderError) -> bool {
         let message = match err {
             ProviderError::InvalidRequest { message, .. }
             | ProviderError::Unsupported { message, .. } => message.to_ascii_lowercase(),
@@ -51,8 +66,17 @@ impl Dialect {
             && message.contains("max_completion_tokens")
         {
             COMPLETION_TOKENS
-        } else if stream && !sent.no_stream_options && message.contains("stream_options") {
+        } else if carried.stream && !sent.no_stream_options && message.contains("stream_options") {
             NO_STREAM_OPTIONS
+        } else if carried.effort
+            && !sent.no_reasoning_effort
+            && message.contains("reasoning_effort")
+            // "Unsupported value: 'reasoning_effort' does not support 'minimal'"
+            // is a reasoning model refusing one level, not the parameter: that
+            // refusal passes the provider by for this request only.
+            && !message.contains("value")
+        {
+            NO_REASONING_EFFORT
         } else {
             return false;
         };
@@ -84,18 +108,46 @@ mod tests {
                       Use 'max_completion_tokens' instead."
                 .into(),
         };
-        assert!(dialect.learn(first, false, &max_tokens));
+        let whole = Carried::default();
+        let stream = Carried {
+            stream: true,
+            effort: false,
+        };
+        assert!(dialect.learn(first, whole, &max_tokens));
         let second = dialect.wording();
         assert!(second.completion_tokens && !second.no_stream_options);
         assert!(
-            !dialect.learn(second, false, &max_tokens),
+            !dialect.learn(second, whole, &max_tokens),
             "already written that way: not a wording problem"
         );
         // Groq's words, once, for a stream only.
         let options = refused("property 'stream_options' is unsupported, did you mean 'stream'?");
-        assert!(!dialect.learn(second, false, &options));
-        assert!(dialect.learn(second, true, &options));
+        assert!(!dialect.learn(second, whole, &options));
+        assert!(dialect.learn(second, stream, &options));
         assert!(dialect.wording().no_stream_options);
+        // A model that does not reason, in OpenAI's words and the older ones;
+        // a refused level is not a refused parameter.
+        let effort = Carried {
+            stream: false,
+            effort: true,
+        };
+        let level = ProviderError::Unsupported {
+            status: 400,
+            message: "Unsupported value: 'reasoning_effort' does not support 'minimal' with this model. Supported values are: 'low', 'medium' and 'high'.".into(),
+        };
+        let third = dialect.wording();
+        assert!(!dialect.learn(third, effort, &level));
+        let parameter = ProviderError::Unsupported {
+            status: 400,
+            message: "Unsupported parameter: 'reasoning_effort' is not supported with this model."
+                .into(),
+        };
+        assert!(!dialect.learn(third, whole, &parameter), "it was not sent");
+        assert!(dialect.learn(third, effort, &parameter));
+        assert!(dialect.wording().no_reasoning_effort);
+        let older = refused("Unrecognized request argument supplied: reasoning_effort");
+        let fresh = Dialect::default();
+        assert!(fresh.learn(Wording::default(), effort, &older));
         // Other refusals are the request's own.
         let fresh = Dialect::default();
         for err in [
@@ -106,7 +158,11 @@ mod tests {
                 message: "max_completion_tokens stream_options".into(),
             },
         ] {
-            assert!(!fresh.learn(Wording::default(), true, &err), "{err}");
+            let all = Carried {
+                stream: true,
+                effort: true,
+            };
+            assert!(!fresh.learn(Wording::default(), all, &err), "{err}");
         }
         assert_eq!(fresh.wording(), Wording::default());
     }

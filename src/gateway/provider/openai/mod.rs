@@ -12,11 +12,11 @@ mod dialect;
 use super::wire::{parse_json, KeyHeader, Target};
 use super::{
     Completion, PieceStream, Provider, ProviderError, ProviderRequest, ProviderTarget,
-    ResponseFormat, ToolChoice,
+    ReasoningEffort, ResponseFormat, ToolChoice,
 };
 use crate::shared::{ChatTurn, ContinuationStyle, Protocol, Role, TurnPart};
 use async_trait::async_trait;
-use dialect::{Dialect, Wording};
+use dialect::{Carried, Dialect, Wording};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -61,6 +61,8 @@ struct WireRequest<'a> {
     parallel_tool_calls: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_format: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<&'static str>,
     stream: bool,
     /// The usage arrives as a last chunk with empty `choices`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -158,7 +160,7 @@ impl OpenAiProvider {
 
     /// Sends with `send` in the wording learned so far, and once more in a new
     /// one for each refusal of the wording alone (at most once per adaptation).
-    async fn worded<T, F, Fut>(&self, stream: bool, send: F) -> Result<T, ProviderError>
+    async fn worded<T, F, Fut>(&self, carried: Carried, send: F) -> Result<T, ProviderError>
     where
         F: Fn(Wording) -> Fut,
         Fut: std::future::Future<Output = Result<T, ProviderError>>,
@@ -166,7 +168,7 @@ impl OpenAiProvider {
         loop {
             let wording = self.dialect.wording();
             match send(wording).await {
-                Err(err) if self.dialect.learn(wording, stream, &err) => tracing::warn!(
+                Err(err) if self.dialect.learn(wording, carried, &err) => tracing::warn!(
                     provider = %self.target.name,
                     error = %err,
                     "the server refused the request's wording; asking again rewritten, as from now on"
@@ -256,6 +258,11 @@ impl OpenAiProvider {
             // OpenAI refuses `parallel_tool_calls` without tools.
             parallel_tool_calls: request.options.parallel_tool_calls.filter(|_| has_tools),
             response_format: response_format(&request.options.response_format),
+            reasoning_effort: request
+                .options
+                .reasoning_effort
+                .filter(|_| !wording.no_reasoning_effort)
+                .map(ReasoningEffort::as_str),
             stream,
             stream_options: (stream && !wording.no_stream_options)
                 .then(|| json!({"include_usage": true})),
@@ -290,7 +297,11 @@ impl Provider for OpenAiProvider {
     }
 
     async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {
-        self.worded(false, |wording| {
+        let carried = Carried {
+            stream: false,
+            effort: request.options.reasoning_effort.is_some(),
+        };
+        self.worded(carried, |wording| {
             self.target.fetch_whole(
                 self.request(request, false, wording),
                 decode::error_fault,
@@ -302,7 +313,11 @@ impl Provider for OpenAiProvider {
     }
 
     async fn stream(&self, request: &ProviderRequest) -> Result<PieceStream, ProviderError> {
-        self.worded(true, |wording| {
+        let carried = Carried {
+            stream: true,
+            effort: request.options.reasoning_effort.is_some(),
+        };
+        self.worded(carried, |wording| {
             self.target.open_stream(
                 self.request(request, true, wording),
                 decode::error_fault,
