@@ -664,16 +664,17 @@ async fn a_picture_no_provider_would_take_is_refused_naming_the_part() {
 }
 
 #[tokio::test]
-async fn reasoning_effort_reaches_a_model_that_reasons_and_the_others_go_without_it() {
-    // gpt as a reasoning model; llama (Llama 3.1) does not reason, and its
-    // simulation refuses `reasoning_effort` as OpenAI and Groq do.
+async fn effort_and_verbosity_reach_a_model_that_takes_them_and_the_others_go_without() {
+    // gpt as GPT-5 mini, which reasons and takes `verbosity` (and refuses
+    // `max_tokens`); llama (Llama 3.1) takes neither, and its simulation refuses
+    // each as OpenAI and Groq do: two rewrites within its first attempt.
     let s = TestServer::start_with(|c| {
         c.cache.enabled = true;
-        c.providers[1].model = "o4-mini".into();
+        c.providers[1].model = "gpt-5-mini".into();
     })
     .await;
     let ask = |model: &str, effort: &str| {
-        json!({"model": model, "reasoning_effort": effort,
+        json!({"model": model, "reasoning_effort": effort, "verbosity": "low",
             "messages": [{"role": "user", "content": "How do I reset my password?"}]})
     };
     for (model, served_by) in [
@@ -703,7 +704,12 @@ async fn reasoning_effort_reaches_a_model_that_reasons_and_the_others_go_without
     let res = post(&s, &ask("chaosai", "extreme")).await;
     let err = api_error(res, 400).await;
     assert_eq!(err["param"], "reasoning_effort");
-    // How hard a model thought is part of the request: no cached answer.
+    let mut terse = ask("chaosai", "low");
+    terse["verbosity"] = json!("terse");
+    let err = api_error(post(&s, &terse).await, 400).await;
+    assert_eq!(err["param"], "verbosity");
+    // How hard a model thought, and how much it said, are part of the
+    // request: no cached answer.
     let (entries,): (i64,) = chaosai::with_db!(s.server.store.db(), pool => sqlx::query_as("SELECT COUNT(*) FROM cache_entries")
         .fetch_one(pool)
         .await)

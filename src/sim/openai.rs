@@ -271,6 +271,13 @@ fn decode(body: &Value) -> Result<(SimRequest, StreamOptions), (String, String)>
             "reasoning_effort".into(),
         ));
     }
+    // GPT-5's `verbosity`; earlier models refuse it.
+    if given("verbosity").is_some() && !model.starts_with("gpt-5") {
+        return Err((
+            "Unsupported parameter: 'verbosity' is not supported with this model.".into(),
+            "verbosity".into(),
+        ));
+    }
     if reasons(&model) && given("max_tokens").is_some() {
         return Err((
             "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.".into(),

@@ -7,7 +7,7 @@
 use super::super::error::ApiError;
 use super::{image, CASCADE_MODEL};
 use crate::gateway::provider::{
-    Options, ReasoningEffort, ResponseFormat, Sampling, Tool, ToolChoice,
+    Options, ReasoningEffort, ResponseFormat, Sampling, Tool, ToolChoice, Verbosity,
 };
 use crate::gateway::{GatewayRequest, OnBreak, DEFAULT_TENANT};
 use crate::shared::{ChatTurn, Image, Role, Surface, ToolCall};
@@ -490,6 +490,9 @@ pub(super) fn decode(body: &[u8]) -> Result<ApiRequest, ApiError> {
             "\"none\", \"minimal\", \"low\", \"medium\", \"high\", \"xhigh\" or \"max\"",
             |v| v.as_str()?.parse::<ReasoningEffort>().ok(),
         )?,
+        verbosity: field(&body, "verbosity", "\"low\", \"medium\" or \"high\"", |v| {
+            v.as_str()?.parse::<Verbosity>().ok()
+        })?,
     };
     let pinned = (model != CASCADE_MODEL).then(|| model.clone());
     Ok(ApiRequest {
@@ -589,6 +592,7 @@ mod tests {
             ("modalities", json!(["text", "audio"])),
             ("reasoning_effort", json!("extreme")),
             ("reasoning_effort", json!(2)),
+            ("verbosity", json!("terse")),
         ] {
             assert_eq!(
                 param_of(with(json!({ name: value }))).as_deref(),

@@ -30,6 +30,7 @@ pub use error::{ProviderError, TimeoutKind, WireFault};
 pub use openai::OpenAiProvider;
 pub use request::{
     Options, ProviderRequest, ReasoningEffort, ResponseFormat, Sampling, Tool, ToolChoice,
+    Verbosity,
 };
 pub use wire::WireLimits;
 

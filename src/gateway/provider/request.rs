@@ -101,6 +101,20 @@ crate::spelled! {
     }
 }
 
+crate::spelled! {
+    /// How long an answer a model that takes it should give (GPT-5's
+    /// `verbosity`): a hint about length, not form; a model that does not
+    /// take it goes without.
+    pub enum Verbosity {
+        /// Concise.
+        Low => "low",
+        /// The default.
+        Medium => "medium",
+        /// Thorough.
+        High => "high",
+    }
+}
+
 /// What the caller asked for beyond the conversation: how to sample, which tools
 /// the model may call, and the answer's form. It travels unchanged from the API
 /// to every provider a request reaches, failover or not.
@@ -118,16 +132,19 @@ pub struct Options {
     pub response_format: ResponseFormat,
     /// How hard a reasoning model should think (`None`: its default).
     pub reasoning_effort: Option<ReasoningEffort>,
+    /// How long an answer should be (`None`: the model's default).
+    pub verbosity: Option<Verbosity>,
 }
 
 impl Options {
     /// Whether a cached answer could be what these options produce: free text,
-    /// default sampling and effort, no tools.
+    /// default sampling, effort and verbosity, no tools.
     pub fn cacheable(&self) -> bool {
         self.sampling.is_default()
             && self.tools.is_empty()
             && self.response_format == ResponseFormat::Text
             && self.reasoning_effort.is_none()
+            && self.verbosity.is_none()
     }
 }
 

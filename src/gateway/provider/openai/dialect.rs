@@ -3,7 +3,8 @@
 //! provider's life. OpenAI's reasoning models refuse `max_tokens` (they take
 //! `max_completion_tokens`, which other compatible servers do not know), and
 //! some compatible servers refuse `stream_options`; a model that does not reason
-//! (GPT-4o, Llama) refuses `reasoning_effort`, a hint it can go without. Such a
+//! (GPT-4o, Llama) refuses `reasoning_effort`, and one before GPT-5 refuses
+//! `verbosity`: hints it can go without. Such a
 //! refusal is about the wording, not the request: the request is sent again at
 //! once, rewritten, within the same attempt, instead of the 400 reaching the
 //! caller.
@@ -21,11 +22,14 @@ pub(super) struct Wording {
     pub no_stream_options: bool,
     /// The model does not reason: `reasoning_effort` is left out.
     pub no_reasoning_effort: bool,
+    /// The model does not take `verbosity`: it is left out.
+    pub no_verbosity: bool,
 }
 
 const COMPLETION_TOKENS: u8 = 1;
 const NO_STREAM_OPTIONS: u8 = 2;
 const NO_REASONING_EFFORT: u8 = 4;
+const NO_VERBOSITY: u8 = 8;
 
 /// What a refused request carried that a refusal may be about.
 #[derive(Clone, Copy, Debug, Default)]
@@ -34,6 +38,16 @@ pub(super) struct Carried {
     pub stream: bool,
     /// It had a `reasoning_effort`.
     pub effort: bool,
+    /// It had a `verbosity`.
+    pub verbosity: bool,
+}
+
+/// Whether `message` (lower case) refuses the parameter `name` itself.
+/// "Unsupported value: 'reasoning_effort' does not support 'minimal'" is a
+/// model refusing one level, not the parameter: that refusal passes the
+/// provider by for this request only.
+fn refuses_parameter(message: &str, name: &str) -> bool {
+    message.contains(name) && !message.contains("value")
 }
 
 /// The wording learned so far; every adaptation is one-way, so a request is
@@ -49,6 +63,7 @@ impl Dialect {
             completion_tokens: bits & COMPLETION_TOKENS != 0,
             no_stream_options: bits & NO_STREAM_OPTIONS != 0,
             no_reasoning_effort: bits & NO_REASONING_EFFORT != 0,
+            no_verbosity: bits & NO_VERBOSITY != 0,
         }
     }
 
@@ -70,13 +85,14 @@ impl Dialect {
             NO_STREAM_OPTIONS
         } else if carried.effort
             && !sent.no_reasoning_effort
-            && message.contains("reasoning_effort")
-            // "Unsupported value: 'reasoning_effort' does not support 'minimal'"
-            // is a reasoning model refusing one level, not the parameter: that
-            // refusal passes the provider by for this request only.
-            && !message.contains("value")
+            && refuses_parameter(&message, "reasoning_effort")
         {
             NO_REASONING_EFFORT
+        } else if carried.verbosity
+            && !sent.no_verbosity
+            && refuses_parameter(&message, "verbosity")
+        {
+            NO_VERBOSITY
         } else {
             return false;
         };
@@ -111,7 +127,7 @@ mod tests {
         let whole = Carried::default();
         let stream = Carried {
             stream: true,
-            effort: false,
+            ..Carried::default()
         };
         assert!(dialect.learn(first, whole, &max_tokens));
         let second = dialect.wording();
@@ -128,8 +144,8 @@ mod tests {
         // A model that does not reason, in OpenAI's words and the older ones;
         // a refused level is not a refused parameter.
         let effort = Carried {
-            stream: false,
             effort: true,
+            ..Carried::default()
         };
         let level = ProviderError::Unsupported {
             status: 400,
@@ -148,6 +164,16 @@ mod tests {
         let older = refused("Unrecognized request argument supplied: reasoning_effort");
         let fresh = Dialect::default();
         assert!(fresh.learn(Wording::default(), effort, &older));
+        // GPT-4o's refusal of GPT-5's `verbosity`, learned only when it was sent.
+        let verbosity =
+            refused("Unsupported parameter: 'verbosity' is not supported with this model.");
+        assert!(!fresh.learn(fresh.wording(), effort, &verbosity));
+        let talkative = Carried {
+            verbosity: true,
+            ..Carried::default()
+        };
+        assert!(fresh.learn(fresh.wording(), talkative, &verbosity));
+        assert!(fresh.wording().no_verbosity && fresh.wording().no_reasoning_effort);
         // Other refusals are the request's own.
         let fresh = Dialect::default();
         for err in [
@@ -161,6 +187,7 @@ mod tests {
             let all = Carried {
                 stream: true,
                 effort: true,
+                verbosity: true,
             };
             assert!(!fresh.learn(Wording::default(), all, &err), "{err}");
         }

@@ -12,7 +12,7 @@ mod dialect;
 use super::wire::{parse_json, KeyHeader, Target};
 use super::{
     Completion, PieceStream, Provider, ProviderError, ProviderRequest, ProviderTarget,
-    ReasoningEffort, ResponseFormat, ToolChoice,
+    ReasoningEffort, ResponseFormat, ToolChoice, Verbosity,
 };
 use crate::shared::{ChatTurn, ContinuationStyle, Protocol, Role, TurnPart};
 use async_trait::async_trait;
@@ -63,6 +63,8 @@ struct WireRequest<'a> {
     response_format: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_effort: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verbosity: Option<&'static str>,
     stream: bool,
     /// The usage arrives as a last chunk with empty `choices`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -263,6 +265,11 @@ impl OpenAiProvider {
                 .reasoning_effort
                 .filter(|_| !wording.no_reasoning_effort)
                 .map(ReasoningEffort::as_str),
+            verbosity: request
+                .options
+                .verbosity
+                .filter(|_| !wording.no_verbosity)
+                .map(Verbosity::as_str),
             stream,
             stream_options: (stream && !wording.no_stream_options)
                 .then(|| json!({"include_usage": true})),
@@ -300,6 +307,7 @@ impl Provider for OpenAiProvider {
         let carried = Carried {
             stream: false,
             effort: request.options.reasoning_effort.is_some(),
+            verbosity: request.options.verbosity.is_some(),
         };
         self.worded(carried, |wording| {
             self.target.fetch_whole(
@@ -316,6 +324,7 @@ impl Provider for OpenAiProvider {
         let carried = Carried {
             stream: true,
             effort: request.options.reasoning_effort.is_some(),
+            verbosity: request.options.verbosity.is_some(),
         };
         self.worded(carried, |wording| {
             self.target.open_stream(
