@@ -717,6 +717,224 @@ async fn effort_and_verbosity_reach_a_model_that_takes_them_and_the_others_go_wi
     assert_eq!(entries, 0);
 }
 
+/// A Responses API call's answer as a client sees it, whole or rebuilt from
+/// its stream's events (checking the order a stream helper relies on).
+struct Answered {
+    response: Value,
+    events: Vec<String>,
+    headers: reqwest::header::HeaderMap,
+}
+
+async fn respond(s: &TestServer, mut body: Value, stream: bool) -> Answered {
+    body["stream"] = json!(stream);
+    let res = s
+        .client
+        .post(s.url("/v1/responses"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let headers = res.headers().clone();
+    if !stream {
+        return Answered {
+            response: res.json().await.unwrap(),
+            events: Vec::new(),
+            headers,
+        };
+    }
+    assert_eq!(headers["content-type"], "text/event-stream");
+    let text = res.text().await.unwrap();
+    let mut events = Vec::new();
+    let mut last = Value::Null;
+    let mut texts: Vec<String> = Vec::new();
+    for (n, frame) in text.split_terminator("\n\n").enumerate() {
+        let (name, data) = frame.split_once('\n').unwrap();
+        let name = name.strip_prefix("event: ").unwrap().to_string();
+        let data: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(data["type"], name.as_str());
+        assert_eq!(data["sequence_number"], n as u64, "numbered in order");
+        match name.as_str() {
+            "response.output_item.added" => texts.push(String::new()),
+            "response.output_text.delta" => {
+                let index = data["output_index"].as_u64().unwrap() as usize;
+                texts[index].push_str(data["delta"].as_str().unwrap());
+            }
+            "response.completed" | "response.incomplete" | "response.failed" => {
+                last = data["response"].clone()
+            }
+            _ => {}
+        }
+        events.push(name);
+    }
+    assert_eq!(events[0], "response.created");
+    // What the deltas built is what the last event says was answered.
+    for (index, item) in last["output"].as_array().unwrap().iter().enumerate() {
+        if item["type"] == "message" && last["status"] != "failed" {
+            assert_eq!(item["content"][0]["text"], texts[index].as_str());
+        }
+    }
+    Answered {
+        response: last,
+        events,
+        headers,
+    }
+}
+
+/// The text of a response's message items.
+fn output_text(response: &Value) -> String {
+    response["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["type"] == "message")
+        .flat_map(|item| item["content"].as_array().unwrap())
+        .filter_map(|part| part["text"].as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_responses_api_answers_through_the_same_cascade_whole_and_streamed() {
+    let s = TestServer::start().await;
+    for stream in [false, true] {
+        let answer = respond(
+            &s,
+            json!({"model": "chaosai", "instructions": "Be brief.",
+                "input": "How do I reset my password?", "store": false}),
+            stream,
+        )
+        .await;
+        let response = &answer.response;
+        assert_eq!(response["object"], "response");
+        assert_eq!(response["status"], "completed", "{response}");
+        assert!(response["id"].as_str().unwrap().starts_with("resp_"));
+        assert_eq!(response["instructions"], "Be brief.");
+        assert_eq!(response["output"][0]["type"], "message");
+        assert_eq!(response["output"][0]["role"], "assistant");
+        assert!(output_text(response).contains("reset link"), "{response}");
+        let usage = &response["usage"];
+        assert!(usage["output_tokens"].as_u64().unwrap() > 10);
+        assert_eq!(
+            usage["total_tokens"].as_u64().unwrap(),
+            usage["input_tokens"].as_u64().unwrap() + usage["output_tokens"].as_u64().unwrap()
+        );
+        assert_eq!(answer.headers["x-chaosai-served-by"], "claude");
+        // The request is on record under the id the headers name.
+        let id = answer.headers["x-request-id"].to_str().unwrap();
+        let (status, attempts) = s.audited(id).await;
+        assert_eq!(status, "ok");
+        assert_eq!(attempts, vec![("claude".to_string(), "ok".to_string())]);
+        if stream {
+            assert_eq!(answer.events.last().unwrap(), "response.completed");
+        }
+    }
+    // Nothing is kept to be read back, and what would need it is refused.
+    let res = s
+        .client
+        .get(s.url("/v1/responses/resp_123"))
+        .send()
+        .await
+        .unwrap();
+    let err = api_error(res, 404).await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("stores no responses"),
+        "{err}"
+    );
+    let res = s
+        .client
+        .post(s.url("/v1/responses"))
+        .json(&json!({"model": "chaosai", "input": "hi", "previous_response_id": "resp_123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api_error(res, 400).await["param"], "previous_response_id");
+}
+
+#[tokio::test]
+async fn a_responses_tool_round_trip_works_on_both_protocols() {
+    let s = TestServer::start().await;
+    let tool = json!({"type": "function", "name": "get_order_status",
+        "description": "Looks up the status of a customer's order by its number",
+        "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
+            "required": ["order_id"]}});
+    for model in ["claude", "gpt"] {
+        for stream in [false, true] {
+            let case = format!("{model}, stream {stream}");
+            let question = json!({"role": "user", "content": "Where is my order 12345?"});
+            let first = respond(
+                &s,
+                json!({"model": model, "tools": [tool], "input": [question]}),
+                stream,
+            )
+            .await;
+            let calls: Vec<&Value> = first.response["output"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|item| item["type"] == "function_call")
+                .collect();
+            assert_eq!(calls.len(), 1, "{case}: {}", first.response);
+            let call = calls[0];
+            assert_eq!(call["name"], "get_order_status");
+            assert_eq!(call["status"], "completed");
+            let arguments: Value =
+                serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+            assert_eq!(arguments, json!({"order_id": "12345"}), "{case}");
+            // The output goes back as input, as the SDKs' examples do, with the result.
+            let mut input = vec![question];
+            input.extend(first.response["output"].as_array().unwrap().iter().cloned());
+            input.push(
+                json!({"type": "function_call_output", "call_id": call["call_id"],
+                "output": "{\"status\":\"shipped\",\"eta\":\"Friday\"}"}),
+            );
+            let second = respond(
+                &s,
+                json!({"model": model, "tools": [tool], "input": input}),
+                stream,
+            )
+            .await;
+            let text = output_text(&second.response);
+            assert!(
+                text.contains("status shipped") && text.contains("Friday"),
+                "{case}: the answer comes from the tool's result: {text}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_broken_responses_stream_ends_failed_never_completed() {
+    let s = TestServer::start().await;
+    s.inject("claude", json!({"kind": "reset", "after_bytes": 900}))
+        .await;
+    let answer = respond(
+        &s,
+        json!({"model": "claude", "input": "I want to return an item"}),
+        true,
+    )
+    .await;
+    assert_eq!(
+        answer.events.last().unwrap(),
+        "response.failed",
+        "{:?}",
+        answer.events
+    );
+    assert!(!answer.events.iter().any(|e| e == "response.completed"));
+    assert_eq!(answer.response["status"], "failed");
+    assert!(answer.response["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("interrupted"));
+    // Some text had reached the caller before the break.
+    assert!(answer
+        .events
+        .iter()
+        .any(|e| e == "response.output_text.delta"));
+}
+
 #[tokio::test]
 async fn a_wrong_url_or_method_gets_a_json_error_naming_it() {
     let s = TestServer::start().await;

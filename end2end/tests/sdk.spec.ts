@@ -139,6 +139,60 @@ test("a customer's screenshot, sent as the SDK types it, reaches a model that ca
   expect(blind.param).toBe("image_url");
 });
 
+test("the Responses API: create, the stream helper's final response, and a function call", async () => {
+  const client = sdk();
+  const whole = await client.responses.create({
+    model: "chaosai",
+    instructions: "Be brief.",
+    input: "How do I reset my password?",
+  });
+  expect(whole.id).toMatch(/^resp_/);
+  expect(whole.status).toBe("completed");
+  // output_text is the SDK's own join of the output's text parts.
+  expect(whole.output_text).toContain("reset link");
+  expect(whole.usage!.total_tokens).toBe(whole.usage!.input_tokens + whole.usage!.output_tokens);
+
+  // The stream helper rebuilds the response from the events and throws on any
+  // event out of its expected order.
+  const runner = client.responses.stream({ model: "gpt", input: "Can I get a refund?" });
+  let deltas = "";
+  runner.on("response.output_text.delta", (event) => {
+    deltas += event.delta;
+  });
+  const streamed = await runner.finalResponse();
+  expect(streamed.status).toBe("completed");
+  // The helper adds no output_text (against OpenAI neither): read the message.
+  const message = streamed.output.find((item) => item.type === "message") as OpenAI.Responses.ResponseOutputMessage;
+  const text = (message.content[0] as OpenAI.Responses.ResponseOutputText).text;
+  expect(text).toContain("refund");
+  expect(deltas).toBe(text);
+
+  const tools: OpenAI.Responses.Tool[] = [
+    {
+      type: "function",
+      name: "get_order_status",
+      description: "Looks up the status of a customer's order by its number",
+      parameters: { type: "object", properties: { order_id: { type: "string" } }, required: ["order_id"] },
+      strict: false,
+    },
+  ];
+  const question: OpenAI.Responses.ResponseInputItem = { role: "user", content: "Where is my order 12345?" };
+  const calling = await client.responses.create({ model: "claude", tools, input: [question] });
+  const call = calling.output.find((item) => item.type === "function_call") as OpenAI.Responses.ResponseFunctionToolCall;
+  expect(call.name).toBe("get_order_status");
+  expect(JSON.parse(call.arguments)).toEqual({ order_id: "12345" });
+  const answered = await client.responses.create({
+    model: "claude",
+    tools,
+    input: [
+      question,
+      ...(calling.output as OpenAI.Responses.ResponseInputItem[]),
+      { type: "function_call_output", call_id: call.call_id, output: JSON.stringify({ status: "shipped" }) },
+    ],
+  });
+  expect(answered.output_text).toContain("status shipped");
+});
+
 test("errors are the SDK's own error classes, naming the parameter", async () => {
   const client = sdk();
   const bad = await client.chat.completions

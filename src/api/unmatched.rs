@@ -6,7 +6,8 @@ use super::error::{echoed, ApiError};
 use axum::http::{Method, Uri};
 
 /// What the OpenAI-compatible surface serves, for the message of a wrong URL.
-const SERVED: &str = "POST /v1/chat/completions, GET /v1/models and GET /v1/models/{model}";
+const SERVED: &str =
+    "POST /v1/chat/completions, POST /v1/responses, GET /v1/models and GET /v1/models/{model}";
 
 /// A path under `/v1` that no route takes: a 404 that names it.
 pub async fn unknown_v1(method: Method, uri: Uri) -> ApiError {

@@ -41,12 +41,12 @@ const REFUSED: &[(&str, &str)] = &[
     ),
 ];
 
-fn invalid(param: &str, message: impl Into<String>) -> ApiError {
+pub(super) fn invalid(param: &str, message: impl Into<String>) -> ApiError {
     ApiError::invalid(Some(param), message)
 }
 
 /// Reads one optional field as `T` with `read`; `null` is absent.
-fn field<'a, T>(
+pub(super) fn field<'a, T>(
     body: &'a Map<String, Value>,
     name: &str,
     what: &str,
@@ -60,7 +60,7 @@ fn field<'a, T>(
     }
 }
 
-fn number(body: &Map<String, Value>, name: &str) -> Result<Option<f32>, ApiError> {
+pub(super) fn number(body: &Map<String, Value>, name: &str) -> Result<Option<f32>, ApiError> {
     field(body, name, "a number", |v| v.as_f64().map(|n| n as f32))
 }
 

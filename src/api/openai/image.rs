@@ -30,7 +30,7 @@ fn invalid(param: &str, message: String) -> ApiError {
 }
 
 /// The image of part `param` (`messages[i].content[n]`), shown after `at`
-/// bytes of its turn's text.
+/// bytes of its turn's text: Chat Completions' `{"image_url": {"url", "detail"}}`.
 pub(super) fn read(part: &Value, param: &str, at: usize) -> Result<Image, ApiError> {
     let spec = part
         .get("image_url")
@@ -41,24 +41,38 @@ pub(super) fn read(part: &Value, param: &str, at: usize) -> Result<Image, ApiErr
                 format!("{param}.image_url must be an object with a url"),
             )
         })?;
-    let url_param = format!("{param}.image_url.url");
-    let url = spec
-        .get("url")
+    image(
+        (spec.get("url"), &format!("{param}.image_url.url")),
+        (spec.get("detail"), &format!("{param}.image_url.detail")),
+        at,
+    )
+}
+
+/// An image from its `url` and `detail` fields, each with the parameter that
+/// names it in an error: the Responses API puts them on the part itself.
+pub(super) fn image(
+    (url, url_param): (Option<&Value>, &str),
+    (detail, detail_param): (Option<&Value>, &str),
+    at: usize,
+) -> Result<Image, ApiError> {
+    let url = url
         .and_then(Value::as_str)
-        .ok_or_else(|| invalid(&url_param, format!("{url_param} must be a string")))?;
-    let detail = match spec.get("detail") {
+        .ok_or_else(|| invalid(url_param, format!("{url_param} must be a string")))?;
+    let detail = match detail {
         None | Some(Value::Null) => None,
         Some(detail) => Some(
             detail
                 .as_str()
                 .and_then(|d| d.parse::<ImageDetail>().ok())
                 .ok_or_else(|| {
-                    let at = format!("{param}.image_url.detail");
-                    invalid(&at, format!("{at} must be \"auto\", \"low\" or \"high\""))
+                    invalid(
+                        detail_param,
+                        format!("{detail_param} must be \"auto\", \"low\" or \"high\""),
+                    )
                 })?,
         ),
     };
-    let source = source(url).map_err(|why| invalid(&url_param, format!("{url_param}: {why}")))?;
+    let source = source(url).map_err(|why| invalid(url_param, format!("{url_param}: {why}")))?;
     Ok(Image { source, detail, at })
 }
 

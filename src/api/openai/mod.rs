@@ -1,15 +1,21 @@
-//! The OpenAI-compatible surface: `POST /v1/chat/completions` (streamed or not)
-//! and `GET /v1/models`, so existing SDKs use the gateway unchanged: tools,
+//! The OpenAI-compatible surface: `POST /v1/chat/completions` and
+//! `POST /v1/responses` (streamed or not) and `GET /v1/models`, so existing SDKs
+//! use the gateway unchanged: tools,
 //! usage, sampling parameters, JSON answers and errors in OpenAI's shapes.
 //!
 //! `model: "chaosai"` runs the cascade; a provider's name pins that provider.
 //!
 //! - `decode`: the request body, every field used, dropped harmlessly or refused.
 //! - `encode`: the completion and its stream's chunks.
+//! - `image`: an image part, checked so that no provider refuses it later.
+//! - `responses`: `POST /v1/responses`, the Responses API on the same gateway.
 
 mod decode;
 mod encode;
 mod image;
+mod responses;
+
+pub use responses::{response_by_id, responses};
 
 use super::keys::Caller;
 use super::{error::ApiError, AppState};
@@ -218,6 +224,30 @@ fn apply_headers(
     Ok(())
 }
 
+/// A compressed body is refused by name rather than read as garbage JSON.
+fn refuse_encoded(headers: &HeaderMap) -> Result<(), ApiError> {
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
+        let encoding = encoding.to_str().unwrap_or("(not text)").trim();
+        if !encoding.eq_ignore_ascii_case("identity") {
+            return Err(ApiError::unsupported_encoding(encoding));
+        }
+    }
+    Ok(())
+}
+
+/// Applies the caller's headers to `request` and admits it under the caller's
+/// limits, charged the prompt's estimate until the answer says what it cost.
+fn admit(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    request: &mut crate::gateway::GatewayRequest,
+) -> Result<super::keys::Charge, ApiError> {
+    apply_headers(request, headers, caller)?;
+    let prompt_estimate: u64 = request.turns.iter().map(ChatTurn::estimated_tokens).sum();
+    caller.admit(state, prompt_estimate)
+}
+
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(state): State<AppState>,
@@ -225,21 +255,9 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
-        let encoding = encoding.to_str().unwrap_or("(not text)").trim();
-        if !encoding.eq_ignore_ascii_case("identity") {
-            return Err(ApiError::unsupported_encoding(encoding));
-        }
-    }
+    refuse_encoded(&headers)?;
     let mut request = decode::decode(&body?)?;
-    apply_headers(&mut request.gateway, &headers, &caller)?;
-    let prompt_estimate: u64 = request
-        .gateway
-        .turns
-        .iter()
-        .map(ChatTurn::estimated_tokens)
-        .sum();
-    let charge = caller.admit(&state, prompt_estimate)?;
+    let charge = admit(&state, &caller, &headers, &mut request.gateway)?;
     let created = unix_now();
     if !request.stream {
         let answer = state.gateway.complete(request.gateway).await?;
