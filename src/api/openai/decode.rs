@@ -208,6 +208,35 @@ fn turn(message: &Value, index: usize) -> Result<ChatTurn, ApiError> {
     Ok(turn)
 }
 
+/// A function tool from the object that holds its `name`, `description` and
+/// `parameters` (`tools[i].function` in Chat Completions, `tools[i]` itself in
+/// the Responses API); `at` names that object in errors.
+pub(super) fn function_tool(spec: &Value, at: &str) -> Result<Tool, ApiError> {
+    let name = spec
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(&format!("{at}.name"), format!("{at}.name must be a string")))?;
+    let description = match spec.get("description") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(d)) => Some(d.clone()),
+        Some(_) => {
+            return Err(invalid(
+                &format!("{at}.description"),
+                format!("{at}.description must be a string"),
+            ))
+        }
+    };
+    Ok(Tool {
+        name: name.to_string(),
+        description,
+        // A function without parameters takes none.
+        parameters: match spec.get("parameters") {
+            None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
+            Some(parameters) => parameters.clone(),
+        },
+    })
+}
+
 fn tools(body: &Map<String, Value>) -> Result<Vec<Tool>, ApiError> {
     let Some(list) = field(body, "tools", "an array", Value::as_array)? else {
         return Ok(Vec::new());
@@ -231,36 +260,7 @@ fn tools(body: &Map<String, Value>) -> Result<Vec<Tool>, ApiError> {
                         format!("{at}.function must be an object"),
                     )
                 })?;
-            let name = function
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    invalid(
-                        &format!("{at}.function.name"),
-                        format!("{at}.function.name must be a string"),
-                    )
-                })?;
-            let description = match function.get("description") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(d)) => Some(d.clone()),
-                Some(_) => {
-                    return Err(invalid(
-                        &format!("{at}.function.description"),
-                        format!("{at}.function.description must be a string"),
-                    ))
-                }
-            };
-            Ok(Tool {
-                name: name.to_string(),
-                description,
-                // A function without parameters takes none.
-                parameters: match function.get("parameters") {
-                    None | Some(Value::Null) => {
-                        serde_json::json!({"type": "object", "properties": {}})
-                    }
-                    Some(parameters) => parameters.clone(),
-                },
-            })
+            function_tool(function, &format!("{at}.function"))
         })
         .collect()
 }

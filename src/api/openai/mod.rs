@@ -141,6 +141,27 @@ fn sse_data(frame: &mut Vec<u8>, data: &str) {
     frame.extend_from_slice(b"\n\n");
 }
 
+/// A `text/event-stream` response: `opening` (written as soon as the answer
+/// has started), then `frames`.
+fn event_stream<S>(opening: Vec<u8>, frames: S) -> Response
+where
+    S: futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+{
+    let stream = futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(opening)) })
+        .chain(frames);
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
 /// The usage source a stream can name before its end: only a local answer's.
 fn known_usage(route: &Route) -> Option<UsageSource> {
     match route {
@@ -348,19 +369,7 @@ pub async fn chat_completions(
         }
         Ok::<_, Infallible>(Bytes::from(frame))
     });
-    let stream = futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(opening)) })
-        .chain(frames);
-    let mut response = (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response();
+    let mut response = event_stream(opening, frames);
     route_headers(
         response.headers_mut(),
         &streaming.id,

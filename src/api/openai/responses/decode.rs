@@ -7,7 +7,7 @@
 //! gateway keeps none, and the caller sends the whole conversation instead.
 
 use super::super::super::error::ApiError;
-use super::super::decode::{field, invalid, number};
+use super::super::decode::{field, function_tool, invalid, number};
 use super::super::{image, CASCADE_MODEL};
 use crate::gateway::provider::{
     Options, ReasoningEffort, ResponseFormat, Sampling, Tool, ToolChoice, Verbosity,
@@ -245,27 +245,7 @@ fn tools(body: &Map<String, Value>) -> Result<Vec<Tool>, ApiError> {
                     format!("{at}.type must be \"function\"; built-in tools (web search, file search, …) are not supported"),
                 ));
             }
-            let name = text_of(tool, &at, "name")?;
-            let description = match tool.get("description") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(d)) => Some(d.clone()),
-                Some(_) => {
-                    return Err(invalid(
-                        &format!("{at}.description"),
-                        format!("{at}.description must be a string"),
-                    ))
-                }
-            };
-            Ok(Tool {
-                name: name.to_string(),
-                description,
-                parameters: match tool.get("parameters") {
-                    None | Some(Value::Null) => {
-                        serde_json::json!({"type": "object", "properties": {}})
-                    }
-                    Some(parameters) => parameters.clone(),
-                },
-            })
+            function_tool(tool, &at)
         })
         .collect()
 }

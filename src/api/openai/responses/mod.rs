@@ -18,12 +18,12 @@ mod encode;
 
 use super::super::keys::Caller;
 use super::super::{error::ApiError, AppState};
-use super::{admit, known_usage, refuse_encoded, route_headers, unix_now, ON_BREAK};
+use super::{admit, event_stream, known_usage, refuse_encoded, route_headers, unix_now, ON_BREAK};
 use crate::gateway::AnswerEvent;
 use axum::{
-    body::{Body, Bytes},
+    body::Bytes,
     extract::{rejection::BytesRejection, Path as AxumPath, State},
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -119,19 +119,7 @@ pub async fn responses(
             }
             Ok::<_, Infallible>(Bytes::from(frame))
         });
-    let stream = futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(opening)) })
-        .chain(frames);
-    let mut response = (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response();
+    let mut response = event_stream(opening, frames);
     route_headers(
         response.headers_mut(),
         &streaming.id,
