@@ -851,6 +851,24 @@ async fn the_responses_api_answers_through_the_same_cascade_whole_and_streamed()
         .await
         .unwrap();
     assert_eq!(api_error(res, 400).await["param"], "previous_response_id");
+    // The gateway's own checks name the item the caller sent, not a chat message.
+    let res = s
+        .client
+        .post(s.url("/v1/responses"))
+        .json(
+            &json!({"model": "chaosai", "instructions": "Be brief.", "input": [
+            {"role": "user", "content": "Where is my order?"},
+            {"type": "function_call_output", "call_id": "call_nobody", "output": "shipped"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let err = api_error(res, 400).await;
+    assert_eq!(err["param"], "input[1].tool_call_id", "{err}");
+    assert!(
+        !err["message"].as_str().unwrap().contains("messages"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -25,6 +25,41 @@ pub(in crate::api::openai) struct ResponsesRequest {
     /// The request's fields a response object repeats (`instructions`,
     /// `tools`, `temperature`, …), as the caller sent them.
     pub echo: Map<String, Value>,
+    /// Where each turn came from.
+    pub origins: Origins,
+}
+
+/// Where each turn came from (`instructions`, `input[3]`), so that the
+/// gateway's own checks, which name a chat request's `messages[k]`, name what
+/// this caller sent.
+#[derive(Default)]
+pub(in crate::api::openai) struct Origins(Vec<String>);
+
+impl Origins {
+    /// `err` in this request's terms: `messages[k]` becomes the item turn `k`
+    /// came from, `messages` `input`.
+    pub fn renamed(&self, err: ApiError) -> ApiError {
+        let Some(param) = err.param.as_deref() else {
+            return err;
+        };
+        let Some(rest) = param.strip_prefix("messages") else {
+            return err;
+        };
+        let (from, origin, tail) = match rest
+            .strip_prefix('[')
+            .and_then(|r| r.split_once(']'))
+            .and_then(|(k, tail)| Some((k, self.0.get(k.parse::<usize>().ok()?)?, tail)))
+        {
+            Some((k, origin, tail)) => (format!("messages[{k}]"), origin.clone(), tail),
+            None => ("messages".to_string(), "input".to_string(), rest),
+        };
+        let param = format!("{origin}{tail}");
+        ApiError {
+            message: err.message.replace(&from, &origin),
+            param: Some(param),
+            ..err
+        }
+    }
 }
 
 /// Fields a response object repeats from its request.
@@ -135,16 +170,20 @@ fn text_of<'a>(item: &'a Value, at: &str, name: &str) -> Result<&'a str, ApiErro
     })
 }
 
-/// The conversation in `input`, after the caller's `instructions`.
-fn turns(body: &Map<String, Value>) -> Result<Vec<ChatTurn>, ApiError> {
+/// The conversation in `input`, after the caller's `instructions`, with where
+/// each turn came from.
+fn turns(body: &Map<String, Value>) -> Result<(Vec<ChatTurn>, Vec<String>), ApiError> {
     let mut turns = Vec::new();
+    let mut origins = Vec::new();
     if let Some(instructions) = field(body, "instructions", "a string", Value::as_str)? {
         turns.push(ChatTurn::new(Role::System, instructions));
+        origins.push("instructions".to_string());
     }
     let items = match body.get("input") {
         Some(Value::String(text)) => {
             turns.push(ChatTurn::user(text.as_str()));
-            return Ok(turns);
+            origins.push("input".to_string());
+            return Ok((turns, origins));
         }
         Some(Value::Array(items)) if !items.is_empty() => items,
         Some(Value::Array(_)) => return Err(invalid("input", "input must not be empty")),
@@ -227,8 +266,10 @@ fn turns(body: &Map<String, Value>) -> Result<Vec<ChatTurn>, ApiError> {
                 ))
             }
         }
+        // Every turn the item added came from it.
+        origins.resize(turns.len(), at);
     }
-    Ok(turns)
+    Ok((turns, origins))
 }
 
 fn tools(body: &Map<String, Value>) -> Result<Vec<Tool>, ApiError> {
@@ -351,7 +392,7 @@ pub(in crate::api::openai) fn decode(body: &[u8]) -> Result<ResponsesRequest, Ap
             "background responses are not supported: this gateway keeps no responses to poll",
         ));
     }
-    let turns = turns(&body)?;
+    let (turns, origins) = turns(&body)?;
     let images: usize = turns.iter().map(|t| t.images.len()).sum();
     if images > image::MAX_IMAGES {
         return Err(invalid(
@@ -411,6 +452,7 @@ pub(in crate::api::openai) fn decode(body: &[u8]) -> Result<ResponsesRequest, Ap
             on_break: OnBreak::Fail,
         },
         echo,
+        origins: Origins(origins),
     })
 }
 
@@ -487,6 +529,18 @@ mod tests {
             !request.echo.contains_key("input"),
             "the input is not repeated"
         );
+        // The gateway's checks name a chat request's messages; the caller hears
+        // of the item the turn came from.
+        let err = request.origins.renamed(ApiError::invalid(
+            Some("messages[3].tool_call_id"),
+            "messages[3].tool_call_id answers no call",
+        ));
+        assert_eq!(err.param.as_deref(), Some("input[5].tool_call_id"));
+        assert_eq!(err.message, "input[5].tool_call_id answers no call");
+        let err = request
+            .origins
+            .renamed(ApiError::invalid(Some("messages"), "too many messages"));
+        assert_eq!(err.param.as_deref(), Some("input"));
         // A string input is one customer turn.
         let plain = decoded(json!({"model": "gpt", "input": "hi"}));
         assert_eq!(plain.gateway.turns, vec![ChatTurn::user("hi")]);

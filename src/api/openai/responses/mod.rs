@@ -58,8 +58,13 @@ pub async fn responses(
     let mut request = decode::decode(&body?)?;
     let charge = admit(&state, &caller, &headers, &mut request.gateway)?;
     let created_at = unix_now();
+    let origins = std::mem::take(&mut request.origins);
     if !request.stream {
-        let answer = state.gateway.complete(request.gateway).await?;
+        let answer = state
+            .gateway
+            .complete(request.gateway)
+            .await
+            .map_err(|err| origins.renamed(err.into()))?;
         let (usage, usage_source) = answer.usage;
         charge.settle(usage.total());
         let envelope = Envelope {
@@ -82,7 +87,11 @@ pub async fn responses(
         return Ok(response);
     }
 
-    let streaming = state.gateway.stream(request.gateway).await?;
+    let streaming = state
+        .gateway
+        .stream(request.gateway)
+        .await
+        .map_err(|err| origins.renamed(err.into()))?;
     let mut writer = EventWriter::new(Envelope {
         id: response_id(&streaming.id),
         created_at,
