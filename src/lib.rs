@@ -58,8 +58,10 @@
 //! → back in `gateway/mod.rs`, `gateway/splice.rs` streams the rest (continuing a
 //! broken stream elsewhere) and ends `gateway/recorder.rs` (metrics, live trace,
 //! audit row through `store/audit.rs`) → `api/openai/` encodes the answer whole
-//! or as SSE chunks. The chat page's `ask` server function (`app/chat.rs`) and the
-//! synthetic traffic (`traffic.rs`) enter at `Gateway::answer` too.
+//! or as SSE chunks. `POST /v1/responses` takes the same path from
+//! `api/openai/responses/` (its own decode and events, the same gateway request).
+//! The chat page's `ask` server function (`app/chat.rs`) and the synthetic traffic
+//! (`traffic.rs`) enter at `Gateway::answer` too.
 
 #![forbid(unsafe_code)]
 // Release WASM builds keep Leptos's full view types (debug builds erase them);
