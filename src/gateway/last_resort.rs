@@ -122,10 +122,13 @@ fn transcript(turns: &[ChatTurn]) -> String {
             if turn.images.is_empty() {
                 return turn.clone();
             }
+            // Built field by field: cloning the turn would copy its images' bytes.
             let mut kept = ChatTurn {
+                role: turn.role,
                 content: String::with_capacity(turn.content.len() + 32),
+                tool_calls: turn.tool_calls.clone(),
+                tool_call_id: turn.tool_call_id.clone(),
                 images: Vec::new(),
-                ..turn.clone()
             };
             let mut images = Vec::new();
             for part in turn.parts() {
