@@ -237,7 +237,12 @@ pub(super) fn function_tool(spec: &Value, at: &str) -> Result<Tool, ApiError> {
     })
 }
 
-fn tools(body: &Map<String, Value>) -> Result<Vec<Tool>, ApiError> {
+/// The `tools` list: function tools only, each read from the object `spec`
+/// finds in it (named `at` in errors).
+pub(super) fn function_tools(
+    body: &Map<String, Value>,
+    spec: impl Fn(&Value, &str) -> Result<(Value, String), ApiError>,
+) -> Result<Vec<Tool>, ApiError> {
     let Some(list) = field(body, "tools", "an array", Value::as_array)? else {
         return Ok(Vec::new());
     };
@@ -248,27 +253,39 @@ fn tools(body: &Map<String, Value>) -> Result<Vec<Tool>, ApiError> {
             if tool.get("type").and_then(Value::as_str) != Some("function") {
                 return Err(invalid(
                     &format!("{at}.type"),
-                    format!("{at}.type must be \"function\"; other tool types are not supported"),
+                    format!("{at}.type must be \"function\"; other tool types (built-in web search, file search, …) are not supported"),
                 ));
             }
-            let function = tool
-                .get("function")
-                .filter(|f| f.is_object())
-                .ok_or_else(|| {
-                    invalid(
-                        &format!("{at}.function"),
-                        format!("{at}.function must be an object"),
-                    )
-                })?;
-            function_tool(function, &format!("{at}.function"))
+            let (spec, at) = spec(tool, &at)?;
+            function_tool(&spec, &at)
         })
         .collect()
 }
 
-fn tool_choice(body: &Map<String, Value>) -> Result<Option<ToolChoice>, ApiError> {
-    const WHAT: &str =
-        "\"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": …}}";
-    field(body, "tool_choice", WHAT, |value| match value {
+/// Chat Completions' tools: each function under `function`.
+fn tools(body: &Map<String, Value>) -> Result<Vec<Tool>, ApiError> {
+    function_tools(body, |tool, at| {
+        let function = tool
+            .get("function")
+            .filter(|f| f.is_object())
+            .ok_or_else(|| {
+                invalid(
+                    &format!("{at}.function"),
+                    format!("{at}.function must be an object"),
+                )
+            })?;
+        Ok((function.clone(), format!("{at}.function")))
+    })
+}
+
+/// `tool_choice`: a mode, or the function `named` finds in the object form
+/// (`what` spells the forms out in the error).
+pub(super) fn tool_choice_of(
+    body: &Map<String, Value>,
+    what: &str,
+    named: impl Fn(&Map<String, Value>) -> Option<&str>,
+) -> Result<Option<ToolChoice>, ApiError> {
+    field(body, "tool_choice", what, |value| match value {
         Value::String(s) => match s.as_str() {
             "auto" => Some(ToolChoice::Auto),
             "none" => Some(ToolChoice::None),
@@ -276,13 +293,17 @@ fn tool_choice(body: &Map<String, Value>) -> Result<Option<ToolChoice>, ApiError
             _ => None,
         },
         Value::Object(choice) if choice.get("type").and_then(Value::as_str) == Some("function") => {
-            choice
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .map(|name| ToolChoice::Function(name.to_string()))
+            named(choice).map(|name| ToolChoice::Function(name.to_string()))
         }
         _ => None,
+    })
+}
+
+fn tool_choice(body: &Map<String, Value>) -> Result<Option<ToolChoice>, ApiError> {
+    const WHAT: &str =
+        "\"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": …}}";
+    tool_choice_of(body, WHAT, |choice| {
+        choice.get("function")?.get("name")?.as_str()
     })
 }
 
@@ -411,8 +432,9 @@ fn max_tokens(body: &Map<String, Value>) -> Result<Option<u32>, ApiError> {
     }
 }
 
-/// Decodes a request body; every error names the field at fault.
-pub(super) fn decode(body: &[u8]) -> Result<ApiRequest, ApiError> {
+/// A request body's JSON object and the model it names, which both OpenAI
+/// surfaces require.
+pub(super) fn object_and_model(body: &[u8]) -> Result<(Map<String, Value>, String), ApiError> {
     let body: Value = serde_json::from_slice(body)
         .map_err(|err| ApiError::invalid(None, format!("request body is not valid JSON: {err}")))?;
     let Value::Object(body) = body else {
@@ -426,6 +448,12 @@ pub(super) fn decode(body: &[u8]) -> Result<ApiRequest, ApiError> {
         None | Some(Value::Null) => return Err(invalid("model", "model is required")),
         _ => return Err(invalid("model", "model must be a non-empty string")),
     };
+    Ok((body, model))
+}
+
+/// Decodes a request body; every error names the field at fault.
+pub(super) fn decode(body: &[u8]) -> Result<ApiRequest, ApiError> {
+    let (body, model) = object_and_model(body)?;
     let messages = match body.get("messages") {
         Some(Value::Array(m)) if !m.is_empty() => m,
         Some(Value::Array(_)) => return Err(invalid("messages", "messages must not be empty")),

@@ -141,15 +141,44 @@ fn sse_data(frame: &mut Vec<u8>, data: &str) {
     frame.extend_from_slice(b"\n\n");
 }
 
-/// A `text/event-stream` response: `opening` (written as soon as the answer
-/// has started), then `frames`.
-fn event_stream<S>(opening: Vec<u8>, frames: S) -> Response
+/// The headers that name a whole answer's route and who counted its usage.
+fn whole_headers(answer: &crate::gateway::Completed, usage: UsageSource) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    route_headers(
+        &mut headers,
+        &answer.id,
+        &answer.served_by,
+        answer.overhead,
+        (answer.ticket.as_deref(), answer.cache_similarity),
+        Some(usage),
+    );
+    headers
+}
+
+/// The headers that name a streamed answer's route, taken before its events
+/// are handed to the response body.
+fn stream_headers(answer: &crate::gateway::Answer) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    route_headers(
+        &mut headers,
+        &answer.id,
+        &answer.served_by,
+        answer.overhead,
+        (answer.ticket.as_deref(), answer.cache_similarity),
+        known_usage(&answer.served_by),
+    );
+    headers
+}
+
+/// A `text/event-stream` response with the answer's `headers`: `opening`
+/// (written as soon as the answer has started), then `frames`.
+fn event_stream<S>(headers: HeaderMap, opening: Vec<u8>, frames: S) -> Response
 where
     S: futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
 {
     let stream = futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(opening)) })
         .chain(frames);
-    (
+    let mut response = (
         [
             (
                 header::CONTENT_TYPE,
@@ -159,7 +188,9 @@ where
         ],
         Body::from_stream(stream),
     )
-        .into_response()
+        .into_response();
+    response.headers_mut().extend(headers);
+    response
 }
 
 /// The usage source a stream can name before its end: only a local answer's.
@@ -303,18 +334,14 @@ pub async fn chat_completions(
             body,
         )
             .into_response();
-        route_headers(
-            response.headers_mut(),
-            &answer.id,
-            &answer.served_by,
-            answer.overhead,
-            (answer.ticket.as_deref(), answer.cache_similarity),
-            Some(usage_source),
-        );
+        response
+            .headers_mut()
+            .extend(whole_headers(&answer, usage_source));
         return Ok(response);
     }
 
     let streaming = state.gateway.stream(request.gateway).await?;
+    let headers = stream_headers(&streaming);
     let mut writer = ChunkWriter::new(
         streaming.id.clone(),
         created,
@@ -369,14 +396,5 @@ pub async fn chat_completions(
         }
         Ok::<_, Infallible>(Bytes::from(frame))
     });
-    let mut response = event_stream(opening, frames);
-    route_headers(
-        response.headers_mut(),
-        &streaming.id,
-        &streaming.served_by,
-        streaming.overhead,
-        (streaming.ticket.as_deref(), streaming.cache_similarity),
-        known_usage(&streaming.served_by),
-    );
-    Ok(response)
+    Ok(event_stream(headers, opening, frames))
 }

@@ -7,7 +7,9 @@
 //! gateway keeps none, and the caller sends the whole conversation instead.
 
 use super::super::super::error::ApiError;
-use super::super::decode::{field, function_tool, invalid, number};
+use super::super::decode::{
+    field, function_tools, invalid, number, object_and_model, tool_choice_of,
+};
 use super::super::{image, CASCADE_MODEL};
 use crate::gateway::provider::{
     Options, ReasoningEffort, ResponseFormat, Sampling, Tool, ToolChoice, Verbosity,
@@ -272,42 +274,14 @@ fn turns(body: &Map<String, Value>) -> Result<(Vec<ChatTurn>, Vec<String>), ApiE
     Ok((turns, origins))
 }
 
+/// The Responses API's tools: each function is the tool object itself.
 fn tools(body: &Map<String, Value>) -> Result<Vec<Tool>, ApiError> {
-    let Some(list) = field(body, "tools", "an array", Value::as_array)? else {
-        return Ok(Vec::new());
-    };
-    list.iter()
-        .enumerate()
-        .map(|(index, tool)| {
-            let at = format!("tools[{index}]");
-            if tool.get("type").and_then(Value::as_str) != Some("function") {
-                return Err(invalid(
-                    &format!("{at}.type"),
-                    format!("{at}.type must be \"function\"; built-in tools (web search, file search, …) are not supported"),
-                ));
-            }
-            function_tool(tool, &at)
-        })
-        .collect()
+    function_tools(body, |tool, at| Ok((tool.clone(), at.to_string())))
 }
 
 fn tool_choice(body: &Map<String, Value>) -> Result<Option<ToolChoice>, ApiError> {
     const WHAT: &str = "\"auto\", \"none\", \"required\" or {\"type\": \"function\", \"name\": …}";
-    field(body, "tool_choice", WHAT, |value| match value {
-        Value::String(s) => match s.as_str() {
-            "auto" => Some(ToolChoice::Auto),
-            "none" => Some(ToolChoice::None),
-            "required" => Some(ToolChoice::Required),
-            _ => None,
-        },
-        Value::Object(choice) if choice.get("type").and_then(Value::as_str) == Some("function") => {
-            choice
-                .get("name")
-                .and_then(Value::as_str)
-                .map(|name| ToolChoice::Function(name.to_string()))
-        }
-        _ => None,
-    })
+    tool_choice_of(body, WHAT, |choice| choice.get("name")?.as_str())
 }
 
 /// `text`: the answer's form (`format`) and length (`verbosity`).
@@ -368,19 +342,7 @@ fn reasoning_effort(body: &Map<String, Value>) -> Result<Option<ReasoningEffort>
 
 /// Decodes a request body; every error names the field at fault.
 pub(in crate::api::openai) fn decode(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
-    let body: Value = serde_json::from_slice(body)
-        .map_err(|err| ApiError::invalid(None, format!("request body is not valid JSON: {err}")))?;
-    let Value::Object(body) = body else {
-        return Err(ApiError::invalid(
-            None,
-            "request body must be a JSON object",
-        ));
-    };
-    let model = match body.get("model") {
-        Some(Value::String(m)) if !m.trim().is_empty() => m.trim().to_string(),
-        None | Some(Value::Null) => return Err(invalid("model", "model is required")),
-        _ => return Err(invalid("model", "model must be a non-empty string")),
-    };
+    let (body, model) = object_and_model(body)?;
     for (name, message) in REFUSED {
         if body.get(*name).is_some_and(|v| !v.is_null()) {
             return Err(invalid(name, *message));

@@ -18,7 +18,9 @@ mod encode;
 
 use super::super::keys::Caller;
 use super::super::{error::ApiError, AppState};
-use super::{admit, event_stream, known_usage, refuse_encoded, route_headers, unix_now, ON_BREAK};
+use super::{
+    admit, event_stream, refuse_encoded, stream_headers, unix_now, whole_headers, ON_BREAK,
+};
 use crate::gateway::AnswerEvent;
 use axum::{
     body::Bytes,
@@ -76,14 +78,9 @@ pub async fn responses(
         let output = envelope.output(&answer.text, &answer.tool_calls);
         let body = envelope.response(Status::of(answer.finish_reason), output, Some(usage), None);
         let mut response = Json(body).into_response();
-        route_headers(
-            response.headers_mut(),
-            &answer.id,
-            &answer.served_by,
-            answer.overhead,
-            (answer.ticket.as_deref(), answer.cache_similarity),
-            Some(usage_source),
-        );
+        response
+            .headers_mut()
+            .extend(whole_headers(&answer, usage_source));
         return Ok(response);
     }
 
@@ -92,6 +89,7 @@ pub async fn responses(
         .stream(request.gateway)
         .await
         .map_err(|err| origins.renamed(err.into()))?;
+    let headers = stream_headers(&streaming);
     let mut writer = EventWriter::new(Envelope {
         id: response_id(&streaming.id),
         created_at,
@@ -128,16 +126,7 @@ pub async fn responses(
             }
             Ok::<_, Infallible>(Bytes::from(frame))
         });
-    let mut response = event_stream(opening, frames);
-    route_headers(
-        response.headers_mut(),
-        &streaming.id,
-        &streaming.served_by,
-        streaming.overhead,
-        (streaming.ticket.as_deref(), streaming.cache_similarity),
-        known_usage(&streaming.served_by),
-    );
-    Ok(response)
+    Ok(event_stream(headers, opening, frames))
 }
 
 /// `GET /v1/responses/{id}` (and its `input_items`): no response is kept, so
