@@ -64,8 +64,13 @@ pub struct GatewayRequest {
 impl GatewayRequest {
     /// A one-question request from `surface` with every default.
     pub fn question(surface: Surface, question: impl Into<String>) -> Self {
+        Self::conversation(surface, vec![ChatTurn::user(question)])
+    }
+
+    /// A request for the conversation `turns` from `surface` with every default.
+    pub fn conversation(surface: Surface, turns: Vec<ChatTurn>) -> Self {
         Self {
-            turns: vec![ChatTurn::user(question)],
+            turns,
             pinned: None,
             max_tokens: None,
             options: Options::default(),

@@ -9,7 +9,7 @@ use super::{image, CASCADE_MODEL};
 use crate::gateway::provider::{
     Options, ReasoningEffort, ResponseFormat, Sampling, Tool, ToolChoice, Verbosity,
 };
-use crate::gateway::{GatewayRequest, OnBreak, DEFAULT_TENANT};
+use crate::gateway::GatewayRequest;
 use crate::shared::{ChatTurn, Image, Role, Surface, ToolCall};
 use serde_json::{Map, Value};
 
@@ -527,15 +527,10 @@ pub(super) fn decode(body: &[u8]) -> Result<ApiRequest, ApiError> {
         stream,
         include_usage,
         gateway: GatewayRequest {
-            turns,
             pinned,
             max_tokens: max_tokens(&body)?,
             options,
-            surface: Surface::Api,
-            conversation_id: None,
-            tenant: DEFAULT_TENANT.into(),
-            use_cache: true,
-            on_break: OnBreak::Fail,
+            ..GatewayRequest::conversation(Surface::Api, turns)
         },
     })
 }

@@ -141,31 +141,38 @@ fn sse_data(frame: &mut Vec<u8>, data: &str) {
     frame.extend_from_slice(b"\n\n");
 }
 
-/// The headers that name a whole answer's route and who counted its usage.
-fn whole_headers(answer: &crate::gateway::Completed, usage: UsageSource) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    route_headers(
-        &mut headers,
-        &answer.id,
-        &answer.served_by,
-        answer.overhead,
-        (answer.ticket.as_deref(), answer.cache_similarity),
-        Some(usage),
-    );
-    headers
+/// An answer, whole or streamed, as far as its route headers are concerned.
+trait Routed {
+    /// Its id, route, own time, ticket and cache similarity.
+    fn route(&self) -> (&str, &Route, Duration, Option<&str>, Option<f64>);
 }
 
-/// The headers that name a streamed answer's route, taken before its events
-/// are handed to the response body.
-fn stream_headers(answer: &crate::gateway::Answer) -> HeaderMap {
+/// Both answer types name their route in fields of the same names.
+macro_rules! routed {
+    ($($answer:ty),+) => {$(
+        impl Routed for $answer {
+            fn route(&self) -> (&str, &Route, Duration, Option<&str>, Option<f64>) {
+                let ticket = self.ticket.as_deref();
+                (&self.id, &self.served_by, self.overhead, ticket, self.cache_similarity)
+            }
+        }
+    )+};
+}
+
+routed!(crate::gateway::Completed, crate::gateway::Answer);
+
+/// The headers that name `answer`'s route and, when known, who counted its
+/// usage (a stream's is known up front only for a local answer).
+fn answer_headers(answer: &impl Routed, usage: Option<UsageSource>) -> HeaderMap {
+    let (id, served_by, overhead, ticket, similarity) = answer.route();
     let mut headers = HeaderMap::new();
     route_headers(
         &mut headers,
-        &answer.id,
-        &answer.served_by,
-        answer.overhead,
-        (answer.ticket.as_deref(), answer.cache_similarity),
-        known_usage(&answer.served_by),
+        id,
+        served_by,
+        overhead,
+        (ticket, similarity),
+        usage.or_else(|| known_usage(served_by)),
     );
     headers
 }
@@ -336,12 +343,12 @@ pub async fn chat_completions(
             .into_response();
         response
             .headers_mut()
-            .extend(whole_headers(&answer, usage_source));
+            .extend(answer_headers(&answer, Some(usage_source)));
         return Ok(response);
     }
 
     let streaming = state.gateway.stream(request.gateway).await?;
-    let headers = stream_headers(&streaming);
+    let headers = answer_headers(&streaming, None);
     let mut writer = ChunkWriter::new(
         streaming.id.clone(),
         created,

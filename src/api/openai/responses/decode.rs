@@ -14,7 +14,7 @@ use super::super::{image, CASCADE_MODEL};
 use crate::gateway::provider::{
     Options, ReasoningEffort, ResponseFormat, Sampling, Tool, ToolChoice, Verbosity,
 };
-use crate::gateway::{GatewayRequest, OnBreak, DEFAULT_TENANT};
+use crate::gateway::GatewayRequest;
 use crate::shared::{ChatTurn, Role, Surface, ToolCall};
 use serde_json::{Map, Value};
 
@@ -403,15 +403,10 @@ pub(in crate::api::openai) fn decode(body: &[u8]) -> Result<ResponsesRequest, Ap
     Ok(ResponsesRequest {
         stream,
         gateway: GatewayRequest {
-            turns,
             pinned,
             max_tokens,
             options,
-            surface: Surface::Api,
-            conversation_id: None,
-            tenant: DEFAULT_TENANT.into(),
-            use_cache: true,
-            on_break: OnBreak::Fail,
+            ..GatewayRequest::conversation(Surface::Api, turns)
         },
         echo,
         origins: Origins(origins),

@@ -18,9 +18,7 @@ mod encode;
 
 use super::super::keys::Caller;
 use super::super::{error::ApiError, AppState};
-use super::{
-    admit, event_stream, refuse_encoded, stream_headers, unix_now, whole_headers, ON_BREAK,
-};
+use super::{admit, answer_headers, event_stream, refuse_encoded, unix_now, ON_BREAK};
 use crate::gateway::AnswerEvent;
 use axum::{
     body::Bytes,
@@ -80,7 +78,7 @@ pub async fn responses(
         let mut response = Json(body).into_response();
         response
             .headers_mut()
-            .extend(whole_headers(&answer, usage_source));
+            .extend(answer_headers(&answer, Some(usage_source)));
         return Ok(response);
     }
 
@@ -89,7 +87,7 @@ pub async fn responses(
         .stream(request.gateway)
         .await
         .map_err(|err| origins.renamed(err.into()))?;
-    let headers = stream_headers(&streaming);
+    let headers = answer_headers(&streaming, None);
     let mut writer = EventWriter::new(Envelope {
         id: response_id(&streaming.id),
         created_at,

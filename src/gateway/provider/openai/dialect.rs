@@ -42,6 +42,17 @@ pub(super) struct Carried {
     pub verbosity: bool,
 }
 
+impl Carried {
+    /// What `request` carries, asked for streamed or not.
+    pub fn of(request: &super::super::ProviderRequest, stream: bool) -> Self {
+        Self {
+            stream,
+            effort: request.options.reasoning_effort.is_some(),
+            verbosity: request.options.verbosity.is_some(),
+        }
+    }
+}
+
 /// Whether `message` (lower case) refuses the parameter `name` itself.
 /// "Unsupported value: 'reasoning_effort' does not support 'minimal'" is a
 /// model refusing one level, not the parameter: that refusal passes the

@@ -304,12 +304,7 @@ impl Provider for OpenAiProvider {
     }
 
     async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {
-        let carried = Carried {
-            stream: false,
-            effort: request.options.reasoning_effort.is_some(),
-            verbosity: request.options.verbosity.is_some(),
-        };
-        self.worded(carried, |wording| {
+        self.worded(Carried::of(request, false), |wording| {
             self.target.fetch_whole(
                 self.request(request, false, wording),
                 decode::error_fault,
@@ -321,12 +316,7 @@ impl Provider for OpenAiProvider {
     }
 
     async fn stream(&self, request: &ProviderRequest) -> Result<PieceStream, ProviderError> {
-        let carried = Carried {
-            stream: true,
-            effort: request.options.reasoning_effort.is_some(),
-            verbosity: request.options.verbosity.is_some(),
-        };
-        self.worded(carried, |wording| {
+        self.worded(Carried::of(request, true), |wording| {
             self.target.open_stream(
                 self.request(request, true, wording),
                 decode::error_fault,
