@@ -102,8 +102,18 @@ pub struct ClientConfig {
 pub struct ServerConfig {
     /// Address to listen on; port 0 picks a free port (used by the tests).
     pub addr: SocketAddr,
-    /// Largest accepted request body; bigger bodies get a 413 before any parsing.
+    /// Largest accepted request body on every route but the two that take a
+    /// conversation; bigger bodies get a 413 before any parsing. On those two it
+    /// is what a body may hold without drawing on `body_budget_bytes`.
     pub body_limit_bytes: usize,
+    /// Largest body of a conversation (`/v1/chat/completions`, `/v1/responses`):
+    /// pictures sent inline as data URLs make a customer's question megabytes.
+    pub conversation_body_limit_bytes: usize,
+    /// Bytes of conversation bodies larger than `body_limit_bytes` held at once,
+    /// over every connection, from the first byte read to the answer's last: a
+    /// large body that would go beyond it is a 503 with `Retry-After` before it
+    /// is read, so many large uploads at once cannot exhaust memory.
+    pub body_budget_bytes: usize,
     /// How long in-flight answers may run after a shutdown signal before the server exits.
     pub shutdown_grace_ms: u64,
     /// A request's headers (and the next request on a kept-alive connection) must
@@ -138,6 +148,8 @@ impl Default for ServerConfig {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
             body_limit_bytes: 64 * 1024,
+            conversation_body_limit_bytes: 20 << 20,
+            body_budget_bytes: 64 << 20,
             shutdown_grace_ms: 10_000,
             header_timeout_ms: 10_000,
             body_timeout_ms: 10_000,
@@ -663,6 +675,16 @@ impl Config {
                 "at least one provider is required".into(),
             ));
         }
+        let server = &self.server;
+        if server.conversation_body_limit_bytes < server.body_limit_bytes
+            || server.conversation_body_limit_bytes > server.body_budget_bytes
+            || server.conversation_body_limit_bytes > u32::MAX as usize
+        {
+            return Err(ConfigError::Invalid(format!(
+                "server.conversation_body_limit_bytes ({}) must lie between body_limit_bytes ({}) and body_budget_bytes ({}), and below 4 GiB",
+                server.conversation_body_limit_bytes, server.body_limit_bytes, server.body_budget_bytes
+            )));
+        }
         let mut names = std::collections::HashSet::new();
         for p in &self.providers {
             if p.name.is_empty()
@@ -860,6 +882,23 @@ mod tests {
             Config::from_toml(&text, "test").unwrap().embedder.sessions,
             1
         );
+    }
+
+    #[test]
+    fn conversation_bodies_must_fit_between_the_small_limit_and_the_budget() {
+        for (limit, budget) in [(1024, 1 << 20), (8 << 20, 4 << 20)] {
+            let text = format!(
+                "[server]\nbody_limit_bytes = 65536\nconversation_body_limit_bytes = {limit}\nbody_budget_bytes = {budget}\n{MINIMAL}"
+            );
+            let err = Config::from_toml(&text, "test").unwrap_err();
+            assert!(
+                err.to_string().contains("conversation_body_limit_bytes"),
+                "{err}"
+            );
+        }
+        let config = Config::from_toml(MINIMAL, "test").unwrap();
+        assert_eq!(config.server.conversation_body_limit_bytes, 20 << 20);
+        assert_eq!(config.server.body_budget_bytes, 64 << 20);
     }
 
     #[test]

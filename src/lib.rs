@@ -49,7 +49,8 @@
 //!
 //! # The path of one request
 //!
-//! `POST /v1/chat/completions` → `api/openai/` (decode, errors in OpenAI's shape)
+//! `POST /v1/chat/completions` → `api/bodies.rs` (the body, under its limit and
+//! the large bodies' shared budget) → `api/openai/` (decode, errors in OpenAI's shape)
 //! → `gateway/mod.rs` `Gateway::answer` → `gateway/request.rs` (validate)
 //! → `gateway/cache_key.rs` → `cache/semantic.rs` (lookup) → on a miss
 //! `gateway/cascade.rs` (breaker from `gateway/breaker.rs`, attempt limits)

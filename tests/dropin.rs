@@ -7,7 +7,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::app::{api_error, read_stream, TestServer};
+use support::app::{api_error, read_stream, screenshot, TestServer, PIXEL_PNG};
 
 /// An order-status tool as a support bot offers it.
 fn order_tool() -> Value {
@@ -520,9 +520,6 @@ async fn the_cache_answers_only_where_the_same_request_would_have_produced_it() 
     );
 }
 
-/// A 1×1 PNG, as a support widget sends a screenshot: base64 in a data URL.
-const PIXEL_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg==";
-
 /// The customer's question with a picture shown after its first sentence.
 fn with_picture(first: &str, rest: &str, url: &str) -> Value {
     json!({"role": "user", "content": [
@@ -634,6 +631,31 @@ async fn a_customers_picture_reaches_the_models_that_can_look_and_passes_the_oth
         "{}",
         again.text
     );
+}
+
+#[tokio::test]
+async fn a_screenshot_sent_inline_is_answered_with_the_shipped_limits() {
+    // Nothing configured: the shipped limits take a 3 MB screenshot (4 MB of
+    // base64), which is more than the rest of the server's 64 KiB, through the
+    // fault proxy to both protocols' providers.
+    let s = TestServer::start().await;
+    let shot = screenshot(3 << 20);
+    assert!(shot.len() > 4_000_000);
+    let question = with_picture(
+        "My order page shows an error.",
+        " What does it mean?",
+        &shot,
+    );
+    for (model, stream) in [("claude", false), ("gpt", true), ("chaosai", false)] {
+        let answer = turn(&s, json!({"model": model, "messages": [question]}), stream).await;
+        assert!(
+            answer
+                .text
+                .starts_with("I looked at the picture you sent (a PNG)."),
+            "{model}: {}",
+            answer.text
+        );
+    }
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use chaosai::shared::Protocol;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use support::app::{ask, sse_data, streamed_text, TestServer};
+use support::app::{ask, screenshot, sse_data, streamed_text, TestServer};
 use support::binary::Binary;
 use support::hostile::{Attack, Hostile};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -402,6 +402,159 @@ async fn a_request_head_beyond_32_kib_is_refused_and_the_server_goes_on() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+}
+
+/// A conversation's request head on a raw socket, declaring `length` bytes of
+/// body (none: chunked), with `extra` header lines, then `body` (which may be
+/// only part of it).
+async fn raw_post(
+    s: &TestServer,
+    length: Option<usize>,
+    extra: &str,
+    body: &[u8],
+) -> tokio::net::TcpStream {
+    let mut socket = tokio::net::TcpStream::connect(s.server.addr).await.unwrap();
+    let framing = match length {
+        Some(length) => format!("Content-Length: {length}"),
+        None => "Transfer-Encoding: chunked".to_string(),
+    };
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{framing}\r\n{extra}\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(body).await.unwrap();
+    socket
+}
+
+/// The head (status line and headers, lower-cased) and body of the next
+/// response on `socket`, which must carry a `Content-Length`.
+async fn raw_response(socket: &mut tokio::net::TcpStream) -> (String, String) {
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 8192];
+    let read = async {
+        loop {
+            if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse().unwrap())
+                    .unwrap_or_else(|| panic!("no content-length in {head}"));
+                if seen.len() >= end + 4 + length {
+                    let body = String::from_utf8_lossy(&seen[end + 4..end + 4 + length]);
+                    return (head, body.into_owned());
+                }
+            }
+            let n = socket.read(&mut buffer).await.unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buffer[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("a response within 10 s")
+}
+
+#[tokio::test]
+async fn large_bodies_share_one_budget_and_are_refused_before_they_are_uploaded() {
+    let s = TestServer::start_with(|c| {
+        c.server.conversation_body_limit_bytes = 6 << 20;
+        c.server.body_budget_bytes = 8 << 20;
+    })
+    .await;
+    let free = || s.metric("chaosai_request_body_budget_free_bytes");
+    let budget = (8 << 20) as f64;
+    assert_eq!(free().await, budget);
+    // Beyond the limit, asking before uploading: a 413 at once, never a
+    // `100 Continue` that would have the client send megabytes for nothing.
+    let mut socket = raw_post(&s, Some(7 << 20), "Expect: 100-continue\r\n", b"").await;
+    let (head, body) = raw_response(&mut socket).await;
+    assert!(head.starts_with("http/1.1 413"), "{head}");
+    assert!(body.contains("6291456 bytes"), "{body}");
+    // A customer's question with a 3.7 MB screenshot, half uploaded, holds
+    // its whole size.
+    let question = json!({"model": "claude", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What does this error mean?"},
+        {"type": "image_url", "image_url": {"url": screenshot(3_700_000)}}]}]})
+    .to_string();
+    assert!(question.len() > 4 << 20 && question.len() < 6 << 20);
+    let (first_half, second_half) = question.as_bytes().split_at(question.len() / 2);
+    let mut holding = raw_post(&s, Some(question.len()), "", first_half).await;
+    let held = budget - question.len() as f64;
+    support::eventually(|| async { (free().await == held).then_some(()) }).await;
+    // Another as large finds no room: a 503 the SDKs retry, before its upload.
+    let mut refused = raw_post(&s, Some(question.len()), "Expect: 100-continue\r\n", b"").await;
+    let (head, body) = raw_response(&mut refused).await;
+    assert!(head.starts_with("http/1.1 503"), "{head}");
+    assert!(head.contains("\r\nretry-after: 1"), "{head}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["code"], "server_busy", "{body}");
+    assert_eq!(s.metric("chaosai_request_bodies_refused_total").await, 1.0);
+    // Small questions never draw on it.
+    let res = s.chat("claude", "Where is my order?", false).await;
+    assert_eq!(res.status(), 200);
+    // The first upload ends and is answered in full; its share comes back
+    // once the answer is sent.
+    holding.write_all(second_half).await.unwrap();
+    let (head, body) = raw_response(&mut holding).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        body.contains("I looked at the picture you sent (a PNG)."),
+        "{body}"
+    );
+    support::eventually(|| async { (free().await == budget).then_some(()) }).await;
+    // A client that walks away in the middle of its upload gives it back too.
+    let abandoned = raw_post(&s, Some(question.len()), "", first_half).await;
+    support::eventually(|| async { (free().await == held).then_some(()) }).await;
+    drop(abandoned);
+    support::eventually(|| async { (free().await == budget).then_some(()) }).await;
+    // A chunked upload, its length unknown, draws as it arrives: while one
+    // large body is held, a second chunked one is refused part-way.
+    let mut holding = raw_post(&s, Some(question.len()), "", first_half).await;
+    support::eventually(|| async { (free().await == held).then_some(()) }).await;
+    let mut chunked = Vec::new();
+    for piece in question.as_bytes().chunks(256 << 10) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let mut socket = raw_post(&s, None, "", b"").await;
+    // The server may stop reading once it refuses.
+    let _ = socket.write_all(&chunked).await;
+    let (head, _) = raw_response(&mut socket).await;
+    assert!(head.starts_with("http/1.1 503"), "{head}");
+    holding.write_all(second_half).await.unwrap();
+    let (head, _) = raw_response(&mut holding).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    support::eventually(|| async { (free().await == budget).then_some(()) }).await;
+    // With the budget free, the same chunked upload is answered.
+    let mut socket = raw_post(&s, None, "", &chunked).await;
+    let (head, body) = raw_response(&mut socket).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(body.contains("I looked at the picture"), "{body}");
+    support::eventually(|| async { (free().await == budget).then_some(()) }).await;
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_a_408_and_holds_nothing() {
+    let s = TestServer::start_with(|c| {
+        c.server.body_timeout_ms = 300;
+    })
+    .await;
+    let question = ask("claude", "Where is my order?", false).to_string();
+    let budget = s.metric("chaosai_request_body_budget_free_bytes").await;
+    for declared in [question.len(), 1 << 20] {
+        let mut socket = raw_post(&s, Some(declared), "", &question.as_bytes()[..10]).await;
+        let (head, body) = raw_response(&mut socket).await;
+        assert!(head.starts_with("http/1.1 408"), "{head}");
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(error["error"]["code"], "request_timeout", "{body}");
+    }
+    assert_eq!(
+        s.metric("chaosai_request_body_budget_free_bytes").await,
+        budget
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

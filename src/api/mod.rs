@@ -4,6 +4,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod audit;
+mod bodies;
 mod cache;
 mod chaos;
 mod clients;
@@ -77,6 +78,8 @@ pub struct AppParts {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Whether the database answered its last check.
     pub store_up: Arc<std::sync::atomic::AtomicBool>,
+    /// The limits on conversation bodies and the budget the large ones share.
+    pub bodies: Arc<BodyLimits>,
     /// Turns `true` when the server shuts down, so long-lived connections (the
     /// event websocket) close instead of holding the shutdown up.
     pub shutdown: watch::Receiver<bool>,
@@ -88,6 +91,7 @@ impl FromRef<AppState> for LeptosOptions {
     }
 }
 
+pub use bodies::BodyLimits;
 pub use cors::{ApiOrigins, WithCors};
 pub use origin::same_origin_only;
 

@@ -7,7 +7,7 @@ use crate::config::Protocol;
 use crate::shared::FaultKind;
 use axum::{
     body::{Body, Bytes},
-    extract::{Path, State},
+    extract::{DefaultBodyLimit, Path, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
     routing::any,
@@ -56,6 +56,8 @@ impl FaultProxy {
         });
         let app = Router::new()
             .route("/{provider}/{*rest}", any(forward))
+            // Whatever a provider would take passes the proxy too.
+            .layer(DefaultBodyLimit::max(crate::sim::REQUEST_LIMIT_BYTES))
             .with_state(state);
         // Relayed streams must not wait for Nagle's algorithm either.
         let listener = listener.tap_io(|tcp| {

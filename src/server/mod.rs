@@ -335,6 +335,26 @@ fn mirror_links(
     metrics.mirror(mirrored);
 }
 
+/// Mirrors the large bodies' budget onto `/metrics`: how much is free, and how
+/// many bodies were refused for want of it.
+fn mirror_bodies(metrics: &Metrics, bodies: &Arc<api::BodyLimits>) {
+    let (free, refused) = (bodies.clone(), bodies.clone());
+    metrics.mirror(
+        Mirrored::default()
+            .gauge(
+                "chaosai_request_body_budget_free_bytes",
+                "Bytes of the budget large conversation bodies share that no request holds",
+                Box::new(move || free.available() as f64),
+            )
+            .counter(
+                "chaosai_request_bodies_refused_total",
+                "Large request bodies refused with a 503 for want of budget",
+                &[],
+                Box::new(move || refused.refused()),
+            ),
+    );
+}
+
 /// Mirrors the audit writer's and the cache's own counts onto `/metrics`.
 fn mirror_counts(
     metrics: &Metrics,
@@ -480,6 +500,12 @@ pub async fn start_with_clock(
     mirror_counts(&metrics, audit.as_ref(), cache.as_ref());
     let store_up = Arc::new(std::sync::atomic::AtomicBool::new(true));
     mirror_links(&metrics, cluster.as_ref(), &store_up, audit.as_ref());
+    let bodies = Arc::new(api::BodyLimits::new(
+        config.server.body_limit_bytes,
+        config.server.conversation_body_limit_bytes,
+        config.server.body_budget_bytes,
+    ));
+    mirror_bodies(&metrics, &bodies);
     let (ending, ending_signal) = watch::channel(false);
     let gateway = Arc::new(Gateway::new(GatewayParts {
         cascade,
@@ -557,6 +583,7 @@ pub async fn start_with_clock(
             .public_url
             .as_deref()
             .is_some_and(|u| u.starts_with("https://")),
+        bodies,
         shutdown: shutdown_signal.clone(),
     });
     let allowed_origins: Arc<[String]> = config.server.public_url.iter().cloned().collect();

@@ -18,6 +18,7 @@ mod openai;
 use crate::config::{Protocol, SimConfig};
 use crate::shared::{ChatTurn, ImageType};
 use axum::{
+    extract::DefaultBodyLimit,
     response::{sse::Event, Sse},
     routing::post,
     serve::ListenerExt,
@@ -27,6 +28,11 @@ use futures::StreamExt;
 use rand::Rng;
 use serde_json::Value;
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+/// Largest request body a simulated provider takes: the Messages API's
+/// documented 32 MB (OpenAI takes as much), not axum's 2 MB default, which a
+/// conversation with a few screenshots passes.
+pub const REQUEST_LIMIT_BYTES: usize = 32 << 20;
 
 /// Token pacing of a simulated model.
 #[derive(Clone, Copy, Debug)]
@@ -79,7 +85,9 @@ pub async fn start(protocol: Protocol, config: &SimConfig) -> std::io::Result<Si
             format!("http://{addr}/v1"),
         ),
     };
-    let app = router.with_state(state);
+    let app = router
+        .layer(DefaultBodyLimit::max(REQUEST_LIMIT_BYTES))
+        .with_state(state);
     // Token-by-token streams need TCP_NODELAY, as a real provider's servers set it.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);

@@ -370,3 +370,15 @@ impl TestServer {
         .unwrap()
     }
 }
+
+/// A 1×1 PNG, as a support widget sends a screenshot: base64 in a data URL.
+pub const PIXEL_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg==";
+
+/// A screenshot-sized PNG as a data URL: `raw` bytes, a real PNG's first.
+pub fn screenshot(raw: usize) -> String {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut bytes = engine.decode(PIXEL_PNG).unwrap();
+    bytes.extend((0..raw - bytes.len()).map(|i| (i * 7919 % 251) as u8));
+    format!("data:image/png;base64,{}", engine.encode(bytes))
+}

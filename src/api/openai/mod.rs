@@ -17,13 +17,14 @@ mod responses;
 
 pub use responses::{response_by_id, responses};
 
+use super::bodies::ConversationBody;
 use super::keys::Caller;
 use super::{error::ApiError, AppState};
 use crate::gateway::{AnswerEvent, OnBreak};
 use crate::shared::{ChatTurn, Route, UsageSource};
 use axum::{
     body::{Body, Bytes},
-    extract::{rejection::BytesRejection, Path as AxumPath, State},
+    extract::{Path as AxumPath, State},
     http::{header, HeaderMap, HeaderName, HeaderValue},
     response::{IntoResponse, Response},
     Json,
@@ -312,10 +313,20 @@ pub async fn chat_completions(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: ConversationBody,
+) -> Result<Response, ApiError> {
+    let answer = chat_completion(state, caller, headers, &body.bytes).await?;
+    Ok(body.hold.until_sent(answer))
+}
+
+async fn chat_completion(
+    state: AppState,
+    caller: Caller,
+    headers: HeaderMap,
+    body: &[u8],
 ) -> Result<Response, ApiError> {
     refuse_encoded(&headers)?;
-    let mut request = decode::decode(&body?)?;
+    let mut request = decode::decode(body)?;
     let charge = admit(&state, &caller, &headers, &mut request.gateway)?;
     let created = unix_now();
     if !request.stream {

@@ -16,13 +16,14 @@
 mod decode;
 mod encode;
 
+use super::super::bodies::ConversationBody;
 use super::super::keys::Caller;
 use super::super::{error::ApiError, AppState};
 use super::{admit, answer_headers, event_stream, refuse_encoded, unix_now, ON_BREAK};
 use crate::gateway::AnswerEvent;
 use axum::{
     body::Bytes,
-    extract::{rejection::BytesRejection, Path as AxumPath, State},
+    extract::{Path as AxumPath, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Json,
@@ -45,7 +46,17 @@ pub async fn responses(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: ConversationBody,
+) -> Result<Response, ApiError> {
+    let answer = response(state, caller, headers, &body.bytes).await?;
+    Ok(body.hold.until_sent(answer))
+}
+
+async fn response(
+    state: AppState,
+    caller: Caller,
+    headers: HeaderMap,
+    body: &[u8],
 ) -> Result<Response, ApiError> {
     refuse_encoded(&headers)?;
     // A restart marker exists only in Chat Completions' stream.
@@ -55,7 +66,7 @@ pub async fn responses(
             "x-chaosai-on-break: restart is only for /v1/chat/completions; a broken response ends with response.failed",
         ));
     }
-    let mut request = decode::decode(&body?)?;
+    let mut request = decode::decode(body)?;
     let charge = admit(&state, &caller, &headers, &mut request.gateway)?;
     let created_at = unix_now();
     let origins = std::mem::take(&mut request.origins);

@@ -1,0 +1,334 @@
+//! What a conversation's body may hold, and how many large ones are held at
+//! once.
+//!
+//! A customer's screenshot, sent inline as a data URL, makes a question
+//! megabytes long, so the two routes that take a conversation accept far
+//! larger bodies than the rest of the server. Many connections sending such
+//! bodies at once would then be gigabytes in memory (the body, its parsed
+//! copy and each provider's request are all alive until the answer ends). So
+//! every body larger than the small limit draws its size from one budget of
+//! bytes for as long as its request lives: a body declared too large for what
+//! is left is refused before a byte of it is read, with a 503 and
+//! `Retry-After` the OpenAI SDKs retry by themselves; a chunked body without
+//! a declared length draws as it arrives. Small bodies, nearly every
+//! request, never touch the budget.
+
+use super::{error::ApiError, AppState};
+use axum::{
+    body::{Body, Bytes},
+    extract::{FromRequest, Request},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::Response,
+};
+use hyper::body::{Body as _, Frame, SizeHint};
+use std::{
+    pin::Pin,
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    sync::Arc,
+    task::{Context, Poll},
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How long a caller refused for want of room is told to wait: large bodies
+/// in flight are read in well under this on any link that could send them.
+const RETRY_AFTER_S: &str = "1";
+
+/// The limits on conversation bodies and the budget the large ones share.
+#[derive(Debug)]
+pub struct BodyLimits {
+    /// What a body may hold without drawing on the budget.
+    free: usize,
+    /// The largest body taken at all.
+    limit: usize,
+    /// Bytes of large bodies that may still be taken, one permit a byte.
+    budget: Arc<Semaphore>,
+    /// Large bodies refused for want of room.
+    refused: AtomicU64,
+}
+
+impl BodyLimits {
+    /// Limits for bodies of up to `limit` bytes, those above `free` sharing
+    /// `budget` bytes (`free ≤ limit ≤ budget`, and `limit` fits in a `u32`:
+    /// the configuration checks both).
+    pub fn new(free: usize, limit: usize, budget: usize) -> Self {
+        Self {
+            free,
+            limit,
+            budget: Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS))),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes of the budget not held by any request now.
+    pub fn available(&self) -> usize {
+        self.budget.available_permits()
+    }
+
+    /// Large bodies refused so far for want of room.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Relaxed)
+    }
+
+    fn too_large(&self) -> ApiError {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            kind: "invalid_request_error",
+            code: Some("request_too_large"),
+            param: None,
+            message: format!(
+                "request body is larger than the configured limit of {} bytes",
+                self.limit
+            ),
+            headers: None,
+        }
+    }
+
+    /// `size` more bytes for `hold`, or the 503 saying there is no room now.
+    fn draw(&self, hold: &mut BodyHold, size: usize) -> Result<(), ApiError> {
+        let size = u32::try_from(size).map_err(|_| self.too_large())?;
+        match self.budget.clone().try_acquire_many_owned(size) {
+            Ok(permit) => {
+                match &mut hold.0 {
+                    Some(held) => held.merge(permit),
+                    None => hold.0 = Some(permit),
+                }
+                Ok(())
+            }
+            Err(_) => {
+                self.refused.fetch_add(1, Relaxed);
+                let mut headers = HeaderMap::new();
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
+                Err(ApiError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    kind: "server_error",
+                    code: Some("server_busy"),
+                    param: None,
+                    message: "the gateway is reading as many large request bodies as it may hold at once; retry shortly".into(),
+                    headers: Some(Box::new(headers)),
+                })
+            }
+        }
+    }
+
+    /// Reads `request`'s body under these limits.
+    async fn read(&self, request: Request) -> Result<ConversationBody, ApiError> {
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        let mut hold = BodyHold(None);
+        match declared {
+            Some(size) if size > self.limit => return Err(self.too_large()),
+            // Drawn before the first byte is read: a refused client sending
+            // `Expect: 100-continue` never uploads at all.
+            Some(size) if size > self.free => self.draw(&mut hold, size)?,
+            _ => {}
+        }
+        let mut body = request.into_body();
+        // A declared size is within the limit and, past the free size, already
+        // drawn from the budget: room for it all at once saves the regrowths.
+        let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+            let frame = frame.map_err(unreadable)?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let had = bytes.len();
+            let has = had + data.len();
+            if has > self.limit {
+                return Err(self.too_large());
+            }
+            if declared.is_none() && has > self.free {
+                // Past the free size a chunked body holds all it has read.
+                let drawn = if had > self.free { had } else { 0 };
+                self.draw(&mut hold, has - drawn)?;
+            }
+            bytes.extend_from_slice(&data);
+        }
+        Ok(ConversationBody {
+            bytes: Bytes::from(bytes),
+            hold,
+        })
+    }
+}
+
+/// Why a body could not be read: it came too slowly (the server's body
+/// timeout, a 408) or the connection broke.
+fn unreadable(err: axum::Error) -> ApiError {
+    let inner = err.into_inner();
+    if inner.is::<tower_http::timeout::TimeoutError>() {
+        return ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            kind: "invalid_request_error",
+            code: Some("request_timeout"),
+            param: None,
+            message: "the request body did not arrive in time".into(),
+            headers: None,
+        };
+    }
+    ApiError::invalid(None, format!("the request body could not be read: {inner}"))
+}
+
+/// A conversation's body, read whole, and its share of the budget.
+#[derive(Debug)]
+pub struct ConversationBody {
+    /// The body's bytes.
+    pub bytes: Bytes,
+    /// The budget it holds; keep it until the answer is sent.
+    pub hold: BodyHold,
+}
+
+impl FromRequest<AppState> for ConversationBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        state.bodies.read(request).await
+    }
+}
+
+/// The budget one large body holds (nothing for a small one). The request it
+/// was read for is alive, with its copies, until its answer's last byte.
+#[derive(Debug)]
+pub struct BodyHold(Option<OwnedSemaphorePermit>);
+
+impl BodyHold {
+    /// `response`, holding this budget until its body is sent or dropped.
+    pub fn until_sent(self, response: Response) -> Response {
+        let Some(permit) = self.0 else {
+            return response;
+        };
+        response.map(|body| {
+            Body::new(Held {
+                body,
+                _permit: permit,
+            })
+        })
+    }
+}
+
+/// A response body and the budget its request holds until the body is done:
+/// the size hint passes through, so a whole answer keeps its `Content-Length`.
+struct Held {
+    body: Body,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl hyper::body::Body for Held {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: Body, length: Option<usize>) -> Request {
+        let mut builder = Request::post("/v1/chat/completions");
+        if let Some(length) = length {
+            builder = builder.header(header::CONTENT_LENGTH, length);
+        }
+        builder.body(body).unwrap()
+    }
+
+    fn chunked(pieces: &[&'static [u8]]) -> Body {
+        let pieces: Vec<Result<Bytes, std::io::Error>> =
+            pieces.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        Body::from_stream(futures::stream::iter(pieces))
+    }
+
+    #[tokio::test]
+    async fn small_bodies_never_touch_the_budget_and_large_ones_hold_it_until_sent() {
+        let limits = BodyLimits::new(4, 10, 16);
+        let small = limits
+            .read(request(Body::from("abcd"), Some(4)))
+            .await
+            .unwrap();
+        assert_eq!(&small.bytes[..], b"abcd");
+        assert_eq!(limits.available(), 16);
+        let large = limits
+            .read(request(Body::from("abcdefghij"), Some(10)))
+            .await
+            .unwrap();
+        assert_eq!(limits.available(), 6);
+        // A second large body finds too little left: refused before reading.
+        let refused = limits
+            .read(request(Body::from("abcdefgh"), Some(8)))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers.unwrap()[header::RETRY_AFTER], "1");
+        // The first holds its share while its answer is being sent.
+        let response = large.hold.until_sent(Response::new(Body::from("answer")));
+        assert_eq!(limits.available(), 6);
+        assert_eq!(response.body().size_hint().exact(), Some(6));
+        let sent = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(&sent[..], b"answer");
+        assert_eq!(limits.available(), 16);
+    }
+
+    #[tokio::test]
+    async fn a_declared_size_beyond_the_limit_is_a_413_before_reading() {
+        let limits = BodyLimits::new(4, 10, 16);
+        let err = limits
+            .read(request(Body::from("x"), Some(11)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(err.message.contains("10 bytes"), "{}", err.message);
+        assert_eq!(limits.available(), 16);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_draws_as_it_grows_and_stops_at_the_limit_or_the_budget() {
+        let limits = BodyLimits::new(4, 10, 16);
+        let read = limits
+            .read(request(chunked(&[b"abc", b"def", b"ghi"]), None))
+            .await
+            .unwrap();
+        assert_eq!(&read.bytes[..], b"abcdefghi");
+        assert_eq!(limits.available(), 16 - 9);
+        drop(read);
+        assert_eq!(limits.available(), 16);
+        let err = limits
+            .read(request(chunked(&[b"abcdef", b"ghijk"]), None))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            limits.available(),
+            16,
+            "a refused body gives its share back"
+        );
+        let holding = limits
+            .read(request(Body::from("abcdefghij"), Some(10)))
+            .await
+            .unwrap();
+        let err = limits
+            .read(request(chunked(&[b"abcd", b"efgh"]), None))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        drop(holding);
+        assert_eq!(limits.available(), 16);
+    }
+}
