@@ -120,7 +120,7 @@ pub struct ServerConfig {
     /// arrive within this, or the connection is closed: slow clients cannot hold
     /// connections open.
     pub header_timeout_ms: u64,
-    /// A request's body must arrive within this.
+    /// A request's body must arrive whole within this of its head (a 408 otherwise).
     pub body_timeout_ms: u64,
     /// Connections served at once; beyond that new ones are closed at once.
     pub max_connections: usize,

@@ -96,7 +96,7 @@ async fn answers_that_never_end_are_cut_at_their_cap_and_fail_over() {
             );
         }
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            started.elapsed() < Duration::from_secs(3),
             "{attack:?}: {:?}",
             started.elapsed()
         );
@@ -413,13 +413,24 @@ async fn raw_post(
     extra: &str,
     body: &[u8],
 ) -> tokio::net::TcpStream {
+    raw_request(s, "POST /v1/chat/completions", length, extra, body).await
+}
+
+/// [`raw_post`] with another method and path (`PUT /api/chaos/claude`).
+async fn raw_request(
+    s: &TestServer,
+    line: &str,
+    length: Option<usize>,
+    extra: &str,
+    body: &[u8],
+) -> tokio::net::TcpStream {
     let mut socket = tokio::net::TcpStream::connect(s.server.addr).await.unwrap();
     let framing = match length {
         Some(length) => format!("Content-Length: {length}"),
         None => "Transfer-Encoding: chunked".to_string(),
     };
     let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{framing}\r\n{extra}\r\n"
+        "{line} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{framing}\r\n{extra}\r\n"
     );
     socket.write_all(head.as_bytes()).await.unwrap();
     socket.write_all(body).await.unwrap();
@@ -428,7 +439,7 @@ async fn raw_post(
 
 /// The head (status line and headers, lower-cased) and body of the next
 /// response on `socket`, which must carry a `Content-Length`.
-async fn raw_response(socket: &mut tokio::net::TcpStream) -> (String, String) {
+async fn raw_response(socket: &mut (impl tokio::io::AsyncRead + Unpin)) -> (String, String) {
     let mut seen = Vec::new();
     let mut buffer = [0u8; 8192];
     let read = async {
@@ -490,6 +501,47 @@ async fn large_bodies_share_one_budget_and_are_refused_before_they_are_uploaded(
     let error: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error["error"]["code"], "server_busy", "{body}");
     assert_eq!(s.metric("chaosai_request_bodies_refused_total").await, 1.0);
+    // Clients that upload without asking first (the SDKs, reqwest, curl
+    // below 1 MB) hear the refusal too, not a connection reset: the server
+    // reads and drops what they send before answering.
+    let url = s.url("/v1/chat/completions");
+    let too_large = format!("{{\"padding\": \"{}\"}}", "x".repeat(7 << 20));
+    for _ in 0..3 {
+        for (body, status, code) in [
+            (question.clone(), 503, "server_busy"),
+            (too_large.clone(), 413, "request_too_large"),
+        ] {
+            let res = s
+                .client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), status);
+            if status == 503 {
+                assert_eq!(res.headers()["retry-after"], "1");
+            }
+            let error: Value = res.json().await.unwrap();
+            assert_eq!(error["error"]["code"], code, "{error}");
+        }
+    }
+    assert_eq!(s.metric("chaosai_request_bodies_refused_total").await, 4.0);
+    // A client on a slower link, still uploading when it is refused, that
+    // reads only once it has sent everything (as httpx does): every write
+    // lands and the refusal is there to read, where closing on the unread
+    // upload would have reset the connection under it.
+    for (body, status) in [(question.as_bytes(), "503"), (too_large.as_bytes(), "413")] {
+        let mut socket = raw_post(&s, Some(body.len()), "", b"").await;
+        for piece in body.chunks(64 << 10) {
+            socket.write_all(piece).await.unwrap();
+            // The link's own pace, not a wait for the server.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (head, _) = raw_response(&mut socket).await;
+        assert!(head.starts_with(&format!("http/1.1 {status}")), "{head}");
+    }
     // Small questions never draw on it.
     let res = s.chat("claude", "Where is my order?", false).await;
     assert_eq!(res.status(), 200);
@@ -537,13 +589,15 @@ async fn large_bodies_share_one_budget_and_are_refused_before_they_are_uploaded(
 }
 
 #[tokio::test]
-async fn a_body_that_stops_arriving_is_a_408_and_holds_nothing() {
+async fn a_body_that_stops_or_trickles_is_a_408_within_the_body_timeout_and_holds_nothing() {
     let s = TestServer::start_with(|c| {
-        c.server.body_timeout_ms = 300;
+        c.server.body_timeout_ms = 500;
     })
     .await;
     let question = ask("claude", "Where is my order?", false).to_string();
     let budget = s.metric("chaosai_request_body_budget_free_bytes").await;
+    // A body that stops: part sent, then nothing (a small one and a large one
+    // holding its share of the budget meanwhile).
     for declared in [question.len(), 1 << 20] {
         let mut socket = raw_post(&s, Some(declared), "", &question.as_bytes()[..10]).await;
         let (head, body) = raw_response(&mut socket).await;
@@ -554,6 +608,48 @@ async fn a_body_that_stops_arriving_is_a_408_and_holds_nothing() {
     assert_eq!(
         s.metric("chaosai_request_body_budget_free_bytes").await,
         budget
+    );
+    // A body trickled a byte every 50 ms: every read is well within the
+    // timeout, the whole body (10 s of it) far beyond. On a conversation and
+    // on an admin route alike, the server stops waiting at the timeout.
+    let fault = format!("{{\"kind\": \"outage\"{}}}", " ".repeat(150));
+    let cases = [
+        ("POST /v1/chat/completions", "", question.as_bytes()),
+        (
+            "PUT /api/chaos/claude",
+            "Authorization: Bearer test-admin-token\r\n",
+            fault.as_bytes(),
+        ),
+    ];
+    for (line, extra, body) in cases {
+        assert!(body.len() >= 100, "{line}: {} bytes", body.len());
+        let socket = raw_request(&s, line, Some(body.len()), extra, b"").await;
+        let (mut reader, mut writer) = socket.into_split();
+        let body = body.to_vec();
+        let trickle = tokio::spawn(async move {
+            for byte in body {
+                if writer.write_all(&[byte]).await.is_err() {
+                    return;
+                }
+                // The attack's own pacing, not a wait for the server.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let started = Instant::now();
+        let (head, body) = raw_response(&mut reader).await;
+        assert!(head.starts_with("http/1.1 408"), "{line}: {head}");
+        assert!(body.contains("request_timeout"), "{line}: {body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{line}: answered after {:?}",
+            started.elapsed()
+        );
+        trickle.abort();
+    }
+    // The trickled fault was never set.
+    assert_eq!(
+        s.metric("chaosai_faults_active{provider=\"claude\"}").await,
+        0.0
     );
 }
 

@@ -21,13 +21,16 @@ use axum::{
     response::Response,
 };
 use hyper::body::{Body as _, Frame, SizeHint};
+use std::future::Future as _;
 use std::{
     pin::Pin,
     sync::atomic::{AtomicU64, Ordering::Relaxed},
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 /// How long a caller refused for want of room is told to wait: large bodies
 /// in flight are read in well under this on any link that could send them.
@@ -118,33 +121,47 @@ impl BodyLimits {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-        let mut hold = BodyHold(None);
-        match declared {
-            Some(size) if size > self.limit => return Err(self.too_large()),
-            // Drawn before the first byte is read: a refused client sending
-            // `Expect: 100-continue` never uploads at all.
-            Some(size) if size > self.free => self.draw(&mut hold, size)?,
-            _ => {}
-        }
+        let asks_first = request
+            .headers()
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let mut body = request.into_body();
+        let mut hold = BodyHold(None);
+        // Drawn before the first byte is read: a refused client sending
+        // `Expect: 100-continue` never uploads at all.
+        let admitted = match declared {
+            Some(size) if size > self.limit => Err(self.too_large()),
+            Some(size) if size > self.free => self.draw(&mut hold, size),
+            _ => Ok(()),
+        };
+        if let Err(refusal) = admitted {
+            if !asks_first {
+                drain(&mut body, declared).await;
+            }
+            return Err(refusal);
+        }
         // A declared size is within the limit and, past the free size, already
         // drawn from the budget: room for it all at once saves the regrowths.
         let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
-        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-        {
+        while let Some(frame) = next_frame(&mut body).await {
             let frame = frame.map_err(unreadable)?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
             let had = bytes.len();
             let has = had + data.len();
-            if has > self.limit {
-                return Err(self.too_large());
-            }
-            if declared.is_none() && has > self.free {
+            let refused = if has > self.limit {
+                Err(self.too_large())
+            } else if declared.is_none() && has > self.free {
                 // Past the free size a chunked body holds all it has read.
                 let drawn = if had > self.free { had } else { 0 };
-                self.draw(&mut hold, has - drawn)?;
+                self.draw(&mut hold, has - drawn)
+            } else {
+                Ok(())
+            };
+            if let Err(refusal) = refused {
+                drain(&mut body, None).await;
+                return Err(refusal);
             }
             bytes.extend_from_slice(&data);
         }
@@ -155,21 +172,100 @@ impl BodyLimits {
     }
 }
 
+async fn next_frame(body: &mut Body) -> Option<Result<Frame<Bytes>, axum::Error>> {
+    std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+}
+
+/// Most bytes of a refused body read and thrown away.
+const DRAIN_LIMIT: usize = 64 << 20;
+
+/// Reads what a refused body still sends (up to [`DRAIN_LIMIT`], within the
+/// body's deadline) and throws it away. A client that did not ask before
+/// uploading is sending it now; a server that answers and closes with the
+/// upload unread resets the connection, and the client reports a broken
+/// connection instead of the 413 or 503 that says what to do.
+async fn drain(body: &mut Body, declared: Option<usize>) {
+    if declared.is_some_and(|size| size > DRAIN_LIMIT) {
+        return;
+    }
+    let mut left = DRAIN_LIMIT;
+    while let Some(Ok(frame)) = next_frame(body).await {
+        if let Ok(data) = frame.into_data() {
+            let Some(rest) = left.checked_sub(data.len()) else {
+                return;
+            };
+            left = rest;
+        }
+    }
+}
+
 /// Why a body could not be read: it came too slowly (the server's body
 /// timeout, a 408) or the connection broke.
 fn unreadable(err: axum::Error) -> ApiError {
     let inner = err.into_inner();
-    if inner.is::<tower_http::timeout::TimeoutError>() {
-        return ApiError {
-            status: StatusCode::REQUEST_TIMEOUT,
-            kind: "invalid_request_error",
-            code: Some("request_timeout"),
-            param: None,
-            message: "the request body did not arrive in time".into(),
-            headers: None,
-        };
+    if inner.is::<DeadlinePassed>() {
+        return ApiError::late_body();
     }
     ApiError::invalid(None, format!("the request body could not be read: {inner}"))
+}
+
+/// A request body that had not arrived whole when its time was up.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0:?}")]
+pub struct DeadlinePassed(Duration);
+
+/// `request`, its body due whole within `timeout` of now (its head's
+/// arrival). A per-read timeout would let a body trickled a byte at a time
+/// hold its connection for days.
+pub fn body_deadline(request: Request, timeout: Duration) -> Request {
+    let due = Instant::now() + timeout;
+    request.map(|body| {
+        Body::new(Deadline {
+            body,
+            due,
+            timeout,
+            timer: None,
+        })
+    })
+}
+
+/// A body due whole by `due`. Its timer is only set once a read has to wait:
+/// the body of nearly every request is in hand when it is first read.
+struct Deadline {
+    body: Body,
+    due: Instant,
+    timeout: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl hyper::body::Body for Deadline {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let due = self.due;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(DeadlinePassed(self.timeout).into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// A conversation's body, read whole, and its share of the budget.

@@ -105,6 +105,18 @@ impl ApiError {
         }
     }
 
+    /// A 408 for a request body that did not arrive whole in time.
+    pub fn late_body() -> Self {
+        Self {
+            status: StatusCode::REQUEST_TIMEOUT,
+            kind: "invalid_request_error",
+            code: Some("request_timeout"),
+            param: None,
+            message: "the request body did not arrive in time".into(),
+            headers: None,
+        }
+    }
+
     /// A 422 for a well-formed body with an invalid value, naming the field.
     pub fn unprocessable(field: Option<&str>, message: impl Into<String>) -> Self {
         Self {
@@ -136,6 +148,11 @@ impl IntoResponse for ApiError {
 
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        let late = std::iter::successors(std::error::Error::source(&rejection), |e| e.source())
+            .any(|e| e.is::<super::bodies::DeadlinePassed>());
+        if late {
+            return Self::late_body();
+        }
         let status = rejection.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
             "request body is larger than the configured limit".to_string()

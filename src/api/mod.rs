@@ -91,7 +91,7 @@ impl FromRef<AppState> for LeptosOptions {
     }
 }
 
-pub use bodies::BodyLimits;
+pub use bodies::{body_deadline, BodyLimits};
 pub use cors::{ApiOrigins, WithCors};
 pub use origin::same_origin_only;
 

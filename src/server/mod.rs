@@ -647,10 +647,10 @@ fn router(state: AppState, body_limit: usize, body_timeout: Duration) -> Router 
             crate::app::shell,
         ))
         .layer(DefaultBodyLimit::max(body_limit))
-        // A body trickled in slower than this is cut off (a 408).
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            body_timeout,
-        ))
+        // A body not whole this long after its head is cut off (a 408 on /v1).
+        .layer(tower::util::MapRequestLayer::new(move |request| {
+            api::body_deadline(request, body_timeout)
+        }))
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
