@@ -114,18 +114,13 @@ impl BodyLimits {
     }
 
     /// Reads `request`'s body under these limits.
-    async fn read(&self, request: Request) -> Result<ConversationBody, ApiError> {
+    async fn read(&self, mut request: Request) -> Result<ConversationBody, ApiError> {
+        // The `Content-Length` as hyper read and checked it.
         let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
+            .body()
+            .size_hint()
+            .exact()
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-        let asks_first = request
-            .headers()
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        let mut body = request.into_body();
         let mut hold = BodyHold(None);
         // Drawn before the first byte is read: a refused client sending
         // `Expect: 100-continue` never uploads at all.
@@ -135,14 +130,17 @@ impl BodyLimits {
             _ => Ok(()),
         };
         if let Err(refusal) = admitted {
+            let asks_first = request
+                .headers()
+                .get(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
             if !asks_first {
-                drain(&mut body, declared).await;
+                drain(request.body_mut(), declared).await;
             }
             return Err(refusal);
         }
-        // A declared size is within the limit and, past the free size, already
-        // drawn from the budget: room for it all at once saves the regrowths.
-        let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
+        let mut body = request.into_body();
+        let mut bytes = Vec::new();
         while let Some(frame) = next_frame(&mut body).await {
             let frame = frame.map_err(unreadable)?;
             let Ok(data) = frame.into_data() else {
@@ -162,6 +160,16 @@ impl BodyLimits {
             if let Err(refusal) = refused {
                 drain(&mut body, None).await;
                 return Err(refusal);
+            }
+            if bytes.is_empty() {
+                // Nearly every body arrives in one piece: kept as it came.
+                if body.is_end_stream() {
+                    return Ok(ConversationBody { bytes: data, hold });
+                }
+                // A declared size is within the limit and, past the free size,
+                // already drawn from the budget: room for it all at once saves
+                // the regrowths.
+                bytes.reserve(declared.unwrap_or(0).max(data.len()));
             }
             bytes.extend_from_slice(&data);
         }
@@ -336,12 +344,10 @@ impl hyper::body::Body for Held {
 mod tests {
     use super::*;
 
-    fn request(body: Body, length: Option<usize>) -> Request {
-        let mut builder = Request::post("/v1/chat/completions");
-        if let Some(length) = length {
-            builder = builder.header(header::CONTENT_LENGTH, length);
-        }
-        builder.body(body).unwrap()
+    /// A request of `body`; a whole body's size is declared, as hyper
+    /// declares a `Content-Length`, a stream's is not.
+    fn request(body: Body) -> Request {
+        Request::post("/v1/chat/completions").body(body).unwrap()
     }
 
     fn chunked(pieces: &[&'static [u8]]) -> Body {
@@ -353,20 +359,17 @@ mod tests {
     #[tokio::test]
     async fn small_bodies_never_touch_the_budget_and_large_ones_hold_it_until_sent() {
         let limits = BodyLimits::new(4, 10, 16);
-        let small = limits
-            .read(request(Body::from("abcd"), Some(4)))
-            .await
-            .unwrap();
+        let small = limits.read(request(Body::from("abcd"))).await.unwrap();
         assert_eq!(&small.bytes[..], b"abcd");
         assert_eq!(limits.available(), 16);
         let large = limits
-            .read(request(Body::from("abcdefghij"), Some(10)))
+            .read(request(Body::from("abcdefghij")))
             .await
             .unwrap();
         assert_eq!(limits.available(), 6);
         // A second large body finds too little left: refused before reading.
         let refused = limits
-            .read(request(Body::from("abcdefgh"), Some(8)))
+            .read(request(Body::from("abcdefgh")))
             .await
             .unwrap_err();
         assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -386,7 +389,7 @@ mod tests {
     async fn a_declared_size_beyond_the_limit_is_a_413_before_reading() {
         let limits = BodyLimits::new(4, 10, 16);
         let err = limits
-            .read(request(Body::from("x"), Some(11)))
+            .read(request(Body::from("x".repeat(11))))
             .await
             .unwrap_err();
         assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -398,7 +401,7 @@ mod tests {
     async fn a_chunked_body_draws_as_it_grows_and_stops_at_the_limit_or_the_budget() {
         let limits = BodyLimits::new(4, 10, 16);
         let read = limits
-            .read(request(chunked(&[b"abc", b"def", b"ghi"]), None))
+            .read(request(chunked(&[b"abc", b"def", b"ghi"])))
             .await
             .unwrap();
         assert_eq!(&read.bytes[..], b"abcdefghi");
@@ -406,7 +409,7 @@ mod tests {
         drop(read);
         assert_eq!(limits.available(), 16);
         let err = limits
-            .read(request(chunked(&[b"abcdef", b"ghijk"]), None))
+            .read(request(chunked(&[b"abcdef", b"ghijk"])))
             .await
             .unwrap_err();
         assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -416,11 +419,11 @@ mod tests {
             "a refused body gives its share back"
         );
         let holding = limits
-            .read(request(Body::from("abcdefghij"), Some(10)))
+            .read(request(Body::from("abcdefghij")))
             .await
             .unwrap();
         let err = limits
-            .read(request(chunked(&[b"abcd", b"efgh"]), None))
+            .read(request(chunked(&[b"abcd", b"efgh"])))
             .await
             .unwrap_err();
         assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
