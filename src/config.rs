@@ -149,7 +149,7 @@ impl Default for ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
             body_limit_bytes: 64 * 1024,
             conversation_body_limit_bytes: 20 << 20,
-            body_budget_bytes: 64 << 20,
+            body_budget_bytes: 32 << 20,
             shutdown_grace_ms: 10_000,
             header_timeout_ms: 10_000,
             body_timeout_ms: 10_000,
@@ -898,7 +898,7 @@ mod tests {
         }
         let config = Config::from_toml(MINIMAL, "test").unwrap();
         assert_eq!(config.server.conversation_body_limit_bytes, 20 << 20);
-        assert_eq!(config.server.body_budget_bytes, 64 << 20);
+        assert_eq!(config.server.body_budget_bytes, 32 << 20);
     }
 
     #[test]

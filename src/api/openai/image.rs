@@ -6,7 +6,7 @@
 
 use super::super::error::ApiError;
 use crate::shared::{Image, ImageDetail, ImageSource, ImageType};
-use base64::engine::{general_purpose, DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use serde_json::Value;
 
@@ -121,24 +121,50 @@ fn data(url: &str) -> Result<ImageSource, String> {
             payload.len()
         ));
     }
-    let bytes = LENIENT
-        .decode(payload)
-        .map_err(|err| format!("the data is not valid base64 ({err})"))?;
+    let sniffed =
+        sniff_base64(payload).map_err(|err| format!("the data is not valid base64 ({err})"))?;
     // The bytes decide: a provider checks them, not the declared type.
-    let media_type = ImageType::sniff(&bytes).ok_or_else(|| {
+    let media_type = sniffed.ok_or_else(|| {
         format!("the data is not a PNG, JPEG, GIF or WebP image (declared {declared})")
     })?;
-    let base64 = if payload.len() % 4 == 0 {
-        payload.to_string()
-    } else {
-        general_purpose::STANDARD.encode(&bytes)
-    };
+    // Sent padded, as every provider takes it: what decoded unpadded is the
+    // same text with its `=` put back.
+    let mut base64 = String::with_capacity(payload.len() + 3);
+    base64.push_str(payload);
+    base64.extend(std::iter::repeat_n('=', (4 - payload.len() % 4) % 4));
     Ok(ImageSource::Data { media_type, base64 })
+}
+
+/// Base64 text decoded this many characters at a time: a multiple of 4, so
+/// each piece decodes on its own.
+const PIECE: usize = 4 << 10;
+
+/// The type of the image base64 `payload` holds, once every piece of it is
+/// known to decode. Piece by piece into one small buffer: the decoded image
+/// (megabytes for a screenshot) is never needed whole.
+fn sniff_base64(payload: &str) -> Result<Option<ImageType>, base64::DecodeSliceError> {
+    let mut buffer = [0u8; PIECE / 4 * 3];
+    let mut sniffed = None;
+    let mut pieces = payload.as_bytes().chunks(PIECE).peekable();
+    let mut first = true;
+    while let Some(piece) = pieces.next() {
+        // Only the whole text may end in padding.
+        if pieces.peek().is_some() && piece.contains(&b'=') {
+            return Err(base64::DecodeError::InvalidPadding.into());
+        }
+        let decoded = LENIENT.decode_slice(piece, &mut buffer)?;
+        if first {
+            sniffed = ImageType::sniff(&buffer[..decoded]);
+            first = false;
+        }
+    }
+    Ok(sniffed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose;
     use serde_json::json;
 
     /// The smallest PNG file's first bytes, then some.
@@ -171,6 +197,28 @@ mod tests {
         assert_ne!(unpadded, base64);
         let image = read(&part(&format!("DATA:image/png;base64,{unpadded}")), "p", 0).unwrap();
         assert!(matches!(image.source, ImageSource::Data { base64: b, .. } if b == base64));
+    }
+
+    #[test]
+    fn a_large_image_is_checked_piece_by_piece_as_one_text() {
+        let mut bytes = PNG.to_vec();
+        bytes.extend((0..3 * PIECE).map(|i| (i % 251) as u8));
+        let base64 = general_purpose::STANDARD.encode(&bytes);
+        let image = read(&part(&format!("data:image/png;base64,{base64}")), "p", 0).unwrap();
+        assert!(matches!(image.source, ImageSource::Data { base64: b, .. } if b == base64));
+        // Padding that ends a piece but not the text is not base64, as a whole
+        // decode says too.
+        let mut split = base64[..PIECE - 1].to_string();
+        split.push('=');
+        split.push_str(&base64[PIECE..]);
+        assert!(general_purpose::STANDARD.decode(&split).is_err());
+        let err = read(&part(&format!("data:image/png;base64,{split}")), "p", 0).unwrap_err();
+        assert!(err.message.contains("not valid base64"), "{}", err.message);
+        // A bad character deep in the text is found.
+        let mut bad = base64.clone();
+        bad.replace_range(2 * PIECE + 5..2 * PIECE + 6, "!");
+        let err = read(&part(&format!("data:image/png;base64,{bad}")), "p", 0).unwrap_err();
+        assert!(err.message.contains("not valid base64"), "{}", err.message);
     }
 
     #[test]

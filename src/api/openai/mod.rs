@@ -315,18 +315,21 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: ConversationBody,
 ) -> Result<Response, ApiError> {
-    let answer = chat_completion(state, caller, headers, &body.bytes).await?;
-    Ok(body.hold.until_sent(answer))
+    let ConversationBody { bytes, hold } = body;
+    let answer = chat_completion(state, caller, headers, bytes).await?;
+    Ok(hold.until_sent(answer))
 }
 
 async fn chat_completion(
     state: AppState,
     caller: Caller,
     headers: HeaderMap,
-    body: &[u8],
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     refuse_encoded(&headers)?;
-    let mut request = decode::decode(body)?;
+    let mut request = decode::decode(&body)?;
+    // Megabytes with pictures: the decoded request holds what is needed of it.
+    drop(body);
     let charge = admit(&state, &caller, &headers, &mut request.gateway)?;
     let created = unix_now();
     if !request.stream {

@@ -48,15 +48,16 @@ pub async fn responses(
     headers: HeaderMap,
     body: ConversationBody,
 ) -> Result<Response, ApiError> {
-    let answer = response(state, caller, headers, &body.bytes).await?;
-    Ok(body.hold.until_sent(answer))
+    let ConversationBody { bytes, hold } = body;
+    let answer = response(state, caller, headers, bytes).await?;
+    Ok(hold.until_sent(answer))
 }
 
 async fn response(
     state: AppState,
     caller: Caller,
     headers: HeaderMap,
-    body: &[u8],
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     refuse_encoded(&headers)?;
     // A restart marker exists only in Chat Completions' stream.
@@ -66,7 +67,9 @@ async fn response(
             "x-chaosai-on-break: restart is only for /v1/chat/completions; a broken response ends with response.failed",
         ));
     }
-    let mut request = decode::decode(body)?;
+    let mut request = decode::decode(&body)?;
+    // Megabytes with pictures: the decoded request holds what is needed of it.
+    drop(body);
     let charge = admit(&state, &caller, &headers, &mut request.gateway)?;
     let created_at = unix_now();
     let origins = std::mem::take(&mut request.origins);
