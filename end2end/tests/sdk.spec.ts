@@ -109,10 +109,18 @@ test("a tool-call round trip, streamed and assembled by the SDK's own helper", a
 
 test("a customer's screenshot, sent as the SDK types it, reaches a model that can look", async () => {
   const client = sdk();
-  // A 1×1 PNG in a data URL, as a support widget sends a pasted screenshot.
-  const png =
-    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg==";
-  for (const model of ["claude", "chaosai"]) {
+  // A 1×1 PNG in a data URL, and a 2 MB screenshot (a PNG's first bytes, then
+  // its size in filler) as a support widget sends one pasted: the shipped
+  // limits take it.
+  const pixel =
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg==";
+  const png = `data:image/png;base64,${pixel}`;
+  const screenshot = Buffer.concat([Buffer.from(pixel, "base64"), Buffer.alloc(2 << 20, 7)]);
+  const shot = `data:image/png;base64,${screenshot.toString("base64")}`;
+  for (const [model, url] of [
+    ["claude", png],
+    ["chaosai", shot],
+  ]) {
     const answer = await client.chat.completions.create({
       model,
       messages: [
@@ -120,7 +128,7 @@ test("a customer's screenshot, sent as the SDK types it, reaches a model that ca
           role: "user",
           content: [
             { type: "text", text: "Can I get a refund?" },
-            { type: "image_url", image_url: { url: png, detail: "high" } },
+            { type: "image_url", image_url: { url, detail: "high" } },
           ],
         },
       ],
