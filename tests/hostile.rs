@@ -589,6 +589,62 @@ async fn large_bodies_share_one_budget_and_are_refused_before_they_are_uploaded(
 }
 
 #[tokio::test]
+async fn a_large_body_of_countless_tiny_values_is_refused_without_being_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Binary::start(
+        &[
+            (
+                "CHAOSAI_DATABASE_URL",
+                format!("sqlite://{}", dir.path().join("v.db").display()),
+            ),
+            ("CHAOSAI_CACHE", "off".to_string()),
+        ],
+        std::process::Stdio::null(),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", server.base);
+    let before = server.memory_kib("VmHWM");
+    // 16 MB of `0,`: within the conversation limit, and eight million values,
+    // some 250 MiB once parsed.
+    let mut bomb = ask("claude", "Where is my order?", false);
+    bomb["padding"] = json!([]);
+    let bomb = bomb
+        .to_string()
+        .replace("[]", &format!("[{}0]", "0,".repeat(8 << 20)));
+    assert!(bomb.len() > 16 << 20 && bomb.len() < 20 << 20);
+    for _ in 0..3 {
+        let res = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(bomb.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+        let error: Value = res.json().await.unwrap();
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("more than 100000 JSON values"),
+            "{message}"
+        );
+    }
+    let peak = server.memory_kib("VmHWM");
+    eprintln!("value bomb: peak RSS {before} -> {peak} KiB");
+    // Three bodies were held (16 MB each, one at a time), none parsed.
+    assert!(
+        peak < before + 64 * 1024,
+        "peak {peak} KiB from {before} KiB"
+    );
+    // A large body of few values (a screenshot) is still answered.
+    let question = json!({"model": "claude", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What does this error mean?"},
+        {"type": "image_url", "image_url": {"url": screenshot(3 << 20)}}]}]});
+    let res = client.post(&url).json(&question).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
 async fn a_body_that_stops_or_trickles_is_a_408_within_the_body_timeout_and_holds_nothing() {
     let s = TestServer::start_with(|c| {
         c.server.body_timeout_ms = 500;

@@ -173,10 +173,105 @@ impl BodyLimits {
             }
             bytes.extend_from_slice(&data);
         }
+        if bytes.len() > self.free {
+            values_within(&bytes, MAX_VALUES)?;
+        }
         Ok(ConversationBody {
             bytes: Bytes::from(bytes),
             hold,
         })
+    }
+}
+
+/// Most JSON values (each number, string, array, object…) a large body may
+/// hold. A conversation with 200 messages, 100 pictures and tools holds a few
+/// thousand; parsed, each value costs 32 bytes or more, so 20 MiB of `0,`
+/// would have been 300 MiB of parsed document. A screenshot is one value.
+const MAX_VALUES: usize = 100_000;
+
+/// Refuses `body` if it holds more than `max` JSON values, counted without
+/// building any (and stopping at the first past `max`). Bad JSON passes: the
+/// decoder names what is wrong with it.
+fn values_within(body: &[u8], max: usize) -> Result<(), ApiError> {
+    let seen = std::cell::Cell::new(0);
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    match serde::de::DeserializeSeed::deserialize(Count { seen: &seen, max }, &mut reader) {
+        Err(_) if seen.get() > max => Err(ApiError::invalid(
+            None,
+            format!("the request body holds more than {max} JSON values"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Counts the values of a JSON document as it is read, building none.
+#[derive(Clone, Copy)]
+struct Count<'a> {
+    seen: &'a std::cell::Cell<usize>,
+    max: usize,
+}
+
+impl Count<'_> {
+    fn one<E: serde::de::Error>(self) -> Result<(), E> {
+        self.seen.set(self.seen.get() + 1);
+        if self.seen.get() > self.max {
+            return Err(E::custom("too many values"));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Count<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, reader: D) -> Result<(), D::Error> {
+        reader.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Count<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.one()
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.one()
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.one()
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.one()
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        self.one()
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.one()
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        self.one()?;
+        while items.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut fields: A) -> Result<(), A::Error> {
+        self.one()?;
+        while fields.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            fields.next_value_seed(self)?;
+        }
+        Ok(())
     }
 }
 
@@ -395,6 +490,20 @@ mod tests {
         assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(err.message.contains("10 bytes"), "{}", err.message);
         assert_eq!(limits.available(), 16);
+    }
+
+    #[test]
+    fn values_are_counted_without_building_them_and_bad_json_is_left_to_the_decoder() {
+        let doc = br#"{"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": [1, 2.5, true, null]}"#;
+        // The object, model, messages, the message, role, content, n and its four.
+        assert!(values_within(doc, 11).is_ok());
+        let err = values_within(doc, 10).unwrap_err();
+        assert!(
+            err.message.contains("more than 10 JSON values"),
+            "{}",
+            err.message
+        );
+        assert!(values_within(b"{\"model\": [1, 2,", 100).is_ok());
     }
 
     #[tokio::test]
