@@ -60,7 +60,9 @@
 //! broken stream elsewhere) and ends `gateway/recorder.rs` (metrics, live trace,
 //! audit row through `store/audit.rs`) → `api/openai/` encodes the answer whole
 //! or as SSE chunks. `POST /v1/responses` takes the same path from
-//! `api/openai/responses/` (its own decode and events, the same gateway request).
+//! `api/openai/responses/` (its own decode and events, the same gateway request,
+//! a kept response's conversation put before its input by `keep.rs` through
+//! `store/responses.rs`).
 //! The chat page's `ask` server function (`app/chat.rs`) and the synthetic traffic
 //! (`traffic.rs`) enter at `Gateway::answer` too.
 

@@ -756,7 +756,9 @@ async fn respond(s: &TestServer, mut body: Value, stream: bool) -> Answered {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 200);
+    if res.status() != 200 {
+        panic!("{}: {}", res.status(), res.text().await.unwrap());
+    }
     let headers = res.headers().clone();
     if !stream {
         return Answered {
@@ -850,7 +852,7 @@ async fn the_responses_api_answers_through_the_same_cascade_whole_and_streamed()
             assert_eq!(answer.events.last().unwrap(), "response.completed");
         }
     }
-    // Nothing is kept to be read back, and what would need it is refused.
+    // A response never made is neither read back nor gone on from.
     let res = s
         .client
         .get(s.url("/v1/responses/resp_123"))
@@ -859,10 +861,7 @@ async fn the_responses_api_answers_through_the_same_cascade_whole_and_streamed()
         .unwrap();
     let err = api_error(res, 404).await;
     assert!(
-        err["message"]
-            .as_str()
-            .unwrap()
-            .contains("stores no responses"),
+        err["message"].as_str().unwrap().contains("resp_123"),
         "{err}"
     );
     let res = s
@@ -943,6 +942,162 @@ async fn a_responses_tool_round_trip_works_on_both_protocols() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_kept_response_is_gone_on_from_read_back_and_forgotten_by_its_tenant_only() {
+    let s = TestServer::start().await;
+    let tool = json!({"type": "function", "name": "get_order_status",
+        "description": "Looks up the status of a customer's order by its number",
+        "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
+            "required": ["order_id"]}});
+    let function_call = |response: &Value| {
+        response["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|item| item["type"] == "function_call")
+            .cloned()
+            .unwrap_or_else(|| panic!("a call in {response}"))
+    };
+    // Across protocols, whole and streamed: each request sends only what is
+    // new, and the kept conversation goes to the provider before it. Without
+    // it the tool's result would answer no call, which both providers refuse.
+    let mut kept = Vec::new();
+    for (first_model, next_model, stream) in [("claude", "gpt", false), ("gpt", "claude", true)] {
+        let case = format!("{first_model} then {next_model}, stream {stream}");
+        let first = respond(
+            &s,
+            json!({"model": first_model, "tools": [tool], "input": "Where is my order 12345?"}),
+            stream,
+        )
+        .await;
+        assert_eq!(first.response["store"], true, "{case}");
+        let call = function_call(&first.response);
+        // Sent the moment the first is done: it was kept before it was done.
+        let second = respond(
+            &s,
+            json!({"model": next_model, "tools": [tool],
+                "previous_response_id": first.response["id"],
+                "input": [{"type": "function_call_output", "call_id": call["call_id"],
+                    "output": "{\"status\":\"shipped\",\"eta\":\"Friday\"}"}]}),
+            stream,
+        )
+        .await;
+        let text = output_text(&second.response);
+        assert!(
+            text.contains("status shipped") && text.contains("Friday"),
+            "{case}: {text}"
+        );
+        assert_eq!(
+            second.response["previous_response_id"], first.response["id"],
+            "{case}"
+        );
+        // A third goes on from the second: the whole chain is carried.
+        let third = respond(
+            &s,
+            json!({"model": first_model, "tools": [tool],
+                "previous_response_id": second.response["id"],
+                "input": "Thanks! Can I still change the delivery address?"}),
+            stream,
+        )
+        .await;
+        assert_eq!(third.response["status"], "completed", "{case}");
+        // Read back, the response is the one that was sent.
+        let id = second.response["id"].as_str().unwrap().to_string();
+        let res = s
+            .client
+            .get(s.url(&format!("/v1/responses/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let read: Value = res.json().await.unwrap();
+        assert_eq!(read, second.response, "{case}");
+        kept.push(id);
+    }
+    let post = |body: Value, tenant: Option<&str>| {
+        let mut request = s.client.post(s.url("/v1/responses")).json(&body);
+        if let Some(tenant) = tenant {
+            request = request.header("x-chaosai-tenant", tenant);
+        }
+        request.send()
+    };
+    let not_kept = |res: reqwest::Response| async move {
+        let err = api_error(res, 400).await;
+        assert_eq!(err["code"], "previous_response_not_found", "{err}");
+        assert_eq!(err["param"], "previous_response_id");
+    };
+    // Another tenant can neither go on from it nor read it.
+    let go_on = json!({"model": "claude", "input": "And?", "previous_response_id": kept[0]});
+    not_kept(post(go_on.clone(), Some("another-shop")).await.unwrap()).await;
+    let res = s
+        .client
+        .get(s.url(&format!("/v1/responses/{}", kept[0])))
+        .header("x-chaosai-tenant", "another-shop")
+        .send()
+        .await
+        .unwrap();
+    api_error(res, 404).await;
+    // `store: false` keeps nothing.
+    let unkept = respond(
+        &s,
+        json!({"model": "claude", "input": "hi", "store": false}),
+        false,
+    )
+    .await;
+    assert_eq!(unkept.response["store"], false);
+    let body =
+        json!({"model": "claude", "input": "And?", "previous_response_id": unkept.response["id"]});
+    not_kept(post(body, None).await.unwrap()).await;
+    // Deleted, it is gone.
+    let url = s.url(&format!("/v1/responses/{}", kept[0]));
+    let res = s.client.delete(&url).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let deleted: Value = res.json().await.unwrap();
+    assert_eq!(
+        deleted,
+        json!({"id": kept[0], "object": "response", "deleted": true})
+    );
+    api_error(s.client.get(&url).send().await.unwrap(), 404).await;
+    api_error(s.client.delete(&url).send().await.unwrap(), 404).await;
+    not_kept(post(go_on, None).await.unwrap()).await;
+    // What is not kept is not served either, and says so.
+    let url = s.url(&format!("/v1/responses/{}/input_items", kept[1]));
+    let err = api_error(s.client.get(&url).send().await.unwrap(), 404).await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("input_items is not served"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn while_the_audit_redacts_customer_text_no_response_is_kept() {
+    let s = TestServer::start_with(|c| c.audit.redact_text = true).await;
+    let answer = respond(
+        &s,
+        json!({"model": "claude", "input": "Where is my order?"}),
+        false,
+    )
+    .await;
+    assert_eq!(answer.response["store"], false);
+    let res = s
+        .client
+        .post(s.url("/v1/responses"))
+        .json(&json!({"model": "claude", "input": "And?", "previous_response_id": answer.response["id"]}))
+        .send()
+        .await
+        .unwrap();
+    let err = api_error(res, 400).await;
+    assert_eq!(err["param"], "previous_response_id");
+    assert!(
+        err["message"].as_str().unwrap().contains("redacts"),
+        "{err}"
+    );
+    s.rows("SELECT COUNT(*) FROM responses", |n| n == 0).await;
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use chaosai::shared::{
 };
 use chaosai::store::audit::{AuditRecord, AuditSettings, AuditWriter, FaultRecord, MessageRecord};
 use chaosai::store::queries::RequestFilter;
-use chaosai::store::{Engine, RequestRecord, Store, Ticket};
+use chaosai::store::{Engine, RequestRecord, Store, StoredResponse, Ticket};
 use std::time::Duration;
 use support::engines::Postgres;
 
@@ -306,6 +306,36 @@ async fn exercise(url: &str, engine: Engine) {
     store.delete_client("bot").await.unwrap();
     assert!(store.clients().await.unwrap().is_empty());
 
+    // Kept responses: only their tenant reads or deletes them.
+    let kept = |id: &str, at: i64| StoredResponse {
+        id: id.into(),
+        tenant: "acme".into(),
+        created_at_ms: at,
+        conversation_json: serde_json::to_string(&[ChatTurn::user("Where is my order?")]).unwrap(),
+        response_json: format!("{{\"id\": \"{id}\"}}"),
+    };
+    store
+        .insert_response(&kept("resp_old", 1_000_000))
+        .await
+        .unwrap();
+    store
+        .insert_response(&kept("resp_new", 1_020_000))
+        .await
+        .unwrap();
+    let read = store.response("resp_new", "acme").await.unwrap().unwrap();
+    assert_eq!(
+        read.conversation_json,
+        kept("resp_new", 0).conversation_json
+    );
+    assert!(store
+        .response("resp_new", "globex")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!store.delete_response("resp_new", "globex").await.unwrap());
+    assert!(store.delete_response("resp_new", "acme").await.unwrap());
+    assert!(store.response("resp_new", "acme").await.unwrap().is_none());
+
     // Retention: everything before 1 015 000 goes, attempts with their request.
     writer.prune(1_015_000, 1_000_000);
     writer.flush().await;
@@ -327,6 +357,16 @@ async fn exercise(url: &str, engine: Engine) {
     .await)
     .unwrap();
     assert_eq!(orphans, 0);
+    // Retention reaches kept responses too.
+    support::eventually(|| async {
+        store
+            .response("resp_old", "acme")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -147,7 +147,7 @@ test("a customer's screenshot, sent as the SDK types it, reaches a model that ca
   expect(blind.param).toBe("image_url");
 });
 
-test("the Responses API: create, the stream helper's final response, and a function call", async () => {
+test("the Responses API: create, the stream helper's final response, a function call, and going on from a kept response", async () => {
   const client = sdk();
   const whole = await client.responses.create({
     model: "chaosai",
@@ -199,6 +199,22 @@ test("the Responses API: create, the stream helper's final response, and a funct
     ],
   });
   expect(answered.output_text).toContain("status shipped");
+
+  // The same round trip sending only what is new: the gateway kept the first
+  // response (store is on by default) and puts its conversation first.
+  const goneOn = await client.responses.create({
+    model: "gpt",
+    tools,
+    previous_response_id: calling.id,
+    input: [{ type: "function_call_output", call_id: call.call_id, output: JSON.stringify({ status: "shipped" }) }],
+  });
+  expect(goneOn.previous_response_id).toBe(calling.id);
+  expect(goneOn.output_text).toContain("status shipped");
+  const read = await client.responses.retrieve(goneOn.id);
+  expect(read.output_text).toBe(goneOn.output_text);
+  await client.responses.delete(goneOn.id);
+  const gone = await client.responses.retrieve(goneOn.id).catch((e) => e);
+  expect(gone).toBeInstanceOf(OpenAI.NotFoundError);
 });
 
 test("errors are the SDK's own error classes, naming the parameter", async () => {

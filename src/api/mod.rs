@@ -105,7 +105,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/models/{*model}", get(openai::model))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/responses", post(openai::responses))
-        .route("/v1/responses/{*id}", get(openai::response_by_id))
+        .route(
+            "/v1/responses/{*id}",
+            get(openai::response_by_id).delete(openai::delete_response),
+        )
         .route("/v1/{*rest}", any(unmatched::unknown_v1))
         .route("/api/providers", get(chaos::providers))
         .route("/api/chaos", delete(chaos::heal_all))

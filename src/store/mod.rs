@@ -1,5 +1,6 @@
 //! The store: the engine and its pool ([`db`]), migrations, the audit writer,
-//! the read queries, and the client keys made through the admin API.
+//! the read queries, the client keys made through the admin API, and the
+//! responses the Responses API keeps.
 //!
 //! SQLite (the embedded default) runs in WAL mode with `synchronous=NORMAL` and
 //! a busy timeout, so readers never block the writer and a crash loses at most
@@ -10,9 +11,11 @@ mod clients;
 mod db;
 mod history;
 pub mod queries;
+mod responses;
 
 use crate::shared::{AttemptSummary, RequestStatus, Route, Surface, Usage, UsageSource};
 pub use db::{nul_free, redacted, ConnectError, Db, Engine};
+pub use responses::StoredResponse;
 
 /// Why the store could not be opened or written.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,7 @@ mod encode;
 mod image;
 mod responses;
 
-pub use responses::{response_by_id, responses};
+pub use responses::{delete_response, response_by_id, responses};
 
 use super::bodies::ConversationBody;
 use super::keys::Caller;

@@ -159,6 +159,7 @@ const DATED_TABLES: &[(&str, &str)] = &[
     ("tickets", "created_at_ms"),
     ("breaker_transitions", "at_ms"),
     ("fault_changes", "at_ms"),
+    ("responses", "created_at_ms"),
 ];
 
 /// Deletes, in every audited table, rows older than `older_than_ms` and the

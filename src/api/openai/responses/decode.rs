@@ -2,9 +2,10 @@
 //! terms: `input` (a string, or message, function-call and function-call-output
 //! items) and `instructions` become the conversation; flat function tools,
 //! `text.format`, `reasoning.effort` and `text.verbosity` become the same
-//! options a Chat Completions request has. What needs a stored response
-//! (`previous_response_id`, `conversation`, `background`) is refused: this
-//! gateway keeps none, and the caller sends the whole conversation instead.
+//! options a Chat Completions request has. `previous_response_id` names a kept
+//! response whose conversation goes before `input`; what needs state this
+//! gateway does not keep (`conversation`, stored prompts, `background`) is
+//! refused by name.
 
 use super::super::super::error::ApiError;
 use super::super::decode::{
@@ -29,6 +30,25 @@ pub(in crate::api::openai) struct ResponsesRequest {
     pub echo: Map<String, Value>,
     /// Where each turn came from.
     pub origins: Origins,
+    /// The kept response this one goes on from.
+    pub previous: Option<String>,
+    /// Whether the caller wants the response kept (`store`, true by default).
+    pub store: bool,
+}
+
+impl ResponsesRequest {
+    /// Puts `history` (a kept response's conversation) before the caller's
+    /// input, after its instructions, as what `previous_response_id` names.
+    pub fn go_on_from(&mut self, history: Vec<crate::shared::ChatTurn>) {
+        let turns = &mut self.gateway.turns;
+        let at = turns.iter().take_while(|t| t.role == Role::System).count();
+        let count = history.len();
+        turns.splice(at..at, history);
+        self.origins.0.splice(
+            at..at,
+            std::iter::repeat_n("previous_response_id".to_string(), count),
+        );
+    }
 }
 
 /// Where each turn came from (`instructions`, `input[3]`), so that the
@@ -81,10 +101,6 @@ const ECHOED: &[&str] = &[
 
 /// Fields that need state this gateway does not keep, or work it does not do.
 const REFUSED: &[(&str, &str)] = &[
-    (
-        "previous_response_id",
-        "previous_response_id is not supported: this gateway keeps no responses; send the whole conversation in input",
-    ),
     (
         "conversation",
         "conversation is not supported: this gateway keeps no conversations; send the whole conversation in input",
@@ -354,6 +370,11 @@ pub(in crate::api::openai) fn decode(body: &[u8]) -> Result<ResponsesRequest, Ap
             "background responses are not supported: this gateway keeps no responses to poll",
         ));
     }
+    let previous = field(&body, "previous_response_id", "a response id", |v| {
+        v.as_str().filter(|id| !id.is_empty() && id.len() <= MAX_ID)
+    })?
+    .map(str::to_string);
+    let store = field(&body, "store", "a boolean", Value::as_bool)?.unwrap_or(true);
     let (turns, origins) = turns(&body)?;
     let images: usize = turns.iter().map(|t| t.images.len()).sum();
     if images > image::MAX_IMAGES {
@@ -410,8 +431,13 @@ pub(in crate::api::openai) fn decode(body: &[u8]) -> Result<ResponsesRequest, Ap
         },
         echo,
         origins: Origins(origins),
+        previous,
+        store,
     })
 }
+
+/// Longest response id taken: ours are 37 characters.
+const MAX_ID: usize = 256;
 
 #[cfg(test)]
 mod tests {
@@ -505,14 +531,55 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_conversation_goes_after_the_instructions_and_before_the_input() {
+        let mut request = decoded(json!({"model": "chaosai", "instructions": "Be brief.",
+            "previous_response_id": "resp_1", "input": [
+                {"type": "function_call_output", "call_id": "call_1", "output": "shipped"}]}));
+        assert_eq!(request.previous.as_deref(), Some("resp_1"));
+        assert!(request.store, "kept unless the caller says otherwise");
+        let mut call = ChatTurn::new(Role::Assistant, "");
+        call.tool_calls = vec![ToolCall {
+            id: "call_1".into(),
+            name: "order_status".into(),
+            arguments: "{}".into(),
+        }];
+        request.go_on_from(vec![ChatTurn::user("Where is my order?"), call.clone()]);
+        let roles: Vec<Role> = request.gateway.turns.iter().map(|t| t.role).collect();
+        assert_eq!(
+            roles,
+            vec![Role::System, Role::User, Role::Assistant, Role::Tool]
+        );
+        assert_eq!(request.gateway.turns[2], call);
+        // An error about a kept turn names where it came from.
+        let err = request
+            .origins
+            .renamed(ApiError::invalid(Some("messages[1].content"), "bad"));
+        assert_eq!(err.param.as_deref(), Some("previous_response_id.content"));
+        let err = request
+            .origins
+            .renamed(ApiError::invalid(Some("messages[3].tool_call_id"), "bad"));
+        assert_eq!(err.param.as_deref(), Some("input[0].tool_call_id"));
+        let unkept = decoded(json!({"model": "chaosai", "input": "hi", "store": false}));
+        assert!(!unkept.store && unkept.previous.is_none());
+    }
+
+    #[test]
     fn what_needs_stored_state_or_is_malformed_is_refused_naming_it() {
         for (body, param) in [
             (json!({"input": "hi"}), "model"),
             (json!({"model": "chaosai"}), "input"),
             (json!({"model": "chaosai", "input": []}), "input"),
             (
-                json!({"model": "chaosai", "input": "hi", "previous_response_id": "resp_1"}),
+                json!({"model": "chaosai", "input": "hi", "previous_response_id": 7}),
                 "previous_response_id",
+            ),
+            (
+                json!({"model": "chaosai", "input": "hi", "previous_response_id": ""}),
+                "previous_response_id",
+            ),
+            (
+                json!({"model": "chaosai", "input": "hi", "store": "yes"}),
+                "store",
             ),
             (
                 json!({"model": "chaosai", "input": "hi", "conversation": "conv_1"}),

@@ -291,6 +291,19 @@ impl EventWriter {
         self.event(out, "response.function_call_arguments.delta", data);
     }
 
+    /// The answer so far: its text and its calls.
+    pub fn answer(&self) -> (String, Vec<ToolCall>) {
+        let mut text = String::new();
+        let mut calls = Vec::new();
+        for item in &self.output {
+            match item {
+                Item::Message { text: said, .. } => text.push_str(said),
+                Item::Call { call, .. } => calls.push(call.clone()),
+            }
+        }
+        (text, calls)
+    }
+
     /// Every open item's closing events, then the response's last event.
     pub fn finish(&mut self, out: &mut Vec<u8>, finish: FinishReason, usage: Usage) -> Value {
         let status = Status::of(Some(finish));

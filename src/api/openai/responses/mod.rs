@@ -1,8 +1,9 @@
 //! `POST /v1/responses`: OpenAI's Responses API on the same gateway, for bots
-//! written against it (the Agents SDK's default). Stateless: the request
-//! carries the whole conversation in `input`, as with Chat Completions; what
-//! needs a stored response is refused by name, and `GET /v1/responses/{id}`
-//! says none is kept.
+//! written against it (the Agents SDK's default). A response is kept unless
+//! the caller says `store: false`, so the next request may send only what is
+//! new with `previous_response_id`; `GET` and `DELETE /v1/responses/{id}` read
+//! and forget one. What needs other state (`conversation`, stored prompts,
+//! `background`) is refused by name.
 //!
 //! The answer is the gateway's, so failover, the cache, the last resort, the
 //! audit and the breakers are the same as for a chat completion. A stream is
@@ -12,9 +13,11 @@
 //!
 //! - `decode`: the request, into the gateway's terms.
 //! - `encode`: the response object and the stream's events.
+//! - `keep`: kept responses, written before the caller learns they are done.
 
 mod decode;
 mod encode;
+mod keep;
 
 use super::super::bodies::ConversationBody;
 use super::super::keys::Caller;
@@ -24,12 +27,13 @@ use crate::gateway::AnswerEvent;
 use axum::{
     body::Bytes,
     extract::{Path as AxumPath, State},
-    http::{HeaderMap, StatusCode},
+    http::HeaderMap,
     response::{IntoResponse, Response},
     Json,
 };
 use encode::{Envelope, EventWriter, Status};
 use futures::StreamExt;
+use serde_json::{json, Value};
 use std::convert::Infallible;
 
 /// Most events written as one frame.
@@ -71,6 +75,19 @@ async fn response(
     // Megabytes with pictures: the decoded request holds what is needed of it.
     drop(body);
     let charge = admit(&state, &caller, &headers, &mut request.gateway)?;
+    let tenant = request.gateway.tenant.clone();
+    if let Some(previous) = &request.previous {
+        let history = keep::history(&state, previous, &tenant).await?;
+        request.go_on_from(history);
+    }
+    let keeper = keep::Keeper::new(&state, request.store, &tenant, &request.gateway.turns);
+    request
+        .echo
+        .insert("store".into(), Value::Bool(keeper.is_some()));
+    request.echo.insert(
+        "previous_response_id".into(),
+        request.previous.clone().map_or(Value::Null, Value::String),
+    );
     let created_at = unix_now();
     let origins = std::mem::take(&mut request.origins);
     if !request.stream {
@@ -89,6 +106,9 @@ async fn response(
         };
         let output = envelope.output(&answer.text, &answer.tool_calls);
         let body = envelope.response(Status::of(answer.finish_reason), output, Some(usage), None);
+        if let Some(keeper) = keeper {
+            keeper.keep(&answer.text, &answer.tool_calls, &body).await;
+        }
         let mut response = Json(body).into_response();
         response
             .headers_mut()
@@ -110,52 +130,91 @@ async fn response(
     });
     let mut opening = Vec::new();
     writer.opening(&mut opening);
-    let mut charge = Some(charge);
-    // Events that are ready together become one frame, one write.
-    let frames = streaming
-        .events
-        .ready_chunks(FRAME_EVENTS)
-        .map(move |batch| {
-            let mut frame = Vec::with_capacity(batch.len() * 256);
-            for event in batch {
-                match event {
-                    AnswerEvent::Text(text) => writer.text(&mut frame, &text),
-                    AnswerEvent::ToolCall(fragment) => writer.call(&mut frame, &fragment),
-                    // Refused above: a restart is never asked of this stream.
-                    AnswerEvent::Restarted { model, .. } => writer.set_model(model),
-                    AnswerEvent::Done {
-                        finish_reason,
-                        usage,
-                        ..
-                    } => {
-                        if let Some(charge) = charge.take() {
-                            charge.settle(usage.total());
-                        }
-                        writer.finish(&mut frame, finish_reason, usage);
-                    }
-                    AnswerEvent::Failed { message } => writer.failed(&mut frame, &message),
-                }
-            }
-            Ok::<_, Infallible>(Bytes::from(frame))
-        });
+    let stream = Stream {
+        batches: streaming.events.ready_chunks(FRAME_EVENTS),
+        writer,
+        charge: Some(charge),
+        keeper,
+    };
+    // Events that are ready together become one frame, one write; the frame
+    // that completes the response waits until the response is kept.
+    let frames = futures::stream::unfold(stream, |mut stream| async move {
+        let batch = stream.batches.next().await?;
+        let frame = stream.frame(batch).await;
+        Some((Ok::<_, Infallible>(Bytes::from(frame)), stream))
+    });
     Ok(event_stream(headers, opening, frames))
 }
 
-/// `GET /v1/responses/{id}` (and its `input_items`): no response is kept, so
-/// none can be read back; OpenAI's 404, saying why.
+/// A streamed response being written.
+struct Stream<S> {
+    batches: S,
+    writer: EventWriter,
+    charge: Option<super::super::keys::Charge>,
+    keeper: Option<keep::Keeper>,
+}
+
+impl<S> Stream<S> {
+    /// The events of `batch`, as one frame.
+    async fn frame(&mut self, batch: Vec<AnswerEvent>) -> Vec<u8> {
+        let mut frame = Vec::with_capacity(batch.len() * 256);
+        let mut done = None;
+        for event in batch {
+            match event {
+                AnswerEvent::Text(text) => self.writer.text(&mut frame, &text),
+                AnswerEvent::ToolCall(fragment) => self.writer.call(&mut frame, &fragment),
+                // Refused above: a restart is never asked of this stream.
+                AnswerEvent::Restarted { model, .. } => self.writer.set_model(model),
+                AnswerEvent::Done {
+                    finish_reason,
+                    usage,
+                    ..
+                } => {
+                    if let Some(charge) = self.charge.take() {
+                        charge.settle(usage.total());
+                    }
+                    done = Some(self.writer.finish(&mut frame, finish_reason, usage));
+                }
+                AnswerEvent::Failed { message } => self.writer.failed(&mut frame, &message),
+            }
+        }
+        if let Some(response) = done {
+            if let Some(keeper) = self.keeper.take() {
+                let (text, calls) = self.writer.answer();
+                keeper.keep(&text, &calls, &response).await;
+            }
+        }
+        frame
+    }
+}
+
+/// `GET /v1/responses/{id}`: a kept response as it was sent.
 pub async fn response_by_id(
-    _caller: Caller,
+    caller: Caller,
+    headers: HeaderMap,
+    State(state): State<AppState>,
     AxumPath(id): AxumPath<String>,
 ) -> Result<Response, ApiError> {
-    let id = id.split('/').next().unwrap_or_default();
-    Err(ApiError {
-        status: StatusCode::NOT_FOUND,
-        kind: "invalid_request_error",
-        code: None,
-        param: None,
-        message: format!(
-            "No response with id '{id}' is kept: this gateway stores no responses (store is ignored); keep the output you received"
-        ),
-        headers: None,
-    })
+    let tenant = tenant_of(&caller, &headers)?;
+    Ok(Json(keep::find(&state, &id, &tenant).await?).into_response())
+}
+
+/// `DELETE /v1/responses/{id}`: forgets a kept response.
+pub async fn delete_response(
+    caller: Caller,
+    headers: HeaderMap,
+    State(state): State<AppState>,
+    AxumPath(id): AxumPath<String>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant_of(&caller, &headers)?;
+    keep::forget(&state, &id, &tenant).await?;
+    Ok(Json(json!({"id": id, "object": "response", "deleted": true})).into_response())
+}
+
+/// The tenant a caller reads kept responses as: its key's, or (without keys)
+/// the one its `x-chaosai-tenant` names, as when it made them.
+fn tenant_of(caller: &Caller, headers: &HeaderMap) -> Result<String, ApiError> {
+    let mut request = crate::gateway::GatewayRequest::question(crate::shared::Surface::Api, "");
+    super::apply_headers(&mut request, headers, caller)?;
+    Ok(request.tenant)
 }
