@@ -352,6 +352,55 @@ async fn requests_through_every_replica_are_all_audited_in_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_kept_through_one_replica_is_gone_on_from_through_the_other() {
+    let (pg, redis) = (Postgres::start().await, Redis::start().await);
+    let a = replica("a", &pg, &redis, |_| {}).await;
+    let b = replica("b", &pg, &redis, |_| {}).await;
+    let tool = json!({"type": "function", "name": "get_order_status",
+        "description": "Looks up the status of a customer's order by its number",
+        "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
+            "required": ["order_id"]}});
+    let respond = |s: &TestServer, body: Value| {
+        let request = s.client.post(s.url("/v1/responses")).json(&body);
+        async move {
+            let res = request.send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            res.json::<Value>().await.unwrap()
+        }
+    };
+    let first = respond(
+        &a,
+        json!({"model": "claude", "tools": [tool], "input": "Where is my order 12345?"}),
+    )
+    .await;
+    let call = first["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["type"] == "function_call")
+        .cloned()
+        .unwrap();
+    // The bot's next request lands on the other replica, with only the result.
+    let second = respond(
+        &b,
+        json!({"model": "claude", "tools": [tool], "previous_response_id": first["id"],
+            "input": [{"type": "function_call_output", "call_id": call["call_id"],
+                "output": "{\"status\":\"shipped\"}"}]}),
+    )
+    .await;
+    let text = second["output"][0]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("status shipped"), "{text}");
+    let res = a
+        .client
+        .get(a.url(&format!("/v1/responses/{}", second["id"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_mid_traffic_leaves_every_answer_whole_and_sharing_resumes() {
     let (pg, mut redis) = (Postgres::start().await, Redis::start().await);
     let primary = Upstream::start(Protocol::OpenAi, Mode::Whole).await;
