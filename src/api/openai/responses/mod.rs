@@ -26,7 +26,8 @@ use super::{admit, answer_headers, event_stream, refuse_encoded, unix_now, ON_BR
 use crate::gateway::AnswerEvent;
 use axum::{
     body::Bytes,
-    extract::{Path as AxumPath, State},
+    extract::{FromRequestParts, Path as AxumPath, State},
+    http::request::Parts,
     http::HeaderMap,
     response::{IntoResponse, Response},
     Json,
@@ -190,31 +191,41 @@ impl<S> Stream<S> {
 
 /// `GET /v1/responses/{id}`: a kept response as it was sent.
 pub async fn response_by_id(
-    caller: Caller,
-    headers: HeaderMap,
     State(state): State<AppState>,
-    AxumPath(id): AxumPath<String>,
+    kept: KeptId,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant_of(&caller, &headers)?;
-    Ok(Json(keep::find(&state, &id, &tenant).await?).into_response())
+    Ok(Json(keep::find(&state, &kept.id, &kept.tenant).await?).into_response())
 }
 
 /// `DELETE /v1/responses/{id}`: forgets a kept response.
 pub async fn delete_response(
-    caller: Caller,
-    headers: HeaderMap,
     State(state): State<AppState>,
-    AxumPath(id): AxumPath<String>,
+    kept: KeptId,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant_of(&caller, &headers)?;
-    keep::forget(&state, &id, &tenant).await?;
-    Ok(Json(json!({"id": id, "object": "response", "deleted": true})).into_response())
+    keep::forget(&state, &kept.id, &kept.tenant).await?;
+    Ok(Json(json!({"id": kept.id, "object": "response", "deleted": true})).into_response())
 }
 
-/// The tenant a caller reads kept responses as: its key's, or (without keys)
-/// the one its `x-chaosai-tenant` names, as when it made them.
-fn tenant_of(caller: &Caller, headers: &HeaderMap) -> Result<String, ApiError> {
-    let mut request = crate::gateway::GatewayRequest::question(crate::shared::Surface::Api, "");
-    super::apply_headers(&mut request, headers, caller)?;
-    Ok(request.tenant)
+/// The kept response a request names, and the tenant asking: its key's, or
+/// (without keys) the one its `x-chaosai-tenant` names, as when it was made.
+pub struct KeptId {
+    id: String,
+    tenant: String,
+}
+
+impl FromRequestParts<AppState> for KeptId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let AxumPath(id) = AxumPath::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|err| ApiError::not_found(err.body_text()))?;
+        let mut request = crate::gateway::GatewayRequest::question(crate::shared::Surface::Api, "");
+        super::apply_headers(&mut request, &parts.headers, &caller)?;
+        Ok(Self {
+            id,
+            tenant: request.tenant,
+        })
+    }
 }
