@@ -12,6 +12,10 @@
 //! `Retry-After` the OpenAI SDKs retry by themselves; a chunked body without
 //! a declared length draws as it arrives. Small bodies, nearly every
 //! request, never touch the budget.
+//!
+//! The other bounds on a body live here too: the deadline by which any
+//! route's body must have arrived whole ([`body_deadline`]), and the count of
+//! JSON values a large one may hold before it is parsed.
 
 use super::{error::ApiError, AppState};
 use axum::{
