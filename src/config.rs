@@ -305,6 +305,9 @@ pub struct AuditConfig {
     pub retention_days: u64,
     /// At most this many requests are kept.
     pub max_rows: i64,
+    /// The Responses API's kept responses hold at most this many bytes in all
+    /// (each holds its whole conversation, pictures included); the oldest go first.
+    pub max_kept_response_bytes: i64,
     /// How often retention runs.
     pub prune_interval_s: u64,
 }
@@ -319,6 +322,7 @@ impl Default for AuditConfig {
             redact_text: false,
             retention_days: 30,
             max_rows: 1_000_000,
+            max_kept_response_bytes: 1 << 30,
             prune_interval_s: 60,
         }
     }

@@ -991,7 +991,7 @@ async fn retention_reaches_every_table() {
         "INSERT INTO tickets (id, created_at_ms, request_id, question, conversation_json, failure_json) VALUES ('T-OLD', ?, 'old', 'q', '[]', '[]')",
         "INSERT INTO breaker_transitions (at_ms, provider, from_state, to_state, reason) VALUES (?, 'gpt', 'closed', 'open', 'r')",
         "INSERT INTO fault_changes (at_ms, provider, action, changed_by) VALUES (?, 'gpt', 'set', 'admin')",
-        "INSERT INTO responses (id, tenant, created_at_ms, conversation_json, response_json) VALUES ('resp_old', 'default', ?, '[]', '{}')",
+        "INSERT INTO responses (id, tenant, created_at_ms, conversation_json, response_json, bytes) VALUES ('resp_old', 'default', ?, '[]', '{}', 4)",
     ] {
         sqlx::query(sql).bind(old).execute(pool).await.unwrap();
     }

@@ -337,7 +337,7 @@ async fn exercise(url: &str, engine: Engine) {
     assert!(store.response("resp_new", "acme").await.unwrap().is_none());
 
     // Retention: everything before 1 015 000 goes, attempts with their request.
-    writer.prune(1_015_000, 1_000_000);
+    writer.prune(1_015_000, 1_000_000, 1 << 30);
     writer.flush().await;
     support::eventually(|| async {
         let left = store
@@ -357,6 +357,37 @@ async fn exercise(url: &str, engine: Engine) {
     .await)
     .unwrap();
     assert_eq!(orphans, 0);
+    // Kept responses beyond their size go oldest first, and only as many as
+    // must: three of 100 bytes each, held to 250, keep the newest two.
+    let sized = |id: &str| StoredResponse {
+        conversation_json: "[]".into(),
+        response_json: format!(
+            "{{\"id\": \"{id}\", \"padding\": \"{}\"}}",
+            "x".repeat(98 - 25 - id.len())
+        ),
+        ..kept(id, 2_000_000)
+    };
+    for id in ["resp_s1", "resp_s2", "resp_s3"] {
+        let row = sized(id);
+        assert_eq!(row.conversation_json.len() + row.response_json.len(), 100);
+        store.insert_response(&row).await.unwrap();
+    }
+    writer.prune(0, 1_000_000, 250);
+    support::eventually(|| async {
+        store
+            .response("resp_s1", "acme")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    for id in ["resp_s2", "resp_s3"] {
+        assert!(
+            store.response(id, "acme").await.unwrap().is_some(),
+            "{id} stays"
+        );
+    }
     // Retention reaches kept responses too.
     support::eventually(|| async {
         store

@@ -6,6 +6,9 @@ CREATE TABLE IF NOT EXISTS responses (
     tenant             TEXT NOT NULL,
     created_at_ms      BIGINT NOT NULL,
     conversation_json  TEXT NOT NULL,
-    response_json      TEXT NOT NULL
+    response_json      TEXT NOT NULL,
+    -- the two texts' size, so retention can hold the table to a size without
+    -- reading them
+    bytes              BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS responses_created ON responses (created_at_ms);

@@ -8,6 +8,9 @@ CREATE TABLE IF NOT EXISTS responses (
     tenant             TEXT NOT NULL,
     created_at_ms      INTEGER NOT NULL,
     conversation_json  TEXT NOT NULL,
-    response_json      TEXT NOT NULL
+    response_json      TEXT NOT NULL,
+    -- the two texts' size, so retention can hold the table to a size without
+    -- reading them
+    bytes              INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS responses_created ON responses (created_at_ms);

@@ -112,6 +112,8 @@ pub struct Retention {
     pub keep: Duration,
     /// At most this many requests stay.
     pub max_rows: i64,
+    /// At most this many bytes of kept responses stay.
+    pub max_response_bytes: i64,
 }
 
 impl From<&AuditConfig> for Retention {
@@ -120,6 +122,7 @@ impl From<&AuditConfig> for Retention {
             every: Duration::from_secs(c.prune_interval_s.max(1)),
             keep: Duration::from_secs(c.retention_days * 86_400),
             max_rows: c.max_rows.max(0),
+            max_response_bytes: c.max_kept_response_bytes.max(0),
         }
     }
 }

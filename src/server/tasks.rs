@@ -66,7 +66,7 @@ pub fn spawn_retention(
         shutdown,
         move || {
             let cutoff = clock.unix_ms() - retention.keep.as_millis() as i64;
-            audit.prune(cutoff, retention.max_rows);
+            audit.prune(cutoff, retention.max_rows, retention.max_response_bytes);
             Box::pin(async {})
         },
         || Box::pin(async {}),

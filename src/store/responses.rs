@@ -26,14 +26,15 @@ impl Store {
     /// request as soon as it learns the response is done.
     pub async fn insert_response(&self, response: &StoredResponse) -> Result<(), StoreError> {
         crate::with_db!(self.db(), pool => sqlx::query(
-            "INSERT INTO responses (id, tenant, created_at_ms, conversation_json, response_json) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO responses (id, tenant, created_at_ms, conversation_json, response_json, bytes) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&response.id)
         .bind(&response.tenant)
         .bind(response.created_at_ms)
         .bind(nul_free(&response.conversation_json))
         .bind(nul_free(&response.response_json))
+        .bind((response.conversation_json.len() + response.response_json.len()) as i64)
         .execute(pool)
         .await.map(|done| done.rows_affected()))?;
         Ok(())

@@ -92,8 +92,13 @@ pub struct MessageRecord {
 enum Command {
     /// Write this record; acknowledge (true: committed) when asked.
     Record(AuditRecord, Option<oneshot::Sender<bool>>),
-    /// Delete rows older than `older_than_ms` and beyond the newest `max_rows`.
-    Prune { older_than_ms: i64, max_rows: i64 },
+    /// Delete rows older than `older_than_ms` and beyond the newest
+    /// `max_rows`, and the oldest kept responses beyond `max_response_bytes`.
+    Prune {
+        older_than_ms: i64,
+        max_rows: i64,
+        max_response_bytes: i64,
+    },
     /// Write everything queued before this, then acknowledge.
     Flush(oneshot::Sender<()>),
     /// Die, to prove the supervisor restarts the writer.
@@ -313,10 +318,11 @@ impl AuditWriter {
 
     /// Asks the writer to apply retention between batches: it is the audit's
     /// only writer, so pruning never contends with audit inserts.
-    pub fn prune(&self, older_than_ms: i64, max_rows: i64) {
+    pub fn prune(&self, older_than_ms: i64, max_rows: i64, max_response_bytes: i64) {
         let _ = self.tx.try_send(Command::Prune {
             older_than_ms,
             max_rows,
+            max_response_bytes,
         });
         self.shared.due.notify_one();
     }

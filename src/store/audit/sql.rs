@@ -195,6 +195,42 @@ pub(super) async fn prune(db: &Db, older_than_ms: i64, max_rows: i64) -> Result<
     Ok(deleted)
 }
 
+/// Kept responses deleted at a time when the table is over its size: each
+/// may be megabytes.
+const PRUNE_RESPONSES: i64 = 20;
+
+/// Deletes the oldest kept responses until the rest hold at most `max_bytes`.
+/// Returns rows deleted.
+pub(super) async fn prune_responses(db: &Db, max_bytes: i64) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    loop {
+        let total: i64 = crate::with_db!(db, pool => sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM responses",
+        )
+        .fetch_one(pool)
+        .await)?;
+        if total <= max_bytes {
+            return Ok(deleted);
+        }
+        // The oldest rows that must go for the rest to fit, and no more.
+        let done = crate::with_db!(db, pool => sqlx::query(
+            "DELETE FROM responses WHERE rowid IN (SELECT rowid FROM \
+             (SELECT rowid, SUM(bytes) OVER (ORDER BY rowid) - bytes AS before FROM responses) AS r \
+             WHERE before < $1 ORDER BY rowid LIMIT $2)",
+        )
+        .bind(total - max_bytes)
+        .bind(PRUNE_RESPONSES)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        deleted += done;
+        if done == 0 {
+            return Ok(deleted);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Writes records in one transaction with multi-row INSERTs per table, in
 /// statements of fixed sizes.
 pub(super) async fn write_batch(db: &Db, batch: &[&AuditRecord]) -> Result<(), sqlx::Error> {

@@ -96,9 +96,16 @@ async fn run(
                     Command::Prune {
                         older_than_ms,
                         max_rows,
+                        max_response_bytes,
                     } => {
                         write_held(&pool, &held, &counters).await;
-                        match sql::prune(&pool, older_than_ms, max_rows).await {
+                        let pruned = match sql::prune(&pool, older_than_ms, max_rows).await {
+                            Ok(deleted) => sql::prune_responses(&pool, max_response_bytes)
+                                .await
+                                .map(|more| deleted + more),
+                            Err(err) => Err(err),
+                        };
+                        match pruned {
                             Ok(0) => {}
                             Ok(deleted) => {
                                 tracing::info!(deleted, "audit retention pruned old rows")
