@@ -401,6 +401,55 @@ async fn a_response_kept_through_one_replica_is_gone_on_from_through_the_other()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgres_down_responses_are_answered_and_naming_a_kept_one_is_a_503() {
+    let (mut pg, redis) = (Postgres::start().await, Redis::start().await);
+    let a = replica("a", &pg, &redis, |_| {}).await;
+    let post = |body: Value| a.client.post(a.url("/v1/responses")).json(&body).send();
+    let res = post(json!({"model": "claude", "input": "Where is my order?"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let kept: Value = res.json().await.unwrap();
+    pg.stop();
+    health_until(&a, |h| h["status"] == "degraded").await;
+    // The customer is answered: keeping the response gives up, it does not
+    // hold the answer back (3 s at most; the margin is for a busy machine).
+    for stream in [false, true] {
+        let started = std::time::Instant::now();
+        let res =
+            post(json!({"model": "claude", "input": "Can I get a refund?", "stream": stream}))
+                .await
+                .unwrap();
+        assert_eq!(res.status(), 200);
+        let body = res.text().await.unwrap();
+        assert!(body.contains("refund"), "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "answered after {:?}",
+            started.elapsed()
+        );
+    }
+    // Naming a kept response is a 503 the SDKs retry, not a 500.
+    let res = post(json!({"model": "claude", "input": "And?", "previous_response_id": kept["id"]}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    let error: Value = res.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "store_unavailable", "{error}");
+    // Back, the kept response is found again.
+    pg.restart().await;
+    support::eventually(|| async {
+        let res =
+            post(json!({"model": "claude", "input": "And?", "previous_response_id": kept["id"]}))
+                .await
+                .unwrap();
+        (res.status() == 200).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_mid_traffic_leaves_every_answer_whole_and_sharing_resumes() {
     let (pg, mut redis) = (Postgres::start().await, Redis::start().await);
     let primary = Upstream::start(Protocol::OpenAi, Mode::Whole).await;

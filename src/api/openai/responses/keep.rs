@@ -6,12 +6,20 @@
 //! learns the response is done (the whole answer returned, or a stream's
 //! `response.completed`), so a caller that goes on at once finds it. Only the
 //! tenant that made it can read, continue or delete it. While the audit keeps
-//! customer text redacted, nothing is kept.
+//! customer text redacted, nothing is kept. A database that does not answer
+//! holds no answer up for longer than [`STORE_WAIT`]: the caller gets its
+//! answer unkept, or a 503 it may retry when it names a kept one.
 
 use super::super::super::{error::ApiError, AppState};
 use crate::shared::{ChatTurn, Role, ToolCall};
 use crate::store::{Store, StoredResponse};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
+use std::future::Future;
+use std::time::Duration;
+
+/// Longest a kept response's write or read may take.
+const STORE_WAIT: Duration = Duration::from_secs(3);
 
 /// Why nothing is kept while customer text is redacted.
 const REDACTED: &str =
@@ -55,10 +63,14 @@ impl Keeper {
             conversation_json: serde_json::to_string(&turns).unwrap_or_default(),
             response_json: response.to_string(),
         };
-        match self.store.insert_response(&row).await {
-            Ok(()) => true,
-            Err(err) => {
+        match tokio::time::timeout(STORE_WAIT, self.store.insert_response(&row)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(err)) => {
                 tracing::warn!(error = %err, response = %id, "a response could not be kept");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(response = %id, "a response could not be kept: the database did not answer");
                 false
             }
         }
@@ -75,7 +87,7 @@ pub(super) async fn history(
     if state.redact {
         return Err(ApiError::invalid(param, REDACTED));
     }
-    let kept = state.store.response(id, tenant).await?;
+    let kept = within(state.store.response(id, tenant)).await?;
     let turns = kept.and_then(|k| serde_json::from_str(&k.conversation_json).ok());
     turns.ok_or_else(|| ApiError {
         code: Some("previous_response_not_found"),
@@ -98,18 +110,41 @@ pub(super) async fn find(state: &AppState, id: &str, tenant: &str) -> Result<Val
             super::super::super::error::echoed(id)
         )));
     }
-    let kept = state.store.response(id, tenant).await?;
+    let kept = within(state.store.response(id, tenant)).await?;
     kept.and_then(|k| serde_json::from_str(&k.response_json).ok())
         .ok_or_else(|| not_found(id))
 }
 
 /// Forgets kept response `id`, or a 404.
 pub(super) async fn forget(state: &AppState, id: &str, tenant: &str) -> Result<(), ApiError> {
-    if state.store.delete_response(id, tenant).await? {
+    if within(state.store.delete_response(id, tenant)).await? {
         Ok(())
     } else {
         Err(not_found(id))
     }
+}
+
+/// `read`'s result, or the 503 (with `Retry-After`) saying kept responses
+/// cannot be reached now: a caller may retry, or send its whole conversation.
+async fn within<T>(
+    read: impl Future<Output = Result<T, crate::store::StoreError>>,
+) -> Result<T, ApiError> {
+    let why = match tokio::time::timeout(STORE_WAIT, read).await {
+        Ok(Ok(value)) => return Ok(value),
+        Ok(Err(err)) => err.to_string(),
+        Err(_) => "the database did not answer".to_string(),
+    };
+    tracing::warn!(error = %why, "kept responses could not be read");
+    let mut headers = HeaderMap::new();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    Err(ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        kind: "server_error",
+        code: Some("store_unavailable"),
+        param: None,
+        message: "kept responses cannot be reached now; retry shortly, or send the whole conversation in input".into(),
+        headers: Some(Box::new(headers)),
+    })
 }
 
 fn not_found(id: &str) -> ApiError {
