@@ -37,6 +37,14 @@ pub(in crate::api::openai) struct ResponsesRequest {
 }
 
 impl ResponsesRequest {
+    /// The conversation a kept response carries: every turn but the caller's
+    /// `instructions`, which OpenAI does not carry to the next response (a
+    /// system or developer message in `input` is carried).
+    pub fn carried(&self) -> &[crate::shared::ChatTurn] {
+        let instructions = self.origins.0.first().is_some_and(|o| o == "instructions");
+        &self.gateway.turns[usize::from(instructions)..]
+    }
+
     /// Puts `history` (a kept response's conversation) before the caller's
     /// input, after its instructions, as what `previous_response_id` names.
     pub fn go_on_from(&mut self, history: Vec<crate::shared::ChatTurn>) {
@@ -559,6 +567,16 @@ mod tests {
             .origins
             .renamed(ApiError::invalid(Some("messages[3].tool_call_id"), "bad"));
         assert_eq!(err.param.as_deref(), Some("input[0].tool_call_id"));
+        // Instructions are not carried to the next response; a developer
+        // message in the input is.
+        let carried = decoded(
+            json!({"model": "chaosai", "instructions": "Be brief.", "input": [
+            {"role": "developer", "content": "Answer in French."},
+            {"role": "user", "content": "Bonjour"}]}),
+        );
+        let roles: Vec<Role> = carried.carried().iter().map(|t| t.role).collect();
+        assert_eq!(roles, vec![Role::System, Role::User]);
+        assert_eq!(carried.carried()[0].content, "Answer in French.");
         let unkept = decoded(json!({"model": "chaosai", "input": "hi", "store": false}));
         assert!(!unkept.store && unkept.previous.is_none());
     }

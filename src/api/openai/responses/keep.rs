@@ -29,22 +29,18 @@ const REDACTED: &str =
 pub(super) struct Keeper {
     store: Store,
     tenant: String,
-    /// The conversation the answer follows, without system turns.
+    /// The conversation the answer follows, without the caller's instructions.
     turns: Vec<ChatTurn>,
 }
 
 impl Keeper {
-    /// A keeper for `turns`, or none when the caller asked for nothing to be
-    /// kept or the audit redacts customer text.
+    /// A keeper for the conversation `turns`, or none when the caller asked
+    /// for nothing to be kept or the audit redacts customer text.
     pub fn new(state: &AppState, store: bool, tenant: &str, turns: &[ChatTurn]) -> Option<Self> {
         (store && !state.redact).then(|| Self {
             store: state.store.clone(),
             tenant: tenant.to_string(),
-            turns: turns
-                .iter()
-                .filter(|t| t.role != Role::System)
-                .cloned()
-                .collect(),
+            turns: turns.to_vec(),
         })
     }
 

@@ -81,7 +81,7 @@ async fn response(
         let history = keep::history(&state, previous, &tenant).await?;
         request.go_on_from(history);
     }
-    let keeper = keep::Keeper::new(&state, request.store, &tenant, &request.gateway.turns);
+    let keeper = keep::Keeper::new(&state, request.store, &tenant, request.carried());
     request
         .echo
         .insert("store".into(), Value::Bool(keeper.is_some()));
