@@ -128,11 +128,11 @@ impl BodyLimits {
         let mut hold = BodyHold(None);
         // Drawn before the first byte is read: a refused client sending
         // `Expect: 100-continue` never uploads at all.
-        let admitted = match declared {
+        let admitted = refuse_encoded(request.headers()).and_then(|()| match declared {
             Some(size) if size > self.limit => Err(self.too_large()),
             Some(size) if size > self.free => self.draw(&mut hold, size),
             _ => Ok(()),
-        };
+        });
         if let Err(refusal) = admitted {
             let asks_first = request
                 .headers()
@@ -306,6 +306,18 @@ async fn drain(body: &mut Body, declared: Option<usize>) {
     }
 }
 
+/// A compressed body is refused by name, before it is read or holds any of
+/// the budget, rather than read as garbage JSON.
+fn refuse_encoded(headers: &HeaderMap) -> Result<(), ApiError> {
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
+        let encoding = encoding.to_str().unwrap_or("(not text)").trim();
+        if !encoding.eq_ignore_ascii_case("identity") {
+            return Err(ApiError::unsupported_encoding(encoding));
+        }
+    }
+    Ok(())
+}
+
 /// Why a body could not be read: it came too slowly (the server's body
 /// timeout, a 408) or the connection broke.
 fn unreadable(err: axum::Error) -> ApiError {
@@ -382,6 +394,19 @@ pub struct ConversationBody {
     pub bytes: Bytes,
     /// The budget it holds; keep it until the answer is sent.
     pub hold: BodyHold,
+}
+
+impl ConversationBody {
+    /// What `answer` makes of the body, holding the body's share of the budget
+    /// until that answer is sent.
+    pub async fn answer<F, A>(self, answer: F) -> Result<Response, ApiError>
+    where
+        F: FnOnce(Bytes) -> A,
+        A: std::future::Future<Output = Result<Response, ApiError>>,
+    {
+        let Self { bytes, hold } = self;
+        Ok(hold.until_sent(answer(bytes).await?))
+    }
 }
 
 impl FromRequest<AppState> for ConversationBody {

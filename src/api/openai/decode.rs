@@ -465,16 +465,7 @@ pub(super) fn decode(body: &[u8]) -> Result<ApiRequest, ApiError> {
         .enumerate()
         .map(|(index, message)| turn(message, index))
         .collect::<Result<Vec<_>, _>>()?;
-    let images: usize = turns.iter().map(|t| t.images.len()).sum();
-    if images > image::MAX_IMAGES {
-        return Err(invalid(
-            "messages",
-            format!(
-                "messages show {images} images; providers take at most {} in one request",
-                image::MAX_IMAGES
-            ),
-        ));
-    }
+    image::refuse_too_many(&turns, "messages")?;
     refuse_unsupported(&body)?;
     let stream = field(&body, "stream", "a boolean", Value::as_bool)?.unwrap_or(false);
     let include_usage = match field(&body, "stream_options", "an object", Value::as_object)? {

@@ -13,6 +13,24 @@ use serde_json::Value;
 /// Most images in one request: Anthropic's limit per request (OpenAI takes more).
 pub(super) const MAX_IMAGES: usize = 100;
 
+/// Refuses a request whose turns show more than [`MAX_IMAGES`] images,
+/// naming `param` (`messages`, `input`), where the caller sent them.
+pub(super) fn refuse_too_many(
+    turns: &[crate::shared::ChatTurn],
+    param: &str,
+) -> Result<(), ApiError> {
+    let images: usize = turns.iter().map(|t| t.images.len()).sum();
+    if images > MAX_IMAGES {
+        return Err(invalid(
+            param,
+            format!(
+                "{param} show {images} images; providers take at most {MAX_IMAGES} in one request"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Largest image, as base64 text: Anthropic refuses an image over 5 MB.
 const MAX_BASE64: usize = 5 << 20;
 

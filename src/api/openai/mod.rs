@@ -214,6 +214,32 @@ fn header_choice<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a st
     headers.get(name).map(|v| v.to_str().unwrap_or_default())
 }
 
+/// The tenant a request belongs to: its key's, or (without keys) the one
+/// `x-chaosai-tenant` names, else the default.
+fn tenant_of(headers: &HeaderMap, caller: &Caller) -> Result<String, ApiError> {
+    let Some(tenant) = headers.get(&TENANT) else {
+        return Ok(caller.tenant().to_string());
+    };
+    let tenant = tenant
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 128)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                Some("x-chaosai-tenant"),
+                "x-chaosai-tenant must be 1-128 visible characters",
+            )
+        })?;
+    if caller.keyed() && tenant != caller.tenant() {
+        return Err(ApiError::invalid(
+            Some("x-chaosai-tenant"),
+            "the tenant comes from your API key; x-chaosai-tenant may not name another",
+        ));
+    }
+    Ok(tenant.to_string())
+}
+
 /// Applies ChaosAI's own request headers: the tenant (only without keys; with
 /// keys it comes from the key), the cache bypass, what a broken stream becomes.
 fn apply_headers(
@@ -221,27 +247,7 @@ fn apply_headers(
     headers: &HeaderMap,
     caller: &Caller,
 ) -> Result<(), ApiError> {
-    request.tenant = caller.tenant().to_string();
-    if let Some(tenant) = headers.get(&TENANT) {
-        let tenant = tenant
-            .to_str()
-            .ok()
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && t.len() <= 128)
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    Some("x-chaosai-tenant"),
-                    "x-chaosai-tenant must be 1-128 visible characters",
-                )
-            })?;
-        if caller.keyed() && tenant != caller.tenant() {
-            return Err(ApiError::invalid(
-                Some("x-chaosai-tenant"),
-                "the tenant comes from your API key; x-chaosai-tenant may not name another",
-            ));
-        }
-        request.tenant = tenant.to_string();
-    }
+    request.tenant = tenant_of(headers, caller)?;
     if let Some(conversation) = headers.get(&CONVERSATION) {
         let conversation = conversation
             .to_str()
@@ -284,17 +290,6 @@ fn apply_headers(
     Ok(())
 }
 
-/// A compressed body is refused by name rather than read as garbage JSON.
-fn refuse_encoded(headers: &HeaderMap) -> Result<(), ApiError> {
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
-        let encoding = encoding.to_str().unwrap_or("(not text)").trim();
-        if !encoding.eq_ignore_ascii_case("identity") {
-            return Err(ApiError::unsupported_encoding(encoding));
-        }
-    }
-    Ok(())
-}
-
 /// Applies the caller's headers to `request` and admits it under the caller's
 /// limits, charged the prompt's estimate until the answer says what it cost.
 fn admit(
@@ -315,9 +310,8 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: ConversationBody,
 ) -> Result<Response, ApiError> {
-    let ConversationBody { bytes, hold } = body;
-    let answer = chat_completion(state, caller, headers, bytes).await?;
-    Ok(hold.until_sent(answer))
+    body.answer(|bytes| chat_completion(state, caller, headers, bytes))
+        .await
 }
 
 async fn chat_completion(
@@ -326,7 +320,6 @@ async fn chat_completion(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    refuse_encoded(&headers)?;
     let mut request = decode::decode(&body)?;
     // Megabytes with pictures: the decoded request holds what is needed of it.
     drop(body);

@@ -384,16 +384,7 @@ pub(in crate::api::openai) fn decode(body: &[u8]) -> Result<ResponsesRequest, Ap
     .map(str::to_string);
     let store = field(&body, "store", "a boolean", Value::as_bool)?.unwrap_or(true);
     let (turns, origins) = turns(&body)?;
-    let images: usize = turns.iter().map(|t| t.images.len()).sum();
-    if images > image::MAX_IMAGES {
-        return Err(invalid(
-            "input",
-            format!(
-                "input shows {images} images; providers take at most {} in one request",
-                image::MAX_IMAGES
-            ),
-        ));
-    }
+    image::refuse_too_many(&turns, "input")?;
     let stream = field(&body, "stream", "a boolean", Value::as_bool)?.unwrap_or(false);
     let (response_format, verbosity) = text_options(&body)?;
     let user = match field(&body, "user", "a string", Value::as_str)? {

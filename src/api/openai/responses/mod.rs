@@ -22,7 +22,7 @@ mod keep;
 use super::super::bodies::ConversationBody;
 use super::super::keys::Caller;
 use super::super::{error::ApiError, AppState};
-use super::{admit, answer_headers, event_stream, refuse_encoded, unix_now, ON_BREAK};
+use super::{admit, answer_headers, event_stream, unix_now, ON_BREAK};
 use crate::gateway::AnswerEvent;
 use axum::{
     body::Bytes,
@@ -53,9 +53,8 @@ pub async fn responses(
     headers: HeaderMap,
     body: ConversationBody,
 ) -> Result<Response, ApiError> {
-    let ConversationBody { bytes, hold } = body;
-    let answer = response(state, caller, headers, bytes).await?;
-    Ok(hold.until_sent(answer))
+    body.answer(|bytes| response(state, caller, headers, bytes))
+        .await
 }
 
 async fn response(
@@ -64,7 +63,6 @@ async fn response(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    refuse_encoded(&headers)?;
     // A restart marker exists only in Chat Completions' stream.
     if headers.get(&ON_BREAK).is_some_and(|v| v != "error") {
         return Err(ApiError::invalid(
@@ -221,11 +219,9 @@ impl FromRequestParts<AppState> for KeptId {
         let AxumPath(id) = AxumPath::<String>::from_request_parts(parts, state)
             .await
             .map_err(|err| ApiError::not_found(err.body_text()))?;
-        let mut request = crate::gateway::GatewayRequest::question(crate::shared::Surface::Api, "");
-        super::apply_headers(&mut request, &parts.headers, &caller)?;
         Ok(Self {
             id,
-            tenant: request.tenant,
+            tenant: super::tenant_of(&parts.headers, &caller)?,
         })
     }
 }
