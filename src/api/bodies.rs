@@ -521,6 +521,31 @@ mod tests {
         assert_eq!(limits.available(), 16);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_body_is_due_whole_by_its_deadline_however_it_trickles() {
+        let timeout = Duration::from_secs(10);
+        // A byte every 4 s: each read well within the timeout, the whole not.
+        let trickle = futures::stream::unfold(0, |n| async move {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            Some((Ok::<_, std::io::Error>(Bytes::from_static(b"x")), n + 1))
+        });
+        let started = Instant::now();
+        let trickled = body_deadline(request(Body::from_stream(trickle)), timeout);
+        let body = axum::body::to_bytes(trickled.into_body(), usize::MAX).await;
+        let err = body.unwrap_err();
+        let mut causes =
+            std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| {
+                e.source()
+            });
+        assert!(causes.any(|e| e.is::<DeadlinePassed>()), "{err}");
+        assert_eq!(started.elapsed(), timeout);
+        // A body in hand is read at once, with no timer at all.
+        let whole = body_deadline(request(Body::from("whole")), timeout);
+        let body = axum::body::to_bytes(whole.into_body(), usize::MAX).await;
+        assert_eq!(&body.unwrap()[..], b"whole");
+        assert_eq!(started.elapsed(), timeout);
+    }
+
     #[test]
     fn values_are_counted_without_building_them_and_bad_json_is_left_to_the_decoder() {
         let doc = br#"{"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": [1, 2.5, true, null]}"#;
